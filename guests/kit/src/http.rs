@@ -1,0 +1,184 @@
+//! Buffered HTTP requests and responses over `wasi:http`.
+//!
+//! Route groups take small JSON bodies (the host caps them), so reading the
+//! whole body before handling keeps handlers plain functions.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+use crate::bindings::wasi::http::types::{
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+
+/// An incoming request, body read in full.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Upper case, e.g. `POST`.
+    pub method: String,
+    /// The path without the query, e.g. `/v1/sql`.
+    pub path: String,
+    pub query: Option<String>,
+    /// Header names are lower case.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub(crate) fn from_incoming(request: IncomingRequest) -> Result<Self, ApiError> {
+        let method = match request.method() {
+            Method::Get => "GET".to_owned(),
+            Method::Head => "HEAD".to_owned(),
+            Method::Post => "POST".to_owned(),
+            Method::Put => "PUT".to_owned(),
+            Method::Delete => "DELETE".to_owned(),
+            Method::Connect => "CONNECT".to_owned(),
+            Method::Options => "OPTIONS".to_owned(),
+            Method::Trace => "TRACE".to_owned(),
+            Method::Patch => "PATCH".to_owned(),
+            Method::Other(other) => other.to_ascii_uppercase(),
+        };
+        let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+        let (path, query) = match path_with_query.split_once('?') {
+            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+            None => (path_with_query, None),
+        };
+        let headers = request
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect();
+        let body = read_body(&request)?;
+        Ok(Self {
+            method,
+            path,
+            query,
+            headers,
+            body,
+        })
+    }
+
+    /// The first value of a header, if it is present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The body as JSON of type `T`.
+    ///
+    /// Wrong or missing content type answers 415, malformed JSON 400, and JSON
+    /// of the wrong shape (missing field, wrong type) 422.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let content_type = self.header("content-type").unwrap_or_default();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json" && !mime.ends_with("+json") {
+            return Err(ApiError::new(
+                415,
+                "expected a JSON body with `Content-Type: application/json`",
+            ));
+        }
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request(
+                "the request body is empty; expected JSON",
+            ));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::unprocessable(format!("invalid request body: {e}"))
+            }
+            _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+        })
+    }
+}
+
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
+    let body = request
+        .consume()
+        .map_err(|()| ApiError::internal("request body already consumed"))?;
+    let stream = body
+        .stream()
+        .map_err(|()| ApiError::internal("request body stream unavailable"))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(ApiError::bad_request(format!(
+                    "could not read the request body: {}",
+                    e.to_debug_string()
+                )));
+            }
+        }
+    }
+    drop(stream);
+    drop(IncomingBody::finish(body));
+    Ok(bytes)
+}
+
+/// A response to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, value: &impl Serialize) -> Self {
+        let body = serde_json::to_vec(value).expect("serializing JSON to memory cannot fail");
+        Self {
+            status,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body,
+        }
+    }
+
+    /// 204 with no body.
+    pub fn no_content() -> Self {
+        Self {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub(crate) fn send(self, out: ResponseOutparam) {
+        let entries: Vec<(String, Vec<u8>)> = self
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n, v.into_bytes()))
+            .collect();
+        let headers = Fields::from_list(&entries).unwrap_or_else(|_| Fields::new());
+        let response = OutgoingResponse::new(headers);
+        // Only an out-of-range status fails here; the router never makes one.
+        let _ = response.set_status_code(self.status);
+        let body = response.body().expect("a new response has a body");
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().expect("a new body has a stream");
+        // wasi:http caps one write at 4096 bytes.
+        for chunk in self.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                // The client went away; nothing more to do.
+                return;
+            }
+        }
+        drop(stream);
+        let _ = OutgoingBody::finish(body, None);
+    }
+}

@@ -1,0 +1,70 @@
+//! The shared toolkit of Zatabase's built-in route groups.
+//!
+//! A route group is a WebAssembly component that the host dispatches a slice
+//! of the HTTP API to (see `spin.toml`). This crate gives each one the same
+//! shape: WIT bindings for the `zatabase:platform/route-group` world, a
+//! buffered [`Request`] and [`Response`], a method-and-path [`Router`], the
+//! API error shape [`ApiError`], and the JSON mapping of SQL values.
+//!
+//! A route group crate implements [`RouteGroup`] and calls [`route_group!`].
+
+mod error;
+mod http;
+mod router;
+pub mod values;
+
+pub use error::ApiError;
+pub use http::{Request, Response};
+pub use router::{Params, Router};
+
+/// Bindings generated from `wit/` for the `route-group` world.
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "zatabase:platform/route-group",
+        path: "../../wit",
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_route_group",
+        default_bindings_module: "zatabase_guest_kit::bindings",
+    });
+}
+
+pub use bindings::zatabase::platform::{log, platform_db, session, sql, types};
+
+/// A built-in route group: one function from request to response.
+pub trait RouteGroup {
+    fn handle(request: Request) -> Response;
+}
+
+/// Glue between the exported `wasi:http/incoming-handler` and a
+/// [`RouteGroup`]. Used by [`route_group!`]; not called directly.
+#[doc(hidden)]
+pub fn serve<G: RouteGroup>(
+    request: bindings::wasi::http::types::IncomingRequest,
+    out: bindings::wasi::http::types::ResponseOutparam,
+) {
+    let response = match Request::from_incoming(request) {
+        Ok(request) => G::handle(request),
+        Err(error) => error.into(),
+    };
+    response.send(out);
+}
+
+/// Exports a [`RouteGroup`] as the component's `wasi:http/incoming-handler`.
+#[macro_export]
+macro_rules! route_group {
+    ($group:ty) => {
+        const _: () = {
+            struct Export;
+            impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for Export {
+                fn handle(
+                    request: $crate::bindings::wasi::http::types::IncomingRequest,
+                    out: $crate::bindings::wasi::http::types::ResponseOutparam,
+                ) {
+                    $crate::serve::<$group>(request, out)
+                }
+            }
+    $crate::bindings::export_route_group!(Export with_types_in $crate::bindings);
+        };
+    };
+}

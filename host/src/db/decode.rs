@@ -1,0 +1,386 @@
+//! Postgres's text output into typed values.
+//!
+//! Queries run with `DateStyle = ISO, YMD`, `IntervalStyle = iso_8601`,
+//! `TimeZone = UTC` and `bytea_output = hex` (see `exec`), so the text forms
+//! are already close to the API's: this module types them and makes the last
+//! adjustments (a `T` in timestamps, `+00:00` offsets, bytea to bytes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sqlx::postgres::PgConnection;
+
+use crate::caps::types::{Scalar, Value};
+
+/// How one column's values are typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    Boolean,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Numeric,
+    Text,
+    Bytes,
+    Uuid,
+    Date,
+    Time,
+    Timestamp,
+    Timestamptz,
+    Interval,
+    Json,
+    Vector,
+    Other,
+}
+
+impl Decoder {
+    /// The decoder for a (base) type name.
+    fn for_name(name: &str) -> Self {
+        match name {
+            "bool" => Self::Boolean,
+            "int2" => Self::Int16,
+            "int4" => Self::Int32,
+            "int8" | "oid" => Self::Int64,
+            "float4" => Self::Float32,
+            "float8" => Self::Float64,
+            "numeric" => Self::Numeric,
+            "text" | "varchar" | "bpchar" | "char" | "name" | "citext" | "unknown" => Self::Text,
+            "bytea" => Self::Bytes,
+            "uuid" => Self::Uuid,
+            "date" => Self::Date,
+            "time" | "timetz" => Self::Time,
+            "timestamp" => Self::Timestamp,
+            "timestamptz" => Self::Timestamptz,
+            "interval" => Self::Interval,
+            "json" | "jsonb" => Self::Json,
+            "vector" => Self::Vector,
+            _ => Self::Other,
+        }
+    }
+
+    /// Types one non-null value; text that does not parse as the type says
+    /// stays text (`other`), so nothing is lost.
+    pub fn scalar(self, text: &str) -> Scalar {
+        let other = || Scalar::Other(text.to_owned());
+        match self {
+            Self::Boolean => match text {
+                "t" => Scalar::Boolean(true),
+                "f" => Scalar::Boolean(false),
+                _ => other(),
+            },
+            Self::Int16 => text.parse().map_or_else(|_| other(), Scalar::Int16),
+            Self::Int32 => text.parse().map_or_else(|_| other(), Scalar::Int32),
+            Self::Int64 => text.parse().map_or_else(|_| other(), Scalar::Int64),
+            Self::Float32 => text.parse().map_or_else(|_| other(), Scalar::Float32),
+            Self::Float64 => text.parse().map_or_else(|_| other(), Scalar::Float64),
+            Self::Numeric => Scalar::Numeric(text.to_owned()),
+            Self::Text => Scalar::Text(text.to_owned()),
+            Self::Bytes => text
+                .strip_prefix("\\x")
+                .and_then(|hex| hex::decode(hex).ok())
+                .map_or_else(other, Scalar::Bytes),
+            Self::Uuid => Scalar::Uuid(text.to_owned()),
+            Self::Date => Scalar::Date(text.to_owned()),
+            Self::Time => Scalar::Time(text.to_owned()),
+            Self::Timestamp => Scalar::Timestamp(text.replacen(' ', "T", 1)),
+            Self::Timestamptz => Scalar::Timestamptz(iso_offset(&text.replacen(' ', "T", 1))),
+            Self::Interval => Scalar::Interval(text.to_owned()),
+            Self::Json => Scalar::Json(text.to_owned()),
+            Self::Vector => parse_vector(text).map_or_else(other, Scalar::Vector),
+            Self::Other => other(),
+        }
+    }
+
+    /// Types a column value: a scalar, or an array of them.
+    pub fn value(self, is_array: bool, text: &str) -> Value {
+        if !is_array {
+            return Value::Scalar(self.scalar(text));
+        }
+        match parse_array(text) {
+            Some(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| item.map(|t| self.scalar(&t)))
+                    .collect(),
+            ),
+            // Multi-dimensional or decorated arrays keep their text form.
+            None => Value::Scalar(Scalar::Other(text.to_owned())),
+        }
+    }
+}
+
+/// A column type as the API reports and decodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeDesc {
+    /// `int4`, `text[]`, `vector`, ...
+    pub name: String,
+    pub decoder: Decoder,
+    pub is_array: bool,
+}
+
+impl TypeDesc {
+    /// `name` is the type's own name, `base` the name to decode by (the
+    /// element's for arrays, the base type's for domains).
+    fn new(name: &str, base: &str, is_array: bool) -> Self {
+        Self {
+            name: if is_array {
+                format!("{base}[]")
+            } else {
+                name.to_owned()
+            },
+            decoder: Decoder::for_name(base),
+            is_array,
+        }
+    }
+}
+
+/// Built-in types by OID (`pg_type.dat`; these OIDs are fixed).
+const BUILTIN: &[(u32, &str, bool)] = &[
+    (16, "bool", false),
+    (17, "bytea", false),
+    (18, "char", false),
+    (19, "name", false),
+    (20, "int8", false),
+    (21, "int2", false),
+    (23, "int4", false),
+    (25, "text", false),
+    (26, "oid", false),
+    (114, "json", false),
+    (700, "float4", false),
+    (701, "float8", false),
+    (705, "unknown", false),
+    (1042, "bpchar", false),
+    (1043, "varchar", false),
+    (1082, "date", false),
+    (1083, "time", false),
+    (1114, "timestamp", false),
+    (1184, "timestamptz", false),
+    (1186, "interval", false),
+    (1266, "timetz", false),
+    (1700, "numeric", false),
+    (2950, "uuid", false),
+    (3802, "jsonb", false),
+    (1000, "bool", true),
+    (1001, "bytea", true),
+    (1002, "char", true),
+    (1003, "name", true),
+    (1005, "int2", true),
+    (1007, "int4", true),
+    (1009, "text", true),
+    (1014, "bpchar", true),
+    (1015, "varchar", true),
+    (1016, "int8", true),
+    (1021, "float4", true),
+    (1022, "float8", true),
+    (1028, "oid", true),
+    (1115, "timestamp", true),
+    (1182, "date", true),
+    (1183, "time", true),
+    (1185, "timestamptz", true),
+    (1187, "interval", true),
+    (1231, "numeric", true),
+    (1270, "timetz", true),
+    (2951, "uuid", true),
+    (199, "json", true),
+    (3807, "jsonb", true),
+];
+
+/// Type descriptions by OID: the built-ins, plus any other type (pgvector's,
+/// a tenant's enums and domains) looked up in `pg_type` the first time a
+/// result carries it. Shared by all connections to one database.
+#[derive(Debug)]
+pub struct TypeCache {
+    types: RwLock<HashMap<u32, Arc<TypeDesc>>>,
+}
+
+impl Default for TypeCache {
+    fn default() -> Self {
+        let types = BUILTIN
+            .iter()
+            .map(|&(oid, name, array)| (oid, Arc::new(TypeDesc::new(name, name, array))))
+            .collect();
+        Self {
+            types: RwLock::new(types),
+        }
+    }
+}
+
+impl TypeCache {
+    pub fn get(&self, oid: u32) -> Option<Arc<TypeDesc>> {
+        self.types
+            .read()
+            .expect("type cache poisoned")
+            .get(&oid)
+            .cloned()
+    }
+
+    /// Looks up the OIDs not known yet.
+    pub async fn resolve(&self, conn: &mut PgConnection, oids: &[u32]) -> Result<(), sqlx::Error> {
+        let missing: Vec<i64> = oids
+            .iter()
+            .filter(|oid| self.get(**oid).is_none())
+            .map(|oid| i64::from(*oid))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT t.oid::int8, t.typname::text, \
+                    coalesce(e.typname, b.typname)::text, t.typcategory = 'A' AND e.oid IS NOT NULL \
+             FROM pg_catalog.pg_type t \
+             LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
+             LEFT JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd' \
+             WHERE t.oid = ANY($1::int8[]::oid[])",
+        )
+        .bind(&missing)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut types = self.types.write().expect("type cache poisoned");
+        for (oid, name, base, is_array) in rows {
+            let base = base.unwrap_or_else(|| name.clone());
+            if let Ok(oid) = u32::try_from(oid) {
+                types.insert(oid, Arc::new(TypeDesc::new(&name, &base, is_array)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `+00` → `+00:00`, leaving `+05:30` (and `infinity`) alone.
+fn iso_offset(ts: &str) -> String {
+    let bytes = ts.as_bytes();
+    let n = bytes.len();
+    if n >= 3
+        && matches!(bytes[n - 3], b'+' | b'-')
+        && bytes[n - 2].is_ascii_digit()
+        && bytes[n - 1].is_ascii_digit()
+    {
+        format!("{ts}:00")
+    } else {
+        ts.to_owned()
+    }
+}
+
+fn parse_vector(text: &str) -> Option<Vec<f32>> {
+    let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+    if inner.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    inner.split(',').map(|x| x.trim().parse().ok()).collect()
+}
+
+/// A one-dimensional array literal `{a,"b c",NULL}` into its elements.
+/// Returns `None` for anything else (nested or dimension-decorated arrays).
+fn parse_array(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    if inner.is_empty() {
+        return Some(items);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        match chars.peek() {
+            Some('{') => return None,
+            Some('"') => {
+                chars.next();
+                let mut item = String::new();
+                loop {
+                    match chars.next()? {
+                        '\\' => item.push(chars.next()?),
+                        '"' => break,
+                        c => item.push(c),
+                    }
+                }
+                items.push(Some(item));
+            }
+            _ => {
+                let mut item = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c == ',' {
+                        break;
+                    }
+                    item.push(c);
+                    chars.next();
+                }
+                let item = item.trim().to_owned();
+                items.push(if item.eq_ignore_ascii_case("NULL") {
+                    None
+                } else {
+                    Some(item)
+                });
+            }
+        }
+        match chars.next() {
+            Some(',') => continue,
+            None => return Some(items),
+            Some(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_known_by_oid() {
+        let cache = TypeCache::default();
+        let int4_array = cache.get(1007).unwrap();
+        assert_eq!(
+            (
+                int4_array.name.as_str(),
+                int4_array.decoder,
+                int4_array.is_array
+            ),
+            ("int4[]", Decoder::Int32, true)
+        );
+        assert_eq!(cache.get(1184).unwrap().decoder, Decoder::Timestamptz);
+        assert!(cache.get(99999).is_none());
+    }
+
+    #[test]
+    fn timestamps_become_iso_8601() {
+        assert!(
+            matches!(Decoder::Timestamptz.scalar("2024-01-02 03:04:05.5+00"),
+            Scalar::Timestamptz(s) if s == "2024-01-02T03:04:05.5+00:00")
+        );
+        assert!(
+            matches!(Decoder::Timestamptz.scalar("2024-01-02 03:04:05+05:30"),
+            Scalar::Timestamptz(s) if s == "2024-01-02T03:04:05+05:30")
+        );
+        assert!(matches!(Decoder::Timestamp.scalar("2024-01-02 03:04:05"),
+            Scalar::Timestamp(s) if s == "2024-01-02T03:04:05"));
+    }
+
+    #[test]
+    fn arrays_split_with_quotes_and_nulls() {
+        assert_eq!(
+            parse_array(r#"{1,NULL,"a,b","q\"x",""}"#).unwrap(),
+            vec![
+                Some("1".into()),
+                None,
+                Some("a,b".into()),
+                Some("q\"x".into()),
+                Some(String::new())
+            ]
+        );
+        assert_eq!(parse_array("{}").unwrap(), Vec::<Option<String>>::new());
+        assert!(parse_array("{{1,2},{3,4}}").is_none());
+        assert!(parse_array("[1:2]={1,2}").is_none());
+    }
+
+    #[test]
+    fn bytea_vectors_and_bad_text() {
+        assert!(matches!(Decoder::Bytes.scalar("\\x00ff"), Scalar::Bytes(b) if b == [0, 255]));
+        assert!(
+            matches!(Decoder::Vector.scalar("[1,2.5,-3]"), Scalar::Vector(v) if v == [1.0, 2.5, -3.0])
+        );
+        assert!(matches!(Decoder::Int32.scalar("x"), Scalar::Other(s) if s == "x"));
+        assert!(matches!(Decoder::Float64.scalar("NaN"), Scalar::Float64(f) if f.is_nan()));
+        assert!(
+            matches!(Decoder::Float64.scalar("-Infinity"), Scalar::Float64(f) if f == f64::NEG_INFINITY)
+        );
+    }
+}

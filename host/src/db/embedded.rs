@@ -1,0 +1,406 @@
+//! The embedded Postgres: initialised on first start, run as a child of the
+//! host on a Unix socket in the data directory, stopped with the host.
+//!
+//! Never an orphan: the postmaster is spawned from a supervisor thread that
+//! lives as long as the host, with a parent-death signal (SIGINT, Postgres's
+//! fast shutdown), so even a SIGKILLed host takes its Postgres down; the next
+//! start recovers the cluster from its WAL. Postgres refuses to run as root:
+//! a root host runs it as an unprivileged user (`nobody` by default) and
+//! gives that user the cluster's directory.
+
+#![allow(unsafe_code)] // `pre_exec`, to set the parent-death signal; see `spawn`.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rustix::process::{Pid, Signal};
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+
+use super::install::{self, Installation};
+
+/// The platform's superuser in the embedded cluster.
+pub const SUPERUSER: &str = "zatabase";
+/// The database the platform uses in the embedded cluster.
+pub const DATABASE: &str = "zatabase";
+
+/// Settings of the embedded cluster.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub install_dir: PathBuf,
+    pub port: u16,
+    /// Off only for throwaway clusters (tests): a crash can lose committed data.
+    pub fsync: bool,
+    pub max_connections: u32,
+    pub shared_buffers: String,
+    /// The user to run Postgres as when the host is root.
+    pub run_as: String,
+    pub start_timeout: Duration,
+}
+
+/// Who Postgres runs as.
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    uid: u32,
+    gid: u32,
+}
+
+/// A running embedded Postgres.
+pub struct Embedded {
+    pid: Pid,
+    exited: mpsc::Receiver<std::io::Result<ExitStatus>>,
+    socket_dir: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Embedded {
+    /// Installs the binaries if needed, initialises the cluster on first use,
+    /// starts Postgres and waits until it accepts connections.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let installation = install::ensure(&config.install_dir).await?;
+        let account = account(config)?;
+        let pgdata = config.data_dir.join("postgres");
+        let log = config.data_dir.join("postgres.log");
+        if !pgdata.join("PG_VERSION").exists() {
+            initdb(&installation, &pgdata, account, config.fsync, &log)?;
+        } else if let Some(account) = account {
+            give(&pgdata, account)?;
+        }
+        let socket_dir = socket_dir(&pgdata, config.port, account)?;
+        clear_stale_pid(&pgdata).await?;
+
+        let mut command = Command::new(installation.bin("postgres"));
+        command
+            .arg("-D")
+            .arg(&pgdata)
+            .arg("-k")
+            .arg(&socket_dir)
+            .arg("-p")
+            .arg(config.port.to_string());
+        for (name, value) in [
+            ("listen_addresses", String::new()),
+            ("unix_socket_permissions", "0700".to_owned()),
+            ("fsync", on_off(config.fsync)),
+            ("full_page_writes", on_off(config.fsync)),
+            ("max_connections", config.max_connections.to_string()),
+            ("shared_buffers", config.shared_buffers.clone()),
+            ("logging_collector", "off".to_owned()),
+            ("log_min_messages", "warning".to_owned()),
+            ("huge_pages", "off".to_owned()),
+        ] {
+            command.arg("-c").arg(format!("{name}={value}"));
+        }
+        let (pid, exited) = spawn(command, account, &log)?;
+        let embedded = Self {
+            pid,
+            exited,
+            socket_dir,
+            port: config.port,
+            log,
+        };
+        embedded.wait_ready(config.start_timeout).await?;
+        embedded.create_database().await?;
+        Ok(embedded)
+    }
+
+    /// Options reaching the platform database over the socket.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.socket_dir)
+            .port(self.port)
+            .username(SUPERUSER)
+            .database(DATABASE)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let options = self.connect_options().database("postgres");
+        loop {
+            if let Ok(status) = self.exited.try_recv() {
+                bail!(
+                    "Postgres exited during start-up ({}); its log, {}, ends with:\n{}",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                    self.log.display(),
+                    tail(&self.log)
+                );
+            }
+            match options.connect().await {
+                Ok(conn) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                    return Ok(());
+                }
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => bail!(
+                    "Postgres did not accept connections within {timeout:?} ({e}); see {}",
+                    self.log.display()
+                ),
+            }
+        }
+    }
+
+    async fn create_database(&self) -> anyhow::Result<()> {
+        let mut conn = self
+            .connect_options()
+            .database("postgres")
+            .connect()
+            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(DATABASE)
+                .fetch_optional(&mut conn)
+                .await?;
+        if exists.is_none() {
+            sqlx::Executor::execute(&mut conn, "CREATE DATABASE zatabase").await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the postmaster is still running.
+    pub fn is_running(&self) -> bool {
+        rustix::process::test_kill_process(self.pid).is_ok()
+    }
+
+    /// Stops Postgres: fast shutdown, then immediate shutdown if it hangs.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = rustix::process::kill_process(self.pid, Signal::INT);
+        let exited = self.exited;
+        let waited = tokio::task::spawn_blocking(move || {
+            exited
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| exited)
+        })
+        .await?;
+        if let Err(exited) = waited {
+            tracing::warn!("Postgres did not stop within 60 s; forcing an immediate shutdown");
+            let _ = rustix::process::kill_process(self.pid, Signal::QUIT);
+            let _ =
+                tokio::task::spawn_blocking(move || exited.recv_timeout(Duration::from_secs(10)))
+                    .await;
+        }
+        Ok(())
+    }
+}
+
+fn on_off(on: bool) -> String {
+    if on { "on" } else { "off" }.to_owned()
+}
+
+/// The account to run Postgres as: `None` to keep the host's own.
+fn account(config: &Config) -> anyhow::Result<Option<Account>> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() >= 4 && fields[0] == config.run_as {
+            let uid = fields[2].parse().context("bad uid in /etc/passwd")?;
+            let gid = fields[3].parse().context("bad gid in /etc/passwd")?;
+            if uid == 0 {
+                bail!("Postgres cannot run as `{}`: it is root", config.run_as);
+            }
+            return Ok(Some(Account { uid, gid }));
+        }
+    }
+    bail!(
+        "the host runs as root and Postgres refuses root; the user `{}` to run it as does not \
+         exist (set postgres.run_as in the config file)",
+        config.run_as
+    )
+}
+
+/// Hands a directory tree to `account`.
+fn give(dir: &Path, account: Account) -> anyhow::Result<()> {
+    let owner = rustix::process::Uid::from_raw(account.uid);
+    let group = rustix::process::Gid::from_raw(account.gid);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        rustix::fs::chown(&path, Some(owner), Some(group))
+            .with_context(|| format!("giving {} to the Postgres user", path.display()))?;
+        if path.is_dir() && !path.is_symlink() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn initdb(
+    installation: &Installation,
+    pgdata: &Path,
+    account: Option<Account>,
+    fsync: bool,
+    log: &Path,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let data_dir = pgdata.parent().context("cluster directory has no parent")?;
+    if account.is_some() {
+        // The Postgres user must be able to pass through the data directory.
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    let _ = std::fs::remove_dir_all(pgdata);
+    std::fs::create_dir_all(pgdata)?;
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(account) = account {
+        give(pgdata, account)?;
+    }
+    tracing::info!(path = %pgdata.display(), "initialising the Postgres cluster");
+    let mut command = Command::new(installation.bin("initdb"));
+    command.arg("-D").arg(pgdata).args([
+        "-U",
+        SUPERUSER,
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-instructions",
+    ]);
+    if !fsync {
+        command.arg("--no-sync");
+    }
+    let (_, exited) = spawn(command, account, log)?;
+    let status = exited.recv().context("initdb supervisor vanished")??;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(pgdata);
+        bail!(
+            "initdb failed ({status}); its output, in {}, ends with:\n{}\n(when running as root, \
+             every directory above the data directory must be searchable by the Postgres user)",
+            log.display(),
+            tail(log)
+        );
+    }
+    Ok(())
+}
+
+/// The socket's directory: the cluster directory when the socket path fits
+/// the kernel's limit, else a private directory under /tmp.
+fn socket_dir(pgdata: &Path, port: u16, account: Option<Account>) -> anyhow::Result<PathBuf> {
+    const SUN_PATH_MAX: usize = 107;
+    let socket = format!("{}/.s.PGSQL.{port}", pgdata.display());
+    if socket.len() <= SUN_PATH_MAX {
+        return Ok(pgdata.to_path_buf());
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(pgdata.as_os_str().as_encoded_bytes())[..6]);
+    let dir = std::env::temp_dir().join(format!("zatabase-{hash}"));
+    std::fs::create_dir_all(&dir)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if let Some(account) = account {
+        give(&dir, account)?;
+    }
+    Ok(dir)
+}
+
+/// A `postmaster.pid` left by a Postgres that is gone is removed; one whose
+/// Postgres is still shutting down (its host just died) is waited for.
+async fn clear_stale_pid(pgdata: &Path) -> anyhow::Result<()> {
+    let file = pgdata.join("postmaster.pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            return Ok(());
+        };
+        let pid = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+            .and_then(Pid::from_raw);
+        let alive = pid.is_some_and(|pid| {
+            rustix::process::test_kill_process(pid).is_ok()
+                && std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
+                    .is_ok_and(|comm| comm.trim() == "postgres")
+        });
+        if !alive {
+            let _ = std::fs::remove_file(&file);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "a Postgres (pid {}) is still running on {}; is another zatabase using this data directory?",
+                pid.map_or(0, |p| p.as_raw_nonzero().get()),
+                pgdata.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts `command` from a thread that outlives it, as `account`, in its own
+/// process group (a terminal's Ctrl-C goes to the host, which then stops
+/// Postgres in order), with SIGINT as its parent-death signal.
+fn spawn(
+    mut command: Command,
+    account: Option<Account>,
+    log: &Path,
+) -> anyhow::Result<(Pid, mpsc::Receiver<std::io::Result<ExitStatus>>)> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0);
+    if let Some(account) = account {
+        command.uid(account.uid).gid(account.gid);
+    }
+    let host = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid, exit). It runs after the
+    // uid/gid change, which would otherwise clear the parent-death signal.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::INT))?;
+            // The host may have died between fork and prctl.
+            if rustix::process::getppid() != Some(host) {
+                std::process::exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (started_tx, started_rx) = mpsc::channel();
+    let (exited_tx, exited_rx) = mpsc::channel();
+    let program = command.get_program().to_string_lossy().into_owned();
+    std::thread::Builder::new()
+        .name("postgres-supervisor".to_owned())
+        .spawn(move || match command.spawn() {
+            Ok(mut child) => {
+                let _ = started_tx.send(Ok(child.id()));
+                let _ = exited_tx.send(child.wait());
+            }
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+            }
+        })?;
+    let pid = started_rx
+        .recv()
+        .context("the supervisor thread vanished")?
+        .with_context(|| format!("starting {program}"))?;
+    let pid = Pid::from_raw(pid as i32).context("bad child pid")?;
+    Ok((pid, exited_rx))
+}
+
+/// The last lines of a log file.
+fn tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

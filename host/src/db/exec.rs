@@ -1,0 +1,618 @@
+//! Running a client's SQL: one round trip, one transaction, typed results.
+//!
+//! The statements go over the simple query protocol behind a prefix that
+//! resets what an earlier request may have left on the pooled connection and
+//! then scopes this one (`ROLE`, `search_path`, `statement_timeout`, output
+//! formats) with transaction-local settings. Postgres runs a multi-statement
+//! query string as one implicit transaction: an error anywhere rolls all of
+//! it back, so nothing is ever half-applied.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use sqlx::postgres::{PgConnection, PgDatabaseError, PgErrorPosition, PgRow};
+use sqlx::{AssertSqlSafe, Column, Connection, Either, Executor, Row, SqlSafeStr, ValueRef};
+
+use super::decode::{TypeCache, TypeDesc};
+use super::sqltext::{self, Statement, Substitution};
+use crate::caps::types::{self as wit, ErrorKind, QueryResult, Scalar, SqlError, Value};
+
+/// Limits applied to every statement.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub statement_timeout: Duration,
+    pub max_rows: usize,
+}
+
+/// Who the statements run as.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// `SET LOCAL ROLE` to this role, if any.
+    pub role: Option<&'a str>,
+    /// Schemas, unquoted, in order.
+    pub search_path: &'a [&'a str],
+    /// Whether to clear session state an earlier request may have left.
+    pub reset_session: bool,
+    pub read_only: bool,
+}
+
+/// Commands that would step outside the one-transaction-per-call model or
+/// leave state on a shared connection.
+const REFUSED: &[&str] = &[
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "END",
+    "ABORT",
+    "ROLLBACK",
+    "PREPARE",
+    "EXECUTE",
+    "DEALLOCATE",
+    "DISCARD",
+    "LISTEN",
+    "UNLISTEN",
+    "COPY",
+];
+
+/// An error of the given kind, not raised by Postgres.
+pub fn error(kind: ErrorKind, message: impl Into<String>) -> SqlError {
+    SqlError {
+        kind,
+        sqlstate: None,
+        message: message.into(),
+        detail: None,
+        hint: None,
+        position: None,
+    }
+}
+
+/// Runs `sql` with `params` on `conn` in `scope`.
+pub async fn run(
+    conn: &mut PgConnection,
+    types: &TypeCache,
+    scope: Scope<'_>,
+    limits: Limits,
+    sql: &str,
+    params: &[Value],
+) -> Result<QueryResult, SqlError> {
+    let statements = read(sql, params)?;
+    let literals = render_params(conn, types, &statements, params).await?;
+    let (body, substitutions) = sqltext::interpolate(sql, &statements, &literals);
+    let (prefix, prefix_statements) = prefix(scope, limits);
+    let sent = format!("{prefix}{body}");
+    let target = prefix_statements + statements.len() - 1;
+    let positions = Positions {
+        prefix_chars: prefix.chars().count(),
+        substitutions: &substitutions,
+    };
+
+    let raw = collect(conn, sent, target, limits.max_rows)
+        .await
+        .map_err(|e| map_error(e, &positions))?;
+    let result = raw
+        .decode(conn, types)
+        .await
+        .map_err(|e| map_error(e, &Positions::none()))?;
+    if statements
+        .iter()
+        .any(|s| matches!(s.command.as_deref(), Some("CREATE" | "ALTER" | "DROP")))
+    {
+        // Cached statement descriptions may describe dropped or changed objects.
+        let _ = conn.clear_cached_statements().await;
+    }
+    Ok(result)
+}
+
+/// Splits and checks the query text before anything is sent.
+pub fn read<'a>(sql: &'a str, params: &[Value]) -> Result<Vec<Statement<'a>>, SqlError> {
+    let statements = sqltext::split(sql).map_err(|e| error(ErrorKind::Syntax, e.to_string()))?;
+    if statements.is_empty() {
+        return Err(error(ErrorKind::Syntax, "the query holds no statement"));
+    }
+    for statement in &statements {
+        let command = statement.command.as_deref().unwrap_or_default();
+        let rollback_to = command == "ROLLBACK" && statement.second.as_deref() == Some("TO");
+        if REFUSED.contains(&command) && !rollback_to {
+            return Err(error(
+                ErrorKind::Syntax,
+                format!(
+                    "`{command}` is not available here: each request runs as one transaction of its own"
+                ),
+            ));
+        }
+    }
+    let used = statements
+        .iter()
+        .flat_map(|s| s.params.iter().map(|(_, n)| *n))
+        .max()
+        .unwrap_or(0);
+    if !params.is_empty() && statements.len() > 1 {
+        return Err(error(
+            ErrorKind::InvalidInput,
+            "parameters can only be used with a single statement",
+        ));
+    }
+    if used > params.len() {
+        return Err(error(
+            ErrorKind::InvalidInput,
+            format!(
+                "the statement uses ${used} but {} parameter(s) were given",
+                params.len()
+            ),
+        ));
+    }
+    if params.len() > used {
+        return Err(error(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} parameter(s) were given but the statement uses {used}",
+                params.len()
+            ),
+        ));
+    }
+    Ok(statements)
+}
+
+/// The settings statements sent before the client's, and how many there are.
+fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
+    let mut prefix = String::new();
+    let mut count = 0;
+    if scope.reset_session {
+        prefix.push_str(
+            "RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();\n",
+        );
+        count += 5;
+    }
+    if scope.read_only {
+        prefix.push_str("SET TRANSACTION READ ONLY;\n");
+        count += 1;
+    }
+    let search_path = scope
+        .search_path
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut settings = vec![
+        ("search_path", search_path),
+        (
+            "statement_timeout",
+            format!("{}ms", limits.statement_timeout.as_millis()),
+        ),
+        ("DateStyle", "ISO, YMD".to_owned()),
+        ("IntervalStyle", "iso_8601".to_owned()),
+        ("TimeZone", "UTC".to_owned()),
+        ("bytea_output", "hex".to_owned()),
+        ("extra_float_digits", "1".to_owned()),
+    ];
+    if let Some(role) = scope.role {
+        settings.insert(0, ("role", role.to_owned()));
+    }
+    let calls: Vec<String> = settings
+        .iter()
+        .map(|(name, value)| {
+            // Names and values are the host's own, never a client's; quoted anyway.
+            let value = sqltext::quote_literal(value).expect("settings hold no NUL");
+            format!("set_config('{name}', {value}, true)")
+        })
+        .collect();
+    prefix.push_str(&format!("SELECT {};\n", calls.join(", ")));
+    count += 1;
+    (prefix, count)
+}
+
+/// The kept statement's result, as Postgres's text.
+struct RawResult {
+    /// Name and type OID of each column.
+    columns: Vec<(String, u32)>,
+    rows: Vec<Vec<Option<String>>>,
+    affected_rows: u64,
+    truncated: bool,
+}
+
+impl RawResult {
+    /// Types the text, looking up any type OID not known yet.
+    async fn decode(
+        self,
+        conn: &mut PgConnection,
+        types: &TypeCache,
+    ) -> Result<QueryResult, sqlx::Error> {
+        let oids: Vec<u32> = self.columns.iter().map(|(_, oid)| *oid).collect();
+        types.resolve(conn, &oids).await?;
+        let descs: Vec<std::sync::Arc<TypeDesc>> = oids
+            .iter()
+            .map(|oid| {
+                types.get(*oid).unwrap_or_else(|| {
+                    std::sync::Arc::new(TypeDesc {
+                        name: format!("oid:{oid}"),
+                        decoder: super::decode::Decoder::Other,
+                        is_array: false,
+                    })
+                })
+            })
+            .collect();
+        let rows = self
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .zip(&descs)
+                    .map(|(text, desc)| match text {
+                        None => Value::Null,
+                        Some(text) => desc.decoder.value(desc.is_array, &text),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(QueryResult {
+            columns: self
+                .columns
+                .into_iter()
+                .zip(&descs)
+                .map(|((name, _), desc)| wit::Column {
+                    name,
+                    type_name: desc.name.clone(),
+                })
+                .collect(),
+            rows,
+            affected_rows: self.affected_rows,
+            truncated: self.truncated,
+        })
+    }
+}
+
+/// Streams the results, keeping the rows of statement number `target`.
+async fn collect(
+    conn: &mut PgConnection,
+    sent: String,
+    target: usize,
+    max_rows: usize,
+) -> Result<RawResult, sqlx::Error> {
+    let mut index = 0;
+    let mut result = RawResult {
+        columns: Vec::new(),
+        rows: Vec::new(),
+        affected_rows: 0,
+        truncated: false,
+    };
+    let mut stream = sqlx::raw_sql(AssertSqlSafe(sent)).fetch_many(&mut *conn);
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            Either::Left(done) => {
+                if index == target {
+                    result.affected_rows = done.rows_affected();
+                }
+                index += 1;
+            }
+            Either::Right(row) if index == target => {
+                if result.columns.is_empty() {
+                    result.columns = row
+                        .columns()
+                        .iter()
+                        .map(|c| (c.name().to_owned(), c.type_info().oid().map_or(0, |o| o.0)))
+                        .collect();
+                }
+                if result.rows.len() < max_rows {
+                    result.rows.push(text_row(&row)?);
+                } else {
+                    result.truncated = true;
+                }
+            }
+            Either::Right(_) => {}
+        }
+    }
+    Ok(result)
+}
+
+fn text_row(row: &PgRow) -> Result<Vec<Option<String>>, sqlx::Error> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(None);
+            }
+            raw.as_str()
+                .map(|s| Some(s.to_owned()))
+                .map_err(sqlx::Error::Decode)
+        })
+        .collect()
+}
+
+/// Literals for the parameters. A JSON array bound to an array-typed
+/// parameter becomes a Postgres array; anything else keeps its text form and
+/// Postgres parses it as the parameter's type.
+async fn render_params(
+    conn: &mut PgConnection,
+    types: &TypeCache,
+    statements: &[Statement<'_>],
+    params: &[Value],
+) -> Result<Vec<String>, SqlError> {
+    let needs_types = params
+        .iter()
+        .any(|p| matches!(p, Value::Scalar(Scalar::Json(j)) if j.trim_start().starts_with('[')));
+    let mut array_params = vec![false; params.len()];
+    if needs_types {
+        let statement = conn
+            .prepare(AssertSqlSafe(statements[0].text.to_owned()).into_sql_str())
+            .await
+            .map_err(|e| {
+                let positions = Positions {
+                    prefix_chars: 0,
+                    substitutions: &[],
+                };
+                map_error(e, &positions)
+            })?;
+        if let Some(Either::Left(infos)) = sqlx::Statement::parameters(&statement) {
+            let oids: Vec<u32> = infos.iter().map(|i| i.oid().map_or(0, |o| o.0)).collect();
+            types
+                .resolve(conn, &oids)
+                .await
+                .map_err(|e| map_error(e, &Positions::none()))?;
+            for (slot, oid) in array_params.iter_mut().zip(oids) {
+                *slot = types.get(oid).is_some_and(|t| t.is_array);
+            }
+        }
+    }
+    params
+        .iter()
+        .zip(array_params)
+        .map(|(param, is_array)| literal(param, is_array))
+        .collect()
+}
+
+fn literal(value: &Value, array_param: bool) -> Result<String, SqlError> {
+    let text = match value {
+        Value::Null => return Ok("NULL".to_owned()),
+        Value::Scalar(Scalar::Json(json)) if array_param => json_to_array_literal(json)?,
+        Value::Scalar(scalar) => scalar_text(scalar),
+        Value::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|item| match item {
+                    None => "NULL".to_owned(),
+                    Some(scalar) => array_element(&scalar_text(scalar)),
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+    };
+    sqltext::quote_literal(&text).map_err(|e| error(ErrorKind::InvalidInput, e))
+}
+
+/// The text form Postgres reads for a value.
+fn scalar_text(scalar: &Scalar) -> String {
+    match scalar {
+        Scalar::Boolean(b) => b.to_string(),
+        Scalar::Int16(i) => i.to_string(),
+        Scalar::Int32(i) => i.to_string(),
+        Scalar::Int64(i) => i.to_string(),
+        Scalar::Float32(f) => float_text(f64::from(*f)),
+        Scalar::Float64(f) => float_text(*f),
+        Scalar::Bytes(bytes) => format!("\\x{}", hex::encode(bytes)),
+        Scalar::Vector(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|f| float_text(f64::from(*f)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Scalar::Numeric(s)
+        | Scalar::Text(s)
+        | Scalar::Uuid(s)
+        | Scalar::Date(s)
+        | Scalar::Time(s)
+        | Scalar::Timestamp(s)
+        | Scalar::Timestamptz(s)
+        | Scalar::Interval(s)
+        | Scalar::Json(s)
+        | Scalar::Other(s) => s.clone(),
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_owned()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        f.to_string()
+    }
+}
+
+/// An element of an array literal, double-quoted.
+fn array_element(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `[1, "a", [2, null]]` → `{"1","a",{"2",NULL}}`.
+fn json_to_array_literal(json: &str) -> Result<String, SqlError> {
+    fn element(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::Null => "NULL".to_owned(),
+            serde_json::Value::Array(items) => {
+                format!(
+                    "{{{}}}",
+                    items.iter().map(element).collect::<Vec<_>>().join(",")
+                )
+            }
+            serde_json::Value::String(s) => array_element(s),
+            other => array_element(&other.to_string()),
+        }
+    }
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+        error(
+            ErrorKind::InvalidInput,
+            format!("invalid JSON parameter: {e}"),
+        )
+    })?;
+    Ok(element(&value))
+}
+
+/// Where Postgres's error positions point, and how to map them back.
+pub struct Positions<'a> {
+    prefix_chars: usize,
+    substitutions: &'a [Substitution],
+}
+
+impl Positions<'static> {
+    /// For statements the host sent itself: positions are not reported.
+    pub fn none() -> Self {
+        Self {
+            prefix_chars: usize::MAX,
+            substitutions: &[],
+        }
+    }
+}
+
+/// A driver error as the guest sees it.
+pub fn map_error(e: sqlx::Error, positions: &Positions<'_>) -> SqlError {
+    match e {
+        sqlx::Error::Database(db) => {
+            let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else {
+                return error(ErrorKind::Internal, db.message().to_owned());
+            };
+            let position = match pg.position() {
+                Some(PgErrorPosition::Original(p)) if p > positions.prefix_chars => {
+                    let offset = p - 1 - positions.prefix_chars;
+                    u32::try_from(sqltext::original_offset(offset, positions.substitutions) + 1)
+                        .ok()
+                }
+                _ => None,
+            };
+            SqlError {
+                kind: kind_of(pg.code()),
+                sqlstate: Some(pg.code().to_owned()),
+                message: pg.message().to_owned(),
+                detail: pg.detail().map(str::to_owned),
+                hint: pg.hint().map(str::to_owned),
+                position,
+            }
+        }
+        sqlx::Error::PoolTimedOut => error(
+            ErrorKind::Unavailable,
+            "no database connection became free in time",
+        ),
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            tracing::error!(error = %e, "database unreachable");
+            error(ErrorKind::Unavailable, "the database is unreachable")
+        }
+        other => {
+            tracing::error!(error = %other, "database driver error");
+            error(ErrorKind::Internal, "internal database error")
+        }
+    }
+}
+
+/// SQLSTATE to error kind. Class 22 (data exceptions), 0A, 2x, 42 (the rest)
+/// and other client-caused classes are `invalid-input`.
+fn kind_of(sqlstate: &str) -> ErrorKind {
+    match sqlstate {
+        "42601" | "42000" => ErrorKind::Syntax,
+        "42P01" | "42703" | "42883" | "42704" | "3F000" | "42P02" | "3D000" => {
+            ErrorKind::UndefinedObject
+        }
+        "42501" | "25006" | "42939" => ErrorKind::PermissionDenied,
+        "23505" => ErrorKind::UniqueViolation,
+        "23503" => ErrorKind::ForeignKeyViolation,
+        "23502" => ErrorKind::NotNullViolation,
+        "23514" | "44000" => ErrorKind::CheckViolation,
+        "23P01" | "42P07" | "42710" | "42P06" | "42723" | "42701" | "42P04" | "40001" | "40P01" => {
+            ErrorKind::Conflict
+        }
+        "57014" | "55P03" => ErrorKind::Timeout,
+        s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
+            ErrorKind::Unavailable
+        }
+        s if s.starts_with("XX") || s.starts_with("58") => ErrorKind::Internal,
+        _ => ErrorKind::InvalidInput,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::Scalar(Scalar::Text(s.to_owned()))
+    }
+
+    #[test]
+    fn refuses_transaction_control_and_session_commands() {
+        for sql in [
+            "commit",
+            "select 1; begin",
+            "ROLLBACK",
+            "copy t to stdout",
+            "listen x",
+        ] {
+            let e = read(sql, &[]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Syntax, "{sql}");
+        }
+        assert!(read("savepoint a; rollback to savepoint a", &[]).is_ok());
+    }
+
+    #[test]
+    fn parameters_must_match_placeholders() {
+        assert!(read("select $1", &[text("a")]).is_ok());
+        assert_eq!(
+            read("select $2", &[text("a")]).unwrap_err().kind,
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            read("select 1", &[text("a")]).unwrap_err().kind,
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            read("select $1; select 2", &[text("a")]).unwrap_err().kind,
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            read("  -- nothing\n", &[]).unwrap_err().kind,
+            ErrorKind::Syntax
+        );
+    }
+
+    #[test]
+    fn literals_are_quoted_text_forms() {
+        assert_eq!(literal(&Value::Null, false).unwrap(), "NULL");
+        assert_eq!(literal(&text("o'k"), false).unwrap(), "E'o''k'");
+        assert_eq!(
+            literal(&Value::Scalar(Scalar::Float64(f64::NEG_INFINITY)), false).unwrap(),
+            "E'-Infinity'"
+        );
+        assert_eq!(
+            literal(&Value::Scalar(Scalar::Bytes(vec![1, 255])), false).unwrap(),
+            r"E'\\x01ff'"
+        );
+        let json = Value::Scalar(Scalar::Json(r#"[1,"a\"b",null,[2]]"#.to_owned()));
+        assert_eq!(
+            literal(&json, true).unwrap(),
+            r#"E'{"1","a\\"b",NULL,{"2"}}'"#
+        );
+        assert_eq!(literal(&json, false).unwrap(), r#"E'[1,"a\\"b",null,[2]]'"#);
+        let array = Value::Array(vec![Some(Scalar::Int64(1)), None]);
+        assert_eq!(literal(&array, false).unwrap(), r#"E'{"1",NULL}'"#);
+    }
+
+    #[test]
+    fn sqlstates_map_to_kinds() {
+        assert_eq!(kind_of("42601"), ErrorKind::Syntax);
+        assert_eq!(kind_of("42P01"), ErrorKind::UndefinedObject);
+        assert_eq!(kind_of("42501"), ErrorKind::PermissionDenied);
+        assert_eq!(kind_of("23505"), ErrorKind::UniqueViolation);
+        assert_eq!(kind_of("57014"), ErrorKind::Timeout);
+        assert_eq!(kind_of("22P02"), ErrorKind::InvalidInput);
+        assert_eq!(kind_of("08006"), ErrorKind::Unavailable);
+        assert_eq!(kind_of("XX000"), ErrorKind::Internal);
+    }
+}

@@ -1,0 +1,51 @@
+//! The platform's versioned migrations, compiled into the binary and applied
+//! at start-up into schema `zatabase` (sqlx's migrator, its table moved into
+//! that schema; an advisory lock serialises hosts starting together).
+
+use std::borrow::Cow;
+
+use sqlx::PgPool;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// Every migration, in order. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "platform",
+    include_str!("../../migrations/0001_platform.sql"),
+)];
+
+const TABLE: &str = "zatabase._sqlx_migrations";
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(*sql),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name(TABLE);
+    migrator.create_schema("zatabase");
+    migrator
+}
+
+pub async fn run(pool: &PgPool) -> anyhow::Result<()> {
+    migrator().run(pool).await?;
+    Ok(())
+}
+
+/// Whether the newest migration this binary knows has been applied.
+pub async fn all_applied(pool: &PgPool) -> anyhow::Result<bool> {
+    let latest = MIGRATIONS.last().map_or(0, |(v, _, _)| *v);
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM zatabase._sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?;
+    Ok(applied == Some(latest))
+}

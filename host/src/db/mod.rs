@@ -1,0 +1,418 @@
+//! Postgres: the platform pool, tenants' pools, and running SQL for guests.
+//!
+//! The host owns every connection. Built-in route groups reach the platform
+//! schema through [`PlatformSql`]; tenant SQL goes through [`TenantSql`] on a
+//! pool logged in as the tenant's own role (see [`tenant`]).
+
+pub mod decode;
+pub mod embedded;
+pub mod exec;
+pub mod install;
+pub mod migrate;
+pub mod sqltext;
+pub mod tenant;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres};
+
+use crate::caps::types::{ErrorKind, QueryResult, SqlError, Value};
+use crate::secrets::MasterKey;
+use exec::{Limits, Scope, error};
+pub use tenant::Tenant;
+
+/// How long past the statement timeout the host waits for Postgres before
+/// it gives the connection up for lost.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Pool sizes and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub platform_max_connections: u32,
+    pub tenant_max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub tenant_idle_timeout: Duration,
+}
+
+/// The database: connections, limits, and the key tenant passwords derive from.
+pub struct Db {
+    platform: PgPool,
+    options: PgConnectOptions,
+    database: String,
+    tenants: Mutex<HashMap<String, PgPool>>,
+    types: decode::TypeCache,
+    limits: Limits,
+    key: MasterKey,
+    pools: PoolConfig,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection counts, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub platform_size: u32,
+    pub platform_idle: usize,
+    pub tenant_pools: usize,
+    pub tenant_size: u32,
+}
+
+impl Db {
+    /// Connects the platform pool. `options` name the server, the database
+    /// and the platform role.
+    pub async fn connect(
+        options: PgConnectOptions,
+        pools: PoolConfig,
+        limits: Limits,
+        key: MasterKey,
+    ) -> anyhow::Result<Arc<Self>> {
+        let database = options
+            .get_database()
+            .context("the database URL names no database")?
+            .to_owned();
+        let platform = PgPoolOptions::new()
+            .max_connections(pools.platform_max_connections)
+            .acquire_timeout(pools.acquire_timeout)
+            .connect_with(
+                options
+                    .clone()
+                    .application_name("zatabase")
+                    .options([("search_path", "zatabase, extensions, public")]),
+            )
+            .await
+            .context("connecting to Postgres")?;
+        Ok(Arc::new(Self {
+            platform,
+            options,
+            database,
+            tenants: Mutex::new(HashMap::new()),
+            types: decode::TypeCache::default(),
+            limits,
+            key,
+            pools,
+        }))
+    }
+
+    /// Fails with a clear message when the server lacks pgvector.
+    pub async fn check_pgvector(&self) -> anyhow::Result<()> {
+        let available: Option<(String,)> = sqlx::query_as(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'",
+        )
+        .fetch_optional(&self.platform)
+        .await?;
+        if available.is_none() {
+            bail!(
+                "this Postgres server has no pgvector extension; Zatabase needs it. Install \
+                 pgvector on the server (see https://github.com/pgvector/pgvector), or unset \
+                 DATABASE_URL to use the embedded Postgres, which ships it"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies the platform's migrations (schema `zatabase`).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        migrate::run(&self.platform).await
+    }
+
+    /// Whether every migration the binary knows is applied.
+    pub async fn migrations_applied(&self) -> anyhow::Result<bool> {
+        migrate::all_applied(&self.platform).await
+    }
+
+    /// Whether Postgres answers.
+    pub async fn ping(&self) -> bool {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&self.platform),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Creates a tenant's schema and roles if missing.
+    pub async fn provision(&self, tenant: &Tenant) -> anyhow::Result<()> {
+        let mut conn = self.platform.acquire().await?;
+        tenant::provision(
+            &mut conn,
+            tenant,
+            &self.tenant_password(tenant),
+            &self.database,
+            self.pools.tenant_max_connections * 4,
+        )
+        .await
+        .with_context(|| format!("provisioning tenant `{}`", tenant.key))
+    }
+
+    fn tenant_password(&self, tenant: &Tenant) -> String {
+        self.key
+            .derive(&format!("postgres-login:{}", tenant.login_role))
+    }
+
+    /// The pool logged in as the tenant's role, created on first use.
+    fn tenant_pool(&self, tenant: &Tenant) -> PgPool {
+        let mut pools = self.tenants.lock().expect("tenant pool map poisoned");
+        pools
+            .entry(tenant.key.clone())
+            .or_insert_with(|| {
+                PgPoolOptions::new()
+                    .max_connections(self.pools.tenant_max_connections)
+                    .min_connections(0)
+                    .idle_timeout(self.pools.tenant_idle_timeout)
+                    .acquire_timeout(self.pools.acquire_timeout)
+                    .connect_lazy_with(
+                        self.options
+                            .clone()
+                            .application_name("zatabase-tenant")
+                            .username(&tenant.login_role)
+                            .password(&self.tenant_password(tenant)),
+                    )
+            })
+            .clone()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let pools = self.tenants.lock().expect("tenant pool map poisoned");
+        PoolStats {
+            platform_size: self.platform.size(),
+            platform_idle: self.platform.num_idle(),
+            tenant_pools: pools.len(),
+            tenant_size: pools.values().map(PgPool::size).sum(),
+        }
+    }
+
+    /// The platform pool, for the host's own queries.
+    pub fn platform_pool(&self) -> &PgPool {
+        &self.platform
+    }
+
+    /// Closes every pool; in-flight queries finish first.
+    pub async fn close(&self) {
+        let tenants: Vec<PgPool> = self
+            .tenants
+            .lock()
+            .expect("tenant pool map poisoned")
+            .drain()
+            .map(|(_, pool)| pool)
+            .collect();
+        for pool in tenants {
+            pool.close().await;
+        }
+        self.platform.close().await;
+    }
+}
+
+/// How long to wait for Postgres: the statement timeout plus a grace
+/// period, past which the connection is given up for lost.
+fn deadline(limits: Limits) -> Duration {
+    limits.statement_timeout + TIMEOUT_GRACE
+}
+
+/// Closes a connection whose state is unknown (it outlived its deadline).
+fn lost(conn: &mut PoolConnection<Postgres>) -> SqlError {
+    conn.close_on_drop();
+    error(ErrorKind::Timeout, "the database did not answer in time")
+}
+
+fn acquire_error(e: sqlx::Error) -> SqlError {
+    match e {
+        sqlx::Error::PoolTimedOut => error(
+            ErrorKind::Unavailable,
+            "no database connection became free in time",
+        ),
+        other => {
+            tracing::error!(error = %other, "acquiring a database connection");
+            error(ErrorKind::Unavailable, "the database is unreachable")
+        }
+    }
+}
+
+/// SQL in one tenant, for the `sql` capability.
+#[derive(Clone)]
+pub struct TenantSql {
+    db: Arc<Db>,
+    tenant: Arc<Tenant>,
+}
+
+impl TenantSql {
+    pub fn new(db: Arc<Db>, tenant: Arc<Tenant>) -> Self {
+        Self { db, tenant }
+    }
+
+    pub async fn execute(
+        &self,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<QueryResult, SqlError> {
+        let pool = self.db.tenant_pool(&self.tenant);
+        let mut conn = pool.acquire().await.map_err(acquire_error)?;
+        let limits = self.db.limits;
+        let search_path = [self.tenant.schema.as_str(), "extensions"];
+        let scope = Scope {
+            role: Some(&self.tenant.owner_role),
+            search_path: &search_path,
+            reset_session: true,
+            read_only: false,
+        };
+        match tokio::time::timeout(
+            deadline(limits),
+            exec::run(&mut conn, &self.db.types, scope, limits, statement, params),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(lost(&mut conn)),
+        }
+    }
+}
+
+const PLATFORM_SEARCH_PATH: [&str; 2] = ["zatabase", "extensions"];
+
+fn platform_scope() -> Scope<'static> {
+    Scope {
+        role: None,
+        search_path: &PLATFORM_SEARCH_PATH,
+        reset_session: false,
+        read_only: false,
+    }
+}
+
+/// SQL in the platform schema, for the `platform-db` capability.
+#[derive(Clone)]
+pub struct PlatformSql {
+    db: Arc<Db>,
+}
+
+impl PlatformSql {
+    pub fn new(db: Arc<Db>) -> Self {
+        Self { db }
+    }
+
+    pub async fn execute(
+        &self,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<QueryResult, SqlError> {
+        let mut conn = self.db.platform.acquire().await.map_err(acquire_error)?;
+        let limits = self.db.limits;
+        match tokio::time::timeout(
+            deadline(limits),
+            exec::run(
+                &mut conn,
+                &self.db.types,
+                platform_scope(),
+                limits,
+                statement,
+                params,
+            ),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(lost(&mut conn)),
+        }
+    }
+
+    pub async fn begin(&self) -> Result<PlatformTx, SqlError> {
+        let mut conn = self.db.platform.acquire().await.map_err(acquire_error)?;
+        conn.execute("BEGIN").await.map_err(acquire_error)?;
+        Ok(PlatformTx {
+            conn: Some(conn),
+            db: self.db.clone(),
+            failed: false,
+        })
+    }
+}
+
+/// An open platform transaction held across guest calls.
+pub struct PlatformTx {
+    /// `None` once committed or rolled back.
+    conn: Option<PoolConnection<Postgres>>,
+    db: Arc<Db>,
+    failed: bool,
+}
+
+impl PlatformTx {
+    pub async fn execute(
+        &mut self,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<QueryResult, SqlError> {
+        let limits = self.db.limits;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(error(ErrorKind::InvalidInput, "the transaction has ended"));
+        };
+        let result = match tokio::time::timeout(
+            deadline(limits),
+            exec::run(
+                conn,
+                &self.db.types,
+                platform_scope(),
+                limits,
+                statement,
+                params,
+            ),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(lost(conn)),
+        };
+        self.failed |= result.is_err();
+        result
+    }
+
+    /// Commits, or rolls back and says so if a statement failed before.
+    pub async fn commit(&mut self) -> Result<(), SqlError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Err(error(ErrorKind::InvalidInput, "the transaction has ended"));
+        };
+        if self.failed {
+            if conn.execute("ROLLBACK").await.is_err() {
+                conn.close_on_drop();
+            }
+            return Err(error(
+                ErrorKind::InvalidInput,
+                "the transaction was rolled back because a statement in it failed",
+            ));
+        }
+        conn.execute("COMMIT").await.map(|_| ()).map_err(|e| {
+            conn.close_on_drop();
+            exec::map_error(e, &exec::Positions::none())
+        })
+    }
+
+    /// Rolls back unless committed; used when the guest drops the handle.
+    pub async fn finish(mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && conn.execute("ROLLBACK").await.is_err()
+        {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for PlatformTx {
+    /// A handle lost without `finish` (the guest trapped, the request was
+    /// cut off) still must not return an open transaction to the pool.
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            tokio::spawn(async move {
+                if conn.execute("ROLLBACK").await.is_err() {
+                    conn.close_on_drop();
+                }
+            });
+        }
+    }
+}

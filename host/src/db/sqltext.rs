@@ -1,0 +1,416 @@
+//! Reading SQL text the way Postgres's lexer does, just far enough to split
+//! statements, find `$n` placeholders and name each statement's command.
+//!
+//! Statements run over the simple query protocol, so results come back in
+//! Postgres's own text forms for every type, and several statements can share
+//! one round trip and one transaction. Parameters are therefore rendered as
+//! literals here: each `$n` outside quotes, comments and dollar-quoted bodies
+//! becomes an escape-string literal `E'...'` whose only specials (`\` and
+//! `'`) are doubled, which reads the same whatever `standard_conforming_strings`
+//! says. The literal is untyped, so Postgres gives it the parameter's type
+//! from context exactly as it does for a prepared statement's `$n`.
+
+use std::fmt::Write as _;
+
+/// One statement of a query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement<'a> {
+    pub text: &'a str,
+    /// Byte offset of `text` in the whole query string.
+    pub start: usize,
+    /// The first keyword, upper case (`SELECT`, `INSERT`, ...), if any.
+    pub command: Option<String>,
+    /// The second keyword, upper case, if any (`ROLLBACK TO`, say).
+    pub second: Option<String>,
+    /// Byte ranges of `$n` placeholders in `text`, with their `n`.
+    pub params: Vec<(std::ops::Range<usize>, usize)>,
+}
+
+/// Why a query string cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LexError {
+    Unterminated(&'static str),
+    BadParameter(String),
+}
+
+impl std::fmt::Display for LexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LexError::Unterminated(what) => write!(f, "unterminated {what}"),
+            LexError::BadParameter(p) => write!(f, "invalid parameter reference `{p}`"),
+        }
+    }
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_ident_char(b: u8) -> bool {
+    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+}
+
+/// Splits `sql` into its non-empty statements.
+pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
+    let bytes = sql.as_bytes();
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut words: Vec<String> = Vec::new();
+    let mut params = Vec::new();
+    // `BEGIN ATOMIC ... END` bodies of CREATE FUNCTION hold semicolons.
+    let mut depth = 0usize;
+
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                // Block comments nest in Postgres.
+                let mut level = 0;
+                loop {
+                    if i >= bytes.len() {
+                        return Err(LexError::Unterminated("block comment"));
+                    }
+                    if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+                        level += 1;
+                        i += 2;
+                    } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+                        level -= 1;
+                        i += 2;
+                        if level == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'\'' => i = skip_quoted(bytes, i, false)?,
+            b'"' => {
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return Err(LexError::Unterminated("quoted identifier")),
+                        Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                words.push(String::new());
+            }
+            b'$' => {
+                let rest = &bytes[i + 1..];
+                if rest.first().is_some_and(u8::is_ascii_digit) {
+                    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+                    let end = i + 1 + digits;
+                    if bytes.get(end).is_some_and(|c| is_ident_char(*c)) {
+                        return Err(LexError::BadParameter(sql[i..=end].to_owned()));
+                    }
+                    let n: usize = sql[i + 1..end]
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=65535).contains(n))
+                        .ok_or_else(|| LexError::BadParameter(sql[i..end].to_owned()))?;
+                    params.push((i..end, n));
+                    i = end;
+                } else if let Some(tag_len) = dollar_tag(rest) {
+                    let tag = &sql[i..i + tag_len + 2];
+                    let body = i + tag.len();
+                    let close = sql[body..]
+                        .find(tag)
+                        .ok_or(LexError::Unterminated("dollar-quoted string"))?;
+                    i = body + close + tag.len();
+                    words.push(String::new());
+                } else {
+                    i += 1;
+                }
+            }
+            b';' if depth == 0 => {
+                finish(sql, start, i, &mut words, &mut params, &mut statements);
+                i += 1;
+                start = i;
+            }
+            _ if is_ident_start(b) => {
+                let end = i + bytes[i..].iter().take_while(|c| is_ident_char(**c)).count();
+                let word = &sql[i..end];
+                // E'...' (backslash escapes), U&'...', B'...', X'...', N'...'
+                if bytes.get(end) == Some(&b'\'') && word.len() == 1 {
+                    i = skip_quoted(bytes, end, word.eq_ignore_ascii_case("e"))?;
+                    words.push(String::new());
+                    continue;
+                }
+                if word.eq_ignore_ascii_case("u")
+                    && bytes.get(end) == Some(&b'&')
+                    && matches!(bytes.get(end + 1), Some(b'\'') | Some(b'"'))
+                {
+                    i = end + 1;
+                    continue;
+                }
+                let upper = word.to_ascii_uppercase();
+                if words.first().is_some_and(|w| w == "CREATE") {
+                    match upper.as_str() {
+                        "BEGIN" | "CASE" => depth += 1,
+                        "END" => depth = depth.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+                words.push(upper);
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    finish(
+        sql,
+        start,
+        bytes.len(),
+        &mut words,
+        &mut params,
+        &mut statements,
+    );
+    Ok(statements)
+}
+
+type Params = Vec<(std::ops::Range<usize>, usize)>;
+
+/// Closes the statement `sql[start..end]`, if it holds anything.
+fn finish<'a>(
+    sql: &'a str,
+    start: usize,
+    end: usize,
+    words: &mut Vec<String>,
+    params: &mut Params,
+    statements: &mut Vec<Statement<'a>>,
+) {
+    if !words.is_empty() || !params.is_empty() {
+        statements.push(Statement {
+            text: &sql[start..end],
+            start,
+            command: words.first().cloned(),
+            second: words.get(1).cloned(),
+            params: params
+                .drain(..)
+                .map(|(r, n)| (r.start - start..r.end - start, n))
+                .collect(),
+        });
+    }
+    words.clear();
+    params.clear();
+}
+
+/// The length of a dollar-quote tag's name (`$tag$` → 3, `$$` → 0).
+fn dollar_tag(rest: &[u8]) -> Option<usize> {
+    if rest.first() == Some(&b'$') {
+        return Some(0);
+    }
+    if !rest.first().is_some_and(|c| is_ident_start(*c)) {
+        return None;
+    }
+    let len = rest
+        .iter()
+        .take_while(|c| is_ident_start(**c) || c.is_ascii_digit())
+        .count();
+    (rest.get(len) == Some(&b'$')).then_some(len)
+}
+
+/// Skips a `'...'` literal starting at `i`; returns the index after it.
+fn skip_quoted(bytes: &[u8], i: usize, backslash_escapes: bool) -> Result<usize, LexError> {
+    let mut i = i + 1;
+    loop {
+        match bytes.get(i) {
+            None => return Err(LexError::Unterminated("quoted string")),
+            Some(b'\\') if backslash_escapes => i += 2,
+            Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+            Some(b'\'') => return Ok(i + 1),
+            Some(_) => i += 1,
+        }
+    }
+}
+
+/// Quotes `text` as an escape-string literal, or refuses a NUL (Postgres
+/// text cannot hold one).
+pub fn quote_literal(text: &str) -> Result<String, &'static str> {
+    if text.contains('\0') {
+        return Err("text parameters cannot contain NUL characters");
+    }
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    Ok(out)
+}
+
+/// A parameter substitution in a query string, for mapping Postgres's error
+/// positions back to the text the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Substitution {
+    /// Character offset of the `$n` in the original text.
+    pub original_start: usize,
+    /// Characters of the `$n`.
+    pub original_len: usize,
+    /// Characters of the literal that replaced it.
+    pub literal_len: usize,
+}
+
+/// `sql` with every `$n` of its statements replaced by `literals[n - 1]`,
+/// and the substitutions made, in order.
+pub fn interpolate(
+    sql: &str,
+    statements: &[Statement<'_>],
+    literals: &[String],
+) -> (String, Vec<Substitution>) {
+    let mut out =
+        String::with_capacity(sql.len() + literals.iter().map(String::len).sum::<usize>());
+    let mut substitutions = Vec::new();
+    let mut last = 0;
+    let mut chars_before = 0;
+    for statement in statements {
+        for (range, n) in &statement.params {
+            let start = statement.start + range.start;
+            let end = statement.start + range.end;
+            out.push_str(&sql[last..start]);
+            chars_before += sql[last..start].chars().count();
+            let literal = &literals[n - 1];
+            let _ = write!(out, "{literal}");
+            substitutions.push(Substitution {
+                original_start: chars_before,
+                original_len: end - start,
+                literal_len: literal.chars().count(),
+            });
+            chars_before += end - start;
+            last = end;
+        }
+    }
+    out.push_str(&sql[last..]);
+    (out, substitutions)
+}
+
+/// Maps a 0-based character offset in the interpolated text back to the
+/// original; an offset inside a literal maps to its `$n`.
+pub fn original_offset(offset: usize, substitutions: &[Substitution]) -> usize {
+    let mut shift: isize = 0;
+    for s in substitutions {
+        let sent_start = (s.original_start as isize + shift) as usize;
+        if offset < sent_start {
+            break;
+        }
+        if offset < sent_start + s.literal_len {
+            return s.original_start;
+        }
+        shift += s.literal_len as isize - s.original_len as isize;
+    }
+    (offset as isize - shift).max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commands(sql: &str) -> Vec<String> {
+        split(sql)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.command.unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn splits_on_top_level_semicolons_only() {
+        assert_eq!(
+            commands("select 1; insert into t values (';')"),
+            ["SELECT", "INSERT"]
+        );
+        assert_eq!(
+            commands("select ';' -- ; comment\n; select 2"),
+            ["SELECT", "SELECT"]
+        );
+        assert_eq!(commands("select /* ; /* nested ; */ */ 1"), ["SELECT"]);
+        assert_eq!(commands("select $$ ; $$, $tag$ $$ ; $tag$"), ["SELECT"]);
+        assert_eq!(commands(r#"select "a;b" from t"#), ["SELECT"]);
+        assert_eq!(
+            commands("select E'\\'; still' ; select 2"),
+            ["SELECT", "SELECT"]
+        );
+        assert_eq!(commands(" ; ;; "), Vec::<String>::new());
+    }
+
+    #[test]
+    fn sql_function_bodies_keep_their_semicolons() {
+        let sql = "create function f() returns int language sql begin atomic select 1; select 2; end; select f()";
+        assert_eq!(commands(sql), ["CREATE", "SELECT"]);
+    }
+
+    #[test]
+    fn finds_parameters_outside_quotes_and_comments() {
+        let statements = split("select $1, '$2', \"$3\", $$ $4 $$ /* $5 */ -- $6\n, $2").unwrap();
+        let ns: Vec<usize> = statements[0].params.iter().map(|(_, n)| *n).collect();
+        assert_eq!(ns, [1, 2]);
+        let s = &statements[0];
+        assert_eq!(&s.text[s.params[1].0.clone()], "$2");
+    }
+
+    #[test]
+    fn identifiers_may_contain_dollar_signs() {
+        let statements = split("select a$1 from t$x").unwrap();
+        assert!(statements[0].params.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_parameters_and_unterminated_text() {
+        assert!(matches!(
+            split("select $1a"),
+            Err(LexError::BadParameter(_))
+        ));
+        assert!(matches!(split("select $0"), Err(LexError::BadParameter(_))));
+        assert!(matches!(
+            split("select 'abc"),
+            Err(LexError::Unterminated(_))
+        ));
+        assert!(matches!(
+            split("select $q$ abc"),
+            Err(LexError::Unterminated(_))
+        ));
+        assert!(matches!(
+            split("select /* abc"),
+            Err(LexError::Unterminated(_))
+        ));
+    }
+
+    #[test]
+    fn quoting_doubles_quotes_and_backslashes() {
+        assert_eq!(quote_literal("it's").unwrap(), "E'it''s'");
+        assert_eq!(quote_literal(r"a\'; drop").unwrap(), r"E'a\\''; drop'");
+        assert!(quote_literal("a\0b").is_err());
+    }
+
+    #[test]
+    fn interpolation_replaces_each_placeholder() {
+        let sql = "select $2 - $1, $1 -- end";
+        let statements = split(sql).unwrap();
+        let (out, subs) = interpolate(sql, &statements, &["E'-5'".into(), "E'10'".into()]);
+        assert_eq!(out, "select E'10' - E'-5', E'-5' -- end");
+        // `-` after the first literal sits at 13 in the output, 10 in the input.
+        assert_eq!(original_offset(13, &subs), 10);
+        // Inside the second literal: its `$1`.
+        assert_eq!(original_offset(16, &subs), 12);
+        assert_eq!(original_offset(2, &subs), 2);
+    }
+
+    #[test]
+    fn second_keyword_is_reported() {
+        let statements = split("rollback to savepoint a").unwrap();
+        assert_eq!(statements[0].second.as_deref(), Some("TO"));
+    }
+}

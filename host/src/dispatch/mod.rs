@@ -1,0 +1,335 @@
+//! From an HTTP request to a component's response, independent of any socket.
+//!
+//! Each component is compiled once and pre-instantiated ([`LoadedComponent`]);
+//! every request gets a fresh instance in a fresh [`wasmtime::Store`] holding
+//! only that request's state, so nothing leaks between requests or tenants.
+//! A request is bounded twice: an epoch deadline stops a guest spinning in
+//! its own code, a wall-clock timeout one waiting on the host.
+
+pub mod output;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Body;
+use http_body_util::BodyExt;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::caps::zatabase::platform::session::Principal;
+use crate::caps::{
+    self, log::LogState, platform_db::PlatformDbState, session::SessionState, sql::SqlState,
+};
+use crate::db::{Db, PlatformSql, Tenant, TenantSql};
+use crate::engine::Engine;
+use crate::engine::cache::{CompileCache, Origin};
+use crate::engine::limits::{MemoryLimitExceeded, MemoryLimiter};
+use crate::manifest::ComponentSpec;
+use crate::metrics::Metrics;
+use output::GuestOutput;
+
+/// A store's data: WASI, wasi:http and each capability's per-request state.
+pub struct HostState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: NoOutbound,
+    limiter: MemoryLimiter,
+    pub session: SessionState,
+    pub sql: SqlState,
+    pub platform_db: PlatformDbState,
+    pub log: LogState,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Route groups make no outbound HTTP requests.
+struct NoOutbound;
+
+impl WasiHttpHooks for NoOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// What every request's capabilities reach.
+#[derive(Clone)]
+pub struct Services {
+    pub db: Arc<Db>,
+    /// The tenant requests act in until accounts map them to their own.
+    pub dev_tenant: Arc<Tenant>,
+}
+
+/// What the host established about a request before dispatching it.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: Arc<str>,
+    pub principal: Option<Principal>,
+}
+
+/// Limits applied when the manifest names none.
+#[derive(Debug, Clone, Copy)]
+pub struct ComponentDefaults {
+    pub timeout: Duration,
+    pub memory_mb: u64,
+}
+
+/// A compiled, linked, pre-instantiated component.
+pub struct LoadedComponent {
+    pub spec: Arc<ComponentSpec>,
+    pre: ProxyPre<HostState>,
+    timeout: Duration,
+    memory_bytes: usize,
+    pub origin: Origin,
+    pub load_time: Duration,
+}
+
+impl LoadedComponent {
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+}
+
+/// Compiles (or loads from the cache), checks grants, links and
+/// pre-instantiates a component.
+pub fn load(
+    engine: &Engine,
+    cache: &CompileCache,
+    spec: Arc<ComponentSpec>,
+    defaults: ComponentDefaults,
+) -> anyhow::Result<LoadedComponent> {
+    let started = Instant::now();
+    let id = spec.id.clone();
+    let (component, origin) = cache
+        .load(engine.wasmtime(), &spec.wasm)
+        .with_context(|| format!("component `{id}`"))?;
+    caps::check_imports(engine.wasmtime(), &component, &id, &spec.grants)?;
+    let mut linker = Linker::new(engine.wasmtime());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    caps::add_to_linker(&mut linker, &spec.grants)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("component `{id}`: its imports cannot be satisfied"))?;
+    let pre = ProxyPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!("component `{id}` does not export wasi:http/incoming-handler@0.2")
+        })?;
+    let memory_mb = spec.memory_mb.unwrap_or(defaults.memory_mb);
+    Ok(LoadedComponent {
+        timeout: spec.timeout.unwrap_or(defaults.timeout),
+        memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
+        spec,
+        pre,
+        origin,
+        load_time: started.elapsed(),
+    })
+}
+
+/// Why a component did not answer normally.
+#[derive(Debug)]
+pub enum DispatchError {
+    /// It ran past its deadline.
+    Timeout { component: String, after: Duration },
+    /// It tried to grow its memory past its cap.
+    MemoryLimit {
+        component: String,
+        error: MemoryLimitExceeded,
+    },
+    /// It trapped or failed before responding.
+    Failed {
+        component: String,
+        error: anyhow::Error,
+    },
+    /// The host could not set the request up.
+    Host(anyhow::Error),
+}
+
+/// Runs requests through components.
+#[derive(Clone)]
+pub struct Dispatcher {
+    engine: Engine,
+    services: Services,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    pub fn new(engine: Engine, services: Services, metrics: Arc<Metrics>) -> Self {
+        Self {
+            engine,
+            services,
+            metrics,
+        }
+    }
+
+    fn store(&self, component: &LoadedComponent, ctx: &RequestContext) -> Store<HostState> {
+        let id: Arc<str> = Arc::from(component.id());
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::stdout(id.clone(), ctx.request_id.clone()))
+            .stderr(GuestOutput::stderr(id.clone(), ctx.request_id.clone()))
+            .build();
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: NoOutbound,
+            limiter: MemoryLimiter {
+                max_memory: component.memory_bytes,
+                max_table_elements: 100_000,
+            },
+            session: SessionState {
+                principal: ctx.principal.clone(),
+                request_id: ctx.request_id.clone(),
+            },
+            sql: SqlState {
+                tenant: Some(TenantSql::new(
+                    self.services.db.clone(),
+                    self.services.dev_tenant.clone(),
+                )),
+            },
+            platform_db: PlatformDbState {
+                db: PlatformSql::new(self.services.db.clone()),
+                table: ResourceTable::new(),
+            },
+            log: LogState {
+                component: id,
+                request_id: ctx.request_id.clone(),
+            },
+        };
+        let mut store = Store::new(self.engine.wasmtime(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(Engine::ticks(component.timeout));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs one request through a fresh instance of `component`.
+    pub async fn dispatch(
+        &self,
+        component: &Arc<LoadedComponent>,
+        ctx: RequestContext,
+        mut request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, DispatchError> {
+        if !request.headers().contains_key(http::header::HOST) {
+            request.headers_mut().insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("localhost"),
+            );
+        }
+        let request = request.map(|body| {
+            body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+        });
+        let mut store = self.store(component, &ctx);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (incoming, outparam) = {
+            let mut http = store.data_mut().http();
+            let incoming = http
+                .new_incoming_request(Scheme::Http, request)
+                .map_err(|e| DispatchError::Host(e.into()))?;
+            let outparam = http
+                .new_response_outparam(sender)
+                .map_err(|e| DispatchError::Host(e.into()))?;
+            (incoming, outparam)
+        };
+
+        let pre = component.pre.clone();
+        let metrics = self.metrics.clone();
+        let id = component.id().to_owned();
+        let timeout = component.timeout;
+        let task = tokio::spawn(async move {
+            let run = async {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                metrics.observe_instantiation(&id, started.elapsed());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(anyhow::Error::new(Trap::Interrupt)),
+            }
+        });
+
+        let component_id = component.id().to_owned();
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Ok(response))) => Ok(response.map(Body::new)),
+            Ok(Ok(Err(code))) => Err(DispatchError::Failed {
+                component: component_id,
+                error: anyhow::anyhow!("the component answered with an error: {code:?}"),
+            }),
+            // The guest returned or trapped without setting a response.
+            Ok(Err(_)) => {
+                let error = match task.await {
+                    Ok(Ok(())) => anyhow::anyhow!("the component returned without a response"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::Error::new(e),
+                };
+                Err(classify(component_id, timeout, error))
+            }
+            Err(_) => {
+                task.abort();
+                Err(DispatchError::Timeout {
+                    component: component_id,
+                    after: timeout,
+                })
+            }
+        }
+    }
+}
+
+fn classify(component: String, timeout: Duration, error: anyhow::Error) -> DispatchError {
+    if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return DispatchError::MemoryLimit {
+            component,
+            error: *limit,
+        };
+    }
+    if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return DispatchError::Timeout {
+            component,
+            after: timeout,
+        };
+    }
+    DispatchError::Failed { component, error }
+}

@@ -1,0 +1,109 @@
+//! A guest's stdout and stderr, line by line into the host's log.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+use crate::caps::log::emit;
+use crate::caps::zatabase::platform::log::Level;
+
+/// Longest line kept; longer output is split.
+const MAX_LINE: usize = 16 * 1024;
+
+/// One of a guest's output streams.
+#[derive(Clone)]
+pub struct GuestOutput {
+    component: Arc<str>,
+    request_id: Arc<str>,
+    level: Level,
+}
+
+impl GuestOutput {
+    pub fn stdout(component: Arc<str>, request_id: Arc<str>) -> Self {
+        Self {
+            component,
+            request_id,
+            level: Level::Info,
+        }
+    }
+
+    pub fn stderr(component: Arc<str>, request_id: Arc<str>) -> Self {
+        Self {
+            component,
+            request_id,
+            level: Level::Warn,
+        }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            output: self.clone(),
+            line: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    output: GuestOutput,
+    line: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self) {
+        if !self.line.is_empty() {
+            let text = String::from_utf8_lossy(&self.line);
+            emit(
+                self.output.level,
+                &self.output.component,
+                &self.output.request_id,
+                text.trim_end(),
+            );
+            self.line.clear();
+        }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        for &byte in buf {
+            if byte == b'\n' || self.line.len() >= MAX_LINE {
+                self.emit();
+                if byte == b'\n' {
+                    continue;
+                }
+            }
+            self.line.push(byte);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.emit();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}

@@ -1,0 +1,89 @@
+//! The Zatabase host.
+//!
+//! A request's way: `server` (axum, the layer stack) → a host-native
+//! endpoint in `api`, or a route group from the `manifest` → `dispatch`
+//! (a fresh instance of a precompiled component from the `engine`) → the
+//! component calls the host's capabilities in `caps` → `db` (Postgres).
+//! `platform` starts and stops it all; `config` says how.
+
+pub mod api;
+pub mod caps;
+pub mod config;
+pub mod db;
+pub mod dispatch;
+pub mod engine;
+pub mod manifest;
+pub mod metrics;
+pub mod platform;
+pub mod secrets;
+pub mod server;
+
+use std::process::ExitCode;
+
+use config::{Cli, Command, Config};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(&args)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+            let platform = platform::Platform::start(config).await?;
+            let state = server::AppState::new(&platform);
+            let address = listener.local_addr()?;
+            println!("zatabase listening on http://{address}");
+            tracing::info!(%address, "listening");
+            let served = server::serve(state, listener).await;
+            platform.stop().await?;
+            served
+        }
+        Command::Init(args) => {
+            let config = Config::load(&args)?;
+            let platform = platform::Platform::start(config).await?;
+            println!(
+                "zatabase: data directory {} is ready",
+                platform.config.data_dir.display()
+            );
+            platform.stop().await
+        }
+        Command::InstallPostgres { dir } => {
+            let dir = dir.unwrap_or_else(db::install::default_dir);
+            db::install::ensure(&dir).await?;
+            println!(
+                "zatabase: PostgreSQL {} is in {}",
+                db::install::VERSION,
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Sets up logging from `RUST_LOG` (default: info for Zatabase, warnings
+/// for its libraries).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift_codegen=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The process's exit code for an outcome, printing the error chain.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zatabase: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

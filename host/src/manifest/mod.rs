@@ -1,0 +1,341 @@
+//! `spin.toml`, read once at start-up into a validated [`App`].
+//!
+//! Like Spin's loader, nothing downstream reads TOML: the runtime gets
+//! resolved components (bytes, grants, limits) and typed routes. Every
+//! mistake in the manifest is a start-up error that names the key.
+
+pub mod schema;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+
+use crate::caps::Capability;
+
+/// The manifest compiled into the binary, and the files it names.
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_app.rs"));
+}
+
+/// A resolved, validated application.
+#[derive(Debug)]
+pub struct App {
+    pub name: String,
+    pub components: Vec<Arc<ComponentSpec>>,
+    pub routes: Vec<Route>,
+}
+
+/// One component, ready to compile.
+pub struct ComponentSpec {
+    pub id: String,
+    pub description: Option<String>,
+    pub wasm: Cow<'static, [u8]>,
+    pub grants: BTreeSet<Capability>,
+    pub timeout: Option<Duration>,
+    pub memory_mb: Option<u64>,
+    /// The `paths` object of the route group's OpenAPI fragment.
+    pub openapi: Option<serde_json::Value>,
+    pub feature: Option<String>,
+}
+
+impl std::fmt::Debug for ComponentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentSpec")
+            .field("id", &self.id)
+            .field("wasm_bytes", &self.wasm.len())
+            .field("grants", &self.grants)
+            .field("timeout", &self.timeout)
+            .field("memory_mb", &self.memory_mb)
+            .field("feature", &self.feature)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An HTTP route to a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// As written in the manifest, e.g. `/v1/auth/...`.
+    pub pattern: String,
+    pub component: String,
+    segments: Vec<Segment>,
+    wildcard: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+impl Route {
+    /// The axum paths this route mounts: the path itself and, for a
+    /// `/...` wildcard, everything below it.
+    pub fn axum_paths(&self) -> Vec<String> {
+        let base: String = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => format!("/{l}"),
+                Segment::Param(p) => format!("/{{{p}}}"),
+            })
+            .collect();
+        let mut paths = vec![if base.is_empty() {
+            "/".to_owned()
+        } else {
+            base.clone()
+        }];
+        if self.wildcard {
+            paths.push(format!("{base}/{{*rest}}"));
+        }
+        paths
+    }
+
+    /// The route in OpenAPI's path syntax, when it is not a wildcard.
+    pub fn openapi_path(&self) -> Option<String> {
+        (!self.wildcard).then(|| self.axum_paths().remove(0))
+    }
+
+    /// Whether an OpenAPI path (`/v1/things/{id}`) is served by this route.
+    pub fn covers(&self, openapi_path: &str) -> bool {
+        let parts: Vec<&str> = openapi_path.split('/').filter(|s| !s.is_empty()).collect();
+        if parts.len() < self.segments.len()
+            || (!self.wildcard && parts.len() != self.segments.len())
+        {
+            return false;
+        }
+        self.segments
+            .iter()
+            .zip(&parts)
+            .all(|(segment, part)| match segment {
+                Segment::Literal(l) => l == part,
+                Segment::Param(_) => part.starts_with('{') && part.ends_with('}'),
+            })
+    }
+
+    fn shape(&self) -> String {
+        let mut shape: String = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => format!("/{l}"),
+                Segment::Param(_) => "/:".to_owned(),
+            })
+            .collect();
+        if self.wildcard {
+            shape.push_str("/...");
+        }
+        shape
+    }
+}
+
+/// Where the manifest comes from.
+pub enum Source {
+    /// The `spin.toml` compiled into the binary with its components.
+    Embedded,
+    /// A manifest on disk; `source` and `openapi` paths are relative to it.
+    File(PathBuf),
+}
+
+/// Reads, validates and resolves the manifest. `feature_enabled` says which
+/// feature flags are on; route groups behind a disabled flag are left out.
+pub fn load(source: &Source, feature_enabled: &dyn Fn(&str) -> bool) -> anyhow::Result<App> {
+    let (text, files): (
+        Cow<'static, str>,
+        Box<dyn Fn(&str) -> anyhow::Result<Cow<'static, [u8]>>>,
+    ) = match source {
+        Source::Embedded => (
+            Cow::Borrowed(embedded::MANIFEST),
+            Box::new(|path: &str| {
+                embedded::FILES
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, bytes)| Cow::Borrowed(*bytes))
+                    .with_context(|| format!("`{path}` was not embedded at build time"))
+            }),
+        ),
+        Source::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading manifest {}", path.display()))?;
+            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            (
+                Cow::Owned(text),
+                Box::new(move |file: &str| {
+                    let full = dir.join(file);
+                    std::fs::read(&full)
+                        .map(Cow::Owned)
+                        .with_context(|| format!("reading {}", full.display()))
+                }),
+            )
+        }
+    };
+    resolve(&text, &*files, feature_enabled)
+}
+
+/// Parses and validates manifest text; `read` fetches the files it names.
+pub fn resolve(
+    text: &str,
+    read: &dyn Fn(&str) -> anyhow::Result<Cow<'static, [u8]>>,
+    feature_enabled: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<App> {
+    let manifest: schema::Manifest = toml::from_str(text).context("invalid spin.toml")?;
+    ensure!(
+        manifest.spin_manifest_version == 2,
+        "spin_manifest_version must be 2, found {}",
+        manifest.spin_manifest_version
+    );
+
+    let mut routes = Vec::new();
+    let mut shapes = BTreeMap::new();
+    for trigger in &manifest.trigger.http {
+        ensure!(
+            manifest.component.contains_key(&trigger.component),
+            "route `{}` names component `{}`, which has no [component.{}] table",
+            trigger.route,
+            trigger.component,
+            trigger.component
+        );
+        let route = parse_route(&trigger.route, &trigger.component)?;
+        if let Some(other) = shapes.insert(route.shape(), route.pattern.clone()) {
+            bail!("routes `{other}` and `{}` overlap", route.pattern);
+        }
+        routes.push(route);
+    }
+
+    let mut components = Vec::new();
+    for (id, component) in &manifest.component {
+        validate_id(id)?;
+        ensure!(
+            routes.iter().any(|r| &r.component == id),
+            "component `{id}` has no [[trigger.http]] route"
+        );
+        let zatabase = component.tool.zatabase.as_ref();
+        let feature = zatabase.and_then(|z| z.feature.clone());
+        if feature.as_deref().is_some_and(|f| !feature_enabled(f)) {
+            routes.retain(|r| &r.component != id);
+            continue;
+        }
+        let grants = zatabase
+            .map(|z| &z.capabilities[..])
+            .unwrap_or_default()
+            .iter()
+            .map(|name| {
+                name.parse::<Capability>()
+                    .with_context(|| format!("component `{id}`: unknown capability `{name}`"))
+            })
+            .collect::<anyhow::Result<BTreeSet<_>>>()?;
+        let openapi = match zatabase.and_then(|z| z.openapi.as_deref()) {
+            Some(path) => Some(load_openapi(id, path, read, &routes)?),
+            None => None,
+        };
+        if let Some(timeout) = zatabase.and_then(|z| z.timeout_ms) {
+            ensure!(timeout > 0, "component `{id}`: timeout_ms must be positive");
+        }
+        if let Some(memory) = zatabase.and_then(|z| z.memory_mb) {
+            ensure!(memory > 0, "component `{id}`: memory_mb must be positive");
+        }
+        components.push(Arc::new(ComponentSpec {
+            id: id.clone(),
+            description: component.description.clone(),
+            wasm: read(&component.source).with_context(|| format!("component `{id}`"))?,
+            grants,
+            timeout: zatabase
+                .and_then(|z| z.timeout_ms)
+                .map(Duration::from_millis),
+            memory_mb: zatabase.and_then(|z| z.memory_mb),
+            openapi,
+            feature,
+        }));
+    }
+
+    Ok(App {
+        name: manifest.application.name,
+        components,
+        routes,
+    })
+}
+
+fn validate_id(id: &str) -> anyhow::Result<()> {
+    let kebab = !id.is_empty()
+        && id.split('-').all(|word| {
+            !word.is_empty()
+                && word.starts_with(|c: char| c.is_ascii_lowercase())
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+    ensure!(
+        kebab,
+        "component id `{id}` must be kebab-case (e.g. `my-component`)"
+    );
+    Ok(())
+}
+
+fn parse_route(pattern: &str, component: &str) -> anyhow::Result<Route> {
+    let Some(rest) = pattern.strip_prefix('/') else {
+        bail!("route `{pattern}` must start with `/`");
+    };
+    let mut segments = Vec::new();
+    let mut wildcard = false;
+    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == "..." {
+            ensure!(
+                i == parts.len() - 1,
+                "route `{pattern}`: `...` must be the last segment"
+            );
+            wildcard = true;
+        } else if let Some(name) = part.strip_prefix(':') {
+            ensure!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "route `{pattern}`: bad parameter `{part}`"
+            );
+            segments.push(Segment::Param(name.to_owned()));
+        } else {
+            ensure!(
+                part.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c)),
+                "route `{pattern}`: bad segment `{part}`"
+            );
+            segments.push(Segment::Literal((*part).to_owned()));
+        }
+    }
+    Ok(Route {
+        pattern: pattern.to_owned(),
+        component: component.to_owned(),
+        segments,
+        wildcard,
+    })
+}
+
+/// A route group's OpenAPI fragment: `{"paths": {...}}` (and optionally
+/// `components.schemas`). Every path must be one the component serves, so
+/// the document never advertises what is not mounted.
+fn load_openapi(
+    id: &str,
+    path: &str,
+    read: &dyn Fn(&str) -> anyhow::Result<Cow<'static, [u8]>>,
+    routes: &[Route],
+) -> anyhow::Result<serde_json::Value> {
+    let bytes = read(path).with_context(|| format!("component `{id}`: openapi"))?;
+    let fragment: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("component `{id}`: {path} is not JSON"))?;
+    let Some(paths) = fragment.get("paths").and_then(|p| p.as_object()) else {
+        bail!("component `{id}`: {path} has no `paths` object");
+    };
+    for documented in paths.keys() {
+        ensure!(
+            routes
+                .iter()
+                .any(|r| r.component == id && r.covers(documented)),
+            "component `{id}`: {path} documents `{documented}`, which no route of the component serves"
+        );
+    }
+    Ok(fragment)
+}
+
+#[cfg(test)]
+mod tests;

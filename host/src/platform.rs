@@ -1,0 +1,204 @@
+//! Everything the HTTP server stands on, started in order and stopped in
+//! reverse: data directory, manifest, engine and components, Postgres,
+//! migrations, the development tenant.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::config::Config;
+use crate::db::embedded::{self, Embedded};
+use crate::db::exec::Limits;
+use crate::db::{self, Db, Tenant, install};
+use crate::dispatch::{self, ComponentDefaults, LoadedComponent};
+use crate::engine::cache::{CompileCache, Origin};
+use crate::engine::{Engine, EngineConfig};
+use crate::manifest::{self, App};
+use crate::metrics::Metrics;
+use crate::secrets::MasterKey;
+
+/// The running platform, minus its HTTP listener.
+pub struct Platform {
+    pub config: Arc<Config>,
+    pub app: App,
+    pub engine: Engine,
+    pub components: HashMap<String, Arc<LoadedComponent>>,
+    pub db: Arc<Db>,
+    pub dev_tenant: Arc<Tenant>,
+    pub metrics: Arc<Metrics>,
+    embedded: Option<Embedded>,
+    _lock: File,
+}
+
+impl Platform {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let lock = lock_data_dir(&config.data_dir)?;
+        let source = match &config.manifest {
+            Some(path) => manifest::Source::File(path.clone()),
+            None => manifest::Source::Embedded,
+        };
+        let app = manifest::load(&source, &|flag| config.feature_enabled(flag))?;
+        let engine = Engine::new(&EngineConfig {
+            max_instances: config.components.max_instances,
+            max_memory_bytes: usize::try_from(config.components.max_memory_mb << 20)
+                .unwrap_or(usize::MAX),
+        })?;
+        let cache =
+            CompileCache::new(&config.data_dir.join("cache/components"), engine.wasmtime())?;
+        for spec in &app.components {
+            if spec
+                .memory_mb
+                .is_some_and(|m| m > config.components.max_memory_mb)
+            {
+                bail!(
+                    "component `{}` asks for {} MiB, above components.max_memory_mb ({})",
+                    spec.id,
+                    spec.memory_mb.unwrap_or_default(),
+                    config.components.max_memory_mb
+                );
+            }
+        }
+
+        // Compile (or load from the cache) while Postgres starts.
+        let defaults = ComponentDefaults {
+            timeout: Duration::from_millis(config.components.timeout_ms),
+            memory_mb: config.components.memory_mb,
+        };
+        let specs = app.components.clone();
+        let compile_engine = engine.clone();
+        let compiling = tokio::task::spawn_blocking(move || {
+            specs
+                .into_iter()
+                .map(|spec| dispatch::load(&compile_engine, &cache, spec, defaults).map(Arc::new))
+                .collect::<anyhow::Result<Vec<_>>>()
+        });
+
+        let key = MasterKey::load(
+            std::env::var("ZATABASE_MASTER_KEY").ok().as_deref(),
+            &config.data_dir.join("master.key"),
+        )?;
+        let (options, embedded) = match &config.database_url {
+            Some(url) => (
+                url.parse::<PgConnectOptions>()
+                    .context("DATABASE_URL is not a Postgres URL")?,
+                None,
+            ),
+            None => {
+                let embedded = Embedded::start(&embedded_config(&config)).await?;
+                (embedded.connect_options(), Some(embedded))
+            }
+        };
+        let rest = async {
+            let db = Db::connect(options, pool_config(&config), limits(&config), key).await?;
+            db.check_pgvector().await?;
+            db.migrate().await.context("applying migrations")?;
+            let dev_tenant = Arc::new(Tenant::development());
+            db.provision(&dev_tenant).await?;
+            let components = compiling.await??;
+            anyhow::Ok((db, dev_tenant, components))
+        }
+        .await;
+        let (db, dev_tenant, components) = match rest {
+            Ok(parts) => parts,
+            Err(e) => {
+                if let Some(embedded) = embedded {
+                    let _ = embedded.stop().await;
+                }
+                return Err(e);
+            }
+        };
+        for component in &components {
+            tracing::info!(
+                component = component.id(),
+                cached = component.origin == Origin::Cached,
+                load_ms = component.load_time.as_millis() as u64,
+                "component loaded"
+            );
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "platform started"
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            app,
+            engine,
+            components: components
+                .into_iter()
+                .map(|c| (c.id().to_owned(), c))
+                .collect(),
+            db,
+            dev_tenant,
+            metrics: Arc::new(Metrics::new()),
+            embedded,
+            _lock: lock,
+        })
+    }
+
+    /// Closes the pools, then stops the embedded Postgres.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.db.close().await;
+        if let Some(embedded) = self.embedded {
+            embedded.stop().await?;
+            tracing::info!("Postgres stopped");
+        }
+        Ok(())
+    }
+}
+
+/// Only one host per data directory: the embedded cluster has one owner.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("zatabase.lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        bail!(
+            "another zatabase is using the data directory {}; stop it or choose another with --data-dir",
+            dir.display()
+        );
+    }
+    Ok(file)
+}
+
+pub fn postgres_install_dir(config: &Config) -> PathBuf {
+    config
+        .postgres
+        .install_dir
+        .clone()
+        .unwrap_or_else(install::default_dir)
+}
+
+fn embedded_config(config: &Config) -> embedded::Config {
+    embedded::Config {
+        data_dir: config.data_dir.clone(),
+        install_dir: postgres_install_dir(config),
+        port: config.postgres.port,
+        fsync: config.postgres.fsync,
+        max_connections: config.postgres.max_connections,
+        shared_buffers: config.postgres.shared_buffers.clone(),
+        run_as: config.postgres.run_as.clone(),
+        start_timeout: Duration::from_secs(config.postgres.start_timeout_secs),
+    }
+}
+
+fn pool_config(config: &Config) -> db::PoolConfig {
+    db::PoolConfig {
+        platform_max_connections: config.pool.max_connections,
+        tenant_max_connections: config.pool.tenant_max_connections,
+        acquire_timeout: Duration::from_millis(config.pool.acquire_timeout_ms),
+        tenant_idle_timeout: Duration::from_secs(config.pool.tenant_idle_timeout_secs),
+    }
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        statement_timeout: Duration::from_millis(config.sql.statement_timeout_ms),
+        max_rows: config.sql.max_rows,
+    }
+}

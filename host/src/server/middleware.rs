@@ -1,0 +1,170 @@
+//! The cross-cutting layers, each a plain async function.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use tracing::Instrument;
+
+use super::AppState;
+use crate::api::ApiError;
+
+/// The request's id: the client's `x-request-id` when it is sane, else new.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// Which route group answered, for metrics; set on responses.
+#[derive(Debug, Clone)]
+pub struct RouteGroup(pub Arc<str>);
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id: Arc<str> = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// Counts and times every response, by route group and status, and logs
+/// server errors.
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let group = response
+        .extensions()
+        .get::<RouteGroup>()
+        .map_or("host", |g| &g.0);
+    state
+        .metrics
+        .observe_request(group, status.as_u16(), elapsed);
+    if status.is_server_error() {
+        tracing::warn!(
+            status = status.as_u16(),
+            group,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "answered"
+        );
+    } else {
+        tracing::debug!(
+            status = status.as_u16(),
+            group,
+            elapsed_us = elapsed.as_micros() as u64,
+            "answered"
+        );
+    }
+    response
+}
+
+/// Health and metrics are never rate limited: probes must always get through.
+fn exempt(path: &str) -> bool {
+    path == "/health" || path == "/healthz" || path == "/health/ready" || path == "/metrics"
+}
+
+pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(limiter) = &state.rate_limiter else {
+        return next.run(request).await;
+    };
+    if exempt(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let quota = limiter.check(client);
+    let mut response = if quota.allowed {
+        next.run(request).await
+    } else {
+        let wait = quota.reset.saturating_sub(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "rate limit of {} requests exceeded; retry in {wait} s",
+                quota.limit
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(wait))
+        .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(quota.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(quota.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(quota.reset));
+    response
+}
+
+/// Bodies above the limit answer 413: at once when `Content-Length` says
+/// so, or as soon as a streamed body crosses it (whatever the handler made
+/// of the cut-off body is replaced).
+pub async fn body_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.http.body_limit_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+        .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let crossed = Arc::new(AtomicBool::new(false));
+    let flag = crossed.clone();
+    let request = request.map(|body| {
+        let limited = http_body_util::Limited::new(body, limit);
+        Body::new(limited.map_err(move |e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        }))
+    });
+    let response = next.run(request).await;
+    if crossed.load(Ordering::Relaxed) {
+        return too_large();
+    }
+    response
+}
+
+/// A panic in a handler answers 500 in the error shape.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}

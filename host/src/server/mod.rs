@@ -1,0 +1,197 @@
+//! The HTTP server: application state, the router, the layer stack, and
+//! serving with a graceful drain.
+
+mod middleware;
+pub mod ratelimit;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::api::{self, ApiError};
+use crate::config::Config;
+use crate::db::Db;
+use crate::dispatch::{Dispatcher, LoadedComponent, RequestContext, Services};
+use crate::manifest::App;
+use crate::metrics::Metrics;
+use crate::platform::Platform;
+pub use middleware::{RequestId, RouteGroup};
+use ratelimit::RateLimiter;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub app: Arc<App>,
+    pub db: Arc<Db>,
+    pub metrics: Arc<Metrics>,
+    pub dispatcher: Dispatcher,
+    pub components: HashMap<String, Arc<LoadedComponent>>,
+    pub openapi: Arc<serde_json::Value>,
+    pub rate_limiter: Option<RateLimiter>,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(platform: &Platform) -> Self {
+        let services = Services {
+            db: platform.db.clone(),
+            dev_tenant: platform.dev_tenant.clone(),
+        };
+        let config = platform.config.clone();
+        Self(Arc::new(Shared {
+            rate_limiter: config.rate_limit.enabled.then(|| {
+                RateLimiter::new(config.rate_limit.requests, config.rate_limit.window_secs)
+            }),
+            openapi: Arc::new(api::openapi::assemble(&platform.app)),
+            app: Arc::new(App {
+                name: platform.app.name.clone(),
+                components: platform.app.components.clone(),
+                routes: platform.app.routes.clone(),
+            }),
+            db: platform.db.clone(),
+            metrics: platform.metrics.clone(),
+            dispatcher: Dispatcher::new(
+                platform.engine.clone(),
+                services,
+                platform.metrics.clone(),
+            ),
+            components: platform.components.clone(),
+            config,
+        }))
+    }
+}
+
+/// The whole HTTP application.
+///
+/// Layers, outermost first: request id (every response carries one) →
+/// observe (metrics and logs see everything, refusals included) → CORS (so
+/// a browser can read even a 429) → rate limit → body limit → panic catcher
+/// → router.
+pub fn router(state: AppState) -> Router {
+    let mut router = api::routes();
+    for route in &state.app.routes {
+        let component = state.components[&route.component].clone();
+        for path in route.axum_paths() {
+            let component = component.clone();
+            router = router.route(
+                &path,
+                any(move |State(state): State<AppState>, request: Request| {
+                    serve_component(state, component.clone(), request)
+                }),
+            );
+        }
+    }
+    let cors = cors(&state.config);
+    router
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::body_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
+        ))
+        .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .with_state(state)
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.http.cors_allowed_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers([
+            http::HeaderName::from_static("x-request-id"),
+            http::HeaderName::from_static("x-ratelimit-limit"),
+            http::HeaderName::from_static("x-ratelimit-remaining"),
+            http::HeaderName::from_static("x-ratelimit-reset"),
+        ])
+}
+
+async fn serve_component(
+    state: AppState,
+    component: Arc<LoadedComponent>,
+    request: Request,
+) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| Arc::from("-"), |id| id.0.clone());
+    let ctx = RequestContext {
+        request_id,
+        principal: None,
+    };
+    let mut response = match state.dispatcher.dispatch(&component, ctx, request).await {
+        Ok(response) => response,
+        Err(error) => ApiError::from(error).into_response(),
+    };
+    response
+        .extensions_mut()
+        .insert(RouteGroup(Arc::from(component.id())));
+    response
+}
+
+/// Serves until SIGINT or SIGTERM, then drains in-flight requests for up to
+/// the grace period.
+pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()> {
+    let grace = state.config.shutdown_grace();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stopping_tx.send(true);
+    });
+    let deadline = async move {
+        let mut stopping = stopping_rx;
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!(?grace, "grace period over; closing the remaining connections"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
