@@ -30,12 +30,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+            // Signals are caught from here on: a stop during start-up waits
+            // for start-up, then drains.
+            let shutdown = server::shutdown_signal()?;
             let platform = platform::Platform::start(config).await?;
             let state = server::AppState::new(&platform);
             let address = listener.local_addr()?;
             println!("zatabase listening on http://{address}");
             tracing::info!(%address, "listening");
-            let served = server::serve(state, listener).await;
+            let served = server::serve(state, listener, shutdown).await;
             platform.stop().await?;
             served
         }
@@ -67,8 +70,10 @@ pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift_codegen=warn"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

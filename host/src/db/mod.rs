@@ -197,8 +197,19 @@ impl Db {
         &self.platform
     }
 
-    /// Closes every pool; in-flight queries finish first.
+    /// Closes every pool. Queries still running (a request cut off at its
+    /// deadline leaves one behind) get a few seconds; Postgres's own shutdown
+    /// ends the rest.
     pub async fn close(&self) {
+        if tokio::time::timeout(Duration::from_secs(3), self.close_pools())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still busy at shutdown; leaving them to Postgres");
+        }
+    }
+
+    async fn close_pools(&self) {
         let tenants: Vec<PgPool> = self
             .tenants
             .lock()

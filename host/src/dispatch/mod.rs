@@ -15,7 +15,7 @@ use anyhow::Context;
 use axum::body::Body;
 use http_body_util::BodyExt;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -32,6 +32,9 @@ use crate::engine::limits::{MemoryLimitExceeded, MemoryLimiter};
 use crate::manifest::ComponentSpec;
 use crate::metrics::Metrics;
 use output::GuestOutput;
+
+/// Epoch ticks a guest runs before it yields to the other tasks.
+const YIELD_TICKS: u64 = 2;
 
 /// A store's data: WASI, wasi:http and each capability's per-request state.
 pub struct HostState {
@@ -237,8 +240,22 @@ impl Dispatcher {
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(Engine::ticks(component.timeout));
-        store.epoch_deadline_trap();
+        // Guest code yields to the scheduler every slice, so a spinning guest
+        // shares the cores with every other request, and traps once it has
+        // used its whole deadline.
+        let budget = Engine::ticks(component.timeout);
+        let mut used = 0;
+        store.set_epoch_deadline(YIELD_TICKS);
+        store.epoch_deadline_callback(move |_| {
+            used += YIELD_TICKS;
+            if used >= budget {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::YieldCustom(
+                YIELD_TICKS,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
         store
     }
 

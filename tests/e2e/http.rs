@@ -1,0 +1,148 @@
+//! Bad requests get the right status in the error shape, and lose nothing.
+
+use serde_json::json;
+use zatabase_tests::Host;
+
+#[test]
+fn malformed_and_misshapen_bodies() {
+    let host = Host::start();
+    let json_header = [("content-type", "application/json")];
+    let message = host
+        .request("POST", "/v1/sql", &json_header, b"{\"query\": ".to_vec())
+        .expect_error(400);
+    assert!(message.contains("malformed JSON"), "{message}");
+    host.request("POST", "/v1/sql", &json_header, Vec::new())
+        .expect_error(400);
+    host.request(
+        "POST",
+        "/v1/sql",
+        &[("content-type", "text/plain")],
+        b"{}".to_vec(),
+    )
+    .expect_error(415);
+    host.request("POST", "/v1/sql", &[], b"{\"query\":\"select 1\"}".to_vec())
+        .expect_error(415);
+    let missing = host
+        .post_json("/v1/sql", &json!({ "params": [] }))
+        .expect_error(422);
+    assert!(missing.contains("query"), "{missing}");
+    host.post_json("/v1/sql", &json!({ "query": 42 }))
+        .expect_error(422);
+    host.post_json("/v1/sql", &json!({ "query": "select 1", "params": "nope" }))
+        .expect_error(422);
+    host.post_json("/v1/sql", &json!({ "query": "select 1", "extra": true }))
+        .expect_error(422);
+    host.post_json("/v1/sql", &json!({ "query": "   " }))
+        .expect_error(422);
+    host.post_json("/v1/sql", &json!([1, 2])).expect_error(422);
+}
+
+#[test]
+fn unknown_routes_and_wrong_methods() {
+    let host = Host::start();
+    let message = host.get("/v1/nowhere").expect_error(404);
+    assert!(message.contains("/v1/nowhere"), "{message}");
+    host.request("DELETE", "/v1/sql", &[], Vec::new())
+        .expect_error(405);
+    let wrong = host.get("/v1/sql");
+    wrong.expect_error(405);
+    assert_eq!(wrong.header("allow"), Some("POST"));
+    host.request("POST", "/health", &[], Vec::new())
+        .expect_error(405);
+    host.request("PUT", "/metrics", &[], Vec::new())
+        .expect_error(405);
+}
+
+#[test]
+fn oversize_bodies_answer_413_whether_declared_or_streamed() {
+    let host = Host::builder()
+        .config("[http]\nbody_limit_bytes = 1024\n")
+        .start();
+    host.sql_ok("CREATE TABLE big (t text)", &[]);
+    let filler = "x".repeat(2000);
+    let body =
+        serde_json::to_vec(&json!({ "query": "INSERT INTO big VALUES ($1)", "params": [filler] }))
+            .unwrap();
+    let message = host
+        .request(
+            "POST",
+            "/v1/sql",
+            &[("content-type", "application/json")],
+            body.clone(),
+        )
+        .expect_error(413);
+    assert!(message.contains("1024"), "{message}");
+    let streamed = host.request_streamed(
+        "POST",
+        "/v1/sql",
+        &[("content-type", "application/json")],
+        std::io::Cursor::new(body),
+    );
+    streamed.expect_error(413);
+    // Nothing of either attempt was written.
+    assert_eq!(
+        host.sql_ok("SELECT count(*) AS n FROM big", &[])["rows"],
+        json!([{ "n": 0 }])
+    );
+    // A body under the limit is fine.
+    host.sql_ok("INSERT INTO big VALUES ($1)", &[json!("small")]);
+}
+
+#[test]
+fn cors_preflight_and_exposed_headers() {
+    let host = Host::start();
+    let preflight = host.request(
+        "OPTIONS",
+        "/v1/sql",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
+        ],
+        Vec::new(),
+    );
+    assert_eq!(preflight.status, 200, "{}", preflight.text());
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    let actual = host.request(
+        "GET",
+        "/health",
+        &[("origin", "https://app.example")],
+        Vec::new(),
+    );
+    assert_eq!(actual.header("access-control-allow-origin"), Some("*"));
+    let exposed = actual.header("access-control-expose-headers").unwrap();
+    assert!(exposed.contains("x-ratelimit-remaining"), "{exposed}");
+}
+
+#[test]
+fn rate_limits_count_down_and_refuse_with_429() {
+    let host = Host::builder()
+        .config("[rate_limit]\nrequests = 3\nwindow_secs = 3600\n")
+        .start();
+    for remaining in ["2", "1", "0"] {
+        let response = host.post_json("/v1/sql", &json!({ "query": "select 1" }));
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("x-ratelimit-limit"), Some("3"));
+        assert_eq!(response.header("x-ratelimit-remaining"), Some(remaining));
+        let reset: u64 = response
+            .header("x-ratelimit-reset")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(reset > now && reset <= now + 3600, "{reset} vs {now}");
+    }
+    let refused = host.post_json("/v1/sql", &json!({ "query": "select 1" }));
+    refused.expect_error(429);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    // Probes are never limited.
+    assert_eq!(host.get("/health").status, 200);
+    assert_eq!(host.get("/health/ready").status, 200);
+}

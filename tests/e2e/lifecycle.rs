@@ -1,0 +1,133 @@
+//! Start, stop, restart, kill: the host and its embedded Postgres.
+
+use std::time::Duration;
+
+use rustix::process::Signal;
+use serde_json::json;
+use zatabase_tests::{Host, alive, eventually};
+
+#[test]
+fn a_fresh_data_directory_gets_a_cluster_and_a_restart_reuses_it() {
+    let mut host = Host::builder().fresh_cluster().start();
+    assert!(
+        host.log().contains("initialising the Postgres cluster"),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.get("/health/ready").status, 200);
+    host.sql_ok("CREATE TABLE kept (id int primary key, note text)", &[]);
+    host.sql_ok("INSERT INTO kept VALUES (1, 'before restart')", &[]);
+    host.keep_data();
+    let postgres = host.postgres_pid().expect("a running cluster");
+    assert!(host.stop().success(), "SIGTERM exits 0");
+    assert!(!alive(postgres), "SIGTERM stops Postgres too");
+
+    let data_dir = host.data_dir.clone();
+    drop(host);
+    let mut again = Host::builder().data_dir(&data_dir).start();
+    let log = again.log();
+    assert_eq!(
+        log.matches("initialising the Postgres cluster").count(),
+        1,
+        "the second start reuses the cluster:\n{log}"
+    );
+    let rows = again.sql_ok("SELECT note FROM kept", &[]);
+    assert_eq!(rows["rows"], json!([{ "note": "before restart" }]));
+    assert!(again.stop().success());
+    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}
+
+#[test]
+fn sigint_drains_and_exits_zero() {
+    let mut host = Host::start();
+    let postgres = host.postgres_pid().unwrap();
+    assert!(host.stop_with(Signal::INT).success());
+    assert!(!alive(postgres));
+}
+
+#[test]
+fn in_flight_requests_finish_during_a_graceful_stop() {
+    let mut host = Host::start();
+    let url = host.url("/v1/sql");
+    let slow = std::thread::spawn(move || {
+        ureq::post(&url)
+            .header("content-type", "application/json")
+            .send(r#"{"query":"SELECT 'yes' AS slept FROM pg_sleep(1.5)"}"#)
+            .map(|mut r| {
+                (
+                    r.status().as_u16(),
+                    r.body_mut().read_to_string().unwrap_or_default(),
+                )
+            })
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(host.stop().success());
+    let (status, body) = slow
+        .join()
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""slept":"yes""#), "{body}");
+}
+
+#[test]
+fn sigkill_takes_postgres_down_and_the_next_start_recovers_every_committed_row() {
+    let mut host = Host::start();
+    host.sql_ok("CREATE TABLE ledger (n int)", &[]);
+    host.sql_ok("INSERT INTO ledger SELECT generate_series(1, 500)", &[]);
+    host.sql_ok("INSERT INTO ledger VALUES ($1)", &[json!(501)]);
+    host.keep_data();
+    let postgres = host.postgres_pid().unwrap();
+    host.stop_with(Signal::KILL);
+    assert!(
+        eventually(Duration::from_secs(30), || !alive(postgres)),
+        "Postgres outlived its SIGKILLed host"
+    );
+
+    let data_dir = host.data_dir.clone();
+    drop(host);
+    let again = Host::builder().data_dir(&data_dir).start();
+    assert_eq!(again.get("/health/ready").status, 200);
+    let count = again.sql_ok("SELECT count(*) AS n, max(n) AS top FROM ledger", &[]);
+    assert_eq!(count["rows"], json!([{ "n": 501, "top": 501 }]));
+    drop(again);
+    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}
+
+#[test]
+fn readiness_reports_a_stopped_postgres() {
+    let mut host = Host::start();
+    let ready = host.get("/health/ready");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["checks"]["postgres"]["status"], "up");
+    assert_eq!(ready.json()["checks"]["components"]["loaded"], 1);
+
+    let postgres = host.postgres_pid().unwrap();
+    rustix::process::kill_process(postgres, Signal::KILL).unwrap();
+    assert!(eventually(Duration::from_secs(10), || !alive(postgres)));
+    let down = host.get("/health/ready");
+    let message = down.expect_error(503);
+    assert!(message.contains("postgres"), "{message}");
+    assert_eq!(down.json()["checks"]["postgres"]["status"], "down");
+    assert_eq!(host.get("/health").status, 200, "liveness is not readiness");
+    let sql = host.sql("SELECT 1", &[]);
+    assert!(sql.status == 503 || sql.status == 500, "{}", sql.text());
+    sql.expect_error(sql.status);
+    assert!(host.stop().success());
+}
+
+#[test]
+fn a_second_host_cannot_share_a_data_directory() {
+    let host = Host::start();
+    let refused = Host::builder().data_dir(&host.data_dir).try_start();
+    let log = refused.err().expect("the second host must not start");
+    assert!(
+        log.contains("another zatabase is using the data directory"),
+        "{log}"
+    );
+    assert_eq!(
+        host.get("/health/ready").status,
+        200,
+        "the first host is unharmed"
+    );
+}

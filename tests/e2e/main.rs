@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `zatabase` binary, its embedded Postgres and
+//! real components, driven over HTTP. One test binary, many modules.
+
+mod external;
+mod http;
+mod lifecycle;
+mod observability;
+mod runtime;
+mod sql;

@@ -1,0 +1,173 @@
+//! A plain HTTP client for tests: statuses are answers, not errors.
+
+use std::io::Read;
+
+use serde_json::Value;
+
+use crate::Host;
+
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
+    }
+
+    /// Asserts the API error shape with this status, and returns the message.
+    pub fn expect_error(&self, status: u16) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status}, got {}: {}",
+            self.status,
+            self.text()
+        );
+        let body = self.json();
+        assert_eq!(body["status"], status, "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        let message = body["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {body}"));
+        assert!(!message.is_empty(), "{body}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "error bodies are JSON"
+        );
+        message.to_owned()
+    }
+}
+
+impl Host {
+    /// Sends a request with a body (or none) and reads the whole answer.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(body).unwrap();
+        let mut response = self
+            .agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        Resp::read(&mut response)
+    }
+
+    /// Sends a body of unknown length (chunked).
+    pub fn request_streamed(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Read + Send + 'static,
+    ) -> Resp {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut reader = body;
+        let request = builder
+            .body(ureq::SendBody::from_reader(&mut reader))
+            .unwrap();
+        let mut response = self
+            .agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        Resp::read(&mut response)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], Vec::new())
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            serde_json::to_vec(body).unwrap(),
+        )
+    }
+
+    /// `POST /v1/sql` and the response.
+    pub fn sql(&self, query: &str, params: &[Value]) -> Resp {
+        self.post_json(
+            "/v1/sql",
+            &serde_json::json!({ "query": query, "params": params }),
+        )
+    }
+
+    /// `POST /v1/sql`, asserting success; returns the body.
+    pub fn sql_ok(&self, query: &str, params: &[Value]) -> Value {
+        let response = self.sql(query, params);
+        assert_eq!(response.status, 200, "{query}: {}", response.text());
+        response.json()
+    }
+}
+
+impl Resp {
+    fn read(response: &mut ureq::http::Response<ureq::Body>) -> Self {
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_vec()
+            .unwrap_or_default();
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+}
