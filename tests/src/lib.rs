@@ -31,13 +31,16 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// `<target>/<profile>`, from this test executable's path.
+/// `<target>/<profile>`, from this executable's path (a test runs from
+/// `<target>/<profile>/deps`, a benchmark from `<target>/<profile>`).
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("tests run from <target>/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("an executable has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The cargo target directory.
@@ -125,7 +128,13 @@ fn template() -> PathBuf {
             let dir = target_dir().join(format!("test-template-{stamp:x}-{:x}", meta.len()));
             let _lock = FileLock::take(&target_dir().join("test-template.lock"));
             if !dir.join("ready").exists() {
-                let _ = std::fs::remove_dir_all(&dir);
+                // Templates of older binaries are of no more use.
+                for entry in std::fs::read_dir(target_dir()).unwrap().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("test-template-") && entry.path().is_dir() {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
                 std::fs::create_dir_all(&dir).unwrap();
                 let config = dir.join("test.toml");
                 std::fs::write(&config, config_text("")).unwrap();

@@ -44,13 +44,25 @@ impl Request {
             Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
             None => (path_with_query, None),
         };
-        let headers = request
+        let headers: Vec<(String, Vec<u8>)> = request
             .headers()
             .entries()
             .into_iter()
             .map(|(name, value)| (name.to_ascii_lowercase(), value))
             .collect();
-        let body = read_body(&request)?;
+        // Not opening the body stream saves the host a body reader. A
+        // request has a body when it declares a length, or (chunked, whose
+        // header the host does not pass on) when its method carries one.
+        let declared = headers
+            .iter()
+            .find(|(name, _)| name == "content-length")
+            .map(|(_, value)| value.as_slice() != b"0");
+        let carries_body = matches!(method.as_str(), "POST" | "PUT" | "PATCH");
+        let body = if declared.unwrap_or(carries_body) {
+            read_body(&request)?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             method,
             path,
@@ -159,18 +171,36 @@ impl Response {
     }
 
     pub(crate) fn send(self, out: ResponseOutparam) {
-        let entries: Vec<(String, Vec<u8>)> = self
+        let mut entries: Vec<(String, Vec<u8>)> = self
             .headers
             .into_iter()
             .map(|(n, v)| (n, v.into_bytes()))
             .collect();
+        entries.push((
+            "content-length".to_owned(),
+            self.body.len().to_string().into_bytes(),
+        ));
         let headers = Fields::from_list(&entries).unwrap_or_else(|_| Fields::new());
         let response = OutgoingResponse::new(headers);
         // Only an out-of-range status fails here; the router never makes one.
         let _ = response.set_status_code(self.status);
         let body = response.body().expect("a new response has a body");
-        ResponseOutparam::set(out, Ok(response));
         let stream = body.write().expect("a new body has a stream");
+        // A body that fits the stream's buffer is written before the response
+        // is handed over, so the host sends head and body in one write.
+        let small = stream
+            .check_write()
+            .is_ok_and(|permit| self.body.len() as u64 <= permit);
+        if small {
+            if !self.body.is_empty() && stream.write(&self.body).is_err() {
+                return;
+            }
+            drop(stream);
+            let _ = OutgoingBody::finish(body, None);
+            ResponseOutparam::set(out, Ok(response));
+            return;
+        }
+        ResponseOutparam::set(out, Ok(response));
         // wasi:http caps one write at 4096 bytes.
         for chunk in self.body.chunks(4096) {
             if stream.blocking_write_and_flush(chunk).is_err() {

@@ -27,7 +27,7 @@ impl Host for LogState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         emit(level, &self.component, &self.request_id, &message);
     }

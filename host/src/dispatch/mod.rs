@@ -8,7 +8,9 @@
 
 pub mod output;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -292,7 +294,7 @@ impl Dispatcher {
         let metrics = self.metrics.clone();
         let id = component.id().to_owned();
         let timeout = component.timeout;
-        let task = tokio::spawn(async move {
+        let mut run = Box::pin(async move {
             let run = async {
                 let started = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -302,35 +304,48 @@ impl Dispatcher {
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
+            // Past the deadline the store is dropped, and with it the
+            // response sender: this one timer bounds every wait below.
             match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result.map_err(Into::into),
                 Err(_) => Err(anyhow::Error::new(Trap::Interrupt)),
             }
         });
 
+        // Run the guest on this task until it has answered. A guest that
+        // returns with its response (the usual case) never leaves this task;
+        // one still streaming its body is moved to a task of its own.
+        let mut receiver = receiver;
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = run.as_mut().poll(cx) {
+                return Poll::Ready(Err(result));
+            }
+            Pin::new(&mut receiver).poll(cx).map(Ok)
+        })
+        .await;
         let component_id = component.id().to_owned();
-        match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(response.map(Body::new)),
-            Ok(Ok(Err(code))) => Err(DispatchError::Failed {
+        let answered = match outcome {
+            Ok(Ok(answer)) => {
+                tokio::spawn(run);
+                Ok(answer)
+            }
+            // The guest dropped its response slot unused: its own result says why.
+            Ok(Err(_)) => match run.await {
+                Ok(()) => Err(anyhow::anyhow!("the component returned without a response")),
+                Err(error) => Err(error),
+            },
+            Err(Ok(())) => receiver
+                .try_recv()
+                .map_err(|_| anyhow::anyhow!("the component returned without a response")),
+            Err(Err(error)) => Err(error),
+        };
+        match answered {
+            Ok(Ok(response)) => Ok(response.map(Body::new)),
+            Ok(Err(code)) => Err(DispatchError::Failed {
                 component: component_id,
                 error: anyhow::anyhow!("the component answered with an error: {code:?}"),
             }),
-            // The guest returned or trapped without setting a response.
-            Ok(Err(_)) => {
-                let error = match task.await {
-                    Ok(Ok(())) => anyhow::anyhow!("the component returned without a response"),
-                    Ok(Err(e)) => e,
-                    Err(e) => anyhow::Error::new(e),
-                };
-                Err(classify(component_id, timeout, error))
-            }
-            Err(_) => {
-                task.abort();
-                Err(DispatchError::Timeout {
-                    component: component_id,
-                    after: timeout,
-                })
-            }
+            Err(error) => Err(classify(component_id, timeout, error)),
         }
     }
 }

@@ -13,10 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::{Config, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 /// How often the epoch advances; deadlines are rounded up to it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Linear memory kept resident in a free instance slot (see `Engine::new`).
+const KEEP_RESIDENT: usize = 4 << 20;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -50,14 +53,25 @@ impl Engine {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed);
+            .cranelift_opt_level(OptLevel::Speed)
+            // Instances are short-lived and their slots are reset in place:
+            // copying a component's small data segments in is cheaper than
+            // mapping its memory image on every instantiation.
+            .memory_init_cow(false);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(config.max_instances)
             .total_core_instances(config.max_instances * 4)
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 2)
             .total_stacks(config.max_instances)
-            .max_memory_size(config.max_memory_bytes);
+            .max_memory_size(config.max_memory_bytes)
+            // A request's instance reuses a warm slot: reset its memory with
+            // memset (or the kernel's dirty-page scan) instead of returning
+            // the pages and faulting them back in on the next request.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(128 << 10);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let inner = wasmtime::Engine::new(&wasm)
             .map_err(anyhow::Error::from)

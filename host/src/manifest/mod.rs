@@ -132,6 +132,9 @@ impl Route {
     }
 }
 
+/// Reads a file the manifest names, by its path as written there.
+pub type FileReader = dyn Fn(&str) -> anyhow::Result<Cow<'static, [u8]>>;
+
 /// Where the manifest comes from.
 pub enum Source {
     /// The `spin.toml` compiled into the binary with its components.
@@ -143,10 +146,7 @@ pub enum Source {
 /// Reads, validates and resolves the manifest. `feature_enabled` says which
 /// feature flags are on; route groups behind a disabled flag are left out.
 pub fn load(source: &Source, feature_enabled: &dyn Fn(&str) -> bool) -> anyhow::Result<App> {
-    let (text, files): (
-        Cow<'static, str>,
-        Box<dyn Fn(&str) -> anyhow::Result<Cow<'static, [u8]>>>,
-    ) = match source {
+    let (text, files): (Cow<'static, str>, Box<FileReader>) = match source {
         Source::Embedded => (
             Cow::Borrowed(embedded::MANIFEST),
             Box::new(|path: &str| {
@@ -178,7 +178,7 @@ pub fn load(source: &Source, feature_enabled: &dyn Fn(&str) -> bool) -> anyhow::
 /// Parses and validates manifest text; `read` fetches the files it names.
 pub fn resolve(
     text: &str,
-    read: &dyn Fn(&str) -> anyhow::Result<Cow<'static, [u8]>>,
+    read: &FileReader,
     feature_enabled: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<App> {
     let manifest: schema::Manifest = toml::from_str(text).context("invalid spin.toml")?;
@@ -317,7 +317,7 @@ fn parse_route(pattern: &str, component: &str) -> anyhow::Result<Route> {
 fn load_openapi(
     id: &str,
     path: &str,
-    read: &dyn Fn(&str) -> anyhow::Result<Cow<'static, [u8]>>,
+    read: &FileReader,
     routes: &[Route],
 ) -> anyhow::Result<serde_json::Value> {
     let bytes = read(path).with_context(|| format!("component `{id}`: openapi"))?;

@@ -86,7 +86,14 @@ impl AppState {
 /// a browser can read even a 429) → rate limit → body limit → panic catcher
 /// → router.
 pub fn router(state: AppState) -> Router {
-    let mut router = api::routes();
+    router_with(state, Router::new())
+}
+
+/// The application with `extra` routes mounted beside the host's own, under
+/// the same layers (used by the benchmarks to compare a native handler with
+/// a component on equal terms).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let mut router = api::routes().merge(extra);
     for route in &state.app.routes {
         let component = state.components[&route.component].clone();
         for path in route.axum_paths() {
