@@ -14,6 +14,7 @@ use zatabase::server::{AppState, router_with};
 use crate::wrk;
 
 const BODY: &str = r#"{"hello":"world"}"#;
+const ROUNDS: usize = 4;
 
 /// One wrk run and the host CPU it cost.
 struct Run {
@@ -82,7 +83,9 @@ pub async fn run(seconds: u64, connections: u64) -> anyhow::Result<()> {
     });
     let url = |path: &str| format!("http://{address}{path}");
 
-    println!("wasm path: {connections} connections, {seconds} s per run, wrk -t2, 2 rounds");
+    println!(
+        "wasm path: {connections} connections, {seconds} s per run, wrk -t2, {ROUNDS} rounds, alternating"
+    );
     let (native_url, wasm_url) = (url("/bench/native"), url("/bench/wasm"));
     let measure = move |url: String, secs: u64| {
         tokio::task::spawn_blocking(move || {
@@ -109,9 +112,15 @@ pub async fn run(seconds: u64, connections: u64) -> anyhow::Result<()> {
     measure(wasm_url.clone(), 2).await??;
     let mut native = Vec::new();
     let mut wasm = Vec::new();
-    for _ in 0..2 {
-        native.push(measure(native_url.clone(), seconds).await??);
-        wasm.push(measure(wasm_url.clone(), seconds).await??);
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so drift in the machine hits both.
+        if round % 2 == 0 {
+            native.push(measure(native_url.clone(), seconds).await??);
+            wasm.push(measure(wasm_url.clone(), seconds).await??);
+        } else {
+            wasm.push(measure(wasm_url.clone(), seconds).await??);
+            native.push(measure(native_url.clone(), seconds).await??);
+        }
     }
     let mean =
         |runs: &[Run], f: fn(&Run) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
@@ -136,10 +145,26 @@ pub async fn run(seconds: u64, connections: u64) -> anyhow::Result<()> {
             runs.iter().map(|r| r.load.errors).sum::<u64>()
         );
     }
+    let mut ratios: Vec<f64> = wasm
+        .iter()
+        .zip(&native)
+        .map(|(w, n)| w.load.requests_per_sec / n.load.requests_per_sec)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "ratio (component / native): throughput {:.2} (target >= 0.50); added host CPU per request {:.1} µs",
+        "ratio (component / native): throughput {:.2} of means, per round {} (target >= 0.50)",
         mean(&wasm, rps) / mean(&native, rps),
-        mean(&wasm, cpu) - mean(&native, cpu)
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "added host CPU per request: {:.1} µs (component {:.1}, native {:.1})",
+        mean(&wasm, cpu) - mean(&native, cpu),
+        mean(&wasm, cpu),
+        mean(&native, cpu)
     );
 
     // Unloaded latency: one connection, so queueing does not hide the cost.

@@ -111,12 +111,14 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn observe_instantiation(&self, component: &str, elapsed: Duration) {
+    /// The instantiation-time histogram of one component, to keep and
+    /// observe without a lookup per request.
+    pub fn instantiations(&self, component: &str) -> Histogram {
         self.instantiations
             .get_or_create(&ComponentLabels {
                 component: component.to_owned(),
             })
-            .observe(elapsed.as_secs_f64());
+            .clone()
     }
 
     /// The text exposition, with pool gauges read now.

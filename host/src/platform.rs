@@ -70,12 +70,17 @@ impl Platform {
             timeout: Duration::from_millis(config.components.timeout_ms),
             memory_mb: config.components.memory_mb,
         };
+        let metrics = Arc::new(Metrics::new());
         let specs = app.components.clone();
         let compile_engine = engine.clone();
+        let compile_metrics = metrics.clone();
         let compiling = tokio::task::spawn_blocking(move || {
             specs
                 .into_iter()
-                .map(|spec| dispatch::load(&compile_engine, &cache, spec, defaults).map(Arc::new))
+                .map(|spec| {
+                    dispatch::load(&compile_engine, &cache, spec, defaults, &compile_metrics)
+                        .map(Arc::new)
+                })
                 .collect::<anyhow::Result<Vec<_>>>()
         });
 
@@ -135,7 +140,7 @@ impl Platform {
                 .collect(),
             db,
             dev_tenant,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             embedded,
             _lock: lock,
         })

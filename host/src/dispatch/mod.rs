@@ -119,6 +119,9 @@ pub struct ComponentDefaults {
 /// A compiled, linked, pre-instantiated component.
 pub struct LoadedComponent {
     pub spec: Arc<ComponentSpec>,
+    /// The id, shared by every request's log and metric labels.
+    pub name: Arc<str>,
+    instantiations: prometheus_client::metrics::histogram::Histogram,
     pre: ProxyPre<HostState>,
     timeout: Duration,
     memory_bytes: usize,
@@ -139,6 +142,7 @@ pub fn load(
     cache: &CompileCache,
     spec: Arc<ComponentSpec>,
     defaults: ComponentDefaults,
+    metrics: &Metrics,
 ) -> anyhow::Result<LoadedComponent> {
     let started = Instant::now();
     let id = spec.id.clone();
@@ -161,6 +165,8 @@ pub fn load(
         })?;
     let memory_mb = spec.memory_mb.unwrap_or(defaults.memory_mb);
     Ok(LoadedComponent {
+        name: Arc::from(id.as_str()),
+        instantiations: metrics.instantiations(&id),
         timeout: spec.timeout.unwrap_or(defaults.timeout),
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         spec,
@@ -194,20 +200,15 @@ pub enum DispatchError {
 pub struct Dispatcher {
     engine: Engine,
     services: Services,
-    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
-    pub fn new(engine: Engine, services: Services, metrics: Arc<Metrics>) -> Self {
-        Self {
-            engine,
-            services,
-            metrics,
-        }
+    pub fn new(engine: Engine, services: Services) -> Self {
+        Self { engine, services }
     }
 
     fn store(&self, component: &LoadedComponent, ctx: &RequestContext) -> Store<HostState> {
-        let id: Arc<str> = Arc::from(component.id());
+        let id = component.name.clone();
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::stdout(id.clone(), ctx.request_id.clone()))
             .stderr(GuestOutput::stderr(id.clone(), ctx.request_id.clone()))
@@ -291,14 +292,13 @@ impl Dispatcher {
         };
 
         let pre = component.pre.clone();
-        let metrics = self.metrics.clone();
-        let id = component.id().to_owned();
+        let instantiations = component.instantiations.clone();
         let timeout = component.timeout;
         let mut run = Box::pin(async move {
             let run = async {
                 let started = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
-                metrics.observe_instantiation(&id, started.elapsed());
+                instantiations.observe(started.elapsed().as_secs_f64());
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
@@ -323,7 +323,6 @@ impl Dispatcher {
             Pin::new(&mut receiver).poll(cx).map(Ok)
         })
         .await;
-        let component_id = component.id().to_owned();
         let answered = match outcome {
             Ok(Ok(answer)) => {
                 tokio::spawn(run);
@@ -342,10 +341,10 @@ impl Dispatcher {
         match answered {
             Ok(Ok(response)) => Ok(response.map(Body::new)),
             Ok(Err(code)) => Err(DispatchError::Failed {
-                component: component_id,
+                component: component.id().to_owned(),
                 error: anyhow::anyhow!("the component answered with an error: {code:?}"),
             }),
-            Err(error) => Err(classify(component_id, timeout, error)),
+            Err(error) => Err(classify(component.id().to_owned(), timeout, error)),
         }
     }
 }

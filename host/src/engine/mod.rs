@@ -21,6 +21,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Linear memory kept resident in a free instance slot (see `Engine::new`).
 const KEEP_RESIDENT: usize = 4 << 20;
 
+/// Free slots kept warm; with `KEEP_RESIDENT` this bounds the memory idle
+/// slots hold (128 MiB) while covering a busy host's concurrency.
+const WARM_SLOTS: u32 = 32;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -69,6 +73,8 @@ impl Engine {
             // memset (or the kernel's dirty-page scan) instead of returning
             // the pages and faulting them back in on the next request.
             .pagemap_scan(Enabled::Auto)
+            // Warm slots keep their resident memory: bound how many wait.
+            .max_unused_warm_slots(WARM_SLOTS)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(128 << 10);

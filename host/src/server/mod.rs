@@ -68,11 +68,7 @@ impl AppState {
             }),
             db: platform.db.clone(),
             metrics: platform.metrics.clone(),
-            dispatcher: Dispatcher::new(
-                platform.engine.clone(),
-                services,
-                platform.metrics.clone(),
-            ),
+            dispatcher: Dispatcher::new(platform.engine.clone(), services),
             components: platform.components.clone(),
             config,
         }))
@@ -166,7 +162,7 @@ async fn serve_component(
     };
     response
         .extensions_mut()
-        .insert(RouteGroup(Arc::from(component.id())));
+        .insert(RouteGroup(component.name.clone()));
     response
 }
 
