@@ -31,6 +31,10 @@ fn a_fresh_data_directory_gets_a_cluster_and_a_restart_reuses_it() {
         1,
         "the second start reuses the cluster:\n{log}"
     );
+    assert!(
+        log.contains("component loaded component=\"sql\" cached=true"),
+        "the second start loads the compiled component from the cache:\n{log}"
+    );
     let rows = again.sql_ok("SELECT note FROM kept", &[]);
     assert_eq!(rows["rows"], json!([{ "note": "before restart" }]));
     assert!(again.stop().success());

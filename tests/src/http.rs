@@ -69,6 +69,21 @@ impl Resp {
 }
 
 impl Host {
+    fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> ureq::http::request::Builder {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder
+    }
+
     /// Sends a request with a body (or none) and reads the whole answer.
     pub fn request(
         &self,
@@ -77,13 +92,7 @@ impl Host {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Resp {
-        let mut builder = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let request = builder.body(body).unwrap();
+        let request = self.http_request(method, path, headers).body(body).unwrap();
         let mut response = self
             .agent
             .run(request)
@@ -99,14 +108,9 @@ impl Host {
         headers: &[(&str, &str)],
         body: impl Read + Send + 'static,
     ) -> Resp {
-        let mut builder = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
         let mut reader = body;
-        let request = builder
+        let request = self
+            .http_request(method, path, headers)
             .body(ureq::SendBody::from_reader(&mut reader))
             .unwrap();
         let mut response = self

@@ -224,16 +224,28 @@ impl Db {
     }
 }
 
-/// How long to wait for Postgres: the statement timeout plus a grace
-/// period, past which the connection is given up for lost.
-fn deadline(limits: Limits) -> Duration {
-    limits.statement_timeout + TIMEOUT_GRACE
-}
-
-/// Closes a connection whose state is unknown (it outlived its deadline).
-fn lost(conn: &mut PoolConnection<Postgres>) -> SqlError {
-    conn.close_on_drop();
-    error(ErrorKind::Timeout, "the database did not answer in time")
+/// Runs client SQL on `conn` in `scope`, bounded by the statement timeout
+/// plus a grace period; past it the connection is closed rather than
+/// returned to the pool in an unknown state.
+async fn run_bounded(
+    db: &Db,
+    conn: &mut PoolConnection<Postgres>,
+    scope: Scope<'_>,
+    statement: &str,
+    params: &[Value],
+) -> Result<QueryResult, SqlError> {
+    let limits = db.limits;
+    let work = exec::run(conn, &db.types, scope, limits, statement, params);
+    match tokio::time::timeout(limits.statement_timeout + TIMEOUT_GRACE, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            conn.close_on_drop();
+            Err(error(
+                ErrorKind::Timeout,
+                "the database did not answer in time",
+            ))
+        }
+    }
 }
 
 fn acquire_error(e: sqlx::Error) -> SqlError {
@@ -268,7 +280,6 @@ impl TenantSql {
     ) -> Result<QueryResult, SqlError> {
         let pool = self.db.tenant_pool(&self.tenant);
         let mut conn = pool.acquire().await.map_err(acquire_error)?;
-        let limits = self.db.limits;
         let search_path = [self.tenant.schema.as_str(), "extensions"];
         let scope = Scope {
             role: Some(&self.tenant.owner_role),
@@ -276,15 +287,7 @@ impl TenantSql {
             reset_session: true,
             read_only: false,
         };
-        match tokio::time::timeout(
-            deadline(limits),
-            exec::run(&mut conn, &self.db.types, scope, limits, statement, params),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(lost(&mut conn)),
-        }
+        run_bounded(&self.db, &mut conn, scope, statement, params).await
     }
 }
 
@@ -316,23 +319,7 @@ impl PlatformSql {
         params: &[Value],
     ) -> Result<QueryResult, SqlError> {
         let mut conn = self.db.platform.acquire().await.map_err(acquire_error)?;
-        let limits = self.db.limits;
-        match tokio::time::timeout(
-            deadline(limits),
-            exec::run(
-                &mut conn,
-                &self.db.types,
-                platform_scope(),
-                limits,
-                statement,
-                params,
-            ),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(lost(&mut conn)),
-        }
+        run_bounded(&self.db, &mut conn, platform_scope(), statement, params).await
     }
 
     pub async fn begin(&self) -> Result<PlatformTx, SqlError> {
@@ -360,26 +347,10 @@ impl PlatformTx {
         statement: &str,
         params: &[Value],
     ) -> Result<QueryResult, SqlError> {
-        let limits = self.db.limits;
         let Some(conn) = self.conn.as_mut() else {
             return Err(error(ErrorKind::InvalidInput, "the transaction has ended"));
         };
-        let result = match tokio::time::timeout(
-            deadline(limits),
-            exec::run(
-                conn,
-                &self.db.types,
-                platform_scope(),
-                limits,
-                statement,
-                params,
-            ),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(lost(conn)),
-        };
+        let result = run_bounded(&self.db, conn, platform_scope(), statement, params).await;
         self.failed |= result.is_err();
         result
     }
