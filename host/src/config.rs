@@ -72,6 +72,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub components: ComponentsConfig,
     pub sql: SqlConfig,
+    pub auth: AuthConfig,
     /// Feature flags by name; a route group behind a flag set to false is not
     /// mounted (404, absent from the OpenAPI document). All on by default.
     pub features: BTreeMap<String, bool>,
@@ -139,6 +140,53 @@ pub struct SqlConfig {
     pub max_rows: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of the tokens this host signs and accepts.
+    pub issuer: String,
+    /// `aud` of the tokens this host signs and accepts.
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// The `kid` new tokens are signed with.
+    pub signing_kid: String,
+    /// The signing key, hex (at least 32 bytes); derived from the master
+    /// key when absent.
+    pub signing_key: Option<String>,
+    /// Older `kid`s still accepted while their tokens expire (keys derived
+    /// from the master key).
+    pub accepted_kids: Vec<String>,
+    /// Failed logins allowed per account, and per client address, in a window.
+    pub max_failed_logins_per_account: u32,
+    pub max_failed_logins_per_ip: u32,
+    pub failed_login_window_secs: u64,
+    /// argon2id parameters (OWASP's first recommendation by default).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "zatabase".to_owned(),
+            audience: "zatabase-api".to_owned(),
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            signing_kid: "k1".to_owned(),
+            signing_key: None,
+            accepted_kids: Vec::new(),
+            max_failed_logins_per_account: 5,
+            max_failed_logins_per_ip: 20,
+            failed_login_window_secs: 15 * 60,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -152,6 +200,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             components: ComponentsConfig::default(),
             sql: SqlConfig::default(),
+            auth: AuthConfig::default(),
             features: BTreeMap::new(),
             log_json: false,
         }
@@ -325,6 +374,26 @@ impl Config {
         ensure!(
             self.postgres.max_connections >= 20,
             "postgres.max_connections must be at least 20"
+        );
+        ensure!(
+            self.auth.access_ttl_secs > 0,
+            "auth.access_ttl_secs must be positive"
+        );
+        ensure!(
+            self.auth.refresh_ttl_secs > self.auth.access_ttl_secs,
+            "auth.refresh_ttl_secs must exceed auth.access_ttl_secs"
+        );
+        ensure!(
+            u32::try_from(self.auth.refresh_ttl_secs).is_ok(),
+            "auth.refresh_ttl_secs is too large"
+        );
+        ensure!(
+            !self.auth.signing_kid.is_empty(),
+            "auth.signing_kid must not be empty"
+        );
+        ensure!(
+            self.auth.max_failed_logins_per_account > 0 && self.auth.max_failed_logins_per_ip > 0,
+            "auth.max_failed_logins_* must be positive"
         );
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! `platform` starts and stops it all; `config` says how.
 
 pub mod api;
+pub mod auth;
 pub mod caps;
 pub mod config;
 pub mod db;

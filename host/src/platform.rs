@@ -1,6 +1,6 @@
 //! Everything the HTTP server stands on, started in order and stopped in
 //! reverse: data directory, manifest, engine and components, Postgres,
-//! migrations, the development tenant.
+//! migrations, the authenticator.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::db::embedded::{self, Embedded};
 use crate::db::exec::Limits;
-use crate::db::{self, Db, Tenant, install};
+use crate::db::{self, Db, install};
 use crate::dispatch::{self, ComponentDefaults, LoadedComponent};
 use crate::engine::cache::{CompileCache, Origin};
 use crate::engine::{Engine, EngineConfig};
@@ -29,7 +30,7 @@ pub struct Platform {
     pub engine: Engine,
     pub components: HashMap<String, Arc<LoadedComponent>>,
     pub db: Arc<Db>,
-    pub dev_tenant: Arc<Tenant>,
+    pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     embedded: Option<Embedded>,
     _lock: File,
@@ -88,6 +89,7 @@ impl Platform {
             std::env::var("ZATABASE_MASTER_KEY").ok().as_deref(),
             &config.data_dir.join("master.key"),
         )?;
+        let auth = Arc::new(Auth::new(&config.auth, &key)?);
         let (options, embedded) = match &config.database_url {
             Some(url) => (
                 url.parse::<PgConnectOptions>()
@@ -103,13 +105,11 @@ impl Platform {
             let db = Db::connect(options, pool_config(&config), limits(&config), key).await?;
             db.check_pgvector().await?;
             db.migrate().await.context("applying migrations")?;
-            let dev_tenant = Arc::new(Tenant::development());
-            db.provision(&dev_tenant).await?;
             let components = compiling.await??;
-            anyhow::Ok((db, dev_tenant, components))
+            anyhow::Ok((db, components))
         }
         .await;
-        let (db, dev_tenant, components) = match rest {
+        let (db, components) = match rest {
             Ok(parts) => parts,
             Err(e) => {
                 if let Some(embedded) = embedded {
@@ -139,7 +139,7 @@ impl Platform {
                 .map(|c| (c.id().to_owned(), c))
                 .collect(),
             db,
-            dev_tenant,
+            auth,
             metrics,
             embedded,
             _lock: lock,

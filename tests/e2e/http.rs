@@ -8,33 +8,34 @@ fn malformed_and_misshapen_bodies() {
     let host = Host::start();
     let json_header = [("content-type", "application/json")];
     let message = host
-        .request("POST", "/v1/sql", &json_header, b"{\"query\": ".to_vec())
+        .authed("POST", "/v1/sql", &json_header, b"{\"query\": ".to_vec())
         .expect_error(400);
     assert!(message.contains("malformed JSON"), "{message}");
-    host.request("POST", "/v1/sql", &json_header, Vec::new())
+    host.authed("POST", "/v1/sql", &json_header, Vec::new())
         .expect_error(400);
-    host.request(
+    host.authed(
         "POST",
         "/v1/sql",
         &[("content-type", "text/plain")],
         b"{}".to_vec(),
     )
     .expect_error(415);
-    host.request("POST", "/v1/sql", &[], b"{\"query\":\"select 1\"}".to_vec())
+    host.authed("POST", "/v1/sql", &[], b"{\"query\":\"select 1\"}".to_vec())
         .expect_error(415);
     let missing = host
-        .post_json("/v1/sql", &json!({ "params": [] }))
+        .authed_post("/v1/sql", &json!({ "params": [] }))
         .expect_error(422);
     assert!(missing.contains("query"), "{missing}");
-    host.post_json("/v1/sql", &json!({ "query": 42 }))
+    host.authed_post("/v1/sql", &json!({ "query": 42 }))
         .expect_error(422);
-    host.post_json("/v1/sql", &json!({ "query": "select 1", "params": "nope" }))
+    host.authed_post("/v1/sql", &json!({ "query": "select 1", "params": "nope" }))
         .expect_error(422);
-    host.post_json("/v1/sql", &json!({ "query": "select 1", "extra": true }))
+    host.authed_post("/v1/sql", &json!({ "query": "select 1", "extra": true }))
         .expect_error(422);
-    host.post_json("/v1/sql", &json!({ "query": "   " }))
+    host.authed_post("/v1/sql", &json!({ "query": "   " }))
         .expect_error(422);
-    host.post_json("/v1/sql", &json!([1, 2])).expect_error(422);
+    host.authed_post("/v1/sql", &json!([1, 2]))
+        .expect_error(422);
 }
 
 #[test]
@@ -42,14 +43,14 @@ fn unknown_routes_and_wrong_methods() {
     let host = Host::start();
     let message = host.get("/v1/nowhere").expect_error(404);
     assert!(message.contains("/v1/nowhere"), "{message}");
-    host.request("DELETE", "/v1/sql", &[], Vec::new())
+    host.authed("DELETE", "/v1/sql", &[], Vec::new())
         .expect_error(405);
-    let wrong = host.get("/v1/sql");
+    let wrong = host.authed_get("/v1/sql");
     wrong.expect_error(405);
     assert_eq!(wrong.header("allow"), Some("POST"));
-    host.request("POST", "/health", &[], Vec::new())
+    host.authed("POST", "/health", &[], Vec::new())
         .expect_error(405);
-    host.request("PUT", "/metrics", &[], Vec::new())
+    host.authed("PUT", "/metrics", &[], Vec::new())
         .expect_error(405);
 }
 
@@ -64,7 +65,7 @@ fn oversize_bodies_answer_413_whether_declared_or_streamed() {
         serde_json::to_vec(&json!({ "query": "INSERT INTO big VALUES ($1)", "params": [filler] }))
             .unwrap();
     let message = host
-        .request(
+        .authed(
             "POST",
             "/v1/sql",
             &[("content-type", "application/json")],
@@ -72,10 +73,14 @@ fn oversize_bodies_answer_413_whether_declared_or_streamed() {
         )
         .expect_error(413);
     assert!(message.contains("1024"), "{message}");
+    let bearer = format!("Bearer {}", host.token());
     let streamed = host.request_streamed(
         "POST",
         "/v1/sql",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+        ],
         std::io::Cursor::new(body),
     );
     streamed.expect_error(413);
@@ -123,7 +128,7 @@ fn rate_limits_count_down_and_refuse_with_429() {
         .config("[rate_limit]\nrequests = 3\nwindow_secs = 3600\n")
         .start();
     for remaining in ["2", "1", "0"] {
-        let response = host.post_json("/v1/sql", &json!({ "query": "select 1" }));
+        let response = host.authed_post("/v1/sql", &json!({ "query": "select 1" }));
         assert_eq!(response.status, 200);
         assert_eq!(response.header("x-ratelimit-limit"), Some("3"));
         assert_eq!(response.header("x-ratelimit-remaining"), Some(remaining));
@@ -138,7 +143,7 @@ fn rate_limits_count_down_and_refuse_with_429() {
             .as_secs();
         assert!(reset > now && reset <= now + 3600, "{reset} vs {now}");
     }
-    let refused = host.post_json("/v1/sql", &json!({ "query": "select 1" }));
+    let refused = host.authed_post("/v1/sql", &json!({ "query": "select 1" }));
     refused.expect_error(429);
     assert!(refused.header("retry-after").is_some());
     assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));

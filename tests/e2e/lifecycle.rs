@@ -18,6 +18,7 @@ fn a_fresh_data_directory_gets_a_cluster_and_a_restart_reuses_it() {
     host.sql_ok("CREATE TABLE kept (id int primary key, note text)", &[]);
     host.sql_ok("INSERT INTO kept VALUES (1, 'before restart')", &[]);
     host.keep_data();
+    let token = host.token();
     let postgres = host.postgres_pid().expect("a running cluster");
     assert!(host.stop().success(), "SIGTERM exits 0");
     assert!(!alive(postgres), "SIGTERM stops Postgres too");
@@ -25,6 +26,7 @@ fn a_fresh_data_directory_gets_a_cluster_and_a_restart_reuses_it() {
     let data_dir = host.data_dir.clone();
     drop(host);
     let mut again = Host::builder().data_dir(&data_dir).start();
+    again.use_token(&token);
     let log = again.log();
     assert_eq!(
         log.matches("initialising the Postgres cluster").count(),
@@ -53,9 +55,11 @@ fn sigint_drains_and_exits_zero() {
 fn in_flight_requests_finish_during_a_graceful_stop() {
     let mut host = Host::start();
     let url = host.url("/v1/sql");
+    let bearer = format!("Bearer {}", host.token());
     let slow = std::thread::spawn(move || {
         ureq::post(&url)
             .header("content-type", "application/json")
+            .header("authorization", &bearer)
             .send(r#"{"query":"SELECT 'yes' AS slept FROM pg_sleep(1.5)"}"#)
             .map(|mut r| {
                 (
@@ -81,6 +85,7 @@ fn sigkill_takes_postgres_down_and_the_next_start_recovers_every_committed_row()
     host.sql_ok("INSERT INTO ledger SELECT generate_series(1, 500)", &[]);
     host.sql_ok("INSERT INTO ledger VALUES ($1)", &[json!(501)]);
     host.keep_data();
+    let token = host.token();
     let postgres = host.postgres_pid().unwrap();
     host.stop_with(Signal::KILL);
     assert!(
@@ -91,6 +96,7 @@ fn sigkill_takes_postgres_down_and_the_next_start_recovers_every_committed_row()
     let data_dir = host.data_dir.clone();
     drop(host);
     let again = Host::builder().data_dir(&data_dir).start();
+    again.use_token(&token);
     assert_eq!(again.get("/health/ready").status, 200);
     let count = again.sql_ok("SELECT count(*) AS n, max(n) AS top FROM ledger", &[]);
     assert_eq!(count["rows"], json!([{ "n": 501, "top": 501 }]));
@@ -101,10 +107,11 @@ fn sigkill_takes_postgres_down_and_the_next_start_recovers_every_committed_row()
 #[test]
 fn readiness_reports_a_stopped_postgres() {
     let mut host = Host::start();
+    host.token();
     let ready = host.get("/health/ready");
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["checks"]["postgres"]["status"], "up");
-    assert_eq!(ready.json()["checks"]["components"]["loaded"], 1);
+    assert_eq!(ready.json()["checks"]["components"]["loaded"], 2);
 
     let postgres = host.postgres_pid().unwrap();
     rustix::process::kill_process(postgres, Signal::KILL).unwrap();

@@ -45,7 +45,8 @@ component = "misbehave"
 [component.misbehave]
 source = "misbehave.wasm"
 [component.misbehave.tool.zatabase]
-capabilities = ["sql", "log"]
+capabilities = ["platform-db", "log"]
+public_routes = ["/loop", "/ok"]
 timeout_ms = 3000
 "#,
     )

@@ -120,10 +120,12 @@ impl Host {
         Resp::read(&mut response)
     }
 
+    /// A GET without credentials.
     pub fn get(&self, path: &str) -> Resp {
         self.request("GET", path, &[], Vec::new())
     }
 
+    /// A JSON POST without credentials.
     pub fn post_json(&self, path: &str, body: &Value) -> Resp {
         self.request(
             "POST",
@@ -133,9 +135,65 @@ impl Host {
         )
     }
 
-    /// `POST /v1/sql` and the response.
+    /// The helpers' access token: the one set with [`Host::use_token`], or a
+    /// new account's (signed up on first use).
+    pub fn token(&self) -> String {
+        let mut token = self.token.lock().unwrap();
+        if let Some(token) = &*token {
+            return token.clone();
+        }
+        let account = self.signup(&unique_email("tester"), "a long test password");
+        *token = Some(account.access_token.clone());
+        account.access_token
+    }
+
+    /// Makes the helpers act with `token`.
+    pub fn use_token(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_owned());
+    }
+
+    /// A request with the helpers' bearer token added.
+    pub fn authed(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Resp {
+        let bearer = format!("Bearer {}", self.token());
+        let mut all = headers.to_vec();
+        all.push(("authorization", &bearer));
+        self.request(method, path, &all, body)
+    }
+
+    /// A GET with the helpers' bearer token.
+    pub fn authed_get(&self, path: &str) -> Resp {
+        self.authed("GET", path, &[], Vec::new())
+    }
+
+    /// A JSON POST with the helpers' bearer token.
+    pub fn authed_post(&self, path: &str, body: &Value) -> Resp {
+        self.authed(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            serde_json::to_vec(body).unwrap(),
+        )
+    }
+
+    /// `POST /v1/auth/signup`, asserting it succeeds.
+    pub fn signup(&self, email: &str, password: &str) -> Account {
+        let response = self.post_json(
+            "/v1/auth/signup",
+            &serde_json::json!({ "email": email, "password": password }),
+        );
+        assert_eq!(response.status, 201, "signup: {}", response.text());
+        Account::from(&response.json())
+    }
+
+    /// `POST /v1/sql` as the helpers' account, and the response.
     pub fn sql(&self, query: &str, params: &[Value]) -> Resp {
-        self.post_json(
+        self.authed_post(
             "/v1/sql",
             &serde_json::json!({ "query": query, "params": params }),
         )
@@ -147,6 +205,45 @@ impl Host {
         assert_eq!(response.status, 200, "{query}: {}", response.text());
         response.json()
     }
+}
+
+/// What a token-issuing endpoint answered.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user_id: String,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub environment: String,
+}
+
+impl From<&Value> for Account {
+    fn from(body: &Value) -> Self {
+        let text = |pointer: &str| {
+            body.pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("no {pointer} in {body}"))
+                .to_owned()
+        };
+        Self {
+            user_id: text("/user/id"),
+            email: text("/user/email"),
+            access_token: text("/access_token"),
+            refresh_token: text("/refresh_token"),
+            environment: text("/environment"),
+        }
+    }
+}
+
+/// An email address no other test uses.
+pub fn unique_email(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}@example.com",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Resp {

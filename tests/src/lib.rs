@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use http::Resp;
+pub use http::{Account, Resp, unique_email};
 
 /// The `zatabase` binary under test: `$ZATABASE_BIN`, or the one cargo
 /// built next to this test's profile directory.
@@ -285,6 +285,7 @@ impl HostBuilder {
             data_dir,
             owned,
             agent: http::agent(),
+            token: std::sync::Mutex::new(None),
         })
     }
 }
@@ -297,6 +298,9 @@ pub struct Host {
     pub data_dir: PathBuf,
     owned: bool,
     agent: ureq::Agent,
+    /// The access token the helpers send; a fresh account's, made on first
+    /// use, unless one is set.
+    token: std::sync::Mutex<Option<String>>,
 }
 
 impl Host {

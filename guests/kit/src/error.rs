@@ -8,6 +8,8 @@ use crate::Response;
 pub struct ApiError {
     pub status: u16,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -15,7 +17,13 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -42,14 +50,18 @@ impl ApiError {
 
 impl From<ApiError> for Response {
     fn from(error: ApiError) -> Self {
-        Response::json(
+        let response = Response::json(
             error.status,
             &serde_json::json!({
                 "error": error.reason(),
                 "message": error.message,
                 "status": error.status,
             }),
-        )
+        );
+        match error.retry_after {
+            Some(seconds) => response.with_header("retry-after", seconds.to_string()),
+            None => response,
+        }
     }
 }
 

@@ -29,7 +29,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::zatabase::platform::{log, platform_db, session, sql, types};
+pub use bindings::zatabase::platform::{auth, log, platform_db, session, sql, types};
 
 /// A built-in route group: one function from request to response.
 pub trait RouteGroup {

@@ -70,6 +70,45 @@ pub fn rows_to_json(result: &QueryResult) -> Vec<Json> {
         .collect()
 }
 
+/// The value of column `name` in row `row`, if both exist.
+pub fn cell<'a>(result: &'a QueryResult, row: usize, name: &str) -> Option<&'a Value> {
+    let index = result.columns.iter().position(|c| c.name == name)?;
+    result.rows.get(row)?.get(index)
+}
+
+/// A value's text when it is one of the text-like scalars (text, uuid,
+/// numeric, dates and times, json), else `None` (null included).
+pub fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::Scalar(
+            Scalar::Text(s)
+            | Scalar::Uuid(s)
+            | Scalar::Numeric(s)
+            | Scalar::Date(s)
+            | Scalar::Time(s)
+            | Scalar::Timestamp(s)
+            | Scalar::Timestamptz(s)
+            | Scalar::Interval(s)
+            | Scalar::Json(s)
+            | Scalar::Other(s),
+        ) => Some(s),
+        _ => None,
+    }
+}
+
+/// A value's truth when it is a boolean.
+pub fn boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::Scalar(Scalar::Boolean(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// A text parameter.
+pub fn param(text: impl Into<String>) -> Value {
+    Value::Scalar(Scalar::Text(text.into()))
+}
+
 /// Columns as `[{"name", "type"}]`.
 pub fn columns_to_json(columns: &[Column]) -> Json {
     Json::Array(

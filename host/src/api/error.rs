@@ -24,6 +24,18 @@ impl ApiError {
         }
     }
 
+    /// 401 with a `WWW-Authenticate` challenge (RFC 6750).
+    pub fn unauthorized(error: crate::auth::AuthError) -> Self {
+        let challenge = match error {
+            crate::auth::AuthError::Missing => "Bearer",
+            _ => "Bearer error=\"invalid_token\"",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, error.to_string()).with_header(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        )
+    }
+
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self

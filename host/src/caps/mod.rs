@@ -5,6 +5,7 @@
 //! only against the capabilities its `spin.toml` entry grants; [`check_imports`]
 //! refuses, at load time, a component that imports any other.
 
+pub mod auth;
 pub mod log;
 pub mod platform_db;
 pub mod session;
@@ -25,6 +26,8 @@ wasmtime::component::bindgen!({
     imports: {
         "zatabase:platform/sql": async,
         "zatabase:platform/platform-db": async | trappable,
+        "zatabase:platform/auth.hash-password": async | trappable,
+        "zatabase:platform/auth": async,
     },
     with: {
         "zatabase:platform/platform-db.transaction": platform_db::Transaction,
@@ -39,11 +42,18 @@ pub enum Capability {
     Session,
     Sql,
     PlatformDb,
+    Auth,
     Log,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [Self::Session, Self::Sql, Self::PlatformDb, Self::Log];
+    pub const ALL: [Capability; 5] = [
+        Self::Session,
+        Self::Sql,
+        Self::PlatformDb,
+        Self::Auth,
+        Self::Log,
+    ];
 
     /// The name used in `spin.toml`.
     pub fn name(self) -> &'static str {
@@ -51,6 +61,7 @@ impl Capability {
             Self::Session => "session",
             Self::Sql => "sql",
             Self::PlatformDb => "platform-db",
+            Self::Auth => "auth",
             Self::Log => "log",
         }
     }
@@ -61,6 +72,7 @@ impl Capability {
             Self::Session => "zatabase:platform/session",
             Self::Sql => "zatabase:platform/sql",
             Self::PlatformDb => "zatabase:platform/platform-db",
+            Self::Auth => "zatabase:platform/auth",
             Self::Log => "zatabase:platform/log",
         }
     }
@@ -70,6 +82,7 @@ impl Capability {
             Self::Session => session::add_to_linker(linker),
             Self::Sql => sql::add_to_linker(linker),
             Self::PlatformDb => platform_db::add_to_linker(linker),
+            Self::Auth => auth::add_to_linker(linker),
             Self::Log => log::add_to_linker(linker),
         }
     }

@@ -8,11 +8,18 @@ use sqlx::PgPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// Every migration, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "platform",
-    include_str!("../../migrations/0001_platform.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "platform",
+        include_str!("../../migrations/0001_platform.sql"),
+    ),
+    (
+        2,
+        "accounts",
+        include_str!("../../migrations/0002_accounts.sql"),
+    ),
+];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Executor, Postgres};
+use sqlx::{ConnectOptions, Executor, Postgres};
 
 use crate::caps::types::{ErrorKind, QueryResult, SqlError, Value};
 use crate::secrets::MasterKey;
@@ -45,6 +45,8 @@ pub struct Db {
     options: PgConnectOptions,
     database: String,
     tenants: Mutex<HashMap<String, PgPool>>,
+    /// Tenants this host has made sure exist.
+    provisioned: Mutex<std::collections::HashSet<String>>,
     types: decode::TypeCache,
     limits: Limits,
     key: MasterKey,
@@ -81,6 +83,9 @@ impl Db {
             .get_database()
             .context("the database URL names no database")?
             .to_owned();
+        // Statements are never logged: the SQL the host renders can hold
+        // parameter values (hashes, digests, user data).
+        let options = options.disable_statement_logging();
         let platform = PgPoolOptions::new()
             .max_connections(pools.platform_max_connections)
             .acquire_timeout(pools.acquire_timeout)
@@ -97,6 +102,7 @@ impl Db {
             options,
             database,
             tenants: Mutex::new(HashMap::new()),
+            provisioned: Mutex::new(std::collections::HashSet::new()),
             types: decode::TypeCache::default(),
             limits,
             key,
@@ -153,6 +159,24 @@ impl Db {
         )
         .await
         .with_context(|| format!("provisioning tenant `{}`", tenant.key))
+    }
+
+    /// Provisions a tenant the first time this host acts in it (creating
+    /// its schema and roles is idempotent, so a racing host is harmless).
+    pub async fn ensure_tenant(&self, tenant: &Tenant) -> anyhow::Result<()> {
+        let known = self
+            .provisioned
+            .lock()
+            .expect("provisioned set poisoned")
+            .contains(&tenant.key);
+        if !known {
+            self.provision(tenant).await?;
+            self.provisioned
+                .lock()
+                .expect("provisioned set poisoned")
+                .insert(tenant.key.clone());
+        }
+        Ok(())
     }
 
     fn tenant_password(&self, tenant: &Tenant) -> String {
@@ -278,6 +302,13 @@ impl TenantSql {
         statement: &str,
         params: &[Value],
     ) -> Result<QueryResult, SqlError> {
+        if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
+            tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
+            return Err(error(
+                ErrorKind::Unavailable,
+                "the tenant's database is not ready",
+            ));
+        }
         let pool = self.db.tenant_pool(&self.tenant);
         let mut conn = pool.acquire().await.map_err(acquire_error)?;
         let search_path = [self.tenant.schema.as_str(), "extensions"];

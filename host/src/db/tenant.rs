@@ -39,10 +39,15 @@ impl Tenant {
         })
     }
 
-    /// The tenant that unauthenticated development requests act in, until
-    /// accounts and projects map each request to its own.
-    pub fn development() -> Self {
-        Self::new("dev").expect("a valid key")
+    /// The tenant of one environment (`live` or `sandbox`) of a project.
+    pub fn for_environment(project_id: &str, environment: &str) -> anyhow::Result<Self> {
+        let project = uuid::Uuid::parse_str(project_id)
+            .map_err(|_| anyhow::anyhow!("project id `{project_id}` is not a UUID"))?;
+        ensure!(
+            matches!(environment, "live" | "sandbox"),
+            "unknown environment `{environment}`"
+        );
+        Self::new(&format!("{}_{environment}", project.simple()))
     }
 }
 
@@ -105,6 +110,14 @@ mod tests {
         for bad in ["", "A", "a-b", "a\"b", &"x".repeat(41)] {
             assert!(Tenant::new(bad).is_err(), "{bad}");
         }
-        assert_eq!(Tenant::development().schema, "tenant_dev");
+        let tenant =
+            Tenant::for_environment("6f1c1a4e-0000-4000-8000-00000000000a", "sandbox").unwrap();
+        assert_eq!(
+            tenant.schema,
+            "tenant_6f1c1a4e00004000800000000000000a_sandbox"
+        );
+        assert!(tenant.owner_role.len() < 64, "fits a Postgres identifier");
+        assert!(Tenant::for_environment("not-a-uuid", "live").is_err());
+        assert!(Tenant::for_environment("6f1c1a4e-0000-4000-8000-00000000000a", "prod").is_err());
     }
 }

@@ -23,9 +23,11 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::auth::Auth;
 use crate::caps::zatabase::platform::session::Principal;
 use crate::caps::{
-    self, log::LogState, platform_db::PlatformDbState, session::SessionState, sql::SqlState,
+    self, auth::AuthState, log::LogState, platform_db::PlatformDbState, session::SessionState,
+    sql::SqlState,
 };
 use crate::db::{Db, PlatformSql, Tenant, TenantSql};
 use crate::engine::Engine;
@@ -48,6 +50,7 @@ pub struct HostState {
     pub session: SessionState,
     pub sql: SqlState,
     pub platform_db: PlatformDbState,
+    pub auth: AuthState,
     pub log: LogState,
 }
 
@@ -98,15 +101,16 @@ impl WasiHttpHooks for NoOutbound {
 #[derive(Clone)]
 pub struct Services {
     pub db: Arc<Db>,
-    /// The tenant requests act in until accounts map them to their own.
-    pub dev_tenant: Arc<Tenant>,
+    pub auth: Arc<Auth>,
 }
 
 /// What the host established about a request before dispatching it.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: Arc<str>,
+    /// The authenticated caller, its session checked live.
     pub principal: Option<Principal>,
+    pub client: std::net::IpAddr,
 }
 
 /// Limits applied when the manifest names none.
@@ -227,14 +231,18 @@ impl Dispatcher {
                 request_id: ctx.request_id.clone(),
             },
             sql: SqlState {
-                tenant: Some(TenantSql::new(
-                    self.services.db.clone(),
-                    self.services.dev_tenant.clone(),
-                )),
+                tenant: ctx.principal.as_ref().and_then(|p| {
+                    let tenant = Tenant::for_environment(&p.project_id, &p.environment).ok()?;
+                    Some(TenantSql::new(self.services.db.clone(), Arc::new(tenant)))
+                }),
             },
             platform_db: PlatformDbState {
                 db: PlatformSql::new(self.services.db.clone()),
                 table: ResourceTable::new(),
+            },
+            auth: AuthState {
+                auth: self.services.auth.clone(),
+                client: ctx.client,
             },
             log: LogState {
                 component: id,
@@ -269,6 +277,8 @@ impl Dispatcher {
         ctx: RequestContext,
         mut request: http::Request<Body>,
     ) -> Result<http::Response<Body>, DispatchError> {
+        // The guest gets the principal, never the credential it came from.
+        request.headers_mut().remove(http::header::AUTHORIZATION);
         if !request.headers().contains_key(http::header::HOST) {
             request.headers_mut().insert(
                 http::header::HOST,

@@ -40,6 +40,8 @@ pub struct ComponentSpec {
     /// The `paths` object of the route group's OpenAPI fragment.
     pub openapi: Option<serde_json::Value>,
     pub feature: Option<String>,
+    /// Exact paths served without authentication.
+    pub public_routes: Vec<String>,
 }
 
 impl std::fmt::Debug for ComponentSpec {
@@ -237,6 +239,15 @@ pub fn resolve(
         if let Some(memory) = zatabase.and_then(|z| z.memory_mb) {
             ensure!(memory > 0, "component `{id}`: memory_mb must be positive");
         }
+        let public_routes = zatabase
+            .map(|z| z.public_routes.clone())
+            .unwrap_or_default();
+        for path in &public_routes {
+            ensure!(
+                !path.contains(':') && routes.iter().any(|r| &r.component == id && r.covers(path)),
+                "component `{id}`: public route `{path}` is not an exact path the component serves"
+            );
+        }
         components.push(Arc::new(ComponentSpec {
             id: id.clone(),
             description: component.description.clone(),
@@ -248,6 +259,7 @@ pub fn resolve(
             memory_mb: zatabase.and_then(|z| z.memory_mb),
             openapi,
             feature,
+            public_routes,
         }));
     }
 

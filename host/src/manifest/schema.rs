@@ -97,4 +97,8 @@ pub struct ZatabaseComponent {
     /// The feature flag the route group sits behind; off means unmounted.
     #[serde(default)]
     pub feature: Option<String>,
+    /// Paths of this component served without authentication (every other
+    /// path needs a valid bearer token with a live session).
+    #[serde(default)]
+    pub public_routes: Vec<String>,
 }

@@ -15,10 +15,48 @@ use tracing::Instrument;
 
 use super::AppState;
 use crate::api::ApiError;
+use crate::auth::AuthError;
+use crate::caps::zatabase::platform::session::Principal;
 
 /// The request's id: the client's `x-request-id` when it is sane, else new.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
+
+/// What the request's `Authorization` header established; set by
+/// [`authenticate`] on every request. Whether a route needs more is the
+/// route's business (see `server::serve_component`).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    /// The token verified (signature, issuer, audience, lifetime); its
+    /// session is checked where a route needs the principal.
+    Verified(Principal),
+    Rejected(AuthError),
+}
+
+/// The client's address, as the socket says (never a forwarded header).
+pub fn client_address(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+}
+
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = match request.headers().get(header::AUTHORIZATION) {
+        None => Caller::Anonymous,
+        Some(value) => match state.auth.verify_header(value.as_bytes()) {
+            Ok(principal) => Caller::Verified(principal),
+            Err(error) => Caller::Rejected(error),
+        },
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
 
 /// Which route group answered, for metrics; set on responses.
 #[derive(Debug, Clone)]
@@ -91,11 +129,12 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     if exempt(request.uri().path()) {
         return next.run(request).await;
     }
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let quota = limiter.check(client);
+    // Per organization for authenticated callers, per address otherwise.
+    let key = match request.extensions().get::<Caller>() {
+        Some(Caller::Verified(principal)) => format!("org:{}", principal.organization_id),
+        _ => format!("ip:{}", client_address(&request)),
+    };
+    let quota = limiter.check(key);
     let mut response = if quota.allowed {
         next.run(request).await
     } else {

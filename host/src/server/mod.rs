@@ -18,13 +18,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{self, ApiError};
+use crate::auth::{Auth, AuthError};
+use crate::caps::zatabase::platform::session::Principal;
 use crate::config::Config;
 use crate::db::Db;
 use crate::dispatch::{Dispatcher, LoadedComponent, RequestContext, Services};
 use crate::manifest::App;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
-pub use middleware::{RequestId, RouteGroup};
+pub use middleware::{Caller, RequestId, RouteGroup};
 use ratelimit::RateLimiter;
 
 /// What handlers share.
@@ -33,6 +35,7 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
     pub app: Arc<App>,
     pub db: Arc<Db>,
     pub metrics: Arc<Metrics>,
@@ -53,7 +56,7 @@ impl AppState {
     pub fn new(platform: &Platform) -> Self {
         let services = Services {
             db: platform.db.clone(),
-            dev_tenant: platform.dev_tenant.clone(),
+            auth: platform.auth.clone(),
         };
         let config = platform.config.clone();
         Self(Arc::new(Shared {
@@ -67,6 +70,7 @@ impl AppState {
                 routes: platform.app.routes.clone(),
             }),
             db: platform.db.clone(),
+            auth: platform.auth.clone(),
             metrics: platform.metrics.clone(),
             dispatcher: Dispatcher::new(platform.engine.clone(), services),
             components: platform.components.clone(),
@@ -79,8 +83,9 @@ impl AppState {
 ///
 /// Layers, outermost first: request id (every response carries one) →
 /// observe (metrics and logs see everything, refusals included) → CORS (so
-/// a browser can read even a 429) → rate limit → body limit → panic catcher
-/// → router.
+/// a browser can read even a 429) → authenticate (verifies a bearer token if
+/// there is one, so limits can be per organization) → rate limit → body
+/// limit → panic catcher → router.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
@@ -114,6 +119,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::authenticate,
         ))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
@@ -152,18 +161,59 @@ async fn serve_component(
         .extensions()
         .get::<RequestId>()
         .map_or_else(|| Arc::from("-"), |id| id.0.clone());
-    let ctx = RequestContext {
-        request_id,
-        principal: None,
-    };
-    let mut response = match state.dispatcher.dispatch(&component, ctx, request).await {
-        Ok(response) => response,
-        Err(error) => ApiError::from(error).into_response(),
+    let public = component
+        .spec
+        .public_routes
+        .iter()
+        .any(|p| p == request.uri().path());
+    let caller = request.extensions().get::<Caller>().cloned();
+    let client = middleware::client_address(&request);
+    let mut response = match principal(&state, public, caller).await {
+        Ok(principal) => {
+            let ctx = RequestContext {
+                request_id,
+                principal,
+                client,
+            };
+            match state.dispatcher.dispatch(&component, ctx, request).await {
+                Ok(response) => response,
+                Err(error) => ApiError::from(error).into_response(),
+            }
+        }
+        Err(error) => error.into_response(),
     };
     response
         .extensions_mut()
         .insert(RouteGroup(component.name.clone()));
     response
+}
+
+/// The caller a component route acts for: none on the component's public
+/// routes, else a verified token whose session is live, or 401.
+async fn principal(
+    state: &AppState,
+    public: bool,
+    caller: Option<Caller>,
+) -> Result<Option<Principal>, ApiError> {
+    if public {
+        return Ok(None);
+    }
+    let principal = match caller {
+        Some(Caller::Verified(principal)) => principal,
+        Some(Caller::Rejected(error)) => return Err(ApiError::unauthorized(error)),
+        Some(Caller::Anonymous) | None => return Err(ApiError::unauthorized(AuthError::Missing)),
+    };
+    match state.auth.session_live(&state.db, &principal).await {
+        Ok(true) => Ok(Some(principal)),
+        Ok(false) => Err(ApiError::unauthorized(AuthError::SessionEnded)),
+        Err(error) => {
+            tracing::error!(%error, "checking a session");
+            Err(ApiError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "the session could not be checked; try again",
+            ))
+        }
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests for up to

@@ -3,7 +3,6 @@
 //! window's end, Unix seconds). Limits are per host process.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,7 +21,7 @@ pub struct Quota {
 pub struct RateLimiter {
     limit: u32,
     window_secs: u64,
-    windows: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    windows: Mutex<HashMap<String, (u64, u32)>>,
 }
 
 impl RateLimiter {
@@ -34,15 +33,15 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one request from `key` at the current time.
-    pub fn check(&self, key: IpAddr) -> Quota {
+    /// Counts one request from `key` (an organization or an address) now.
+    pub fn check(&self, key: String) -> Quota {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.check_at(key, now)
     }
 
-    fn check_at(&self, key: IpAddr, now: u64) -> Quota {
+    fn check_at(&self, key: String, now: u64) -> Quota {
         let window = now / self.window_secs;
         let mut windows = self.windows.lock().expect("rate limiter poisoned");
         // Forget clients whose window has passed, now and then.
@@ -73,18 +72,18 @@ mod tests {
     #[test]
     fn counts_down_then_refuses_then_resets() {
         let limiter = RateLimiter::new(2, 60);
-        let ip: IpAddr = [127, 0, 0, 1].into();
-        let other: IpAddr = [127, 0, 0, 2].into();
-        let first = limiter.check_at(ip, 120);
+        let ip = || "ip:127.0.0.1".to_owned();
+        let other = || "org:1".to_owned();
+        let first = limiter.check_at(ip(), 120);
         assert_eq!(
             (first.remaining, first.reset, first.allowed),
             (1, 180, true)
         );
-        assert!(limiter.check_at(ip, 121).allowed);
-        let refused = limiter.check_at(ip, 179);
+        assert!(limiter.check_at(ip(), 121).allowed);
+        let refused = limiter.check_at(ip(), 179);
         assert!(!refused.allowed);
         assert_eq!(refused.remaining, 0);
-        assert!(limiter.check_at(other, 130).allowed);
-        assert!(limiter.check_at(ip, 180).allowed);
+        assert!(limiter.check_at(other(), 130).allowed);
+        assert!(limiter.check_at(ip(), 180).allowed);
     }
 }

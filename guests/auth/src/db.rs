@@ -1,0 +1,52 @@
+//! The platform tables, through the `platform-db` capability.
+
+use zatabase_guest_kit::platform_db::{self, Transaction};
+use zatabase_guest_kit::types::{ErrorKind, QueryResult, SqlError, Value};
+use zatabase_guest_kit::values::{self, cell};
+use zatabase_guest_kit::{ApiError, log};
+
+/// A platform-db failure as the client sees it: a plain 500 (the detail goes
+/// to the log, not to the client).
+pub fn internal(error: SqlError) -> ApiError {
+    log::log(
+        log::Level::Error,
+        &format!("platform query failed: {}", error.message),
+    );
+    match error.kind {
+        ErrorKind::Unavailable | ErrorKind::Timeout => {
+            ApiError::new(503, "the service is temporarily unavailable; try again")
+        }
+        _ => ApiError::internal("internal error"),
+    }
+}
+
+pub fn query(statement: &str, params: &[Value]) -> Result<QueryResult, ApiError> {
+    platform_db::execute(statement, params).map_err(internal)
+}
+
+pub fn begin() -> Result<Transaction, ApiError> {
+    platform_db::begin().map_err(internal)
+}
+
+pub fn tx(tx: &Transaction, statement: &str, params: &[Value]) -> Result<QueryResult, ApiError> {
+    tx.execute(statement, params).map_err(internal)
+}
+
+pub fn commit(tx: Transaction) -> Result<(), ApiError> {
+    tx.commit().map_err(internal)
+}
+
+/// A text column of the first row, which must be there.
+pub fn text(result: &QueryResult, column: &str) -> Result<String, ApiError> {
+    cell(result, 0, column)
+        .and_then(values::text)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::internal(format!("no `{column}` in the result")))
+}
+
+/// An optional text column of the first row.
+pub fn optional_text(result: &QueryResult, column: &str) -> Option<String> {
+    cell(result, 0, column)
+        .and_then(values::text)
+        .map(str::to_owned)
+}

@@ -1,0 +1,42 @@
+//! The `auth` route group: accounts and sessions.
+//!
+//! | route | handler |
+//! |---|---|
+//! | `POST /v1/auth/signup` | [`accounts::signup`] |
+//! | `POST /v1/auth/login` | [`accounts::login`] |
+//! | `POST /v1/auth/refresh` | [`sessions::refresh`] |
+//! | `POST /v1/auth/logout` | [`sessions::logout`] |
+//! | `POST /v1/auth/switch` | [`sessions::switch`] |
+//! | `GET /v1/whoami` | [`me::whoami`] |
+//! | `GET /v1/environments` | [`me::environments`] |
+//!
+//! The host verifies tokens before this component runs (signup, login and
+//! refresh are public in spin.toml); the caller arrives as a principal.
+//! Passwords are hashed and tokens signed by the host (`auth` capability);
+//! the platform tables are reached through `platform-db`.
+
+mod accounts;
+mod db;
+mod me;
+mod sessions;
+mod validate;
+
+use zatabase_guest_kit::{Request, Response, RouteGroup, Router};
+
+struct Auth;
+
+impl RouteGroup for Auth {
+    fn handle(request: Request) -> Response {
+        Router::new()
+            .route("POST", "/v1/auth/signup", accounts::signup)
+            .route("POST", "/v1/auth/login", accounts::login)
+            .route("POST", "/v1/auth/refresh", sessions::refresh)
+            .route("POST", "/v1/auth/logout", sessions::logout)
+            .route("POST", "/v1/auth/switch", sessions::switch)
+            .route("GET", "/v1/whoami", me::whoami)
+            .route("GET", "/v1/environments", me::environments)
+            .handle(&request)
+    }
+}
+
+zatabase_guest_kit::route_group!(Auth);

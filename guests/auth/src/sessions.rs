@@ -1,0 +1,242 @@
+//! Sessions: opening one (signup, login, switch), refreshing, ending.
+//!
+//! A session is a row in `zatabase.sessions`; its access tokens are signed
+//! JWTs, its refresh tokens single-use and stored only as digests. Using a
+//! refresh token twice is taken as theft: the whole session is revoked.
+
+use serde::Deserialize;
+use serde_json::json;
+use zatabase_guest_kit::auth::{self, Claims};
+use zatabase_guest_kit::platform_db::Transaction;
+use zatabase_guest_kit::session::{self, Principal};
+use zatabase_guest_kit::values::{boolean, cell, param};
+use zatabase_guest_kit::{ApiError, Params, Request, Response};
+
+use crate::db;
+
+/// Who a new session is for.
+pub struct Account {
+    pub user_id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub organization_id: String,
+    pub project_id: String,
+}
+
+/// Opens a session in `environment` within `tx`, and answers with its
+/// tokens (the body every token-issuing endpoint returns).
+pub fn open(
+    tx: &Transaction,
+    account: &Account,
+    environment: &str,
+    status: u16,
+) -> Result<Response, ApiError> {
+    let id = db::text(
+        &db::tx(tx, "SELECT gen_random_uuid()::text AS id", &[])?,
+        "id",
+    )?;
+    let tokens = auth::issue_tokens(&Claims {
+        user_id: account.user_id.clone(),
+        session_id: id.clone(),
+        organization_id: account.organization_id.clone(),
+        project_id: account.project_id.clone(),
+        environment: environment.to_owned(),
+    });
+    db::tx(
+        tx,
+        "WITH s AS (
+           INSERT INTO zatabase.sessions (id, user_id, organization_id, project_id, environment, expires_at)
+           VALUES ($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, now() + make_interval(secs => $6::int))
+           RETURNING id, expires_at)
+         INSERT INTO zatabase.refresh_tokens (digest, session_id, expires_at)
+         SELECT $7, id, expires_at FROM s",
+        &[
+            param(&id),
+            param(&account.user_id),
+            param(&account.organization_id),
+            param(&account.project_id),
+            param(environment),
+            param(tokens.refresh_expires_in.to_string()),
+            param(&tokens.refresh_digest),
+        ],
+    )?;
+    Ok(Response::json(
+        status,
+        &json!({
+            "user": { "id": account.user_id, "email": account.email, "name": account.name },
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": tokens.expires_in,
+            "environment": environment,
+        }),
+    ))
+}
+
+/// The caller; the host lets only authenticated requests reach the
+/// non-public routes, so its absence is a host misconfiguration.
+pub fn caller() -> Result<Principal, ApiError> {
+    session::caller().ok_or_else(|| ApiError::new(401, "authentication required"))
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(401, message)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /v1/auth/refresh`: a new pair for a refresh token, which is then
+/// spent. A spent token presented again revokes the session.
+pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
+    let body: RefreshRequest = request.json()?;
+    let digest = auth::digest(body.refresh_token.trim());
+    let tx = db::begin()?;
+    let found = db::tx(
+        &tx,
+        "SELECT rt.session_id::text AS session_id,
+                rt.used_at IS NOT NULL AS used,
+                rt.expires_at <= now() OR s.expires_at <= now() OR s.revoked_at IS NOT NULL AS dead,
+                s.user_id::text AS user_id, s.organization_id::text AS organization_id,
+                s.project_id::text AS project_id, s.environment, u.email, u.name
+         FROM zatabase.refresh_tokens rt
+         JOIN zatabase.sessions s ON s.id = rt.session_id
+         JOIN zatabase.users u ON u.id = s.user_id
+         WHERE rt.digest = $1
+         FOR UPDATE OF rt, s",
+        &[param(&digest)],
+    )?;
+    if found.rows.is_empty() {
+        return Err(unauthorized("invalid refresh token"));
+    }
+    let session_id = db::text(&found, "session_id")?;
+    if cell(&found, 0, "used").and_then(boolean) == Some(true) {
+        db::tx(
+            &tx,
+            "UPDATE zatabase.sessions SET revoked_at = now(), revoked_reason = 'refresh token reused'
+             WHERE id = $1::uuid AND revoked_at IS NULL",
+            &[param(&session_id)],
+        )?;
+        db::commit(tx)?;
+        return Err(unauthorized(
+            "this refresh token was already used; the session has been revoked",
+        ));
+    }
+    if cell(&found, 0, "dead").and_then(boolean) != Some(false) {
+        return Err(unauthorized("the session has ended; log in again"));
+    }
+    db::tx(
+        &tx,
+        "UPDATE zatabase.refresh_tokens SET used_at = now() WHERE digest = $1",
+        &[param(&digest)],
+    )?;
+    let account = Account {
+        user_id: db::text(&found, "user_id")?,
+        email: db::text(&found, "email")?,
+        name: db::optional_text(&found, "name"),
+        organization_id: db::text(&found, "organization_id")?,
+        project_id: db::text(&found, "project_id")?,
+    };
+    let environment = db::text(&found, "environment")?;
+    let tokens = auth::issue_tokens(&Claims {
+        user_id: account.user_id.clone(),
+        session_id: session_id.clone(),
+        organization_id: account.organization_id.clone(),
+        project_id: account.project_id.clone(),
+        environment: environment.clone(),
+    });
+    db::tx(
+        &tx,
+        "WITH s AS (
+           UPDATE zatabase.sessions SET expires_at = now() + make_interval(secs => $2::int)
+           WHERE id = $1::uuid RETURNING id, expires_at)
+         INSERT INTO zatabase.refresh_tokens (digest, session_id, expires_at)
+         SELECT $3, id, expires_at FROM s",
+        &[
+            param(&session_id),
+            param(tokens.refresh_expires_in.to_string()),
+            param(&tokens.refresh_digest),
+        ],
+    )?;
+    db::commit(tx)?;
+    Ok(Response::json(
+        200,
+        &json!({
+            "user": { "id": account.user_id, "email": account.email, "name": account.name },
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": tokens.expires_in,
+            "environment": environment,
+        }),
+    ))
+}
+
+/// `POST /v1/auth/logout`: ends the caller's session; its access and
+/// refresh tokens stop working at once (the host checks the session on
+/// every request).
+pub fn logout(_: &Request, _: &Params) -> Result<Response, ApiError> {
+    let caller = caller()?;
+    db::query(
+        "UPDATE zatabase.sessions SET revoked_at = now(), revoked_reason = 'logout'
+         WHERE id = $1::uuid AND revoked_at IS NULL",
+        &[param(&caller.session_id)],
+    )?;
+    Ok(Response::no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchRequest {
+    environment: String,
+}
+
+/// `POST /v1/auth/switch`: a new session in the other environment of the
+/// caller's project; the current session ends.
+pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
+    let caller = caller()?;
+    let body: SwitchRequest = request.json()?;
+    if body.environment != "live" && body.environment != "sandbox" {
+        return Err(ApiError::unprocessable(
+            "`environment` must be `live` or `sandbox`",
+        ));
+    }
+    let tx = db::begin()?;
+    let account = db::tx(
+        &tx,
+        "SELECT u.id::text AS user_id, u.email, u.name
+         FROM zatabase.users u
+         JOIN zatabase.environments e ON e.project_id = $2::uuid AND e.name = $3
+         WHERE u.id = $1::uuid",
+        &[
+            param(&caller.user_id),
+            param(&caller.project_id),
+            param(&body.environment),
+        ],
+    )?;
+    if account.rows.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "the project has no `{}` environment",
+            body.environment
+        )));
+    }
+    db::tx(
+        &tx,
+        "UPDATE zatabase.sessions SET revoked_at = now(), revoked_reason = 'switched'
+         WHERE id = $1::uuid AND revoked_at IS NULL",
+        &[param(&caller.session_id)],
+    )?;
+    let account = Account {
+        user_id: caller.user_id.clone(),
+        email: db::text(&account, "email")?,
+        name: db::optional_text(&account, "name"),
+        organization_id: caller.organization_id.clone(),
+        project_id: caller.project_id.clone(),
+    };
+    let response = open(&tx, &account, &body.environment, 200)?;
+    db::commit(tx)?;
+    Ok(response)
+}

@@ -1,0 +1,170 @@
+//! Access tokens: HS256 JWTs signed and verified only here.
+//!
+//! The algorithm is pinned (a token naming any other, `none` included, is
+//! refused), the key is chosen by `kid` (rotation: sign with the newest,
+//! accept the listed older ones), and `iss`, `aud`, `exp` and `nbf` are
+//! checked with a few seconds' leeway for clock skew between hosts.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+
+/// Clock skew tolerated between hosts, in seconds.
+const LEEWAY_SECS: u64 = 5;
+
+/// The claims of a Zatabase access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user.
+    pub sub: String,
+    /// The session.
+    pub sid: String,
+    pub org: String,
+    /// The project.
+    pub prj: String,
+    /// `live` or `sandbox`.
+    pub env: String,
+    pub iat: u64,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// Signing and verification keys.
+pub struct Keys {
+    signing_kid: String,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    validation: Validation,
+}
+
+impl Keys {
+    /// `keys` maps each accepted `kid` to its secret; `signing_kid` must be
+    /// one of them.
+    pub fn new(
+        signing_kid: &str,
+        keys: &HashMap<String, Vec<u8>>,
+        issuer: &str,
+        audience: &str,
+    ) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Self {
+            signing_kid: signing_kid.to_owned(),
+            encoding: EncodingKey::from_secret(&keys[signing_kid]),
+            decoding: keys
+                .iter()
+                .map(|(kid, secret)| (kid.clone(), DecodingKey::from_secret(secret)))
+                .collect(),
+            validation,
+        }
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.signing_kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("HS256 signing cannot fail")
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::Invalid("unsupported token algorithm"));
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(AuthError::Invalid("unknown signing key"))?;
+        match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => Err(match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    AuthError::Invalid("token not valid yet")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    AuthError::Invalid("bad token signature")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                    AuthError::Invalid("token for another audience")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                    AuthError::Invalid("token from another issuer")
+                }
+                _ => AuthError::Malformed,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(kid: &str, secret: &[u8]) -> Keys {
+        let map = HashMap::from([(kid.to_owned(), secret.to_vec())]);
+        Keys::new(kid, &map, "zatabase", "zatabase-api")
+    }
+
+    fn claims(exp_offset: i64) -> Claims {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        Claims {
+            sub: "u".into(),
+            sid: "s".into(),
+            org: "o".into(),
+            prj: "p".into(),
+            env: "sandbox".into(),
+            iat: now as u64,
+            exp: (now + exp_offset) as u64,
+            nbf: None,
+            iss: "zatabase".into(),
+            aud: "zatabase-api".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_other_keys_and_expiry() {
+        let ours = keys("k1", b"0123456789abcdef0123456789abcdef");
+        let token = ours.sign(&claims(60));
+        assert_eq!(ours.verify(&token).unwrap().sid, "s");
+        let theirs = keys("k1", b"another key, another key, another");
+        assert!(matches!(theirs.verify(&token), Err(AuthError::Invalid(_))));
+        let expired = ours.sign(&claims(-60));
+        assert!(matches!(ours.verify(&expired), Err(AuthError::Expired)));
+        assert!(matches!(ours.verify("garbage"), Err(AuthError::Malformed)));
+    }
+
+    #[test]
+    fn rotation_accepts_older_kids() {
+        let old = HashMap::from([(
+            "k1".to_owned(),
+            b"k1-secret-k1-secret-k1-secret-k1".to_vec(),
+        )]);
+        let old_keys = Keys::new("k1", &old, "zatabase", "zatabase-api");
+        let token = old_keys.sign(&claims(60));
+        let mut both = old.clone();
+        both.insert(
+            "k2".to_owned(),
+            b"k2-secret-k2-secret-k2-secret-k2".to_vec(),
+        );
+        let rotated = Keys::new("k2", &both, "zatabase", "zatabase-api");
+        assert!(rotated.verify(&token).is_ok());
+        let only_new = HashMap::from([("k2".to_owned(), both["k2"].clone())]);
+        let retired = Keys::new("k2", &only_new, "zatabase", "zatabase-api");
+        assert!(retired.verify(&token).is_err());
+    }
+}

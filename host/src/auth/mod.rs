@@ -1,0 +1,198 @@
+//! Authentication: the host verifies every bearer token and checks that its
+//! session is live before a route group sees the request; the route group
+//! gets a principal through the `session` capability, never the token.
+//! Signing keys and password hashing stay here too (the `auth` capability).
+
+pub mod jwt;
+pub mod password;
+pub mod throttle;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, ensure};
+use sha2::{Digest, Sha256};
+
+use crate::caps::zatabase::platform::session::Principal;
+use crate::config::AuthConfig;
+use crate::db::Db;
+use crate::secrets::MasterKey;
+use jwt::{Claims, Keys};
+use password::Passwords;
+use throttle::LoginThrottle;
+
+/// Why a request is not authenticated. Every variant answers 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// Not `Bearer <token>`, or not a JWT.
+    Malformed,
+    /// A JWT that does not verify.
+    Invalid(&'static str),
+    Expired,
+    /// The token verifies but its session was logged out, revoked or ended.
+    SessionEnded,
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::Missing => {
+                f.write_str("authentication required: send `Authorization: Bearer <access token>`")
+            }
+            AuthError::Malformed => f.write_str("malformed bearer token"),
+            AuthError::Invalid(why) => write!(f, "invalid token: {why}"),
+            AuthError::Expired => f.write_str("the access token has expired; refresh it"),
+            AuthError::SessionEnded => f.write_str("the session has ended; log in again"),
+        }
+    }
+}
+
+/// What the `auth` capability's `issue-tokens` hands back.
+pub struct Tokens {
+    pub access_token: String,
+    pub expires_in: u32,
+    pub refresh_token: String,
+    pub refresh_digest: String,
+    pub refresh_expires_in: u32,
+}
+
+/// The host's authenticator.
+pub struct Auth {
+    keys: Keys,
+    passwords: Passwords,
+    pub throttle: LoginThrottle,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Auth {
+    pub fn new(config: &AuthConfig, master: &MasterKey) -> anyhow::Result<Self> {
+        let mut keys = HashMap::new();
+        for kid in config.accepted_kids.iter().chain([&config.signing_kid]) {
+            keys.insert(
+                kid.clone(),
+                hex::decode(master.derive(&format!("jwt-signing:{kid}")))?,
+            );
+        }
+        if let Some(key) = &config.signing_key {
+            let bytes = hex::decode(key.trim()).context("auth.signing_key must be hex")?;
+            ensure!(
+                bytes.len() >= 32,
+                "auth.signing_key must be at least 32 bytes"
+            );
+            keys.insert(config.signing_kid.clone(), bytes);
+        }
+        Ok(Self {
+            keys: Keys::new(&config.signing_kid, &keys, &config.issuer, &config.audience),
+            passwords: Passwords::new(
+                config.argon2_memory_kib,
+                config.argon2_iterations,
+                config.argon2_parallelism,
+            )?,
+            throttle: LoginThrottle::new(
+                config.max_failed_logins_per_account,
+                config.max_failed_logins_per_ip,
+                Duration::from_secs(config.failed_login_window_secs),
+            ),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            access_ttl: Duration::from_secs(config.access_ttl_secs),
+            refresh_ttl: Duration::from_secs(config.refresh_ttl_secs),
+        })
+    }
+
+    /// The principal an `Authorization` header value vouches for (signature,
+    /// issuer, audience and lifetime checked; the session is not).
+    pub fn verify_header(&self, header: &[u8]) -> Result<Principal, AuthError> {
+        let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
+        let (scheme, token) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        let claims = self.keys.verify(token.trim())?;
+        Ok(Principal {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            organization_id: claims.org,
+            project_id: claims.prj,
+            environment: claims.env,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Whether the principal's session is neither logged out nor expired.
+    pub async fn session_live(&self, db: &Db, principal: &Principal) -> Result<bool, sqlx::Error> {
+        let Ok(id) = uuid::Uuid::parse_str(&principal.session_id) else {
+            return Ok(false);
+        };
+        let live: Option<bool> = sqlx::query_scalar(
+            "SELECT revoked_at IS NULL AND expires_at > now() FROM zatabase.sessions WHERE id = $1::uuid",
+        )
+        .bind(id.to_string())
+        .fetch_optional(db.platform_pool())
+        .await?;
+        Ok(live == Some(true))
+    }
+
+    /// A signed access token and a fresh refresh token for `claims`.
+    pub fn issue(&self, user: &str, session: &str, org: &str, project: &str, env: &str) -> Tokens {
+        let iat = now();
+        let claims = Claims {
+            sub: user.to_owned(),
+            sid: session.to_owned(),
+            org: org.to_owned(),
+            prj: project.to_owned(),
+            env: env.to_owned(),
+            iat,
+            exp: iat + self.access_ttl.as_secs(),
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let mut secret = [0u8; 32];
+        rustix::rand::getrandom(&mut secret, rustix::rand::GetRandomFlags::empty())
+            .expect("the system's random source");
+        let refresh_token = format!("zrt_{}", hex::encode(secret));
+        Tokens {
+            access_token: self.keys.sign(&claims),
+            expires_in: self.access_ttl.as_secs() as u32,
+            refresh_digest: digest(&refresh_token),
+            refresh_token,
+            refresh_expires_in: self.refresh_ttl.as_secs() as u32,
+        }
+    }
+
+    pub async fn hash_password(self: &Arc<Self>, password: String) -> anyhow::Result<String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.passwords.hash(&password)).await?
+    }
+
+    pub async fn verify_password(self: &Arc<Self>, password: String, hash: Option<String>) -> bool {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.passwords.verify(&password, hash.as_deref()))
+            .await
+            .unwrap_or(false)
+    }
+
+    pub fn login_allowed(&self, email: &str, ip: IpAddr) -> Result<(), u32> {
+        self.throttle.allowed(email, ip)
+    }
+}
+
+/// The stored form of a refresh token: sha256, hex. Refresh tokens carry
+/// 256 random bits, so a fast hash is enough; the token itself is never kept.
+pub fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
