@@ -5,10 +5,12 @@
 //! ```text
 //! zatabase-bench wasm-path  [--seconds N] [--connections N]
 //! zatabase-bench cold-start [--runs N]
+//! zatabase-bench auth       [--seconds N]
 //! ```
 //!
 //! `bench/run` builds everything, installs wrk and runs them all.
 
+mod auth;
 mod cold_start;
 mod wasm_path;
 mod wrk;
@@ -31,8 +33,9 @@ fn main() -> anyhow::Result<()> {
             flag(&args, "--connections", 32),
         )),
         Some("cold-start") => cold_start::run(flag(&args, "--runs", 5) as usize),
+        Some("auth") => runtime.block_on(auth::run(flag(&args, "--seconds", 10))),
         _ => {
-            eprintln!("usage: zatabase-bench wasm-path|cold-start [options]");
+            eprintln!("usage: zatabase-bench wasm-path|cold-start|auth [options]");
             std::process::exit(2);
         }
     }

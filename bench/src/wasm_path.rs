@@ -51,7 +51,8 @@ pub async fn run(seconds: u64, connections: u64) -> anyhow::Result<()> {
         dir.join("spin.toml"),
         "spin_manifest_version = 2\n[application]\nname = \"bench\"\n\
          [[trigger.http]]\nroute = \"/bench/wasm\"\ncomponent = \"hello\"\n\
-         [component.hello]\nsource = \"hello.wasm\"\n",
+         [component.hello]\nsource = \"hello.wasm\"\n\
+         [component.hello.tool.zatabase]\npublic_routes = [\"/bench/wasm\"]\n",
     )?;
     let mut config = Config {
         data_dir: dir.join("data"),

@@ -34,14 +34,26 @@ pub fn run(url: &str, seconds: u64, connections: u64) -> anyhow::Result<Load> {
 
 /// `wrk -t<threads> -c<connections> -d<seconds>s --latency <url>`.
 pub fn run_with(url: &str, seconds: u64, connections: u64, threads: u64) -> anyhow::Result<Load> {
+    run_args(url, seconds, connections, threads, &[])
+}
+
+/// As [`run_with`], with extra wrk arguments (`-H`, `-s`).
+pub fn run_args(
+    url: &str,
+    seconds: u64,
+    connections: u64,
+    threads: u64,
+    extra: &[&str],
+) -> anyhow::Result<Load> {
     let output = Command::new("wrk")
         .args([
             &format!("-t{threads}"),
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",
-            url,
         ])
+        .args(extra)
+        .arg(url)
         .output()
         .context("running wrk (apt-get install wrk; bench/run does)")?;
     let text = String::from_utf8_lossy(&output.stdout);

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `zatabase` binary, its embedded Postgres and
 //! real components, driven over HTTP. One test binary, many modules.
 
+mod auth;
 mod external;
 mod http;
 mod lifecycle;

@@ -51,9 +51,13 @@ pub fn serve<G: RouteGroup>(
 }
 
 /// Exports a [`RouteGroup`] as the component's `wasi:http/incoming-handler`.
+///
+/// The export exists only when building for WebAssembly, so a route group's
+/// own unit tests still build and run natively.
 #[macro_export]
 macro_rules! route_group {
     ($group:ty) => {
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct Export;
             impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for Export {

@@ -33,6 +33,9 @@ pub struct Claims {
     pub nbf: Option<u64>,
     pub iss: String,
     pub aud: String,
+    /// Unique per token, so two tokens of one session in one second differ.
+    #[serde(default)]
+    pub jti: String,
 }
 
 /// Signing and verification keys.
@@ -133,6 +136,7 @@ mod tests {
             nbf: None,
             iss: "zatabase".into(),
             aud: "zatabase-api".into(),
+            jti: "j".into(),
         }
     }
 

@@ -149,6 +149,9 @@ impl Auth {
     /// A signed access token and a fresh refresh token for `claims`.
     pub fn issue(&self, user: &str, session: &str, org: &str, project: &str, env: &str) -> Tokens {
         let iat = now();
+        let mut jti = [0u8; 12];
+        rustix::rand::getrandom(&mut jti, rustix::rand::GetRandomFlags::empty())
+            .expect("the system's random source");
         let claims = Claims {
             sub: user.to_owned(),
             sid: session.to_owned(),
@@ -160,6 +163,7 @@ impl Auth {
             nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            jti: hex::encode(jti),
         };
         let mut secret = [0u8; 32];
         rustix::rand::getrandom(&mut secret, rustix::rand::GetRandomFlags::empty())

@@ -1,0 +1,551 @@
+//! Accounts and sessions: /v1/auth/*, /v1/whoami, /v1/environments, and the
+//! host's token checks on every other route.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use zatabase_tests::{Account, Host, unique_email};
+
+const PASSWORD: &str = "a long enough password";
+/// The signing key the forged-token tests configure, so they can also make
+/// tokens the host would sign itself.
+const KEY_HEX: &str = "6a6b6c6d6e6f707172737475767778797a7b7c7d7e7f80818283848586878889";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn get_as(host: &Host, path: &str, token: &str) -> zatabase_tests::Resp {
+    host.request(
+        "GET",
+        path,
+        &[("authorization", &bearer(token))],
+        Vec::new(),
+    )
+}
+
+fn post_as(host: &Host, path: &str, token: &str, body: &Value) -> zatabase_tests::Resp {
+    host.request(
+        "POST",
+        path,
+        &[
+            ("authorization", &bearer(token)),
+            ("content-type", "application/json"),
+        ],
+        serde_json::to_vec(body).unwrap(),
+    )
+}
+
+fn login(host: &Host, email: &str, password: &str) -> zatabase_tests::Resp {
+    host.post_json(
+        "/v1/auth/login",
+        &json!({ "email": email, "password": password }),
+    )
+}
+
+fn refresh(host: &Host, token: &str) -> zatabase_tests::Resp {
+    host.post_json("/v1/auth/refresh", &json!({ "refresh_token": token }))
+}
+
+#[test]
+fn signup_login_whoami_and_environments() {
+    let host = Host::start();
+    let email = unique_email("Ada");
+    let response = host.post_json(
+        "/v1/auth/signup",
+        &json!({ "email": format!("  {}  ", email.to_uppercase()), "password": PASSWORD, "name": "Ada" }),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["user"]["email"], email.to_lowercase());
+    assert_eq!(body["user"]["name"], "Ada");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["environment"], "sandbox");
+    let account = Account::from(&body);
+
+    let me = get_as(&host, "/v1/whoami", &account.access_token);
+    assert_eq!(me.status, 200, "{}", me.text());
+    let me = me.json();
+    assert_eq!(me["user_id"], account.user_id);
+    assert_eq!(me["email"], email.to_lowercase());
+    assert_eq!(me["environment"], "sandbox");
+    for field in ["session_id", "organization_id", "project_id", "expires_at"] {
+        assert!(
+            me[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}: {me}"
+        );
+    }
+    assert!(me["expires_at"].as_str().unwrap().ends_with('Z'));
+
+    let environments = get_as(&host, "/v1/environments", &account.access_token).json();
+    assert_eq!(
+        environments,
+        json!({ "environments": [
+            { "name": "live", "current": false },
+            { "name": "sandbox", "current": true }
+        ]})
+    );
+
+    let again = login(&host, &email, PASSWORD);
+    assert_eq!(again.status, 200, "{}", again.text());
+    let second = Account::from(&again.json());
+    assert_eq!(second.user_id, account.user_id);
+    let me_again = get_as(&host, "/v1/whoami", &second.access_token).json();
+    assert_ne!(
+        me_again["session_id"], me["session_id"],
+        "a login opens a new session"
+    );
+    assert_eq!(me_again["project_id"], me["project_id"]);
+}
+
+#[test]
+fn signup_refuses_bad_input_and_duplicates() {
+    let host = Host::start();
+    let email = unique_email("bea");
+    let signup = |body: Value| host.post_json("/v1/auth/signup", &body);
+    let message =
+        signup(json!({ "email": "not-an-email", "password": PASSWORD })).expect_error(422);
+    assert!(message.contains("email"), "{message}");
+    let message = signup(json!({ "email": email, "password": "short" })).expect_error(422);
+    assert!(message.contains("at least 8 characters"), "{message}");
+    let message =
+        signup(json!({ "email": email, "password": email.to_uppercase() })).expect_error(422);
+    assert!(message.contains("must not be the email"), "{message}");
+    signup(json!({ "email": email })).expect_error(422);
+    signup(json!({ "email": email, "password": PASSWORD, "role": "admin" })).expect_error(422);
+    signup(json!({ "email": 7, "password": PASSWORD })).expect_error(422);
+    host.request(
+        "POST",
+        "/v1/auth/signup",
+        &[("content-type", "application/json")],
+        b"{\"email\":".to_vec(),
+    )
+    .expect_error(400);
+    host.request("POST", "/v1/auth/signup", &[], b"{}".to_vec())
+        .expect_error(415);
+
+    host.signup(&email, PASSWORD);
+    let message = signup(
+        json!({ "email": format!(" {} ", email.to_uppercase()), "password": "another password" }),
+    )
+    .expect_error(409);
+    assert!(message.contains("already exists"), "{message}");
+    // The refused signup changed nothing: the first password still works,
+    // the second does not.
+    assert_eq!(login(&host, &email, PASSWORD).status, 200);
+    login(&host, &email, "another password").expect_error(401);
+}
+
+#[test]
+fn a_wrong_email_and_a_wrong_password_read_the_same() {
+    let host = Host::start();
+    let email = unique_email("cy");
+    host.signup(&email, PASSWORD);
+    let wrong_password = login(&host, &email, "not the password");
+    let wrong_email = login(&host, &unique_email("nobody"), PASSWORD);
+    let bad_email = login(&host, "not an email", PASSWORD);
+    assert_eq!(
+        wrong_password.expect_error(401),
+        wrong_email.expect_error(401)
+    );
+    assert_eq!(wrong_password.body, wrong_email.body);
+    assert_eq!(wrong_email.body, bad_email.body);
+    host.post_json("/v1/auth/login", &json!({ "email": email }))
+        .expect_error(422);
+}
+
+#[test]
+fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
+    let host = Host::start();
+    let first = host.signup(&unique_email("dee"), PASSWORD);
+    let rotated = refresh(&host, &first.refresh_token);
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let second = Account::from(&rotated.json());
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_ne!(second.access_token, first.access_token);
+    assert_eq!(
+        get_as(&host, "/v1/whoami", &second.access_token).status,
+        200
+    );
+    // The same session: both access tokens name it.
+    let sid = |token: &str| get_as(&host, "/v1/whoami", token).json()["session_id"].clone();
+    assert_eq!(sid(&first.access_token), sid(&second.access_token));
+
+    // Presenting the spent token again is taken as theft.
+    let message = refresh(&host, &first.refresh_token).expect_error(401);
+    assert!(message.contains("already used"), "{message}");
+    get_as(&host, "/v1/whoami", &second.access_token).expect_error(401);
+    get_as(&host, "/v1/whoami", &first.access_token).expect_error(401);
+    refresh(&host, &second.refresh_token).expect_error(401);
+
+    refresh(&host, "zrt_not-a-token").expect_error(401);
+    host.post_json("/v1/auth/refresh", &json!({}))
+        .expect_error(422);
+}
+
+#[test]
+fn logout_ends_the_session_at_once() {
+    let host = Host::start();
+    let account = host.signup(&unique_email("eve"), PASSWORD);
+    let other = login(&host, &account.email, PASSWORD);
+    let other = Account::from(&other.json());
+    let out = post_as(&host, "/v1/auth/logout", &account.access_token, &json!({}));
+    assert_eq!(out.status, 204, "{}", out.text());
+    let message = get_as(&host, "/v1/whoami", &account.access_token).expect_error(401);
+    assert!(message.contains("session has ended"), "{message}");
+    post_as(
+        &host,
+        "/v1/sql",
+        &account.access_token,
+        &json!({ "query": "select 1" }),
+    )
+    .expect_error(401);
+    refresh(&host, &account.refresh_token).expect_error(401);
+    // Only that session: another login of the same user still works.
+    assert_eq!(get_as(&host, "/v1/whoami", &other.access_token).status, 200);
+    host.request("POST", "/v1/auth/logout", &[], Vec::new())
+        .expect_error(401);
+}
+
+#[test]
+fn switching_environment_moves_to_separate_data() {
+    let host = Host::start();
+    let sandbox = host.signup(&unique_email("fay"), PASSWORD);
+    let sql =
+        |token: &str, query: &str| post_as(&host, "/v1/sql", token, &json!({ "query": query }));
+    assert_eq!(
+        sql(
+            &sandbox.access_token,
+            "CREATE TABLE only_in_sandbox (x int)"
+        )
+        .status,
+        200
+    );
+
+    let switched = post_as(
+        &host,
+        "/v1/auth/switch",
+        &sandbox.access_token,
+        &json!({ "environment": "live" }),
+    );
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let live = Account::from(&switched.json());
+    assert_eq!(live.environment, "live");
+    assert_eq!(
+        get_as(&host, "/v1/whoami", &live.access_token).json()["environment"],
+        "live"
+    );
+    let environments = get_as(&host, "/v1/environments", &live.access_token).json();
+    assert_eq!(
+        environments["environments"][0],
+        json!({ "name": "live", "current": true })
+    );
+    get_as(&host, "/v1/whoami", &sandbox.access_token).expect_error(401);
+
+    sql(&live.access_token, "SELECT * FROM only_in_sandbox").expect_error(400);
+    let back = post_as(
+        &host,
+        "/v1/auth/switch",
+        &live.access_token,
+        &json!({ "environment": "sandbox" }),
+    );
+    let back = Account::from(&back.json());
+    assert_eq!(
+        sql(&back.access_token, "SELECT * FROM only_in_sandbox").status,
+        200
+    );
+
+    post_as(
+        &host,
+        "/v1/auth/switch",
+        &back.access_token,
+        &json!({ "environment": "prod" }),
+    )
+    .expect_error(422);
+    post_as(&host, "/v1/auth/switch", &back.access_token, &json!({})).expect_error(422);
+}
+
+#[test]
+fn tenants_do_not_see_each_other() {
+    let host = Host::start();
+    let a = host.signup(&unique_email("gus"), PASSWORD);
+    let b = host.signup(&unique_email("hal"), PASSWORD);
+    let sql =
+        |token: &str, query: &str| post_as(&host, "/v1/sql", token, &json!({ "query": query }));
+    assert_eq!(
+        sql(
+            &a.access_token,
+            "CREATE TABLE secrets (s text); INSERT INTO secrets VALUES ('a')"
+        )
+        .status,
+        200
+    );
+    let schema = sql(&a.access_token, "SELECT current_schema() AS s").json()["rows"][0]["s"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sql(&b.access_token, "SELECT * FROM secrets").expect_error(400);
+    let qualified = sql(
+        &b.access_token,
+        &format!("SELECT * FROM \"{schema}\".secrets"),
+    );
+    assert!(
+        qualified.status == 403 || qualified.status == 400,
+        "{}",
+        qualified.text()
+    );
+    let mine = sql(&a.access_token, "SELECT s FROM secrets").json();
+    assert_eq!(mine["rows"], json!([{ "s": "a" }]));
+}
+
+/// Claims a token of this host would carry, for `account`'s session.
+fn claims(host: &Host, account: &Account) -> Value {
+    let me = get_as(host, "/v1/whoami", &account.access_token).json();
+    json!({
+        "sub": me["user_id"], "sid": me["session_id"], "org": me["organization_id"],
+        "prj": me["project_id"], "env": me["environment"],
+        "iat": now(), "exp": now() + 600, "iss": "zatabase", "aud": "zatabase-api",
+    })
+}
+
+fn sign(claims: &Value, key: &[u8], kid: &str) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key)).unwrap()
+}
+
+/// A token with any header, HMAC-signed with `key`.
+fn forge(header: &Value, claims: &Value, key: &[u8]) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(key),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{signature}")
+}
+
+#[test]
+fn forged_expired_and_foreign_tokens_fail_closed() {
+    let host = Host::builder()
+        .config(&format!("[auth]\nsigning_key = \"{KEY_HEX}\"\n"))
+        .start();
+    let key = hex_decode(KEY_HEX);
+    let account = host.signup(&unique_email("ivy"), PASSWORD);
+    let good = claims(&host, &account);
+    // The harness's own signing works: the key is the host's.
+    assert_eq!(
+        get_as(&host, "/v1/whoami", &sign(&good, &key, "k1")).status,
+        200
+    );
+
+    let with = |field: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[field] = value;
+        claims
+    };
+    let none_header = json!({ "alg": "none", "typ": "JWT" });
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(none_header.to_string()),
+                URL_SAFE_NO_PAD.encode(good.to_string())
+            ),
+        ),
+        (
+            "another key",
+            sign(&good, b"0123456789abcdef0123456789abcdef", "k1"),
+        ),
+        (
+            "RS256 header, HMAC signature",
+            forge(
+                &json!({ "alg": "RS256", "typ": "JWT", "kid": "k1" }),
+                &good,
+                &key,
+            ),
+        ),
+        ("unknown kid", sign(&good, &key, "k9")),
+        (
+            "no kid",
+            forge(&json!({ "alg": "HS256", "typ": "JWT" }), &good, &key),
+        ),
+        (
+            "expired",
+            sign(&with("exp", json!(now() - 120)), &key, "k1"),
+        ),
+        (
+            "not yet valid",
+            sign(&with("nbf", json!(now() + 3600)), &key, "k1"),
+        ),
+        (
+            "wrong audience",
+            sign(&with("aud", json!("someone-else")), &key, "k1"),
+        ),
+        (
+            "wrong issuer",
+            sign(&with("iss", json!("evil")), &key, "k1"),
+        ),
+        (
+            "no such session",
+            sign(
+                &with("sid", json!("6f1c1a4e-0000-4000-8000-000000000001")),
+                &key,
+                "k1",
+            ),
+        ),
+        ("garbage", "not.a.jwt".to_owned()),
+        ("tampered payload", {
+            let real = sign(&good, &key, "k1");
+            let parts: Vec<&str> = real.split('.').collect();
+            let tampered = with("env", json!("live"));
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                URL_SAFE_NO_PAD.encode(tampered.to_string()),
+                parts[2]
+            )
+        }),
+    ];
+    for (what, token) in &cases {
+        for path in ["/v1/whoami", "/v1/environments"] {
+            let response = get_as(&host, path, token);
+            response.expect_error(401);
+            assert!(
+                response.header("www-authenticate").is_some(),
+                "{what}: no challenge"
+            );
+        }
+        post_as(&host, "/v1/sql", token, &json!({ "query": "select 1" })).expect_error(401);
+    }
+    for header in [
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "bearer",
+        "Token abc",
+    ] {
+        host.request(
+            "GET",
+            "/v1/whoami",
+            &[("authorization", header)],
+            Vec::new(),
+        )
+        .expect_error(401);
+    }
+    let missing = host.get("/v1/whoami");
+    let message = missing.expect_error(401);
+    assert!(message.contains("authentication required"), "{message}");
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+    // A logged-out session's token, even well signed, is dead.
+    post_as(&host, "/v1/auth/logout", &account.access_token, &json!({}));
+    get_as(&host, "/v1/whoami", &sign(&good, &key, "k1")).expect_error(401);
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn repeated_failed_logins_are_throttled() {
+    let host = Host::builder()
+        .config("[auth]\nmax_failed_logins_per_account = 3\nmax_failed_logins_per_ip = 6\n")
+        .start();
+    let email = unique_email("jay");
+    host.signup(&email, PASSWORD);
+    for _ in 0..3 {
+        login(&host, &email, "wrong password").expect_error(401);
+    }
+    let throttled = login(&host, &email, PASSWORD);
+    let message = throttled.expect_error(429);
+    assert!(message.contains("too many failed logins"), "{message}");
+    assert!(
+        throttled
+            .header("retry-after")
+            .is_some_and(|s| s.parse::<u32>().unwrap() > 0)
+    );
+
+    // Another account from the same address is fine, until the address has
+    // failed too often.
+    let other = unique_email("kim");
+    host.signup(&other, PASSWORD);
+    assert_eq!(login(&host, &other, PASSWORD).status, 200);
+    for _ in 0..3 {
+        login(&host, &unique_email("ghost"), "whatever password").expect_error(401);
+    }
+    login(&host, &other, PASSWORD).expect_error(429);
+}
+
+#[test]
+fn passwords_and_tokens_never_reach_the_log() {
+    let host = Host::builder().env("RUST_LOG", "trace").start();
+    let secret_password = "zebra-cadmium-quartz-7731";
+    let email = unique_email("lou");
+    let account = host.signup(&email, secret_password);
+    login(&host, &email, "wrong-ostrich-password-5512").expect_error(401);
+    let again = Account::from(&login(&host, &email, secret_password).json());
+    let rotated = Account::from(&refresh(&host, &again.refresh_token).json());
+    post_as(
+        &host,
+        "/v1/sql",
+        &rotated.access_token,
+        &json!({ "query": "select $1::text", "params": ["harmless"] }),
+    );
+    get_as(&host, "/v1/whoami", &account.access_token);
+    let log = host.log();
+    assert!(
+        log.len() > 10_000,
+        "the trace log was written: {} bytes",
+        log.len()
+    );
+    for (what, secret) in [
+        ("password", secret_password),
+        ("wrong password", "wrong-ostrich-password-5512"),
+        ("access token", account.access_token.as_str()),
+        ("access token (login)", again.access_token.as_str()),
+        ("refresh token", again.refresh_token.as_str()),
+        ("rotated refresh token", rotated.refresh_token.as_str()),
+    ] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature), "the {what} is in the log");
+    }
+    assert!(!log.contains("$argon2id$"), "a password hash is in the log");
+}
+
+#[test]
+fn every_route_group_but_the_public_ones_needs_a_token() {
+    let host = Host::start();
+    host.post_json("/v1/sql", &json!({ "query": "select 1" }))
+        .expect_error(401);
+    host.get("/v1/whoami").expect_error(401);
+    host.get("/v1/environments").expect_error(401);
+    host.post_json("/v1/auth/switch", &json!({ "environment": "live" }))
+        .expect_error(401);
+    // Public: these answer on their own terms, not with 401.
+    assert_eq!(host.post_json("/v1/auth/login", &json!({})).status, 422);
+    assert_eq!(host.post_json("/v1/auth/signup", &json!({})).status, 422);
+    assert_eq!(host.post_json("/v1/auth/refresh", &json!({})).status, 422);
+    assert_eq!(host.get("/health").status, 200);
+    assert_eq!(host.get("/metrics").status, 200);
+    assert_eq!(host.get("/v1/openapi.json").status, 200);
+}
