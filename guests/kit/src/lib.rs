@@ -53,7 +53,8 @@ pub fn serve<G: RouteGroup>(
 /// Exports a [`RouteGroup`] as the component's `wasi:http/incoming-handler`.
 ///
 /// The export exists only when building for WebAssembly, so a route group's
-/// own unit tests still build and run natively.
+/// own unit tests still build and run natively (where nothing calls the route
+/// group: its crate says `#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]`).
 #[macro_export]
 macro_rules! route_group {
     ($group:ty) => {
