@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use zatabase_guest_kit::auth::{self, Claims};
+use zatabase_guest_kit::auth::{self, Claims, Tokens};
 use zatabase_guest_kit::platform_db::Transaction;
 use zatabase_guest_kit::session::{self, Principal};
 use zatabase_guest_kit::values::{boolean, cell, param};
@@ -60,7 +60,12 @@ pub fn open(
             param(&tokens.refresh_digest),
         ],
     )?;
-    Ok(Response::json(
+    Ok(answer(status, account, environment, tokens))
+}
+
+/// The body every token-issuing endpoint answers with.
+fn answer(status: u16, account: &Account, environment: &str, tokens: Tokens) -> Response {
+    Response::json(
         status,
         &json!({
             "user": { "id": account.user_id, "email": account.email, "name": account.name },
@@ -70,7 +75,7 @@ pub fn open(
             "expires_in": tokens.expires_in,
             "environment": environment,
         }),
-    ))
+    )
 }
 
 /// The caller; the host lets only authenticated requests reach the
@@ -162,17 +167,7 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
         ],
     )?;
     db::commit(tx)?;
-    Ok(Response::json(
-        200,
-        &json!({
-            "user": { "id": account.user_id, "email": account.email, "name": account.name },
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "token_type": "Bearer",
-            "expires_in": tokens.expires_in,
-            "environment": environment,
-        }),
-    ))
+    Ok(answer(200, &account, &environment, tokens))
 }
 
 /// `POST /v1/auth/logout`: ends the caller's session; its access and
