@@ -174,3 +174,126 @@ fn the_tenant_cannot_leave_its_schema() {
     let reset = host.sql_ok("RESET ROLE; SELECT current_user AS role", &[]);
     assert_eq!(reset["rows"], json!([{ "role": login }]));
 }
+
+#[test]
+fn empty_results_still_carry_their_columns() {
+    let host = Host::start();
+    host.sql_ok(
+        "CREATE TABLE shapes (id serial PRIMARY KEY, label text, emb vector(2))",
+        &[],
+    );
+    let columns = |body: &serde_json::Value| body["columns"].clone();
+    let empty = host.sql_ok("SELECT id, label, emb FROM shapes WHERE false", &[]);
+    assert_eq!(empty["rows"], json!([]));
+    assert_eq!(
+        columns(&empty),
+        json!([
+            { "name": "id", "type": "int4" },
+            { "name": "label", "type": "text" },
+            { "name": "emb", "type": "vector" }
+        ])
+    );
+    let with_params = host.sql_ok("SELECT label FROM shapes WHERE id = $1", &[json!(42)]);
+    assert_eq!(
+        columns(&with_params),
+        json!([{ "name": "label", "type": "text" }])
+    );
+    let returning = host.sql_ok(
+        "UPDATE shapes SET label = 'x' WHERE false RETURNING id",
+        &[],
+    );
+    assert_eq!(
+        columns(&returning),
+        json!([{ "name": "id", "type": "int4" }])
+    );
+    assert_eq!(returning["affected_rows"], 0);
+    let after_ddl = host.sql_ok("CREATE TABLE later (n int8); SELECT n FROM later", &[]);
+    assert_eq!(
+        columns(&after_ddl),
+        json!([{ "name": "n", "type": "int8" }])
+    );
+    let write = host.sql_ok("INSERT INTO shapes (label) VALUES ('a')", &[]);
+    assert_eq!(columns(&write), json!([]));
+    assert_eq!(write["affected_rows"], 1);
+}
+
+#[test]
+fn every_mapped_type_round_trips_through_parameters() {
+    let host = Host::start();
+    host.sql_ok(
+        "CREATE TABLE typed (i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, b bool, \
+         t text, vc varchar(10), ch char(3), u uuid, d date, tm time, ts timestamp, tstz timestamptz, \
+         iv interval, j json, jb jsonb, by bytea, v vector(3), ai int4[], at text[], ad date[])",
+        &[],
+    );
+    let params = [
+        json!(-7),
+        json!(70000),
+        json!(9007199254740993i64),
+        json!(1.5),
+        json!(-2.25),
+        json!("12345678901234567890.000001"),
+        json!(true),
+        json!("héllo 'quoted' \\ back"),
+        json!("short"),
+        json!("ab"),
+        json!("6f1c1a4e-0000-4000-8000-000000000001"),
+        json!("2024-02-29"),
+        json!("23:59:58.5"),
+        json!("2024-02-29 12:00:00"),
+        json!("2024-02-29T12:00:00+02:00"),
+        json!("-1 day 3 hours"),
+        json!({ "a": [1, null] }),
+        json!({ "b": { "c": true } }),
+        json!("\\x00ff10"),
+        json!([0.5, -1, 2]),
+        json!([1, null, 3]),
+        json!(["x", "y,z", "\"q\""]),
+        json!(["2024-01-01"]),
+    ];
+    let placeholders: Vec<String> = (1..=params.len()).map(|n| format!("${n}")).collect();
+    host.sql_ok(
+        &format!("INSERT INTO typed VALUES ({})", placeholders.join(", ")),
+        &params,
+    );
+    let row = host.sql_ok("SELECT * FROM typed", &[])["rows"][0].clone();
+    assert_eq!(
+        row,
+        json!({
+            "i2": -7, "i4": 70000, "i8": 9007199254740993i64, "f4": 1.5, "f8": -2.25,
+            "n": "12345678901234567890.000001", "b": true, "t": "héllo 'quoted' \\ back",
+            "vc": "short", "ch": "ab ", "u": "6f1c1a4e-0000-4000-8000-000000000001",
+            "d": "2024-02-29", "tm": "23:59:58.5", "ts": "2024-02-29T12:00:00",
+            "tstz": "2024-02-29T10:00:00+00:00", "iv": "P-1DT3H", "j": { "a": [1, null] },
+            "jb": { "b": { "c": true } }, "by": "AP8Q", "v": [0.5, -1.0, 2.0],
+            "ai": [1, null, 3], "at": ["x", "y,z", "\"q\""], "ad": ["2024-01-01"]
+        })
+    );
+    // Special values and nulls.
+    let special = host.sql_ok(
+        "SELECT 'NaN'::numeric AS n, 'Infinity'::float8 AS inf, '-Infinity'::float4 AS ninf, \
+         'infinity'::timestamptz AS forever, ''::bytea AS nothing, NULL::int AS null_int, \
+         ARRAY[]::int[] AS empty, '{{1,2},{3,4}}'::int[] AS grid",
+        &[],
+    )["rows"][0]
+        .clone();
+    assert_eq!(
+        special,
+        json!({
+            "n": "NaN", "inf": "Infinity", "ninf": "-Infinity", "forever": "infinity",
+            "nothing": "", "null_int": null, "empty": [], "grid": "{{1,2},{3,4}}"
+        })
+    );
+    // A value of the wrong type is the client's error, and nothing is written.
+    host.sql(
+        "INSERT INTO typed (i4) VALUES ($1)",
+        &[json!("not a number")],
+    )
+    .expect_error(400);
+    host.sql("INSERT INTO typed (v) VALUES ($1)", &[json!([1, 2])])
+        .expect_error(400);
+    assert_eq!(
+        host.sql_ok("SELECT count(*) AS n FROM typed", &[])["rows"],
+        json!([{ "n": 1 }])
+    );
+}

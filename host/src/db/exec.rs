@@ -89,7 +89,7 @@ pub async fn run(
     let raw = collect(conn, sent, target, limits.max_rows)
         .await
         .map_err(|e| map_error(e, &positions))?;
-    let result = raw
+    let mut result = raw
         .decode(conn, types)
         .await
         .map_err(|e| map_error(e, &Positions::none()))?;
@@ -100,7 +100,51 @@ pub async fn run(
         // Cached statement descriptions may describe dropped or changed objects.
         let _ = conn.clear_cached_statements().await;
     }
+    let last = statements.last().expect("at least one statement");
+    if result.columns.is_empty() && returns_rows(last) {
+        // No row came back to carry the shape: ask Postgres for it.
+        result.columns = describe(conn, types, last.text).await.unwrap_or_default();
+    }
     Ok(result)
+}
+
+/// Whether a statement can return rows (the only ones worth describing).
+fn returns_rows(statement: &Statement<'_>) -> bool {
+    matches!(
+        statement.command.as_deref(),
+        Some("SELECT" | "WITH" | "VALUES" | "TABLE" | "SHOW" | "EXPLAIN")
+    ) || statement.text.to_ascii_uppercase().contains("RETURNING")
+}
+
+/// The columns a statement returns, from Postgres's description of it
+/// (parse analysis only: nothing runs).
+async fn describe(
+    conn: &mut PgConnection,
+    types: &TypeCache,
+    text: &str,
+) -> Option<Vec<wit::Column>> {
+    let statement = conn
+        .prepare(AssertSqlSafe(text.to_owned()).into_sql_str())
+        .await
+        .ok()?;
+    let columns = sqlx::Statement::columns(&statement);
+    let oids: Vec<u32> = columns
+        .iter()
+        .map(|c| c.type_info().oid().map_or(0, |o| o.0))
+        .collect();
+    types.resolve(conn, &oids).await.ok()?;
+    Some(
+        columns
+            .iter()
+            .zip(oids)
+            .map(|(column, oid)| wit::Column {
+                name: column.name().to_owned(),
+                type_name: types
+                    .get(oid)
+                    .map_or_else(|| format!("oid:{oid}"), |t| t.name.clone()),
+            })
+            .collect(),
+    )
 }
 
 /// Splits and checks the query text before anything is sent.
