@@ -1,0 +1,158 @@
+//! `POST /v1/sql` against the same queries sent straight to the same
+//! Postgres by a native sqlx client, at the same concurrency (32).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use zatabase::config::Config;
+use zatabase::platform::Platform;
+use zatabase::server::{AppState, router};
+
+use crate::wrk;
+
+const CONCURRENCY: u64 = 32;
+
+fn post(url: &str, token: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let mut response = ureq::post(url)
+        .header("authorization", &format!("Bearer {token}"))
+        .send_json(body)?;
+    Ok(response.body_mut().read_json()?)
+}
+
+/// `queries` concurrent loops of `sql` for `seconds`: (queries/s, p50 µs, p99 µs).
+async fn direct(pool: &sqlx::PgPool, sql: &'static str, seconds: u64) -> (f64, f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let rows = sqlx::query(sql)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("direct query");
+                std::hint::black_box(rows);
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap_or_default());
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
+    (all.len() as f64 / seconds as f64, at(0.5), at(0.99))
+}
+
+pub async fn run(seconds: u64) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("zatabase-bench-sql-{}", std::process::id()));
+    let mut config = Config {
+        data_dir: dir.join("data"),
+        ..Config::default()
+    };
+    config.rate_limit.enabled = false;
+    config.postgres.fsync = false;
+    let tenant_connections = config.pool.tenant_max_connections;
+    let platform = Platform::start(config).await?;
+    let app = router(AppState::new(&platform));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    let base = format!("http://{address}");
+
+    let setup = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || -> anyhow::Result<(String, String)> {
+            let mut signup = ureq::post(&format!("{base}/v1/auth/signup")).send_json(
+                serde_json::json!({ "email": "sql@example.com", "password": "bench password 123" }),
+            )?;
+            let signup: serde_json::Value = signup.body_mut().read_json()?;
+            let token = signup["access_token"].as_str().unwrap_or_default().to_owned();
+            let url = format!("{base}/v1/sql");
+            post(&url, &token, serde_json::json!({ "query":
+                "CREATE TABLE products (id int PRIMARY KEY, name text, price numeric(10,2), added timestamptz);
+                 INSERT INTO products SELECT n, 'product ' || n, n * 1.25, now() FROM generate_series(1, 100) n" }))?;
+            let schema = post(&url, &token, serde_json::json!({ "query": "SELECT current_schema() AS s" }))?;
+            Ok((token, schema["rows"][0]["s"].as_str().unwrap_or_default().to_owned()))
+        }
+    })
+    .await??;
+    let (token, schema) = setup;
+
+    // The anchor's client: the same Postgres, a pool as large as a tenant's.
+    let options = (*platform.db.platform_pool().connect_options()).clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(tenant_connections)
+        .connect_with(options)
+        .await?;
+    let hundred: &'static str =
+        Box::leak(format!("SELECT * FROM \"{schema}\".products").into_boxed_str());
+
+    let header = format!("Authorization: Bearer {token}");
+    let mut results = Vec::new();
+    for (name, api_query, direct_query) in [
+        ("SELECT 1", "SELECT 1", "SELECT 1"),
+        ("100-row SELECT", "SELECT * FROM products", hundred),
+    ] {
+        let script = dir.join("sql.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.body = '{{\"query\":\"{api_query}\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+            ),
+        )?;
+        let url = format!("{base}/v1/sql");
+        let extra = vec![
+            "-H".to_owned(),
+            header.clone(),
+            "-s".to_owned(),
+            script.display().to_string(),
+        ];
+        let run_api = |secs: u64| {
+            let (url, extra) = (url.clone(), extra.clone());
+            tokio::task::spawn_blocking(move || {
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                wrk::run_args(&url, secs, CONCURRENCY, 2, &extra)
+            })
+        };
+        run_api(2).await??;
+        direct(&pool, direct_query, 2).await;
+        let api = run_api(seconds).await??;
+        let native = direct(&pool, direct_query, seconds).await;
+        results.push((name, api, native));
+    }
+    println!("POST /v1/sql vs a native sqlx client, {CONCURRENCY} concurrent, {seconds} s each");
+    println!(
+        "{:<16} {:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}",
+        "", "API q/s", "p50 µs", "p99 µs", "direct q/s", "p50 µs", "p99 µs", "ratio"
+    );
+    for (name, api, (qps, p50, p99)) in &results {
+        println!(
+            "{name:<16} {:>12.0} {:>9.0} {:>9.0} {:>12.0} {:>9.0} {:>9.0} {:>7.2}",
+            api.requests_per_sec,
+            api.p50_us,
+            api.p99_us,
+            qps,
+            p50,
+            p99,
+            api.requests_per_sec / qps
+        );
+        anyhow::ensure!(api.errors == 0, "{name}: {} errors", api.errors);
+    }
+    println!("target: the API keeps >= 0.40 of the direct throughput");
+    pool.close().await;
+    platform.stop().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
