@@ -165,6 +165,10 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// How long a host may trust a session it has checked; 0 checks the
+    /// database on every request. Sessions ended elsewhere reach every host
+    /// through `LISTEN/NOTIFY` at once.
+    pub session_cache_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -183,6 +187,7 @@ impl Default for AuthConfig {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            session_cache_secs: 10,
         }
     }
 }

@@ -33,6 +33,7 @@ pub struct Platform {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     embedded: Option<Embedded>,
+    session_listener: tokio::task::JoinHandle<()>,
     _lock: File,
 }
 
@@ -126,6 +127,10 @@ impl Platform {
                 "component loaded"
             );
         }
+        let session_listener = tokio::spawn({
+            let (auth, pool) = (auth.clone(), db.platform_pool().clone());
+            async move { auth.sessions.listen(pool).await }
+        });
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "platform started"
@@ -142,12 +147,14 @@ impl Platform {
             auth,
             metrics,
             embedded,
+            session_listener,
             _lock: lock,
         })
     }
 
     /// Closes the pools, then stops the embedded Postgres.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.session_listener.abort();
         self.db.close().await;
         if let Some(embedded) = self.embedded {
             embedded.stop().await?;

@@ -34,3 +34,47 @@ fn an_external_postgres_with_pgvector_serves_tenants_over_password_logins() {
         "{login}"
     );
 }
+
+#[test]
+fn a_session_ended_on_one_host_ends_on_every_host() {
+    let postgres = Standalone::start(true);
+    let key = "0f".repeat(32);
+    let start = || {
+        Host::builder()
+            .env("DATABASE_URL", &postgres.url())
+            .env("ZATABASE_MASTER_KEY", &key)
+            .start()
+    };
+    let (a, b) = (start(), start());
+    let account = a.signup(
+        &zatabase_tests::unique_email("multi"),
+        "a long test password",
+    );
+    let bearer = format!("Bearer {}", account.access_token);
+    let whoami = |host: &Host| {
+        host.request(
+            "GET",
+            "/v1/whoami",
+            &[("authorization", &bearer)],
+            Vec::new(),
+        )
+    };
+    // Both hosts accept the token (and host A now trusts the session).
+    assert_eq!(whoami(&a).status, 200);
+    assert_eq!(whoami(&b).status, 200);
+    assert_eq!(whoami(&a).status, 200);
+    // Logging out through host B ends the session on host A too.
+    let out = b.request(
+        "POST",
+        "/v1/auth/logout",
+        &[("authorization", &bearer)],
+        Vec::new(),
+    );
+    assert_eq!(out.status, 204, "{}", out.text());
+    assert_eq!(whoami(&b).status, 401, "at once on the host that ended it");
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(2), || whoami(&a).status
+            == 401),
+        "host A still trusts a session ended on host B"
+    );
+}

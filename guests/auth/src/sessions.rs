@@ -126,6 +126,7 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
             &[param(&session_id)],
         )?;
         db::commit(tx)?;
+        auth::forget_session(&session_id);
         return Err(unauthorized(
             "this refresh token was already used; the session has been revoked",
         ));
@@ -180,6 +181,7 @@ pub fn logout(_: &Request, _: &Params) -> Result<Response, ApiError> {
          WHERE id = $1::uuid AND revoked_at IS NULL",
         &[param(&caller.session_id)],
     )?;
+    auth::forget_session(&caller.session_id);
     Ok(Response::no_content())
 }
 
@@ -233,5 +235,6 @@ pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
     };
     let response = open(&tx, &account, &body.environment, 200)?;
     db::commit(tx)?;
+    auth::forget_session(&caller.session_id);
     Ok(response)
 }

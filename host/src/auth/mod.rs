@@ -5,6 +5,7 @@
 
 pub mod jwt;
 pub mod password;
+pub mod sessions;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -65,6 +66,7 @@ pub struct Auth {
     keys: Keys,
     passwords: Passwords,
     pub throttle: LoginThrottle,
+    pub sessions: sessions::SessionCache,
     issuer: String,
     audience: String,
     access_ttl: Duration,
@@ -106,6 +108,7 @@ impl Auth {
                 config.max_failed_logins_per_ip,
                 Duration::from_secs(config.failed_login_window_secs),
             ),
+            sessions: sessions::SessionCache::new(Duration::from_secs(config.session_cache_secs)),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             access_ttl: Duration::from_secs(config.access_ttl_secs),
@@ -132,18 +135,31 @@ impl Auth {
         })
     }
 
-    /// Whether the principal's session is neither logged out nor expired.
+    /// Whether the principal's session is neither ended nor expired: from
+    /// this host's recent check, else from the database.
     pub async fn session_live(&self, db: &Db, principal: &Principal) -> Result<bool, sqlx::Error> {
+        if self.sessions.trusted(&principal.session_id) {
+            return Ok(true);
+        }
         let Ok(id) = uuid::Uuid::parse_str(&principal.session_id) else {
             return Ok(false);
         };
-        let live: Option<bool> = sqlx::query_scalar(
-            "SELECT revoked_at IS NULL AND expires_at > now() FROM zatabase.sessions WHERE id = $1::uuid",
+        let found: Option<(bool, f64)> = sqlx::query_as(
+            "SELECT revoked_at IS NULL AND expires_at > now(),
+                    extract(epoch FROM expires_at - now())::float8
+             FROM zatabase.sessions WHERE id = $1::uuid",
         )
         .bind(id.to_string())
         .fetch_optional(db.platform_pool())
         .await?;
-        Ok(live == Some(true))
+        let Some((true, remaining)) = found else {
+            return Ok(false);
+        };
+        self.sessions.remember(
+            &principal.session_id,
+            Duration::from_secs_f64(remaining.max(0.0)),
+        );
+        Ok(true)
     }
 
     /// A signed access token and a fresh refresh token for `claims`.

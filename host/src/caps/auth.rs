@@ -56,6 +56,10 @@ impl Host for AuthState {
     async fn record_login(&mut self, email: String, success: bool) {
         self.auth.throttle.record(&email, self.client, success);
     }
+
+    async fn forget_session(&mut self, session_id: String) {
+        self.auth.sessions.forget(&session_id);
+    }
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "accounts",
         include_str!("../../migrations/0002_accounts.sql"),
     ),
+    (
+        3,
+        "session notify",
+        include_str!("../../migrations/0003_session_notify.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
