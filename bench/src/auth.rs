@@ -6,42 +6,22 @@
 //! - `POST /v1/auth/login` (argon2id dominates by design) against the bare
 //!   argon2id verification rate with the same parameters, on both cores.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use zatabase::auth::password::Passwords;
-use zatabase::config::Config;
-use zatabase::platform::Platform;
-use zatabase::server::{AppState, router};
 
-use crate::wrk;
+use crate::{server, wrk};
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("zatabase-bench-auth-{}", std::process::id()));
-    let mut config = Config {
-        data_dir: dir.join("data"),
-        ..Config::default()
-    };
-    config.rate_limit.enabled = false;
-    config.postgres.fsync = false;
+    let mut config = server::config(&dir.join("data"));
     config.auth.max_failed_logins_per_ip = u32::MAX;
     let (memory, iterations, parallelism) = (
         config.auth.argon2_memory_kib,
         config.auth.argon2_iterations,
         config.auth.argon2_parallelism,
     );
-    let platform = Platform::start(config).await?;
-    let app = router(AppState::new(&platform));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    let base = format!("http://{address}");
+    let (platform, base) = server::start(config, axum::Router::new()).await?;
 
     let (email, password) = ("bench@example.com", "bench password 123");
     let signup: serde_json::Value = tokio::task::spawn_blocking({

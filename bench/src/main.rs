@@ -13,6 +13,7 @@
 
 mod auth;
 mod cold_start;
+mod server;
 mod sql;
 mod wasm_path;
 mod wrk;

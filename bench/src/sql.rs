@@ -1,15 +1,11 @@
 //! `POST /v1/sql` against the same queries sent straight to the same
 //! Postgres by a native sqlx client, at the same concurrency (32).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
-use zatabase::config::Config;
-use zatabase::platform::Platform;
-use zatabase::server::{AppState, router};
 
-use crate::wrk;
+use crate::{server, wrk};
 
 const CONCURRENCY: u64 = 32;
 
@@ -51,25 +47,9 @@ async fn direct(pool: &sqlx::PgPool, sql: &'static str, seconds: u64) -> (f64, f
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("zatabase-bench-sql-{}", std::process::id()));
-    let mut config = Config {
-        data_dir: dir.join("data"),
-        ..Config::default()
-    };
-    config.rate_limit.enabled = false;
-    config.postgres.fsync = false;
+    let config = server::config(&dir.join("data"));
     let tenant_connections = config.pool.tenant_max_connections;
-    let platform = Platform::start(config).await?;
-    let app = router(AppState::new(&platform));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    let base = format!("http://{address}");
+    let (platform, base) = server::start(config, axum::Router::new()).await?;
 
     let setup = tokio::task::spawn_blocking({
         let base = base.clone();

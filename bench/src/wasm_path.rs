@@ -3,15 +3,10 @@
 //! the same bytes, both mounted in one host process under the same layers,
 //! driven by the same wrk.
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::routing::get;
-use zatabase::config::Config;
-use zatabase::platform::Platform;
-use zatabase::server::{AppState, router_with};
 
-use crate::wrk;
+use crate::{server, wrk};
 
 const BODY: &str = r#"{"hello":"world"}"#;
 const ROUNDS: usize = 4;
@@ -54,15 +49,8 @@ pub async fn run(seconds: u64, connections: u64) -> anyhow::Result<()> {
          [component.hello]\nsource = \"hello.wasm\"\n\
          [component.hello.tool.zatabase]\npublic_routes = [\"/bench/wasm\"]\n",
     )?;
-    let mut config = Config {
-        data_dir: dir.join("data"),
-        manifest: Some(dir.join("spin.toml")),
-        ..Config::default()
-    };
-    config.rate_limit.enabled = false;
-    config.postgres.fsync = false;
-    let platform = Platform::start(config).await?;
-    let state = AppState::new(&platform);
+    let mut config = server::config(&dir.join("data"));
+    config.manifest = Some(dir.join("spin.toml"));
     let native = Router::new().route(
         "/bench/native",
         get(|| async {
@@ -72,17 +60,8 @@ pub async fn run(seconds: u64, connections: u64) -> anyhow::Result<()> {
             )
         }),
     );
-    let app = router_with(state, native);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    let url = |path: &str| format!("http://{address}{path}");
+    let (platform, base) = server::start(config, native).await?;
+    let url = |path: &str| format!("{base}{path}");
 
     println!(
         "wasm path: {connections} connections, {seconds} s per run, wrk -t2, {ROUNDS} rounds, alternating"
