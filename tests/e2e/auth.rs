@@ -539,6 +539,14 @@ fn every_route_group_but_the_public_ones_needs_a_token() {
         .expect_error(401);
     host.get("/v1/whoami").expect_error(401);
     host.get("/v1/environments").expect_error(401);
+    host.get("/v1/permissions").expect_error(401);
+    host.request(
+        "PUT",
+        "/v1/permissions",
+        &[("content-type", "application/json")],
+        b"{}".to_vec(),
+    )
+    .expect_error(401);
     host.post_json("/v1/auth/switch", &json!({ "environment": "live" }))
         .expect_error(401);
     // Public: these answer on their own terms, not with 401.

@@ -78,3 +78,73 @@ fn a_session_ended_on_one_host_ends_on_every_host() {
         "host A still trusts a session ended on host B"
     );
 }
+
+#[test]
+fn a_grant_revoked_on_one_host_is_revoked_on_every_host() {
+    let postgres = Standalone::start(true);
+    let key = "0f".repeat(32);
+    let start = || {
+        Host::builder()
+            .env("DATABASE_URL", &postgres.url())
+            .env("ZATABASE_MASTER_KEY", &key)
+            .start()
+    };
+    let (a, b) = (start(), start());
+    let password = "a long test password";
+    let alice = a.signup(&zatabase_tests::unique_email("owner"), password);
+    let bob = a.signup(&zatabase_tests::unique_email("guest"), password);
+    let as_user = |host: &Host, method: &str, path: &str, token: &str, body: serde_json::Value| {
+        let bearer = format!("Bearer {token}");
+        host.request(
+            method,
+            path,
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            serde_json::to_vec(&body).unwrap(),
+        )
+    };
+    let project =
+        as_user(&a, "GET", "/v1/whoami", &alice.access_token, json!(null)).json()["project_id"]
+            .clone();
+    let grant = |actions: serde_json::Value| {
+        as_user(
+            &b,
+            "PUT",
+            "/v1/permissions",
+            &alice.access_token,
+            json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": actions }),
+        )
+    };
+    assert_eq!(grant(json!(["Read"])).status, 201);
+    let switched = as_user(
+        &a,
+        "POST",
+        "/v1/auth/switch",
+        &bob.access_token,
+        json!({ "environment": alice.environment, "project_id": project }),
+    );
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let bob = zatabase_tests::Account::from(&switched.json());
+    let select = |host: &Host| {
+        as_user(
+            host,
+            "POST",
+            "/v1/sql",
+            &bob.access_token,
+            json!({ "query": "SELECT 1" }),
+        )
+        .status
+    };
+    // Host A checks the session and trusts it for a while.
+    assert_eq!(select(&a), 200);
+    assert_eq!(select(&a), 200);
+    // Revoked through host B: host A hears of it.
+    assert_eq!(grant(json!([])).status, 200);
+    assert_eq!(select(&b), 403, "at once on the host that changed it");
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(2), || select(&a) == 403),
+        "host A still trusts a revoked grant"
+    );
+}

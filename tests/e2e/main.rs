@@ -6,5 +6,6 @@ mod external;
 mod http;
 mod lifecycle;
 mod observability;
+mod permissions;
 mod runtime;
 mod sql;

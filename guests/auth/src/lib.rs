@@ -1,4 +1,4 @@
-//! The `auth` route group: accounts and sessions.
+//! The `auth` route group: accounts, sessions and permissions.
 //!
 //! | route | handler |
 //! |---|---|
@@ -9,6 +9,9 @@
 //! | `POST /v1/auth/switch` | [`sessions::switch`] |
 //! | `GET /v1/whoami` | [`me::whoami`] |
 //! | `GET /v1/environments` | [`me::environments`] |
+//! | `GET /v1/permissions` | [`permissions::list`] |
+//! | `PUT /v1/permissions` | [`permissions::put`] |
+//! | `GET /v1/permissions/effective` | [`permissions::effective`] |
 //!
 //! The host verifies tokens before this component runs (signup, login and
 //! refresh are public in spin.toml); the caller arrives as a principal.
@@ -22,6 +25,7 @@
 mod accounts;
 mod db;
 mod me;
+mod permissions;
 mod sessions;
 mod validate;
 
@@ -39,6 +43,9 @@ impl RouteGroup for Auth {
             .route("POST", "/v1/auth/switch", sessions::switch)
             .route("GET", "/v1/whoami", me::whoami)
             .route("GET", "/v1/environments", me::environments)
+            .route("GET", "/v1/permissions", permissions::list)
+            .route("PUT", "/v1/permissions", permissions::put)
+            .route("GET", "/v1/permissions/effective", permissions::effective)
             .handle(&request)
     }
 }

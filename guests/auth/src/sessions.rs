@@ -12,7 +12,7 @@ use zatabase_guest_kit::session::{self, Principal};
 use zatabase_guest_kit::values::{boolean, cell, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
-use crate::db;
+use crate::{db, validate};
 
 /// Who a new session is for.
 pub struct Account {
@@ -189,10 +189,14 @@ pub fn logout(_: &Request, _: &Params) -> Result<Response, ApiError> {
 #[serde(deny_unknown_fields)]
 struct SwitchRequest {
     environment: String,
+    /// Another project the caller can reach: one of its organizations', or
+    /// one where it holds a grant. The current project when absent.
+    #[serde(default)]
+    project_id: Option<String>,
 }
 
-/// `POST /v1/auth/switch`: a new session in the other environment of the
-/// caller's project; the current session ends.
+/// `POST /v1/auth/switch`: a new session in an environment of the caller's
+/// project, or of another project it can reach; the current session ends.
 pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let caller = caller()?;
     let body: SwitchRequest = request.json()?;
@@ -201,24 +205,43 @@ pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
             "`environment` must be `live` or `sandbox`",
         ));
     }
+    let project = body
+        .project_id
+        .as_deref()
+        .map_or(caller.project_id.clone(), |p| p.trim().to_ascii_lowercase());
+    if !validate::is_uuid(&project) {
+        return Err(ApiError::unprocessable(
+            "`project_id` must be a project id (a UUID)",
+        ));
+    }
     let tx = db::begin()?;
+    // A project is reachable by its creator, its organization's members and
+    // anyone holding a grant in it; any other project reads as absent.
     let account = db::tx(
         &tx,
-        "SELECT u.id::text AS user_id, u.email, u.name
+        "SELECT u.id::text AS user_id, u.email, u.name, p.organization_id::text AS organization_id
          FROM zatabase.users u
-         JOIN zatabase.environments e ON e.project_id = $2::uuid AND e.name = $3
-         WHERE u.id = $1::uuid",
+         JOIN zatabase.projects p ON p.id = $2::uuid
+         JOIN zatabase.environments e ON e.project_id = p.id AND e.name = $3
+         WHERE u.id = $1::uuid
+           AND (p.created_by = u.id
+             OR EXISTS (SELECT FROM zatabase.organization_members m
+                        WHERE m.organization_id = p.organization_id AND m.user_id = u.id)
+             OR EXISTS (SELECT FROM zatabase.permission_grants g
+                        WHERE g.project_id = p.id AND g.principal_type = 'user'
+                          AND g.principal_id = u.id::text))",
         &[
             param(&caller.user_id),
-            param(&caller.project_id),
+            param(&project),
             param(&body.environment),
         ],
     )?;
     if account.rows.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "the project has no `{}` environment",
-            body.environment
-        )));
+        return Err(ApiError::not_found(if project == caller.project_id {
+            format!("the project has no `{}` environment", body.environment)
+        } else {
+            format!("no project `{project}` that you can reach")
+        }));
     }
     db::tx(
         &tx,
@@ -230,8 +253,8 @@ pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
         user_id: caller.user_id.clone(),
         email: db::text(&account, "email")?,
         name: db::optional_text(&account, "name"),
-        organization_id: caller.organization_id.clone(),
-        project_id: caller.project_id.clone(),
+        organization_id: db::text(&account, "organization_id")?,
+        project_id: project,
     };
     let response = open(&tx, &account, &body.environment, 200)?;
     db::commit(tx)?;

@@ -84,6 +84,15 @@ pub fn slug_base(email: &str) -> String {
     }
 }
 
+/// Whether `text` is a UUID in its canonical lowercase form.
+pub fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

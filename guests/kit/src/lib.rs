@@ -8,6 +8,7 @@
 //!
 //! A route group crate implements [`RouteGroup`] and calls [`route_group!`].
 
+pub mod access;
 mod error;
 mod http;
 mod router;

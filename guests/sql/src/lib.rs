@@ -7,6 +7,8 @@
 
 use serde::Deserialize;
 use serde_json::json;
+use zatabase_guest_kit::access::require;
+use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::types::{ErrorKind, SqlError};
 use zatabase_guest_kit::values::{columns_to_json, param_from_json, rows_to_json};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, RouteGroup, Router, sql};
@@ -31,7 +33,10 @@ struct SqlRequest {
     params: Vec<serde_json::Value>,
 }
 
+/// Needs Read on all Tables (arbitrary SQL can touch any of them); without
+/// Write as well, the host runs it in a read-only transaction.
 fn execute(request: &Request, _: &Params) -> Result<Response, ApiError> {
+    require(Resource::Tables, None, Action::Read)?;
     let body: SqlRequest = request.json()?;
     if body.query.trim().is_empty() {
         return Err(ApiError::unprocessable("`query` must not be empty"));

@@ -3,6 +3,7 @@
 //! gets a principal through the `session` capability, never the token.
 //! Signing keys and password hashing stay here too (the `auth` capability).
 
+pub mod access;
 pub mod jwt;
 pub mod password;
 pub mod sessions;
@@ -20,6 +21,7 @@ use crate::caps::zatabase::platform::session::Principal;
 use crate::config::AuthConfig;
 use crate::db::Db;
 use crate::secrets::MasterKey;
+pub use access::Access;
 use jwt::{Claims, Keys};
 use password::Passwords;
 use throttle::LoginThrottle;
@@ -51,6 +53,10 @@ impl std::fmt::Display for AuthError {
         }
     }
 }
+
+/// A session as checked: live, seconds left, project, organization, whether
+/// the caller administers the project, and its grants as JSON.
+type SessionRow = (bool, f64, String, String, bool, String);
 
 /// What the `auth` capability's `issue-tokens` hands back.
 pub struct Tokens {
@@ -135,31 +141,55 @@ impl Auth {
         })
     }
 
-    /// Whether the principal's session is neither ended nor expired: from
-    /// this host's recent check, else from the database.
-    pub async fn session_live(&self, db: &Db, principal: &Principal) -> Result<bool, sqlx::Error> {
-        if self.sessions.trusted(&principal.session_id) {
-            return Ok(true);
+    /// What the principal may do, if its session is neither ended nor
+    /// expired: from this host's recent check, else from the database (the
+    /// session, the project's administrators and the caller's grants, in
+    /// one query).
+    pub async fn session_access(
+        &self,
+        db: &Db,
+        principal: &Principal,
+    ) -> Result<Option<Arc<Access>>, sqlx::Error> {
+        if let Some(access) = self.sessions.trusted(&principal.session_id) {
+            return Ok(Some(access));
         }
         let Ok(id) = uuid::Uuid::parse_str(&principal.session_id) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let found: Option<(bool, f64)> = sqlx::query_as(
-            "SELECT revoked_at IS NULL AND expires_at > now(),
-                    extract(epoch FROM expires_at - now())::float8
-             FROM zatabase.sessions WHERE id = $1::uuid",
+        let found: Option<SessionRow> = sqlx::query_as(
+            "SELECT s.revoked_at IS NULL AND s.expires_at > now(),
+                    extract(epoch FROM s.expires_at - now())::float8,
+                    s.project_id::text,
+                    p.organization_id::text,
+                    p.created_by = s.user_id OR coalesce(m.role IN ('owner', 'admin'), false),
+                    (SELECT coalesce(jsonb_agg(jsonb_build_array(g.resource, g.resource_id, g.actions)), '[]')::text
+                     FROM zatabase.permission_grants g
+                     WHERE g.project_id = s.project_id
+                       AND ((g.principal_type = 'user' AND g.principal_id = s.user_id::text)
+                         OR (g.principal_type = 'role' AND g.principal_id = m.role)))
+             FROM zatabase.sessions s
+             JOIN zatabase.projects p ON p.id = s.project_id
+             LEFT JOIN zatabase.organization_members m
+               ON m.organization_id = p.organization_id AND m.user_id = s.user_id
+             WHERE s.id = $1::uuid",
         )
         .bind(id.to_string())
         .fetch_optional(db.platform_pool())
         .await?;
-        let Some((true, remaining)) = found else {
-            return Ok(false);
+        let Some((true, remaining, project, organization, admin, grants)) = found else {
+            return Ok(None);
         };
+        let grants: Vec<(String, String, Vec<String>)> =
+            serde_json::from_str(&grants).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let access = Arc::new(Access::from_grants(admin, &grants));
         self.sessions.remember(
             &principal.session_id,
             Duration::from_secs_f64(remaining.max(0.0)),
+            &project,
+            &organization,
+            access.clone(),
         );
-        Ok(true)
+        Ok(Some(access))
     }
 
     /// A signed access token and a fresh refresh token for `claims`.

@@ -1,24 +1,39 @@
-//! Which sessions are live, checked in the database and trusted for a few
-//! seconds.
+//! Which sessions are live, and what their callers may do: checked in the
+//! database and trusted for a few seconds.
 //!
 //! A session ends on some host (logout, switch, refresh-token reuse): that
 //! host forgets it at once (`auth.forget-session`), and a trigger on
-//! `zatabase.sessions` notifies every host on `zatabase_session_ended`. While
-//! this host is not listening (starting, or its listener connection lost),
-//! it trusts nothing and asks the database every time.
+//! `zatabase.sessions` notifies every host on `zatabase_session_ended`.
+//! Permissions change the same way: the host that changed them forgets the
+//! project's or organization's sessions (`auth.forget-access`), and triggers
+//! notify every host on `zatabase_access_changed`. While this host is not
+//! listening (starting, or its listener connection lost), it trusts nothing
+//! and asks the database every time.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgListener, PgPool};
 
-const CHANNEL: &str = "zatabase_session_ended";
+use super::access::Access;
+
+const SESSION_ENDED: &str = "zatabase_session_ended";
+const ACCESS_CHANGED: &str = "zatabase_access_changed";
+
+/// A live session as checked: until when to trust the check, the project
+/// and organization whose permission changes void it, and its access.
+struct Entry {
+    until: Instant,
+    project: String,
+    organization: String,
+    access: Arc<Access>,
+}
 
 pub struct SessionCache {
     ttl: Duration,
-    live: Mutex<HashMap<String, Instant>>,
+    live: Mutex<HashMap<String, Entry>>,
     listening: AtomicBool,
 }
 
@@ -31,21 +46,30 @@ impl SessionCache {
         }
     }
 
-    /// Whether `session` was checked live recently enough to trust.
-    pub fn trusted(&self, session: &str) -> bool {
+    /// The access of `session`, if it was checked live recently enough to
+    /// trust.
+    pub fn trusted(&self, session: &str) -> Option<Arc<Access>> {
         if !self.listening.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         self.live
             .lock()
             .expect("session cache poisoned")
             .get(session)
-            .is_some_and(|until| *until > Instant::now())
+            .filter(|entry| entry.until > Instant::now())
+            .map(|entry| entry.access.clone())
     }
 
     /// Records a live check; trusted until the TTL or `remaining` (the
     /// session's own lifetime), whichever is sooner.
-    pub fn remember(&self, session: &str, remaining: Duration) {
+    pub fn remember(
+        &self,
+        session: &str,
+        remaining: Duration,
+        project: &str,
+        organization: &str,
+        access: Arc<Access>,
+    ) {
         if self.ttl.is_zero() || !self.listening.load(Ordering::Acquire) {
             return;
         }
@@ -53,9 +77,17 @@ impl SessionCache {
         let mut live = self.live.lock().expect("session cache poisoned");
         if live.len() > 100_000 {
             let now = Instant::now();
-            live.retain(|_, until| *until > now);
+            live.retain(|_, entry| entry.until > now);
         }
-        live.insert(session.to_owned(), until);
+        live.insert(
+            session.to_owned(),
+            Entry {
+                until,
+                project: project.to_owned(),
+                organization: organization.to_owned(),
+                access,
+            },
+        );
     }
 
     pub fn forget(&self, session: &str) {
@@ -65,12 +97,20 @@ impl SessionCache {
             .remove(session);
     }
 
+    /// Forgets every session in the project or organization `scope`.
+    pub fn forget_scope(&self, scope: &str) {
+        self.live
+            .lock()
+            .expect("session cache poisoned")
+            .retain(|_, entry| entry.project != scope && entry.organization != scope);
+    }
+
     fn forget_all(&self) {
         self.live.lock().expect("session cache poisoned").clear();
     }
 
-    /// Listens for ended sessions until the process ends, reconnecting
-    /// after a failure (and trusting nothing meanwhile).
+    /// Listens for ended sessions and changed permissions until the process
+    /// ends, reconnecting after a failure (and trusting nothing meanwhile).
     pub async fn listen(&self, pool: PgPool) {
         if self.ttl.is_zero() {
             return;
@@ -94,11 +134,14 @@ impl SessionCache {
     /// missed, so the caller drops the cache).
     async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen_all([SESSION_ENDED, ACCESS_CHANGED]).await?;
         self.forget_all();
         self.listening.store(true, Ordering::Release);
         while let Some(notification) = listener.try_recv().await? {
-            self.forget(notification.payload());
+            match notification.channel() {
+                SESSION_ENDED => self.forget(notification.payload()),
+                _ => self.forget_scope(notification.payload()),
+            }
         }
         Ok(())
     }
@@ -108,23 +151,49 @@ impl SessionCache {
 mod tests {
     use super::*;
 
+    fn remember(cache: &SessionCache, session: &str, remaining: Duration) {
+        cache.remember(session, remaining, "p", "o", Arc::new(Access::admin()));
+    }
+
     #[test]
     fn trusts_only_while_listening_and_forgets() {
         let cache = SessionCache::new(Duration::from_secs(10));
-        cache.remember("s", Duration::from_secs(60));
+        remember(&cache, "s", Duration::from_secs(60));
         assert!(
-            !cache.trusted("s"),
+            cache.trusted("s").is_none(),
             "not listening yet: nothing is remembered"
         );
         cache.listening.store(true, Ordering::Release);
-        cache.remember("s", Duration::from_secs(60));
-        assert!(cache.trusted("s"));
+        remember(&cache, "s", Duration::from_secs(60));
+        assert!(cache.trusted("s").is_some());
         cache.forget("s");
-        assert!(!cache.trusted("s"));
-        cache.remember("short", Duration::ZERO);
-        assert!(!cache.trusted("short"), "never past the session's own end");
-        cache.remember("s", Duration::from_secs(60));
+        assert!(cache.trusted("s").is_none());
+        remember(&cache, "short", Duration::ZERO);
+        assert!(
+            cache.trusted("short").is_none(),
+            "never past the session's own end"
+        );
+        remember(&cache, "s", Duration::from_secs(60));
         cache.listening.store(false, Ordering::Release);
-        assert!(!cache.trusted("s"), "a lost listener trusts nothing");
+        assert!(
+            cache.trusted("s").is_none(),
+            "a lost listener trusts nothing"
+        );
+    }
+
+    #[test]
+    fn a_change_of_permissions_voids_its_scope_only() {
+        let cache = SessionCache::new(Duration::from_secs(10));
+        cache.listening.store(true, Ordering::Release);
+        let access = Arc::new(Access::none());
+        cache.remember("a", Duration::from_secs(60), "p1", "o1", access.clone());
+        cache.remember("b", Duration::from_secs(60), "p2", "o1", access.clone());
+        cache.remember("c", Duration::from_secs(60), "p3", "o2", access);
+        cache.forget_scope("p1");
+        assert!(cache.trusted("a").is_none());
+        assert!(cache.trusted("b").is_some());
+        cache.forget_scope("o1");
+        assert!(cache.trusted("b").is_none());
+        assert!(cache.trusted("c").is_some());
     }
 }

@@ -60,6 +60,10 @@ impl Host for AuthState {
     async fn forget_session(&mut self, session_id: String) {
         self.auth.sessions.forget(&session_id);
     }
+
+    async fn forget_access(&mut self, scope_id: String) {
+        self.auth.sessions.forget_scope(&scope_id);
+    }
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

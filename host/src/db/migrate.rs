@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session notify",
         include_str!("../../migrations/0003_session_notify.sql"),
     ),
+    (
+        4,
+        "permissions",
+        include_str!("../../migrations/0004_permissions.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

@@ -297,10 +297,12 @@ impl TenantSql {
         Self { db, tenant }
     }
 
+    /// Runs `statement`; `read_only` in a read-only transaction.
     pub async fn execute(
         &self,
         statement: &str,
         params: &[Value],
+        read_only: bool,
     ) -> Result<QueryResult, SqlError> {
         if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
             tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
@@ -316,7 +318,7 @@ impl TenantSql {
             role: Some(&self.tenant.owner_role),
             search_path: &search_path,
             reset_session: true,
-            read_only: false,
+            read_only,
         };
         run_bounded(&self.db, &mut conn, scope, statement, params).await
     }

@@ -23,7 +23,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::auth::Auth;
+use crate::auth::{Access, Auth};
 use crate::caps::zatabase::platform::session::Principal;
 use crate::caps::{
     self, auth::AuthState, log::LogState, platform_db::PlatformDbState, session::SessionState,
@@ -110,6 +110,8 @@ pub struct RequestContext {
     pub request_id: Arc<str>,
     /// The authenticated caller, its session checked live.
     pub principal: Option<Principal>,
+    /// What the caller may do in its project (nothing when anonymous).
+    pub access: Arc<Access>,
     pub client: std::net::IpAddr,
 }
 
@@ -228,6 +230,7 @@ impl Dispatcher {
             },
             session: SessionState {
                 principal: ctx.principal.clone(),
+                access: ctx.access.clone(),
                 request_id: ctx.request_id.clone(),
             },
             sql: SqlState {
@@ -235,6 +238,7 @@ impl Dispatcher {
                     let tenant = Tenant::for_environment(&p.project_id, &p.environment).ok()?;
                     Some(TenantSql::new(self.services.db.clone(), Arc::new(tenant)))
                 }),
+                access: ctx.access.clone(),
             },
             platform_db: PlatformDbState {
                 db: PlatformSql::new(self.services.db.clone()),

@@ -18,7 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{self, ApiError};
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Access, Auth, AuthError};
 use crate::caps::zatabase::platform::session::Principal;
 use crate::config::Config;
 use crate::db::Db;
@@ -169,10 +169,15 @@ async fn serve_component(
     let caller = request.extensions().get::<Caller>().cloned();
     let client = middleware::client_address(&request);
     let mut response = match principal(&state, public, caller).await {
-        Ok(principal) => {
+        Ok(caller) => {
+            let (principal, access) = match caller {
+                Some((principal, access)) => (Some(principal), access),
+                None => (None, Arc::new(Access::none())),
+            };
             let ctx = RequestContext {
                 request_id,
                 principal,
+                access,
                 client,
             };
             match state.dispatcher.dispatch(&component, ctx, request).await {
@@ -188,13 +193,14 @@ async fn serve_component(
     response
 }
 
-/// The caller a component route acts for: none on the component's public
-/// routes, else a verified token whose session is live, or 401.
+/// The caller a component route acts for, and what it may do: none on the
+/// component's public routes, else a verified token whose session is live,
+/// or 401.
 async fn principal(
     state: &AppState,
     public: bool,
     caller: Option<Caller>,
-) -> Result<Option<Principal>, ApiError> {
+) -> Result<Option<(Principal, Arc<Access>)>, ApiError> {
     if public {
         return Ok(None);
     }
@@ -203,9 +209,9 @@ async fn principal(
         Some(Caller::Rejected(error)) => return Err(ApiError::unauthorized(error)),
         Some(Caller::Anonymous) | None => return Err(ApiError::unauthorized(AuthError::Missing)),
     };
-    match state.auth.session_live(&state.db, &principal).await {
-        Ok(true) => Ok(Some(principal)),
-        Ok(false) => Err(ApiError::unauthorized(AuthError::SessionEnded)),
+    match state.auth.session_access(&state.db, &principal).await {
+        Ok(Some(access)) => Ok(Some((principal, access))),
+        Ok(None) => Err(ApiError::unauthorized(AuthError::SessionEnded)),
         Err(error) => {
             tracing::error!(%error, "checking a session");
             Err(ApiError::new(

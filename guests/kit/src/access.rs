@@ -1,0 +1,88 @@
+//! Permissions as route groups use them: asking the host before acting, and
+//! the API's spelling of resource kinds and actions.
+
+use crate::ApiError;
+use crate::session::{self, Action, Resource};
+
+/// Asks the host whether the caller may take `action` on `resource` (the
+/// object `id`, or with none, all of them); a denial is the API's 403,
+/// "Insufficient permissions: requires Read on Tables".
+pub fn require(resource: Resource, id: Option<&str>, action: Action) -> Result<(), ApiError> {
+    session::check(resource, id, action).map_err(|message| ApiError::new(403, message))
+}
+
+pub const RESOURCES: [Resource; 12] = [
+    Resource::Tables,
+    Resource::Collections,
+    Resource::Vectors,
+    Resource::Records,
+    Resource::Functions,
+    Resource::Jobs,
+    Resource::Credits,
+    Resource::Events,
+    Resource::Organizations,
+    Resource::Teams,
+    Resource::Projects,
+    Resource::Permissions,
+];
+
+pub const ACTIONS: [Action; 3] = [Action::Read, Action::Write, Action::Admin];
+
+pub fn resource_name(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Tables => "Tables",
+        Resource::Collections => "Collections",
+        Resource::Vectors => "Vectors",
+        Resource::Records => "Records",
+        Resource::Functions => "Functions",
+        Resource::Jobs => "Jobs",
+        Resource::Credits => "Credits",
+        Resource::Events => "Events",
+        Resource::Organizations => "Organizations",
+        Resource::Teams => "Teams",
+        Resource::Projects => "Projects",
+        Resource::Permissions => "Permissions",
+    }
+}
+
+pub fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Read => "Read",
+        Action::Write => "Write",
+        Action::Admin => "Admin",
+    }
+}
+
+pub fn parse_resource(name: &str) -> Option<Resource> {
+    RESOURCES.into_iter().find(|r| resource_name(*r) == name)
+}
+
+pub fn parse_action(name: &str) -> Option<Action> {
+    ACTIONS.into_iter().find(|a| action_name(*a) == name)
+}
+
+/// `action` and the actions it implies, lowest first.
+pub fn implied(action: Action) -> &'static [Action] {
+    match action {
+        Action::Read => &ACTIONS[..1],
+        Action::Write => &ACTIONS[..2],
+        Action::Admin => &ACTIONS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for resource in RESOURCES {
+            assert_eq!(parse_resource(resource_name(resource)), Some(resource));
+        }
+        for action in ACTIONS {
+            assert_eq!(parse_action(action_name(action)), Some(action));
+        }
+        assert_eq!(parse_resource("tables"), None, "names are case-sensitive");
+        assert_eq!(implied(Action::Write), &[Action::Read, Action::Write]);
+    }
+}

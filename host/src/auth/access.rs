@@ -1,0 +1,227 @@
+//! Permissions: what a caller may do in its project.
+//!
+//! A grant gives a principal (a user, or every member of the organization
+//! holding a role) an action on one kind of resource, for one object by name
+//! or for all (`*`). Actions nest: Admin ⊇ Write ⊇ Read. The project's
+//! creator and the organization's owners and admins hold Admin on every
+//! kind. The host loads a caller's grants with its session check (one query,
+//! cached with the session) and answers the `session` capability's `check`
+//! from memory; route groups ask before they act.
+
+use crate::caps::zatabase::platform::session::{Action, Permission, Resource};
+
+pub const RESOURCES: [Resource; 12] = [
+    Resource::Tables,
+    Resource::Collections,
+    Resource::Vectors,
+    Resource::Records,
+    Resource::Functions,
+    Resource::Jobs,
+    Resource::Credits,
+    Resource::Events,
+    Resource::Organizations,
+    Resource::Teams,
+    Resource::Projects,
+    Resource::Permissions,
+];
+
+/// How the API spells a resource kind.
+pub fn resource_name(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Tables => "Tables",
+        Resource::Collections => "Collections",
+        Resource::Vectors => "Vectors",
+        Resource::Records => "Records",
+        Resource::Functions => "Functions",
+        Resource::Jobs => "Jobs",
+        Resource::Credits => "Credits",
+        Resource::Events => "Events",
+        Resource::Organizations => "Organizations",
+        Resource::Teams => "Teams",
+        Resource::Projects => "Projects",
+        Resource::Permissions => "Permissions",
+    }
+}
+
+pub fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Read => "Read",
+        Action::Write => "Write",
+        Action::Admin => "Admin",
+    }
+}
+
+fn parse_resource(name: &str) -> Option<Resource> {
+    RESOURCES.into_iter().find(|r| resource_name(*r) == name)
+}
+
+fn parse_action(name: &str) -> Option<Action> {
+    [Action::Read, Action::Write, Action::Admin]
+        .into_iter()
+        .find(|a| action_name(*a) == name)
+}
+
+fn rank(action: Action) -> u8 {
+    match action {
+        Action::Read => 1,
+        Action::Write => 2,
+        Action::Admin => 3,
+    }
+}
+
+/// The message of a denial, exactly as the API answers it.
+pub fn denial(resource: Resource, action: Action) -> String {
+    format!(
+        "Insufficient permissions: requires {} on {}",
+        action_name(action),
+        resource_name(resource)
+    )
+}
+
+/// A caller's effective permissions: at most one entry per (kind, object),
+/// holding the highest action granted.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    permissions: Vec<Permission>,
+}
+
+impl Access {
+    /// No permissions (an anonymous caller).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Admin on every kind of resource.
+    pub fn admin() -> Self {
+        let mut access = Self::none();
+        for resource in RESOURCES {
+            access.add(resource, "*", Action::Admin);
+        }
+        access
+    }
+
+    /// `admin` for the project's administrators, else the merge of the
+    /// grants, each `(resource, resource id, actions)` as stored. Names the
+    /// host does not know (none pass the table's checks) are skipped.
+    pub fn from_grants(admin: bool, grants: &[(String, String, Vec<String>)]) -> Self {
+        if admin {
+            return Self::admin();
+        }
+        let mut access = Self::none();
+        for (resource, id, actions) in grants {
+            let Some(resource) = parse_resource(resource) else {
+                tracing::warn!(resource, "ignoring a grant on an unknown resource");
+                continue;
+            };
+            if let Some(action) = actions
+                .iter()
+                .filter_map(|a| parse_action(a))
+                .max_by_key(|a| rank(*a))
+            {
+                access.add(resource, id, action);
+            }
+        }
+        access
+    }
+
+    fn add(&mut self, resource: Resource, id: &str, action: Action) {
+        match self
+            .permissions
+            .iter_mut()
+            .find(|p| p.resource == resource && p.resource_id == id)
+        {
+            Some(held) if rank(held.action) >= rank(action) => {}
+            Some(held) => held.action = action,
+            None => self.permissions.push(Permission {
+                resource,
+                resource_id: id.to_owned(),
+                action,
+            }),
+        }
+    }
+
+    /// Whether `action` on `resource` is allowed: on the object `id`, or
+    /// with none, on every object of the kind (which takes a `*` grant).
+    pub fn allows(&self, resource: Resource, id: Option<&str>, action: Action) -> bool {
+        self.permissions.iter().any(|p| {
+            p.resource == resource
+                && rank(p.action) >= rank(action)
+                && (p.resource_id == "*" || Some(p.resource_id.as_str()) == id)
+        })
+    }
+
+    /// `allows`, as the `session` capability answers it.
+    pub fn check(
+        &self,
+        resource: Resource,
+        id: Option<&str>,
+        action: Action,
+    ) -> Result<(), String> {
+        if self.allows(resource, id, action) {
+            Ok(())
+        } else {
+            Err(denial(resource, action))
+        }
+    }
+
+    pub fn permissions(&self) -> &[Permission] {
+        &self.permissions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(resource: &str, id: &str, actions: &[&str]) -> (String, String, Vec<String>) {
+        (
+            resource.to_owned(),
+            id.to_owned(),
+            actions.iter().map(|a| (*a).to_owned()).collect(),
+        )
+    }
+
+    #[test]
+    fn actions_nest_and_objects_narrow() {
+        let access = Access::from_grants(
+            false,
+            &[
+                grant("Tables", "*", &["Read"]),
+                grant("Functions", "hello", &["Write"]),
+                grant("Functions", "hello", &["Read"]),
+                grant("Nonsense", "*", &["Admin"]),
+                grant("Collections", "*", &["Bogus"]),
+            ],
+        );
+        assert!(access.allows(Resource::Tables, None, Action::Read));
+        assert!(access.allows(Resource::Tables, Some("orders"), Action::Read));
+        assert!(!access.allows(Resource::Tables, None, Action::Write));
+        assert!(access.allows(Resource::Functions, Some("hello"), Action::Read));
+        assert!(access.allows(Resource::Functions, Some("hello"), Action::Write));
+        assert!(!access.allows(Resource::Functions, Some("hello"), Action::Admin));
+        assert!(!access.allows(Resource::Functions, Some("other"), Action::Read));
+        assert!(
+            !access.allows(Resource::Functions, None, Action::Read),
+            "one object's grant is not a grant on all of them"
+        );
+        assert!(!access.allows(Resource::Collections, None, Action::Read));
+        assert_eq!(access.permissions().len(), 2, "merged per (kind, object)");
+        assert_eq!(
+            access.check(Resource::Tables, None, Action::Write),
+            Err("Insufficient permissions: requires Write on Tables".to_owned())
+        );
+    }
+
+    #[test]
+    fn admins_hold_everything_and_nobody_holds_nothing() {
+        let admin = Access::from_grants(true, &[]);
+        for resource in RESOURCES {
+            assert!(admin.allows(resource, None, Action::Admin));
+        }
+        let none = Access::none();
+        assert_eq!(
+            none.check(Resource::Tables, None, Action::Read),
+            Err("Insufficient permissions: requires Read on Tables".to_owned())
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! Permissions: /v1/permissions, /v1/permissions/effective, and what a
+//! grant lets a second user do in someone else's project.
+
+use serde_json::{Value, json};
+use zatabase_tests::{Account, Host, Resp, unique_email};
+
+const PASSWORD: &str = "a long enough password";
+
+fn call(host: &Host, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![("authorization", bearer.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    host.request(
+        method,
+        path,
+        &headers,
+        body.map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default(),
+    )
+}
+
+fn sql(host: &Host, token: &str, query: &str) -> Resp {
+    call(
+        host,
+        "POST",
+        "/v1/sql",
+        token,
+        Some(&json!({ "query": query })),
+    )
+}
+
+fn grant(host: &Host, token: &str, body: Value) -> Resp {
+    call(host, "PUT", "/v1/permissions", token, Some(&body))
+}
+
+fn project_of(host: &Host, account: &Account) -> String {
+    let me = call(host, "GET", "/v1/whoami", &account.access_token, None).json();
+    me["project_id"].as_str().unwrap().to_owned()
+}
+
+/// `who` switches into `project`, in the environment `env`.
+fn switch_into(host: &Host, who: &Account, project: &str, env: &str) -> Resp {
+    call(
+        host,
+        "POST",
+        "/v1/auth/switch",
+        &who.access_token,
+        Some(&json!({ "environment": env, "project_id": project })),
+    )
+}
+
+fn forbidden(response: &Resp, requires: &str) {
+    assert_eq!(
+        response.json(),
+        json!({
+            "error": "Forbidden",
+            "message": format!("Insufficient permissions: requires {requires}"),
+            "status": 403
+        }),
+        "{}",
+        response.text()
+    );
+}
+
+fn grants(host: &Host, token: &str) -> Vec<Value> {
+    let listed = call(host, "GET", "/v1/permissions", token, None);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    listed.json()["grants"].as_array().unwrap().clone()
+}
+
+#[test]
+fn the_creator_administers_everything() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let effective = call(
+        &host,
+        "GET",
+        "/v1/permissions/effective",
+        &alice.access_token,
+        None,
+    );
+    assert_eq!(effective.status, 200, "{}", effective.text());
+    let effective = effective.json();
+    assert_eq!(effective["user_id"], alice.user_id.as_str());
+    assert_eq!(effective["project_id"], project_of(&host, &alice).as_str());
+    let permissions = effective["permissions"].as_array().unwrap();
+    for resource in ["Tables", "Functions", "Permissions", "Collections"] {
+        assert!(
+            permissions.contains(&json!({
+                "resource": resource, "resource_id": "*", "actions": ["Read", "Write", "Admin"]
+            })),
+            "{resource}: {effective}"
+        );
+    }
+    assert_eq!(grants(&host, &alice.access_token), Vec::<Value>::new());
+    host.get("/v1/permissions").expect_error(401);
+    host.get("/v1/permissions/effective").expect_error(401);
+}
+
+#[test]
+fn a_grant_opens_a_project_to_another_user_and_no_further() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let bob = host.signup(&unique_email("bob"), PASSWORD);
+    let project = project_of(&host, &alice);
+    let env = alice.environment.clone();
+    assert_eq!(
+        sql(
+            &host,
+            &alice.access_token,
+            "CREATE TABLE orders (id int PRIMARY KEY, total numeric); INSERT INTO orders VALUES (1, 29.99)"
+        )
+        .status,
+        200
+    );
+
+    // Without a grant, alice's project does not exist for bob.
+    let refused = switch_into(&host, &bob, &project, &env).expect_error(404);
+    assert!(refused.contains("that you can reach"), "{refused}");
+
+    // Read on Tables: a read-only transaction.
+    let created = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": ["Read"] }),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    assert_eq!(created["actions"], json!(["Read"]));
+    assert_eq!(created["resource_id"], "*");
+    assert_eq!(created["granted_by"], alice.user_id.as_str());
+    let switched = switch_into(&host, &bob, &project, &env);
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let bob_in_a = Account::from(&switched.json());
+    assert_eq!(project_of(&host, &bob_in_a), project);
+    let effective = call(
+        &host,
+        "GET",
+        "/v1/permissions/effective",
+        &bob_in_a.access_token,
+        None,
+    )
+    .json();
+    assert_eq!(
+        effective["permissions"],
+        json!([{ "resource": "Tables", "resource_id": "*", "actions": ["Read"] }])
+    );
+    let read = sql(
+        &host,
+        &bob_in_a.access_token,
+        "SELECT id, total FROM orders",
+    );
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["rows"], json!([{ "id": 1, "total": "29.99" }]));
+    for write in [
+        "INSERT INTO orders VALUES (2, 1)",
+        "UPDATE orders SET total = 0",
+        "DELETE FROM orders",
+        "DROP TABLE orders",
+        "CREATE TABLE mine (x int)",
+        "SET transaction_read_only = off; INSERT INTO orders VALUES (3, 1)",
+        "SET TRANSACTION READ WRITE; DELETE FROM orders",
+        "SELECT 1; TRUNCATE orders",
+    ] {
+        forbidden(
+            &sql(&host, &bob_in_a.access_token, write),
+            "Write on Tables",
+        );
+    }
+    let reset = sql(
+        &host,
+        &bob_in_a.access_token,
+        "RESET transaction_read_only; DELETE FROM orders",
+    );
+    assert!(reset.expect_error(400).contains("cannot be reset"));
+    // Nor do the permission routes open to a Tables grant.
+    forbidden(
+        &call(
+            &host,
+            "GET",
+            "/v1/permissions",
+            &bob_in_a.access_token,
+            None,
+        ),
+        "Read on Permissions",
+    );
+    forbidden(
+        &grant(
+            &host,
+            &bob_in_a.access_token,
+            json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": ["Admin"] }),
+        ),
+        "Admin on Permissions",
+    );
+    let untouched = sql(&host, &alice.access_token, "SELECT id, total FROM orders").json();
+    assert_eq!(untouched["rows"], json!([{ "id": 1, "total": "29.99" }]));
+
+    // Write: the same statements go through, at once (same host).
+    let upgraded = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": ["Write"] }),
+    );
+    assert_eq!(upgraded.status, 200, "{}", upgraded.text());
+    assert_eq!(upgraded.json()["id"], created["id"], "replaced, not added");
+    assert_eq!(
+        sql(
+            &host,
+            &bob_in_a.access_token,
+            "INSERT INTO orders VALUES (2, 5)"
+        )
+        .status,
+        200
+    );
+    assert_eq!(grants(&host, &alice.access_token).len(), 1);
+
+    // Revoked: the exact denial of the reference, at once.
+    let revoked = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": [] }),
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert_eq!(revoked.json()["revoked"], true);
+    forbidden(
+        &sql(&host, &bob_in_a.access_token, "SELECT 1"),
+        "Read on Tables",
+    );
+    assert_eq!(grants(&host, &alice.access_token), Vec::<Value>::new());
+    grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": [] }),
+    )
+    .expect_error(404);
+
+    // Switching ended bob's first session. Logged in again, he is back in
+    // his own project, his to administer, where alice's tables are not.
+    call(&host, "GET", "/v1/whoami", &bob.access_token, None).expect_error(401);
+    let login = host.post_json(
+        "/v1/auth/login",
+        &json!({ "email": bob.email, "password": PASSWORD }),
+    );
+    let bob = Account::from(&login.json());
+    assert_ne!(project_of(&host, &bob), project);
+    sql(&host, &bob.access_token, "SELECT count(*) AS n FROM orders").expect_error(400);
+    assert_eq!(grants(&host, &bob.access_token), Vec::<Value>::new());
+}
+
+#[test]
+fn a_grant_on_one_table_is_not_a_grant_on_all() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let bob = host.signup(&unique_email("bob"), PASSWORD);
+    let project = project_of(&host, &alice);
+    let one = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables",
+                "resource_id": "orders", "actions": ["Admin"] }),
+    );
+    assert_eq!(one.status, 201, "{}", one.text());
+    let bob_in_a = Account::from(&switch_into(&host, &bob, &project, &alice.environment).json());
+    // Arbitrary SQL can touch any table, so it takes a grant on `*`.
+    forbidden(
+        &sql(&host, &bob_in_a.access_token, "SELECT * FROM orders"),
+        "Read on Tables",
+    );
+}
+
+#[test]
+fn bad_grants_are_refused_and_change_nothing() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let nobody = "6f1c1a4e-0000-4000-8000-00000000000a";
+    for (body, says) in [
+        (
+            json!({ "principal_type": "user", "principal_id": nobody, "resource": "Tables", "actions": ["Read"] }),
+            "no user",
+        ),
+        (
+            json!({ "principal_type": "user", "principal_id": "bob", "resource": "Tables", "actions": ["Read"] }),
+            "UUID",
+        ),
+        (
+            json!({ "principal_type": "team", "principal_id": nobody, "resource": "Tables", "actions": ["Read"] }),
+            "teams",
+        ),
+        (
+            json!({ "principal_type": "role", "principal_id": "member", "resource": "Tabels", "actions": ["Read"] }),
+            "unknown resource",
+        ),
+        (
+            json!({ "principal_type": "role", "principal_id": "member", "resource": "Tables", "actions": ["Drop"] }),
+            "unknown action",
+        ),
+        (
+            json!({ "principal_type": "role", "principal_id": "member", "resource": "Tables", "resource_id": "x'--", "actions": ["Read"] }),
+            "resource_id",
+        ),
+        (
+            json!({ "principal_type": "role", "principal_id": "member", "resource": "Tables" }),
+            "actions",
+        ),
+        (
+            json!({ "principal_type": "role", "principal_id": "member", "resource": "Tables", "actions": ["Read"], "extra": 1 }),
+            "extra",
+        ),
+    ] {
+        let message = grant(&host, &alice.access_token, body.clone()).expect_error(422);
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    let bearer = format!("Bearer {}", alice.access_token);
+    let malformed = host.request(
+        "PUT",
+        "/v1/permissions",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        b"{\"principal_type\": ".to_vec(),
+    );
+    malformed.expect_error(400);
+    assert_eq!(grants(&host, &alice.access_token), Vec::<Value>::new());
+
+    let role = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "role", "principal_id": "member", "resource": "Functions",
+                "resource_id": "hello", "actions": ["Read", "Read"] }),
+    );
+    assert_eq!(role.status, 201, "{}", role.text());
+    assert_eq!(role.json()["actions"], json!(["Read"]));
+    assert_eq!(grants(&host, &alice.access_token).len(), 1);
+}
