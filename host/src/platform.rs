@@ -34,6 +34,7 @@ pub struct Platform {
     pub metrics: Arc<Metrics>,
     embedded: Option<Embedded>,
     session_listener: tokio::task::JoinHandle<()>,
+    idle_sweeper: tokio::task::JoinHandle<()>,
     _lock: File,
 }
 
@@ -131,6 +132,16 @@ impl Platform {
             let (auth, pool) = (auth.clone(), db.platform_pool().clone());
             async move { auth.sessions.listen(pool).await }
         });
+        let idle_sweeper = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    every.tick().await;
+                    db.sweep_idle();
+                }
+            }
+        });
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "platform started"
@@ -148,6 +159,7 @@ impl Platform {
             metrics,
             embedded,
             session_listener,
+            idle_sweeper,
             _lock: lock,
         })
     }
@@ -155,6 +167,7 @@ impl Platform {
     /// Closes the pools, then stops the embedded Postgres.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.session_listener.abort();
+        self.idle_sweeper.abort();
         self.db.close().await;
         if let Some(embedded) = self.embedded {
             embedded.stop().await?;

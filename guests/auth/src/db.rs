@@ -1,7 +1,7 @@
 //! The platform tables, through the `platform-db` capability.
 
 use zatabase_guest_kit::platform_db::{self, Transaction};
-use zatabase_guest_kit::types::{ErrorKind, QueryResult, SqlError, Value};
+use zatabase_guest_kit::types::{ErrorKind, JsonResult, QueryResult, SqlError, Value};
 use zatabase_guest_kit::values::{self, cell};
 use zatabase_guest_kit::{ApiError, log};
 
@@ -22,6 +22,11 @@ pub fn internal(error: SqlError) -> ApiError {
 
 pub fn query(statement: &str, params: &[Value]) -> Result<QueryResult, ApiError> {
     platform_db::execute(statement, params).map_err(internal)
+}
+
+/// `query`, with the rows as JSON (for answering them).
+pub fn query_json(statement: &str, params: &[Value]) -> Result<JsonResult, ApiError> {
+    platform_db::execute_json(statement, params).map_err(internal)
 }
 
 pub fn begin() -> Result<Transaction, ApiError> {

@@ -10,7 +10,7 @@ use zatabase_guest_kit::access::{
     ACTIONS, RESOURCES, action_name, implied, parse_action, parse_resource, require, resource_name,
 };
 use zatabase_guest_kit::session::{self, Action, Resource};
-use zatabase_guest_kit::values::{boolean, cell, param, rows_to_json};
+use zatabase_guest_kit::values::{json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, auth};
 
 use crate::db;
@@ -27,7 +27,7 @@ const GRANT: &str = "id::text AS id, principal_type, principal_id, resource, res
 pub fn list(_: &Request, _: &Params) -> Result<Response, ApiError> {
     let caller = caller()?;
     require(Resource::Permissions, None, Action::Read)?;
-    let found = db::query(
+    let found = db::query_json(
         &format!(
             "SELECT {GRANT} FROM zatabase.permission_grants
              WHERE project_id = $1::uuid ORDER BY created_at, id"
@@ -36,7 +36,7 @@ pub fn list(_: &Request, _: &Params) -> Result<Response, ApiError> {
     )?;
     Ok(Response::json(
         200,
-        &json!({ "project_id": caller.project_id, "grants": rows_to_json(&found) }),
+        &json!({ "project_id": caller.project_id, "grants": json_rows(&found) }),
     ))
 }
 
@@ -164,7 +164,7 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
         param(&grant.resource_id),
     ];
     let (status, mut body) = if grant.actions.is_empty() {
-        let gone = db::query(
+        let gone = db::query_json(
             &format!(
                 "DELETE FROM zatabase.permission_grants
                  WHERE project_id = $1::uuid AND principal_type = $2 AND principal_id = $3
@@ -173,7 +173,7 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ),
             &key,
         )?;
-        let Some(mut grant) = rows_to_json(&gone).pop() else {
+        let Some(mut grant) = json_rows(&gone).pop() else {
             return Err(ApiError::not_found("no such grant to revoke"));
         };
         grant["actions"] = json!([]);
@@ -184,7 +184,7 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
         let mut params = key.to_vec();
         params.push(param(json!(names).to_string()));
         params.push(param(&caller.user_id));
-        let saved = db::query(
+        let saved = db::query_json(
             &format!(
                 "INSERT INTO zatabase.permission_grants AS g
                    (project_id, principal_type, principal_id, resource, resource_id, actions, granted_by)
@@ -197,13 +197,13 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ),
             &params,
         )?;
-        let created = cell(&saved, 0, "created").and_then(boolean) == Some(true);
-        let mut grant = rows_to_json(&saved)
+        let mut grant = json_rows(&saved)
             .pop()
             .ok_or_else(|| ApiError::internal("the grant was not saved"))?;
-        if let Json::Object(fields) = &mut grant {
-            fields.remove("created");
-        }
+        let created = match &mut grant {
+            Json::Object(fields) => fields.remove("created") == Some(Json::Bool(true)),
+            _ => false,
+        };
         (if created { 201 } else { 200 }, grant)
     };
     // Committed (one statement): every host's cached permissions for the

@@ -156,6 +156,16 @@ impl Response {
         }
     }
 
+    /// A JSON response whose body is already JSON text (the caller vouches
+    /// for it, typically because the host wrote it).
+    pub fn json_text(status: u16, body: String) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: body.into_bytes(),
+        }
+    }
+
     /// 204 with no body.
     pub fn no_content() -> Self {
         Self {

@@ -1,24 +1,14 @@
-//! The JSON form of SQL values, shared by every route group that returns rows.
+//! SQL values in and out of route groups: parameters from JSON, typed cells
+//! to read, and results in their JSON form.
 //!
-//! | Postgres                         | JSON                                   |
-//! |----------------------------------|----------------------------------------|
-//! | int2, int4, int8                 | number                                 |
-//! | float4, float8                   | number; NaN and ±Infinity as strings   |
-//! | numeric                          | string (exact)                         |
-//! | bool                             | true / false                           |
-//! | text, varchar, char, uuid        | string                                 |
-//! | date, time, timestamp(tz)        | ISO 8601 string                        |
-//! | interval                         | ISO 8601 duration string               |
-//! | json, jsonb                      | JSON                                   |
-//! | bytea                            | base64 string                          |
-//! | vector                           | array of numbers                       |
-//! | arrays                           | arrays of the above                    |
-//! | NULL                             | null                                   |
-//! | anything else                    | its Postgres text form                 |
+//! The JSON form of values (the README's type table) is written by the
+//! host: `sql.execute-json` and `platform-db.execute-json` hand back rows
+//! already as JSON text, so the mapping lives in one place
+//! (`host/src/db/json.rs`) and no value crosses into the guest one by one.
 
-use serde_json::{Map, Number, Value as Json};
+use serde_json::Value as Json;
 
-use crate::types::{Column, QueryResult, Scalar, Value};
+use crate::types::{Column, JsonResult, QueryResult, Scalar, Value};
 
 /// A parameter from its JSON form: numbers stay numbers, strings are text
 /// (Postgres parses them into the target type), objects and arrays are JSON
@@ -39,35 +29,10 @@ pub fn param_from_json(json: &Json) -> Value {
     }
 }
 
-/// The JSON form of a column value.
-pub fn value_to_json(value: &Value) -> Json {
-    match value {
-        Value::Null => Json::Null,
-        Value::Scalar(scalar) => scalar_to_json(scalar),
-        Value::Array(items) => Json::Array(
-            items
-                .iter()
-                .map(|item| item.as_ref().map_or(Json::Null, scalar_to_json))
-                .collect(),
-        ),
-    }
-}
-
-/// A result's rows as JSON objects keyed by column name.
-pub fn rows_to_json(result: &QueryResult) -> Vec<Json> {
-    result
-        .rows
-        .iter()
-        .map(|row| {
-            let object: Map<String, Json> = result
-                .columns
-                .iter()
-                .zip(row)
-                .map(|(column, value)| (column.name.clone(), value_to_json(value)))
-                .collect();
-            Json::Object(object)
-        })
-        .collect()
+/// The rows of a JSON result, parsed (for a route group that reshapes them;
+/// one that answers them as they are embeds `rows` as text).
+pub fn json_rows(result: &JsonResult) -> Vec<Json> {
+    serde_json::from_str(&result.rows).expect("the host writes rows as a JSON array")
 }
 
 /// The value of column `name` in row `row`, if both exist.
@@ -119,97 +84,9 @@ pub fn columns_to_json(columns: &[Column]) -> Json {
     )
 }
 
-fn scalar_to_json(scalar: &Scalar) -> Json {
-    match scalar {
-        Scalar::Boolean(b) => Json::Bool(*b),
-        Scalar::Int16(i) => Json::from(*i),
-        Scalar::Int32(i) => Json::from(*i),
-        Scalar::Int64(i) => Json::from(*i),
-        Scalar::Float32(f) => float_to_json(f64::from(*f)),
-        Scalar::Float64(f) => float_to_json(*f),
-        Scalar::Json(text) => {
-            serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))
-        }
-        Scalar::Bytes(bytes) => Json::String(base64(bytes)),
-        Scalar::Vector(items) => {
-            Json::Array(items.iter().map(|f| float_to_json(f64::from(*f))).collect())
-        }
-        Scalar::Numeric(s)
-        | Scalar::Text(s)
-        | Scalar::Uuid(s)
-        | Scalar::Date(s)
-        | Scalar::Time(s)
-        | Scalar::Timestamp(s)
-        | Scalar::Timestamptz(s)
-        | Scalar::Interval(s)
-        | Scalar::Other(s) => Json::String(s.clone()),
-    }
-}
-
-fn float_to_json(f: f64) -> Json {
-    match Number::from_f64(f) {
-        Some(n) => Json::Number(n),
-        None if f.is_nan() => Json::String("NaN".to_owned()),
-        None if f > 0.0 => Json::String("Infinity".to_owned()),
-        None => Json::String("-Infinity".to_owned()),
-    }
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> shift) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(base64(input.as_bytes()), expected, "{input}");
-        }
-    }
-
-    #[test]
-    fn floats_that_json_cannot_hold_become_strings() {
-        assert_eq!(float_to_json(f64::NAN), Json::String("NaN".into()));
-        assert_eq!(
-            float_to_json(f64::INFINITY),
-            Json::String("Infinity".into())
-        );
-        assert_eq!(
-            float_to_json(f64::NEG_INFINITY),
-            Json::String("-Infinity".into())
-        );
-        assert_eq!(float_to_json(1.5), serde_json::json!(1.5));
-    }
 
     #[test]
     fn params_keep_their_json_kind() {

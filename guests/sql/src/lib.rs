@@ -6,11 +6,10 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use serde::Deserialize;
-use serde_json::json;
 use zatabase_guest_kit::access::require;
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::types::{ErrorKind, SqlError};
-use zatabase_guest_kit::values::{columns_to_json, param_from_json, rows_to_json};
+use zatabase_guest_kit::values::{columns_to_json, param_from_json};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, RouteGroup, Router, sql};
 
 struct Sql;
@@ -42,16 +41,20 @@ fn execute(request: &Request, _: &Params) -> Result<Response, ApiError> {
         return Err(ApiError::unprocessable("`query` must not be empty"));
     }
     let params: Vec<_> = body.params.iter().map(param_from_json).collect();
-    let result = sql::execute(&body.query, &params).map_err(sql_error)?;
-    let mut response = json!({
-        "rows": rows_to_json(&result),
-        "columns": columns_to_json(&result.columns),
-        "affected_rows": result.affected_rows,
-    });
+    let result = sql::execute_json(&body.query, &params).map_err(sql_error)?;
+    // The rows arrive as JSON text from the host and go out as they are.
+    let columns = columns_to_json(&result.columns).to_string();
+    let mut response = String::with_capacity(result.rows.len() + columns.len() + 64);
+    response.push_str("{\"rows\":");
+    response.push_str(&result.rows);
+    response.push_str(",\"columns\":");
+    response.push_str(&columns);
+    response.push_str(&format!(",\"affected_rows\":{}", result.affected_rows));
     if result.truncated {
-        response["truncated"] = json!(true);
+        response.push_str(",\"truncated\":true");
     }
-    Ok(Response::json(200, &response))
+    response.push('}');
+    Ok(Response::json_text(200, response))
 }
 
 /// Postgres's verdict as an API error. Every kind is decided here, so a new

@@ -7,9 +7,9 @@
 
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
-use super::types::{QueryResult, SqlError, Value};
+use super::types::{JsonResult, QueryResult, SqlError, Value};
 use super::zatabase::platform::platform_db::{self, Host, HostTransaction};
-use crate::db::{PlatformSql, PlatformTx};
+use crate::db::{Fetched, PlatformSql, PlatformTx};
 use crate::dispatch::HostState;
 
 /// The host side of a `transaction` resource.
@@ -27,7 +27,23 @@ impl Host for PlatformDbState {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, SqlError>> {
-        Ok(self.db.execute(&statement, &params).await)
+        Ok(self
+            .db
+            .execute(&statement, &params)
+            .await
+            .map(Fetched::typed))
+    }
+
+    async fn execute_json(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<JsonResult, SqlError>> {
+        Ok(self
+            .db
+            .execute(&statement, &params)
+            .await
+            .map(Fetched::json))
     }
 
     async fn begin(&mut self) -> wasmtime::Result<Result<Resource<Transaction>, SqlError>> {
@@ -46,7 +62,7 @@ impl HostTransaction for PlatformDbState {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, SqlError>> {
         let tx = self.table.get_mut(&tx)?;
-        Ok(tx.execute(&statement, &params).await)
+        Ok(tx.execute(&statement, &params).await.map(Fetched::typed))
     }
 
     async fn commit(

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::types::{ErrorKind, QueryResult, SqlError, Value};
+use super::types::{ErrorKind, JsonResult, QueryResult, SqlError, Value};
 use super::zatabase::platform::session::{Action, Resource};
 use super::zatabase::platform::sql::{self, Host};
 use crate::auth::Access;
 use crate::auth::access::denial;
-use crate::db::TenantSql;
 use crate::db::exec::error;
+use crate::db::{Fetched, TenantSql};
 use crate::dispatch::HostState;
 
 /// Per-request state of the capability: the tenant the request acts in, if
@@ -27,12 +27,10 @@ pub struct SqlState {
     pub access: Arc<Access>,
 }
 
-impl Host for SqlState {
-    async fn execute(
-        &mut self,
-        statement: String,
-        params: Vec<Value>,
-    ) -> Result<QueryResult, SqlError> {
+impl SqlState {
+    /// Runs the caller's SQL if its grants on Tables allow: none, no SQL;
+    /// Read without Write, a read-only transaction.
+    async fn run(&self, statement: &str, params: &[Value]) -> Result<Fetched, SqlError> {
         let Some(tenant) = &self.tenant else {
             return Err(error(
                 ErrorKind::PermissionDenied,
@@ -46,7 +44,7 @@ impl Host for SqlState {
             ));
         }
         let read_only = !self.access.allows(Resource::Tables, None, Action::Write);
-        match tenant.execute(&statement, &params, read_only).await {
+        match tenant.execute(statement, params, read_only).await {
             // 25006: a write in a read-only transaction; 25001: an attempt to
             // make it read-write again.
             Err(e) if read_only && matches!(e.sqlstate.as_deref(), Some("25006" | "25001")) => {
@@ -61,6 +59,24 @@ impl Host for SqlState {
             }
             result => result,
         }
+    }
+}
+
+impl Host for SqlState {
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> Result<QueryResult, SqlError> {
+        self.run(&statement, &params).await.map(Fetched::typed)
+    }
+
+    async fn execute_json(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> Result<JsonResult, SqlError> {
+        self.run(&statement, &params).await.map(Fetched::json)
     }
 }
 

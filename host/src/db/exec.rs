@@ -7,6 +7,7 @@
 //! query string as one implicit transaction: an error anywhere rolls all of
 //! it back, so nothing is ever half-applied.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -29,8 +30,8 @@ pub struct Limits {
 pub struct Scope<'a> {
     /// `SET LOCAL ROLE` to this role, if any.
     pub role: Option<&'a str>,
-    /// Schemas, unquoted, in order.
-    pub search_path: &'a [&'a str],
+    /// Schemas, unquoted, in order; `None` keeps the connection's default.
+    pub search_path: Option<&'a [&'a str]>,
     /// Whether to clear session state an earlier request may have left.
     pub reset_session: bool,
     pub read_only: bool,
@@ -74,7 +75,7 @@ pub async fn run(
     limits: Limits,
     sql: &str,
     params: &[Value],
-) -> Result<QueryResult, SqlError> {
+) -> Result<Fetched, SqlError> {
     let statements = read(sql, params)?;
     let literals = render_params(conn, types, &statements, params).await?;
     let (body, substitutions) = sqltext::interpolate(sql, &statements, &literals);
@@ -90,7 +91,7 @@ pub async fn run(
         .await
         .map_err(|e| map_error(e, &positions))?;
     let mut result = raw
-        .decode(conn, types)
+        .resolve(conn, types)
         .await
         .map_err(|e| map_error(e, &Positions::none()))?;
     if statements
@@ -197,49 +198,56 @@ pub fn read<'a>(sql: &'a str, params: &[Value]) -> Result<Vec<Statement<'a>>, Sq
     Ok(statements)
 }
 
-/// The settings statements sent before the client's, and how many there are.
+/// Settings every connection starts with (startup parameters, so they are
+/// the session defaults `RESET ALL` returns to): the output formats the
+/// decoder reads.
+pub const SESSION_SETTINGS: [(&str, &str); 5] = [
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "iso_8601"),
+    ("TimeZone", "UTC"),
+    ("bytea_output", "hex"),
+    ("extra_float_digits", "1"),
+];
+
+/// The statements sent before the client's, and how many there are.
 fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
     let mut prefix = String::new();
     let mut count = 0;
     if scope.reset_session {
-        prefix.push_str(
-            "RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();\n",
-        );
-        count += 5;
+        // Clears what an earlier request may have left on the connection;
+        // the settings return to the connection's defaults.
+        prefix.push_str("RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *;\n");
+        count += 4;
     }
     if scope.read_only {
         prefix.push_str("SET TRANSACTION READ ONLY;\n");
         count += 1;
     }
-    let search_path = scope
-        .search_path
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut settings = vec![
-        ("search_path", search_path),
-        (
-            "statement_timeout",
-            format!("{}ms", limits.statement_timeout.as_millis()),
-        ),
-        ("DateStyle", "ISO, YMD".to_owned()),
-        ("IntervalStyle", "iso_8601".to_owned()),
-        ("TimeZone", "UTC".to_owned()),
-        ("bytea_output", "hex".to_owned()),
-        ("extra_float_digits", "1".to_owned()),
-    ];
-    if let Some(role) = scope.role {
-        settings.insert(0, ("role", role.to_owned()));
+    let mut calls = Vec::new();
+    if scope.reset_session {
+        calls.push("pg_advisory_unlock_all()::text".to_owned());
     }
-    let calls: Vec<String> = settings
-        .iter()
-        .map(|(name, value)| {
-            // Names and values are the host's own, never a client's; quoted anyway.
-            let value = sqltext::quote_literal(value).expect("settings hold no NUL");
-            format!("set_config('{name}', {value}, true)")
-        })
-        .collect();
+    // Names and values are the host's own, never a client's; quoted anyway.
+    let mut set = |name: &str, value: &str| {
+        let value = sqltext::quote_literal(value).expect("settings hold no NUL");
+        calls.push(format!("set_config('{name}', {value}, true)"));
+    };
+    if let Some(role) = scope.role {
+        set("role", role);
+    }
+    if let Some(path) = scope.search_path {
+        let path: Vec<String> = path.iter().map(|s| format!("\"{s}\"")).collect();
+        set("search_path", &path.join(", "));
+    }
+    if !scope.reset_session {
+        // A reset connection is back at its default timeout already.
+        set(
+            "statement_timeout",
+            &format!("{}ms", limits.statement_timeout.as_millis()),
+        );
+    }
+    // This SELECT also takes the transaction's first snapshot: from here on
+    // Postgres refuses to make a read-only transaction read-write.
     prefix.push_str(&format!("SELECT {};\n", calls.join(", ")));
     count += 1;
     (prefix, count)
@@ -255,19 +263,19 @@ struct RawResult {
 }
 
 impl RawResult {
-    /// Types the text, looking up any type OID not known yet.
-    async fn decode(
+    /// Describes the columns, looking up any type OID not known yet.
+    async fn resolve(
         self,
         conn: &mut PgConnection,
         types: &TypeCache,
-    ) -> Result<QueryResult, sqlx::Error> {
+    ) -> Result<Fetched, sqlx::Error> {
         let oids: Vec<u32> = self.columns.iter().map(|(_, oid)| *oid).collect();
         types.resolve(conn, &oids).await?;
-        let descs: Vec<std::sync::Arc<TypeDesc>> = oids
+        let descs: Vec<Arc<TypeDesc>> = oids
             .iter()
             .map(|oid| {
                 types.get(*oid).unwrap_or_else(|| {
-                    std::sync::Arc::new(TypeDesc {
+                    Arc::new(TypeDesc {
                         name: format!("oid:{oid}"),
                         decoder: super::decode::Decoder::Other,
                         is_array: false,
@@ -275,6 +283,38 @@ impl RawResult {
                 })
             })
             .collect();
+        Ok(Fetched {
+            columns: self
+                .columns
+                .into_iter()
+                .zip(&descs)
+                .map(|((name, _), desc)| wit::Column {
+                    name,
+                    type_name: desc.name.clone(),
+                })
+                .collect(),
+            descs,
+            rows: self.rows,
+            affected_rows: self.affected_rows,
+            truncated: self.truncated,
+        })
+    }
+}
+
+/// A statement's result: its columns typed, its values still Postgres's
+/// text until the caller asks for them typed or as JSON.
+pub struct Fetched {
+    pub columns: Vec<wit::Column>,
+    descs: Vec<Arc<TypeDesc>>,
+    rows: Vec<Vec<Option<String>>>,
+    affected_rows: u64,
+    truncated: bool,
+}
+
+impl Fetched {
+    /// Every value typed.
+    pub fn typed(self) -> QueryResult {
+        let descs = self.descs;
         let rows = self
             .rows
             .into_iter()
@@ -288,20 +328,58 @@ impl RawResult {
                     .collect()
             })
             .collect();
-        Ok(QueryResult {
-            columns: self
-                .columns
-                .into_iter()
-                .zip(&descs)
-                .map(|((name, _), desc)| wit::Column {
-                    name,
-                    type_name: desc.name.clone(),
-                })
-                .collect(),
+        QueryResult {
+            columns: self.columns,
             rows,
             affected_rows: self.affected_rows,
             truncated: self.truncated,
-        })
+        }
+    }
+
+    /// The rows as the API's JSON text: an array of objects keyed by column
+    /// name (a name used twice keeps its last column, as a JSON parser would).
+    pub fn json(self) -> wit::JsonResult {
+        let keys: Vec<Option<String>> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| {
+                let shadowed = self.columns[i + 1..].iter().any(|c| c.name == column.name);
+                (!shadowed).then(|| super::json::string(&column.name))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(64 + self.rows.len() * 16 * keys.len().max(1));
+        out.push(b'[');
+        for (r, row) in self.rows.iter().enumerate() {
+            if r > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            let mut first = true;
+            for ((text, desc), key) in row.iter().zip(&self.descs).zip(&keys) {
+                let Some(key) = key else { continue };
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(key.as_bytes());
+                out.push(b':');
+                match text {
+                    None => out.extend_from_slice(b"null"),
+                    Some(text) => {
+                        super::json::write_value(&mut out, &desc.decoder.value(desc.is_array, text))
+                    }
+                }
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+        wit::JsonResult {
+            columns: self.columns,
+            rows: String::from_utf8(out).expect("JSON written from strings is UTF-8"),
+            affected_rows: self.affected_rows,
+            truncated: self.truncated,
+        }
     }
 }
 

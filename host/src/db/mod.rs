@@ -8,7 +8,9 @@ pub mod decode;
 pub mod embedded;
 pub mod exec;
 pub mod install;
+pub mod json;
 pub mod migrate;
+pub mod pool;
 pub mod sqltext;
 pub mod tenant;
 
@@ -21,9 +23,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, Postgres};
 
-use crate::caps::types::{ErrorKind, QueryResult, SqlError, Value};
+use crate::caps::types::{ErrorKind, SqlError, Value};
 use crate::secrets::MasterKey;
+pub use exec::Fetched;
 use exec::{Limits, Scope, error};
+use pool::{AcquireError, TenantPool};
 pub use tenant::Tenant;
 
 /// How long past the statement timeout the host waits for Postgres before
@@ -44,7 +48,7 @@ pub struct Db {
     platform: PgPool,
     options: PgConnectOptions,
     database: String,
-    tenants: Mutex<HashMap<String, PgPool>>,
+    tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
     /// Tenants this host has made sure exist.
     provisioned: Mutex<std::collections::HashSet<String>>,
     types: decode::TypeCache,
@@ -93,6 +97,7 @@ impl Db {
                 options
                     .clone()
                     .application_name("zatabase")
+                    .options(exec::SESSION_SETTINGS)
                     .options([("search_path", "zatabase, extensions, public")]),
             )
             .await
@@ -184,26 +189,48 @@ impl Db {
             .derive(&format!("postgres-login:{}", tenant.login_role))
     }
 
-    /// The pool logged in as the tenant's role, created on first use.
-    fn tenant_pool(&self, tenant: &Tenant) -> PgPool {
+    /// The pool logged in as the tenant's role, created on first use. Its
+    /// connections start with the output formats, the statement timeout and
+    /// the tenant's `search_path` as their session defaults, which is what
+    /// `RESET ALL` returns to before every request.
+    fn tenant_pool(&self, tenant: &Tenant) -> Arc<TenantPool> {
         let mut pools = self.tenants.lock().expect("tenant pool map poisoned");
         pools
             .entry(tenant.key.clone())
             .or_insert_with(|| {
-                PgPoolOptions::new()
-                    .max_connections(self.pools.tenant_max_connections)
-                    .min_connections(0)
-                    .idle_timeout(self.pools.tenant_idle_timeout)
-                    .acquire_timeout(self.pools.acquire_timeout)
-                    .connect_lazy_with(
-                        self.options
-                            .clone()
-                            .application_name("zatabase-tenant")
-                            .username(&tenant.login_role)
-                            .password(&self.tenant_password(tenant)),
-                    )
+                let search_path = format!("\"{}\", extensions", tenant.schema);
+                let timeout = format!("{}ms", self.limits.statement_timeout.as_millis());
+                TenantPool::new(
+                    self.options
+                        .clone()
+                        .application_name("zatabase-tenant")
+                        .username(&tenant.login_role)
+                        .password(&self.tenant_password(tenant))
+                        .options(exec::SESSION_SETTINGS)
+                        .options([
+                            ("search_path", search_path.as_str()),
+                            ("statement_timeout", timeout.as_str()),
+                        ]),
+                    self.pools.tenant_max_connections,
+                    self.pools.acquire_timeout,
+                    self.pools.tenant_idle_timeout,
+                )
             })
             .clone()
+    }
+
+    /// Closes tenant connections idle past their timeout.
+    pub fn sweep_idle(&self) {
+        let pools: Vec<_> = self
+            .tenants
+            .lock()
+            .expect("tenant pool map poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
+            pool.sweep();
+        }
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -212,7 +239,7 @@ impl Db {
             platform_size: self.platform.size(),
             platform_idle: self.platform.num_idle(),
             tenant_pools: pools.len(),
-            tenant_size: pools.values().map(PgPool::size).sum(),
+            tenant_size: pools.values().map(|p| p.size()).sum(),
         }
     }
 
@@ -234,15 +261,13 @@ impl Db {
     }
 
     async fn close_pools(&self) {
-        let tenants: Vec<PgPool> = self
+        for pool in self
             .tenants
             .lock()
             .expect("tenant pool map poisoned")
             .drain()
-            .map(|(_, pool)| pool)
-            .collect();
-        for pool in tenants {
-            pool.close().await;
+        {
+            pool.1.close_idle();
         }
         self.platform.close().await;
     }
@@ -257,7 +282,7 @@ async fn run_bounded(
     scope: Scope<'_>,
     statement: &str,
     params: &[Value],
-) -> Result<QueryResult, SqlError> {
+) -> Result<Fetched, SqlError> {
     let limits = db.limits;
     let work = exec::run(conn, &db.types, scope, limits, statement, params);
     match tokio::time::timeout(limits.statement_timeout + TIMEOUT_GRACE, work).await {
@@ -303,7 +328,7 @@ impl TenantSql {
         statement: &str,
         params: &[Value],
         read_only: bool,
-    ) -> Result<QueryResult, SqlError> {
+    ) -> Result<Fetched, SqlError> {
         if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
             tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
             return Err(error(
@@ -312,15 +337,42 @@ impl TenantSql {
             ));
         }
         let pool = self.db.tenant_pool(&self.tenant);
-        let mut conn = pool.acquire().await.map_err(acquire_error)?;
-        let search_path = [self.tenant.schema.as_str(), "extensions"];
+        let mut conn = pool.acquire().await.map_err(|e| match e {
+            AcquireError::TimedOut => acquire_error(sqlx::Error::PoolTimedOut),
+            AcquireError::Connect(e) => acquire_error(e),
+        })?;
         let scope = Scope {
             role: Some(&self.tenant.owner_role),
-            search_path: &search_path,
+            // The connection's own default (see `Db::tenant_pool`).
+            search_path: None,
             reset_session: true,
             read_only,
         };
-        run_bounded(&self.db, &mut conn, scope, statement, params).await
+        let limits = self.db.limits;
+        let work = exec::run(&mut conn, &self.db.types, scope, limits, statement, params);
+        match tokio::time::timeout(limits.statement_timeout + TIMEOUT_GRACE, work).await {
+            Ok(result) => {
+                // Postgres answered, with rows or with its error: the
+                // connection is ready for the next request. A lost socket
+                // or a result the host could not read says otherwise.
+                if !matches!(
+                    &result,
+                    Err(SqlError {
+                        kind: ErrorKind::Unavailable | ErrorKind::Internal,
+                        ..
+                    })
+                ) {
+                    conn.finish();
+                }
+                result
+            }
+            // Dropped unfinished, the connection is closed and its backend
+            // ended (see `pool::Pooled`).
+            Err(_) => Err(error(
+                ErrorKind::Timeout,
+                "the database did not answer in time",
+            )),
+        }
     }
 }
 
@@ -329,7 +381,7 @@ const PLATFORM_SEARCH_PATH: [&str; 2] = ["zatabase", "extensions"];
 fn platform_scope() -> Scope<'static> {
     Scope {
         role: None,
-        search_path: &PLATFORM_SEARCH_PATH,
+        search_path: Some(&PLATFORM_SEARCH_PATH),
         reset_session: false,
         read_only: false,
     }
@@ -346,11 +398,7 @@ impl PlatformSql {
         Self { db }
     }
 
-    pub async fn execute(
-        &self,
-        statement: &str,
-        params: &[Value],
-    ) -> Result<QueryResult, SqlError> {
+    pub async fn execute(&self, statement: &str, params: &[Value]) -> Result<Fetched, SqlError> {
         let mut conn = self.db.platform.acquire().await.map_err(acquire_error)?;
         run_bounded(&self.db, &mut conn, platform_scope(), statement, params).await
     }
@@ -379,7 +427,7 @@ impl PlatformTx {
         &mut self,
         statement: &str,
         params: &[Value],
-    ) -> Result<QueryResult, SqlError> {
+    ) -> Result<Fetched, SqlError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(error(ErrorKind::InvalidInput, "the transaction has ended"));
         };

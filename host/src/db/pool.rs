@@ -1,0 +1,202 @@
+//! A tenant's connections: a small LIFO pool that trusts what it knows.
+//!
+//! sqlx's pool pings a connection when it hands it back (and, by default,
+//! before it hands it out): two extra round trips for every request, as many
+//! as the request's own SQL. This pool skips them because the host knows how
+//! each use ended: a connection whose last run finished (with a result or
+//! with Postgres's error) is put back as is; one dropped mid-run (a deadline,
+//! a lost socket) is closed. Connections idle past the idle timeout are
+//! closed by [`TenantPool::sweep`].
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a connection could not be had.
+#[derive(Debug)]
+pub enum AcquireError {
+    /// Every connection stayed busy past the acquire timeout.
+    TimedOut,
+    Connect(sqlx::Error),
+}
+
+/// An open connection and the backend process serving it.
+struct Idle {
+    conn: PgConnection,
+    backend_pid: i32,
+    since: Instant,
+}
+
+pub struct TenantPool {
+    options: PgConnectOptions,
+    idle: Mutex<Vec<Idle>>,
+    permits: Arc<Semaphore>,
+    open: AtomicU32,
+    acquire_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl TenantPool {
+    pub fn new(
+        options: PgConnectOptions,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            options,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max_connections as usize)),
+            open: AtomicU32::new(0),
+            acquire_timeout,
+            idle_timeout,
+        })
+    }
+
+    /// A connection: the most recently used idle one, else a new one.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Pooled, AcquireError> {
+        let permit =
+            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| AcquireError::TimedOut)?
+                .expect("the semaphore is never closed");
+        let reused = {
+            let mut idle = self.idle.lock().expect("pool poisoned");
+            let now = Instant::now();
+            let mut found = None;
+            while let Some(candidate) = idle.pop() {
+                if now.duration_since(candidate.since) < self.idle_timeout {
+                    found = Some(candidate);
+                    break;
+                }
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            found
+        };
+        let (conn, backend_pid) = match reused {
+            Some(idle) => (idle.conn, idle.backend_pid),
+            None => {
+                let mut conn = PgConnection::connect_with(&self.options)
+                    .await
+                    .map_err(AcquireError::Connect)?;
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(AcquireError::Connect)?;
+                self.open.fetch_add(1, Ordering::Relaxed);
+                (conn, pid)
+            }
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            backend_pid,
+            finished: false,
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Closes connections idle past the idle timeout.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("pool poisoned");
+        let before = idle.len();
+        idle.retain(|c| now.duration_since(c.since) < self.idle_timeout);
+        self.open
+            .fetch_sub((before - idle.len()) as u32, Ordering::Relaxed);
+    }
+
+    /// Closes every idle connection (those in use close when dropped).
+    pub fn close_idle(&self) {
+        let mut idle = self.idle.lock().expect("pool poisoned");
+        self.open.fetch_sub(idle.len() as u32, Ordering::Relaxed);
+        idle.clear();
+    }
+
+    /// Open connections, idle or in use.
+    pub fn size(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection in use. It goes back to the pool only if [`Pooled::finish`]
+/// says its last run completed; dropped otherwise, it is closed.
+pub struct Pooled {
+    conn: Option<PgConnection>,
+    backend_pid: i32,
+    finished: bool,
+    pool: Arc<TenantPool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pooled {
+    /// Postgres's process id of this connection (for `pg_terminate_backend`).
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid
+    }
+
+    /// Marks the connection reusable: the last run ended with Postgres
+    /// ready for the next query.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if self.finished {
+            self.pool.idle.lock().expect("pool poisoned").push(Idle {
+                conn,
+                backend_pid: self.backend_pid,
+                since: Instant::now(),
+            });
+        } else {
+            // Dropped mid-run: closing the socket is not enough, since
+            // Postgres notices only when it next talks to the client, and a
+            // statement can outlive the timeout (the client may have turned
+            // `statement_timeout` off for its transaction). So the backend
+            // is ended too, from a connection of the same tenant role (which
+            // can signal its own backends and nobody else's).
+            self.pool.open.fetch_sub(1, Ordering::Relaxed);
+            drop(conn);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let options = self.pool.options.clone();
+                let pid = self.backend_pid;
+                runtime.spawn(async move {
+                    if let Err(error) = terminate(&options, pid).await {
+                        tracing::warn!(%error, pid, "ending an abandoned tenant backend");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn terminate(options: &PgConnectOptions, pid: i32) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
+}
