@@ -121,6 +121,32 @@ fn timeouts_cut_long_statements_and_the_pool_recovers() {
 }
 
 #[test]
+fn a_statement_that_turns_its_timeout_off_is_still_cut_and_its_backend_ended() {
+    let host = Host::builder()
+        .config("[sql]\nstatement_timeout_ms = 300\n")
+        .start();
+    // Postgres would let this run for ten minutes; the host cuts it at the
+    // timeout plus its grace period and ends the backend running it.
+    host.sql("SET LOCAL statement_timeout = 0; SELECT pg_sleep(600)", &[])
+        .expect_error(408);
+    let running = || {
+        host.sql_ok(
+            // As the login role, which sees its own backends' queries.
+            "RESET ROLE; SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()",
+            &[],
+        )["rows"][0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(5), || running() == 0),
+        "the abandoned statement is still running"
+    );
+    host.sql_ok("SELECT 1", &[]);
+}
+
+#[test]
 fn results_are_capped() {
     let host = Host::builder().config("[sql]\nmax_rows = 5\n").start();
     let body = host.sql_ok("SELECT generate_series(1, 50) AS n", &[]);
