@@ -209,28 +209,23 @@ pub const SESSION_SETTINGS: [(&str, &str); 5] = [
     ("extra_float_digits", "1"),
 ];
 
-/// The statements sent before the client's, and how many there are.
+/// The statement sent before the client's (one: each statement of a simple
+/// query costs Postgres about as much as a small SELECT), and how many
+/// statements that is.
+///
+/// Every function is schema-qualified: the client may have left any
+/// `search_path` behind, and names are resolved before the reset runs.
 fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
-    let mut prefix = String::new();
-    let mut count = 0;
-    if scope.reset_session {
-        // Clears what an earlier request may have left on the connection;
-        // the settings return to the connection's defaults.
-        prefix.push_str("RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *;\n");
-        count += 4;
-    }
-    if scope.read_only {
-        prefix.push_str("SET TRANSACTION READ ONLY;\n");
-        count += 1;
-    }
     let mut calls = Vec::new();
     if scope.reset_session {
-        calls.push("pg_advisory_unlock_all()::text".to_owned());
+        // Settings back to the connection's defaults, temporary tables,
+        // cursors, listens and advisory locks gone (migration 0005).
+        calls.push("extensions.zatabase_reset_session()::text".to_owned());
     }
     // Names and values are the host's own, never a client's; quoted anyway.
     let mut set = |name: &str, value: &str| {
         let value = sqltext::quote_literal(value).expect("settings hold no NUL");
-        calls.push(format!("set_config('{name}', {value}, true)"));
+        calls.push(format!("pg_catalog.set_config('{name}', {value}, true)"));
     };
     if let Some(role) = scope.role {
         set("role", role);
@@ -246,11 +241,12 @@ fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
             &format!("{}ms", limits.statement_timeout.as_millis()),
         );
     }
-    // This SELECT also takes the transaction's first snapshot: from here on
-    // Postgres refuses to make a read-only transaction read-write.
-    prefix.push_str(&format!("SELECT {};\n", calls.join(", ")));
-    count += 1;
-    (prefix, count)
+    if scope.read_only {
+        // This SELECT has taken the transaction's first snapshot, so from
+        // here on Postgres refuses to make the transaction read-write again.
+        set("transaction_read_only", "on");
+    }
+    (format!("SELECT {};\n", calls.join(", ")), 1)
 }
 
 /// The kept statement's result, as Postgres's text.

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "permissions",
         include_str!("../../migrations/0004_permissions.sql"),
     ),
+    (
+        5,
+        "session reset",
+        include_str!("../../migrations/0005_session_reset.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
