@@ -1,11 +1,11 @@
 //! Running a client's SQL: one round trip, one transaction, typed results.
 //!
-//! The statements go over the simple query protocol behind a prefix that
-//! resets what an earlier request may have left on the pooled connection and
-//! then scopes this one (`ROLE`, `search_path`, `statement_timeout`, output
-//! formats) with transaction-local settings. Postgres runs a multi-statement
-//! query string as one implicit transaction: an error anywhere rolls all of
-//! it back, so nothing is ever half-applied.
+//! The statements go over the simple query protocol behind one prefix
+//! statement that resets what an earlier request may have left on the pooled
+//! connection and scopes this one (role, and for the platform `search_path`
+//! and the statement timeout) with transaction-local settings. Postgres runs
+//! a multi-statement query string as one implicit transaction: an error
+//! anywhere rolls all of it back, so nothing is ever half-applied.
 
 use std::sync::Arc;
 use std::time::Duration;
