@@ -23,7 +23,13 @@ fn main() {
         .expect("host/ sits in the workspace")
         .to_path_buf();
     let out_dir = PathBuf::from(env("OUT_DIR"));
-    for watched in ["spin.toml", "wit", "guests", "Cargo.lock", ".cargo/config.toml"] {
+    for watched in [
+        "spin.toml",
+        "wit",
+        "guests",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

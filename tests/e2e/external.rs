@@ -35,17 +35,18 @@ fn an_external_postgres_with_pgvector_serves_tenants_over_password_logins() {
     );
 }
 
+/// A host on `postgres`; hosts sharing a database share the master key.
+fn host_on(postgres: &Standalone) -> Host {
+    Host::builder()
+        .env("DATABASE_URL", &postgres.url())
+        .env("ZATABASE_MASTER_KEY", &"0f".repeat(32))
+        .start()
+}
+
 #[test]
 fn a_session_ended_on_one_host_ends_on_every_host() {
     let postgres = Standalone::start(true);
-    let key = "0f".repeat(32);
-    let start = || {
-        Host::builder()
-            .env("DATABASE_URL", &postgres.url())
-            .env("ZATABASE_MASTER_KEY", &key)
-            .start()
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (host_on(&postgres), host_on(&postgres));
     let account = a.signup(
         &zatabase_tests::unique_email("multi"),
         "a long test password",
@@ -82,14 +83,7 @@ fn a_session_ended_on_one_host_ends_on_every_host() {
 #[test]
 fn a_grant_revoked_on_one_host_is_revoked_on_every_host() {
     let postgres = Standalone::start(true);
-    let key = "0f".repeat(32);
-    let start = || {
-        Host::builder()
-            .env("DATABASE_URL", &postgres.url())
-            .env("ZATABASE_MASTER_KEY", &key)
-            .start()
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (host_on(&postgres), host_on(&postgres));
     let password = "a long test password";
     let alice = a.signup(&zatabase_tests::unique_email("owner"), password);
     let bob = a.signup(&zatabase_tests::unique_email("guest"), password);
