@@ -31,7 +31,7 @@ impl Host for PlatformDbState {
             .db
             .execute(&statement, &params)
             .await
-            .map(Fetched::typed))
+            .and_then(Fetched::typed))
     }
 
     async fn execute_json(
@@ -43,7 +43,7 @@ impl Host for PlatformDbState {
             .db
             .execute(&statement, &params)
             .await
-            .map(Fetched::json))
+            .and_then(Fetched::json))
     }
 
     async fn begin(&mut self) -> wasmtime::Result<Result<Resource<Transaction>, SqlError>> {
@@ -62,7 +62,10 @@ impl HostTransaction for PlatformDbState {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, SqlError>> {
         let tx = self.table.get_mut(&tx)?;
-        Ok(tx.execute(&statement, &params).await.map(Fetched::typed))
+        Ok(tx
+            .execute(&statement, &params)
+            .await
+            .and_then(Fetched::typed))
     }
 
     async fn commit(

@@ -68,7 +68,7 @@ impl Host for SqlState {
         statement: String,
         params: Vec<Value>,
     ) -> Result<QueryResult, SqlError> {
-        self.run(&statement, &params).await.map(Fetched::typed)
+        self.run(&statement, &params).await.and_then(Fetched::typed)
     }
 
     async fn execute_json(
@@ -76,7 +76,7 @@ impl Host for SqlState {
         statement: String,
         params: Vec<Value>,
     ) -> Result<JsonResult, SqlError> {
-        self.run(&statement, &params).await.map(Fetched::json)
+        self.run(&statement, &params).await.and_then(Fetched::json)
     }
 }
 

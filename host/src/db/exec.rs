@@ -253,7 +253,9 @@ fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
 struct RawResult {
     /// Name and type OID of each column.
     columns: Vec<(String, u32)>,
-    rows: Vec<Vec<Option<String>>>,
+    /// As Postgres sent them: each value's text stays in the receive buffer
+    /// until it is typed or written as JSON.
+    rows: Vec<PgRow>,
     affected_rows: u64,
     truncated: bool,
 }
@@ -302,39 +304,41 @@ impl RawResult {
 pub struct Fetched {
     pub columns: Vec<wit::Column>,
     descs: Vec<Arc<TypeDesc>>,
-    rows: Vec<Vec<Option<String>>>,
+    rows: Vec<PgRow>,
     affected_rows: u64,
     truncated: bool,
 }
 
 impl Fetched {
     /// Every value typed.
-    pub fn typed(self) -> QueryResult {
-        let descs = self.descs;
+    pub fn typed(self) -> Result<QueryResult, SqlError> {
         let rows = self
             .rows
-            .into_iter()
+            .iter()
             .map(|row| {
-                row.into_iter()
-                    .zip(&descs)
-                    .map(|(text, desc)| match text {
-                        None => Value::Null,
-                        Some(text) => desc.decoder.value(desc.is_array, &text),
+                self.descs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, desc)| {
+                        Ok(match cell_text(row, i)? {
+                            None => Value::Null,
+                            Some(text) => desc.decoder.value(desc.is_array, text),
+                        })
                     })
                     .collect()
             })
-            .collect();
-        QueryResult {
+            .collect::<Result<_, SqlError>>()?;
+        Ok(QueryResult {
             columns: self.columns,
             rows,
             affected_rows: self.affected_rows,
             truncated: self.truncated,
-        }
+        })
     }
 
     /// The rows as the API's JSON text: an array of objects keyed by column
     /// name (a name used twice keeps its last column, as a JSON parser would).
-    pub fn json(self) -> wit::JsonResult {
+    pub fn json(self) -> Result<wit::JsonResult, SqlError> {
         let keys: Vec<Option<String>> = self
             .columns
             .iter()
@@ -352,7 +356,7 @@ impl Fetched {
             }
             out.push(b'{');
             let mut first = true;
-            for ((text, desc), key) in row.iter().zip(&self.descs).zip(&keys) {
+            for (i, (desc, key)) in self.descs.iter().zip(&keys).enumerate() {
                 let Some(key) = key else { continue };
                 if !first {
                     out.push(b',');
@@ -360,22 +364,20 @@ impl Fetched {
                 first = false;
                 out.extend_from_slice(key.as_bytes());
                 out.push(b':');
-                match text {
+                match cell_text(row, i)? {
                     None => out.extend_from_slice(b"null"),
-                    Some(text) => {
-                        super::json::write_value(&mut out, &desc.decoder.value(desc.is_array, text))
-                    }
+                    Some(text) => desc.decoder.write_json(desc.is_array, text, &mut out),
                 }
             }
             out.push(b'}');
         }
         out.push(b']');
-        wit::JsonResult {
+        Ok(wit::JsonResult {
             columns: self.columns,
             rows: String::from_utf8(out).expect("JSON written from strings is UTF-8"),
             affected_rows: self.affected_rows,
             truncated: self.truncated,
-        }
+        })
     }
 }
 
@@ -411,7 +413,7 @@ async fn collect(
                         .collect();
                 }
                 if result.rows.len() < max_rows {
-                    result.rows.push(text_row(&row)?);
+                    result.rows.push(row);
                 } else {
                     result.truncated = true;
                 }
@@ -422,18 +424,17 @@ async fn collect(
     Ok(result)
 }
 
-fn text_row(row: &PgRow) -> Result<Vec<Option<String>>, sqlx::Error> {
-    (0..row.len())
-        .map(|i| {
-            let raw = row.try_get_raw(i)?;
-            if raw.is_null() {
-                return Ok(None);
-            }
-            raw.as_str()
-                .map(|s| Some(s.to_owned()))
-                .map_err(sqlx::Error::Decode)
-        })
-        .collect()
+/// The text of column `i` of `row`, `None` for NULL.
+fn cell_text(row: &PgRow, i: usize) -> Result<Option<&str>, SqlError> {
+    let raw = row
+        .try_get_raw(i)
+        .map_err(|e| error(ErrorKind::Internal, e.to_string()))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    raw.as_str()
+        .map(Some)
+        .map_err(|e| error(ErrorKind::Internal, format!("a value is not UTF-8: {e}")))
 }
 
 /// Literals for the parameters. A JSON array bound to an array-typed

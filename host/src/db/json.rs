@@ -25,6 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::IgnoredAny;
 
+use super::decode::Decoder;
 use crate::caps::types::{Scalar, Value};
 
 /// `text` as a JSON string literal.
@@ -51,6 +52,49 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
             out.push(b']');
         }
     }
+}
+
+impl Decoder {
+    /// Appends the JSON form of a non-null column value given as Postgres's
+    /// text: what `write_value` writes for `self.value(is_array, text)`,
+    /// without building the value where the text already is its JSON form
+    /// (integers, json) or a JSON string's content (text, uuid, numeric,
+    /// dates, times, intervals).
+    pub fn write_json(self, is_array: bool, text: &str, out: &mut Vec<u8>) {
+        if !is_array {
+            let verbatim = match self {
+                Decoder::Text
+                | Decoder::Uuid
+                | Decoder::Numeric
+                | Decoder::Date
+                | Decoder::Time
+                | Decoder::Interval => {
+                    let _ = write_string(out, text);
+                    return;
+                }
+                Decoder::Boolean => match text {
+                    "t" => Some("true"),
+                    "f" => Some("false"),
+                    _ => None,
+                },
+                // Postgres writes integers as `-?[0-9]+`, their JSON form.
+                Decoder::Int16 => integer(text, text.parse::<i16>().is_ok()),
+                Decoder::Int32 => integer(text, text.parse::<i32>().is_ok()),
+                Decoder::Int64 => integer(text, text.parse::<i64>().is_ok()),
+                Decoder::Json if serde_json::from_str::<IgnoredAny>(text).is_ok() => Some(text),
+                _ => None,
+            };
+            if let Some(json) = verbatim {
+                out.extend_from_slice(json.as_bytes());
+                return;
+            }
+        }
+        write_value(out, &self.value(is_array, text));
+    }
+}
+
+fn integer(text: &str, parses: bool) -> Option<&str> {
+    (parses && !text.starts_with('+')).then_some(text)
 }
 
 fn write_scalar(out: &mut Vec<u8>, scalar: &Scalar) {
@@ -145,5 +189,36 @@ mod tests {
             "[1,null]"
         );
         assert_eq!(json(Value::Null), "null");
+    }
+
+    #[test]
+    fn the_fast_path_writes_what_the_typed_path_writes() {
+        use Decoder::*;
+        let cases: &[(Decoder, bool, &str)] = &[
+            (Text, false, "a \"quoted\" line\n"),
+            (Uuid, false, "6f1c1a4e-0000-4000-8000-00000000000a"),
+            (Numeric, false, "29.99"),
+            (Date, false, "2024-03-01"),
+            (Interval, false, "P1DT2H"),
+            (Boolean, false, "t"),
+            (Boolean, false, "f"),
+            (Int16, false, "-32768"),
+            (Int16, false, "70000"),
+            (Int32, false, "+5"),
+            (Int64, false, "9223372036854775807"),
+            (Json, false, "{\"a\": [1, 2]}"),
+            (Json, false, "{broken"),
+            (Float64, false, "NaN"),
+            (Timestamptz, false, "2024-03-01 12:30:00+00"),
+            (Int32, true, "{1,NULL,3}"),
+        ];
+        for (decoder, is_array, text) in cases {
+            let mut fast = Vec::new();
+            decoder.write_json(*is_array, text, &mut fast);
+            let typed = json(decoder.value(*is_array, text));
+            let fast = String::from_utf8(fast).unwrap();
+            let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+            assert_eq!(parsed(&fast), parsed(&typed), "{decoder:?} {text}");
+        }
     }
 }

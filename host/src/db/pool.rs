@@ -194,7 +194,9 @@ impl Drop for Pooled {
 
 async fn terminate(options: &PgConnectOptions, pid: i32) -> Result<(), sqlx::Error> {
     let mut conn = PgConnection::connect_with(options).await?;
-    sqlx::query("SELECT pg_terminate_backend($1)")
+    // Only if it is still there (it usually has noticed the closed socket),
+    // which spares Postgres's warning about a missing process.
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1")
         .bind(pid)
         .execute(&mut conn)
         .await?;
