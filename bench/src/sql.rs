@@ -1,11 +1,15 @@
 //! `POST /v1/sql` against the same queries sent straight to the same
 //! Postgres by a native sqlx client, at the same concurrency (32).
+//!
+//! The host is the real `zatabase serve` on a copy of the test template
+//! cluster; `ZATABASE_BENCH_WORKERS=N` overrides its worker threads (for
+//! comparing against the default).
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::{server, wrk};
+use crate::wrk;
 
 const CONCURRENCY: u64 = 32;
 const ROUNDS: usize = 3;
@@ -47,10 +51,26 @@ async fn direct(pool: &sqlx::PgPool, sql: &'static str, seconds: u64) -> (f64, f
 }
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("zatabase-bench-sql-{}", std::process::id()));
-    let config = server::config(&dir.join("data"));
-    let tenant_connections = config.pool.tenant_max_connections;
-    let (platform, base) = server::start(config, axum::Router::new()).await?;
+    // The real `zatabase serve`, with its own runtime and the product's
+    // defaults (its worker count included), so the anchor's client below
+    // does not share threads with it.
+    let host = tokio::task::spawn_blocking(|| {
+        zatabase_tests::Host::builder()
+            .config(
+                &format!(
+                    "{}[rate_limit]\nenabled = false\n[postgres]\nshared_buffers = \"128MB\"\nmax_connections = 200\n",
+                    std::env::var("ZATABASE_BENCH_WORKERS")
+                        .map(|n| format!("worker_threads = {n}\n"))
+                        .unwrap_or_default()
+                ),
+            )
+            .start()
+    })
+    .await?;
+    let base = host.base.clone();
+    let tenant_connections = zatabase::config::Config::default()
+        .pool
+        .tenant_max_connections;
 
     let setup = tokio::task::spawn_blocking({
         let base = base.clone();
@@ -71,8 +91,12 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     .await??;
     let (token, schema) = setup;
 
-    // The anchor's client: the same Postgres, a pool as large as a tenant's.
-    let options = (*platform.db.platform_pool().connect_options()).clone();
+    // The anchor's client: the same Postgres (its Unix socket, as the
+    // platform role), a pool as large as a tenant's.
+    let options = PgConnectOptions::new()
+        .socket(host.data_dir.join("postgres"))
+        .username("zatabase")
+        .database("zatabase");
     let pool = PgPoolOptions::new()
         .max_connections(tenant_connections)
         .connect_with(options)
@@ -86,7 +110,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         ("SELECT 1", "SELECT 1", "SELECT 1"),
         ("100-row SELECT", "SELECT * FROM products", hundred),
     ] {
-        let script = dir.join("sql.lua");
+        let script = host.data_dir.join("sql.lua");
         std::fs::write(
             &script,
             format!(
@@ -148,7 +172,6 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     }
     println!("target: the API keeps >= 0.40 of the direct throughput");
     pool.close().await;
-    platform.stop().await?;
-    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::spawn_blocking(move || drop(host)).await?;
     Ok(())
 }

@@ -78,6 +78,9 @@ pub struct Config {
     pub features: BTreeMap<String, bool>,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// Threads that run requests. None: one per core, less one for the
+    /// embedded Postgres when it shares the machine (see `worker_threads()`).
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +211,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             features: BTreeMap::new(),
             log_json: false,
+            worker_threads: None,
         }
     }
 }
@@ -280,6 +284,21 @@ impl Default for SqlConfig {
 impl Config {
     /// Defaults, then the file (relative paths in it are relative to it),
     /// then flags and environment.
+    /// The request threads: as configured, else one per core, less one
+    /// when the embedded Postgres runs beside the host. On a two-core machine
+    /// a second worker cost more than it gave: the workers handed requests
+    /// across cores, each hand-off a wake-up on another core, and host CPU
+    /// per `POST /v1/sql` halved with one (bench/RESULTS.md).
+    pub fn worker_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.worker_threads
+            .unwrap_or(if self.database_url.is_none() {
+                cores.saturating_sub(1).max(1)
+            } else {
+                cores
+            })
+    }
+
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut config = match &args.config {
             Some(path) => Self::from_file(path)?,
@@ -335,6 +354,10 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.worker_threads != Some(0),
+            "worker_threads must be positive (or absent: one per core)"
+        );
         ensure!(
             self.http.body_limit_bytes > 0,
             "http.body_limit_bytes must be positive"
@@ -434,5 +457,27 @@ mod tests {
         config.components.memory_mb = 10_000;
         assert!(config.validate().is_err());
         assert!(Config::default().validate().is_ok());
+        let no_workers = Config {
+            worker_threads: Some(0),
+            ..Config::default()
+        };
+        assert!(no_workers.validate().is_err());
+    }
+
+    #[test]
+    fn workers_leave_a_core_to_the_embedded_postgres() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let embedded = Config::default();
+        assert_eq!(embedded.worker_threads(), cores.saturating_sub(1).max(1));
+        let external = Config {
+            database_url: Some("postgres://db/zatabase".into()),
+            ..Config::default()
+        };
+        assert_eq!(external.worker_threads(), cores);
+        let set = Config {
+            worker_threads: Some(3),
+            ..Config::default()
+        };
+        assert_eq!(set.worker_threads(), 3);
     }
 }

@@ -23,6 +23,23 @@ use std::process::ExitCode;
 
 use config::{Cli, Command, Config};
 
+/// Runs a parsed command line on a runtime sized by its configuration.
+pub fn main(cli: Cli) -> ExitCode {
+    let workers = match &cli.command {
+        // A configuration error is reported by `run`, with the others.
+        Command::Serve(args) | Command::Init(args) => Config::load(args)
+            .map(|config| config.worker_threads())
+            .unwrap_or(1),
+        Command::InstallPostgres { .. } => 1,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    exit_code(runtime.block_on(run(cli)))
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -38,7 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = server::AppState::new(&platform);
             let address = listener.local_addr()?;
             println!("zatabase listening on http://{address}");
-            tracing::info!(%address, "listening");
+            tracing::info!(%address, workers = platform.config.worker_threads(), "listening");
             let served = server::serve(state, listener, shutdown).await;
             platform.stop().await?;
             served
