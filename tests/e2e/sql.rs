@@ -147,6 +147,35 @@ fn a_statement_that_turns_its_timeout_off_is_still_cut_and_its_backend_ended() {
 }
 
 #[test]
+fn a_pooled_connection_whose_backend_died_is_not_handed_to_a_request() {
+    let host = Host::start();
+    // Two requests at once: the tenant's pool holds two connections.
+    let both = |query: &'static str| {
+        std::thread::scope(|scope| {
+            let requests: Vec<_> = (0..2)
+                .map(|_| scope.spawn(|| host.sql(query, &[]).status))
+                .collect();
+            requests
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(both("SELECT pg_sleep(0.3)"), [200, 200]);
+    // From one of them, end the other's backend, as a Postgres restart or an
+    // administrator would. The login role may signal its own backends.
+    let ended = host.sql_ok(
+        "RESET ROLE; SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE usename = session_user AND pid <> pg_backend_pid()",
+        &[],
+    );
+    assert_eq!(ended["rows"][0]["n"], 1, "{ended}");
+    // Once idle for a while, a connection is checked before it is used.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(both("SELECT 1"), [200, 200]);
+}
+
+#[test]
 fn results_are_capped() {
     let host = Host::builder().config("[sql]\nmax_rows = 5\n").start();
     let body = host.sql_ok("SELECT generate_series(1, 50) AS n", &[]);

@@ -5,8 +5,9 @@
 //! as the request's own SQL. This pool skips them because the host knows how
 //! each use ended: a connection whose last run finished (with a result or
 //! with Postgres's error) is put back as is; one dropped mid-run (a deadline,
-//! a lost socket) is closed. Connections idle past the idle timeout are
-//! closed by [`TenantPool::sweep`].
+//! a lost socket) is closed. Only a connection idle for over a second is
+//! pinged before reuse (Postgres may have restarted meanwhile). Connections
+//! idle past the idle timeout are closed by [`TenantPool::sweep`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a connection may sit idle before it is pinged on reuse.
+const PING_AFTER: Duration = Duration::from_secs(1);
 
 /// Why a connection could not be had.
 #[derive(Debug)]
@@ -64,20 +68,7 @@ impl TenantPool {
                 .await
                 .map_err(|_| AcquireError::TimedOut)?
                 .expect("the semaphore is never closed");
-        let reused = {
-            let mut idle = self.idle.lock().expect("pool poisoned");
-            let now = Instant::now();
-            let mut found = None;
-            while let Some(candidate) = idle.pop() {
-                if now.duration_since(candidate.since) < self.idle_timeout {
-                    found = Some(candidate);
-                    break;
-                }
-                self.open.fetch_sub(1, Ordering::Relaxed);
-            }
-            found
-        };
-        let (conn, backend_pid) = match reused {
+        let (conn, backend_pid) = match self.reuse().await {
             Some(idle) => (idle.conn, idle.backend_pid),
             None => {
                 let mut conn = PgConnection::connect_with(&self.options)
@@ -98,6 +89,26 @@ impl TenantPool {
             pool: self.clone(),
             _permit: permit,
         })
+    }
+
+    /// The most recently used idle connection still worth using. One idle
+    /// for a while is pinged first: Postgres may have restarted meanwhile,
+    /// and a request should not be the one to find out. Under load nothing
+    /// waits that long, so nothing is pinged.
+    async fn reuse(&self) -> Option<Idle> {
+        loop {
+            let mut candidate = {
+                let mut idle = self.idle.lock().expect("pool poisoned");
+                idle.pop()?
+            };
+            let idle_for = candidate.since.elapsed();
+            if idle_for < self.idle_timeout
+                && (idle_for < PING_AFTER || candidate.conn.ping().await.is_ok())
+            {
+                return Some(candidate);
+            }
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Closes connections idle past the idle timeout.
