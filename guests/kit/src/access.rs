@@ -11,55 +11,7 @@ pub fn require(resource: Resource, id: Option<&str>, action: Action) -> Result<(
     session::check(resource, id, action).map_err(|message| ApiError::new(403, message))
 }
 
-pub const RESOURCES: [Resource; 12] = [
-    Resource::Tables,
-    Resource::Collections,
-    Resource::Vectors,
-    Resource::Records,
-    Resource::Functions,
-    Resource::Jobs,
-    Resource::Credits,
-    Resource::Events,
-    Resource::Organizations,
-    Resource::Teams,
-    Resource::Projects,
-    Resource::Permissions,
-];
-
-pub const ACTIONS: [Action; 3] = [Action::Read, Action::Write, Action::Admin];
-
-pub fn resource_name(resource: Resource) -> &'static str {
-    match resource {
-        Resource::Tables => "Tables",
-        Resource::Collections => "Collections",
-        Resource::Vectors => "Vectors",
-        Resource::Records => "Records",
-        Resource::Functions => "Functions",
-        Resource::Jobs => "Jobs",
-        Resource::Credits => "Credits",
-        Resource::Events => "Events",
-        Resource::Organizations => "Organizations",
-        Resource::Teams => "Teams",
-        Resource::Projects => "Projects",
-        Resource::Permissions => "Permissions",
-    }
-}
-
-pub fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Read => "Read",
-        Action::Write => "Write",
-        Action::Admin => "Admin",
-    }
-}
-
-pub fn parse_resource(name: &str) -> Option<Resource> {
-    RESOURCES.into_iter().find(|r| resource_name(*r) == name)
-}
-
-pub fn parse_action(name: &str) -> Option<Action> {
-    ACTIONS.into_iter().find(|a| action_name(*a) == name)
-}
+include!("../../../wit/access-names.rs");
 
 /// `action` and the actions it implies, lowest first.
 pub fn implied(action: Action) -> &'static [Action] {

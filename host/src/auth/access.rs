@@ -10,56 +10,7 @@
 
 use crate::caps::zatabase::platform::session::{Action, Permission, Resource};
 
-pub const RESOURCES: [Resource; 12] = [
-    Resource::Tables,
-    Resource::Collections,
-    Resource::Vectors,
-    Resource::Records,
-    Resource::Functions,
-    Resource::Jobs,
-    Resource::Credits,
-    Resource::Events,
-    Resource::Organizations,
-    Resource::Teams,
-    Resource::Projects,
-    Resource::Permissions,
-];
-
-/// How the API spells a resource kind.
-pub fn resource_name(resource: Resource) -> &'static str {
-    match resource {
-        Resource::Tables => "Tables",
-        Resource::Collections => "Collections",
-        Resource::Vectors => "Vectors",
-        Resource::Records => "Records",
-        Resource::Functions => "Functions",
-        Resource::Jobs => "Jobs",
-        Resource::Credits => "Credits",
-        Resource::Events => "Events",
-        Resource::Organizations => "Organizations",
-        Resource::Teams => "Teams",
-        Resource::Projects => "Projects",
-        Resource::Permissions => "Permissions",
-    }
-}
-
-pub fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Read => "Read",
-        Action::Write => "Write",
-        Action::Admin => "Admin",
-    }
-}
-
-fn parse_resource(name: &str) -> Option<Resource> {
-    RESOURCES.into_iter().find(|r| resource_name(*r) == name)
-}
-
-fn parse_action(name: &str) -> Option<Action> {
-    [Action::Read, Action::Write, Action::Admin]
-        .into_iter()
-        .find(|a| action_name(*a) == name)
-}
+include!("../../../wit/access-names.rs");
 
 fn rank(action: Action) -> u8 {
     match action {
