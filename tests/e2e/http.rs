@@ -74,7 +74,7 @@ fn oversize_bodies_answer_413_whether_declared_or_streamed() {
         .expect_error(413);
     assert!(message.contains("1024"), "{message}");
     let bearer = format!("Bearer {}", host.token());
-    let streamed = host.request_streamed(
+    let streamed = host.try_request_streamed(
         "POST",
         "/v1/sql",
         &[
@@ -83,7 +83,19 @@ fn oversize_bodies_answer_413_whether_declared_or_streamed() {
         ],
         std::io::Cursor::new(body),
     );
-    streamed.expect_error(413);
+    // The host answers 413 as soon as the body crosses the limit and closes
+    // the connection without reading the rest; a client still sending can
+    // see that close before it reads the answer (known: the host does not
+    // linger to drain the rest). Either way the body is refused.
+    match streamed {
+        Ok(response) => {
+            response.expect_error(413);
+        }
+        Err(error) => assert!(
+            error.contains("disconnected") || error.contains("reset") || error.contains("pipe"),
+            "{error}"
+        ),
+    }
     // Nothing of either attempt was written.
     assert_eq!(
         host.sql_ok("SELECT count(*) AS n FROM big", &[])["rows"],

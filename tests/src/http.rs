@@ -108,16 +108,25 @@ impl Host {
         headers: &[(&str, &str)],
         body: impl Read + Send + 'static,
     ) -> Resp {
+        self.try_request_streamed(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// [`Host::request_streamed`], or the transport error.
+    pub fn try_request_streamed(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Read + Send + 'static,
+    ) -> Result<Resp, String> {
         let mut reader = body;
         let request = self
             .http_request(method, path, headers)
             .body(ureq::SendBody::from_reader(&mut reader))
             .unwrap();
-        let mut response = self
-            .agent
-            .run(request)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        Resp::read(&mut response)
+        let mut response = self.agent.run(request).map_err(|e| e.to_string())?;
+        Ok(Resp::read(&mut response))
     }
 
     /// A GET without credentials.
