@@ -119,6 +119,8 @@ fn a_grant_opens_a_project_to_another_user_and_no_further() {
     // Without a grant, alice's project does not exist for bob.
     let refused = switch_into(&host, &bob, &project, &env).expect_error(404);
     assert!(refused.contains("that you can reach"), "{refused}");
+    let malformed = switch_into(&host, &bob, "not-a-project", &env).expect_error(422);
+    assert!(malformed.contains("project_id"), "{malformed}");
 
     // Read on Tables: a read-only transaction.
     let created = grant(
