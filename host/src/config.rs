@@ -73,6 +73,7 @@ pub struct Config {
     pub components: ComponentsConfig,
     pub sql: SqlConfig,
     pub auth: AuthConfig,
+    pub functions: FunctionsConfig,
     /// Feature flags by name; a route group behind a flag set to false is not
     /// mounted (404, absent from the OpenAPI document). All on by default.
     pub features: BTreeMap<String, bool>,
@@ -134,6 +135,22 @@ pub struct ComponentsConfig {
     pub max_instances: u32,
     /// The ceiling any component's `memory_mb` may reach.
     pub max_memory_mb: u64,
+}
+
+/// Users' functions (`/v1/functions`, `/fn/:name`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionsConfig {
+    /// A function created without `timeout_ms` gets this.
+    pub timeout_ms: u32,
+    /// The most a function's `timeout_ms` may be.
+    pub max_timeout_ms: u32,
+    /// A function created without `memory_mb` gets this (the most is
+    /// `components.max_memory_mb`).
+    pub memory_mb: u32,
+    /// With a base domain, a public function also answers anonymous
+    /// requests for `<project-slug>.<base_domain>`.
+    pub base_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +226,7 @@ impl Default for Config {
             components: ComponentsConfig::default(),
             sql: SqlConfig::default(),
             auth: AuthConfig::default(),
+            functions: FunctionsConfig::default(),
             features: BTreeMap::new(),
             log_json: false,
             worker_threads: None,
@@ -268,6 +286,17 @@ impl Default for ComponentsConfig {
             memory_mb: 128,
             max_instances: 1000,
             max_memory_mb: 4096,
+        }
+    }
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            max_timeout_ms: 60_000,
+            memory_mb: 64,
+            base_domain: None,
         }
     }
 }
@@ -391,6 +420,16 @@ impl Config {
             "sql.statement_timeout_ms must be positive"
         );
         ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
+        let functions = &self.functions;
+        ensure!(
+            functions.timeout_ms > 0 && functions.timeout_ms <= functions.max_timeout_ms,
+            "functions.timeout_ms must be positive and at most functions.max_timeout_ms"
+        );
+        ensure!(
+            functions.memory_mb > 0
+                && u64::from(functions.memory_mb) <= self.components.max_memory_mb,
+            "functions.memory_mb must be positive and at most components.max_memory_mb"
+        );
         ensure!(
             self.pool.max_connections > 0,
             "pool.max_connections must be positive"

@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod dispatch;
 pub mod engine;
+pub mod functions;
 pub mod manifest;
 pub mod metrics;
 pub mod platform;

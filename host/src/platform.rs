@@ -19,6 +19,7 @@ use crate::db::{self, Db, install};
 use crate::dispatch::{self, ComponentDefaults, LoadedComponent};
 use crate::engine::cache::{CompileCache, Origin};
 use crate::engine::{Engine, EngineConfig};
+use crate::functions::Functions;
 use crate::manifest::{self, App};
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
@@ -31,9 +32,11 @@ pub struct Platform {
     pub components: HashMap<String, Arc<LoadedComponent>>,
     pub db: Arc<Db>,
     pub auth: Arc<Auth>,
+    pub functions: Arc<Functions>,
     pub metrics: Arc<Metrics>,
     embedded: Option<Embedded>,
     session_listener: tokio::task::JoinHandle<()>,
+    function_listener: tokio::task::JoinHandle<()>,
     idle_sweeper: tokio::task::JoinHandle<()>,
     _lock: File,
 }
@@ -75,6 +78,7 @@ impl Platform {
         };
         let metrics = Arc::new(Metrics::new());
         let specs = app.components.clone();
+        let function_cache = cache.clone();
         let compile_engine = engine.clone();
         let compile_metrics = metrics.clone();
         let compiling = tokio::task::spawn_blocking(move || {
@@ -132,6 +136,18 @@ impl Platform {
             let (auth, pool) = (auth.clone(), db.platform_pool().clone());
             async move { auth.sessions.listen(pool).await }
         });
+        let functions = Arc::new(Functions::new(
+            db.clone(),
+            engine.clone(),
+            function_cache,
+            metrics.clone(),
+            &config.functions,
+            config.components.max_memory_mb,
+        ));
+        let function_listener = tokio::spawn({
+            let (functions, pool) = (functions.clone(), db.platform_pool().clone());
+            async move { functions.listen(pool).await }
+        });
         let idle_sweeper = tokio::spawn({
             let db = db.clone();
             async move {
@@ -156,9 +172,11 @@ impl Platform {
                 .collect(),
             db,
             auth,
+            functions,
             metrics,
             embedded,
             session_listener,
+            function_listener,
             idle_sweeper,
             _lock: lock,
         })
@@ -167,6 +185,7 @@ impl Platform {
     /// Closes the pools, then stops the embedded Postgres.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.session_listener.abort();
+        self.function_listener.abort();
         self.idle_sweeper.abort();
         self.db.close().await;
         if let Some(embedded) = self.embedded {

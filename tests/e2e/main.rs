@@ -3,6 +3,7 @@
 
 mod auth;
 mod external;
+mod functions;
 mod http;
 mod lifecycle;
 mod observability;

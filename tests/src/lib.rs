@@ -432,3 +432,41 @@ pub fn fixture(name: &str) -> PathBuf {
     );
     path
 }
+
+/// A user's function from `tests/functions/<name>`, built for wasm32-wasip2
+/// (once per test process) the way a user builds one: its own workspace,
+/// spin-sdk from crates.io.
+pub fn function_fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let target = target_dir().join("fixtures");
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .current_dir(workspace().join("tests/functions"))
+            .args([
+                "build",
+                "--locked",
+                "--target",
+                "wasm32-wasip2",
+                "--release",
+            ])
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("running cargo");
+        assert!(
+            output.status.success(),
+            "building the function fixtures failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("zatabase_fn_{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "function fixture {name} was not built at {}",
+        path.display()
+    );
+    path
+}

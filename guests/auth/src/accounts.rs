@@ -7,7 +7,8 @@ use zatabase_guest_kit::values::param;
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
 use crate::sessions::{self, Account};
-use crate::{db, validate};
+use crate::validate;
+use zatabase_guest_kit::db;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

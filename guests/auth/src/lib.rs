@@ -23,7 +23,6 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 mod accounts;
-mod db;
 mod me;
 mod permissions;
 mod sessions;

@@ -4,8 +4,8 @@ use serde_json::json;
 use zatabase_guest_kit::values::{param, text};
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
-use crate::db;
 use crate::sessions::caller;
+use zatabase_guest_kit::db;
 
 pub fn whoami(_: &Request, _: &Params) -> Result<Response, ApiError> {
     let caller = caller()?;

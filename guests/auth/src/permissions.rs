@@ -13,9 +13,9 @@ use zatabase_guest_kit::session::{self, Action, Resource};
 use zatabase_guest_kit::values::{json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, auth};
 
-use crate::db;
 use crate::sessions::caller;
 use crate::validate::is_uuid;
+use zatabase_guest_kit::db;
 
 /// The columns a grant is answered with.
 const GRANT: &str = "id::text AS id, principal_type, principal_id, resource, resource_id,

@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::json;
 use zatabase_guest_kit::auth::{self, Claims, Tokens};
 use zatabase_guest_kit::platform_db::Transaction;
-use zatabase_guest_kit::session::{self, Principal};
 use zatabase_guest_kit::values::{boolean, cell, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
-use crate::{db, validate};
+use crate::validate;
+use zatabase_guest_kit::db;
 
 /// Who a new session is for.
 pub struct Account {
@@ -80,9 +80,7 @@ fn answer(status: u16, account: &Account, environment: &str, tokens: Tokens) -> 
 
 /// The caller; the host lets only authenticated requests reach the
 /// non-public routes, so its absence is a host misconfiguration.
-pub fn caller() -> Result<Principal, ApiError> {
-    session::caller().ok_or_else(|| ApiError::new(401, "authentication required"))
-}
+pub use zatabase_guest_kit::access::caller;
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(401, message)

@@ -4,6 +4,12 @@
 use crate::ApiError;
 use crate::session::{self, Action, Resource};
 
+/// The authenticated caller; the host lets no request without one reach a
+/// non-public route, so this is a 401 only on a public one.
+pub fn caller() -> Result<session::Principal, ApiError> {
+    session::caller().ok_or_else(|| ApiError::new(401, "authentication required"))
+}
+
 /// Asks the host whether the caller may take `action` on `resource` (the
 /// object `id`, or with none, all of them); a denial is the API's 403,
 /// "Insufficient permissions: requires Read on Tables".

@@ -9,6 +9,7 @@
 //! A route group crate implements [`RouteGroup`] and calls [`route_group!`].
 
 pub mod access;
+pub mod db;
 mod error;
 mod http;
 mod router;
@@ -30,7 +31,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::zatabase::platform::{auth, log, platform_db, session, sql, types};
+pub use bindings::zatabase::platform::{auth, functions, log, platform_db, session, sql, types};
 
 /// A built-in route group: one function from request to response.
 pub trait RouteGroup {

@@ -4,6 +4,7 @@
 
 pub mod docs;
 pub mod error;
+pub mod functions;
 pub mod health;
 pub mod openapi;
 

@@ -15,6 +15,16 @@ pub async fn document(State(state): State<AppState>) -> Json<Value> {
 /// The document for `app`.
 pub fn assemble(app: &App) -> Value {
     let mut paths = host_paths();
+    // `/fn` is the host's, served when the functions route group is.
+    if app
+        .components
+        .iter()
+        .any(|c| c.feature.as_deref() == Some("functions"))
+        && let Some(paths) = paths.as_object_mut()
+    {
+        paths.insert("/fn/{function_name}/{path}".to_owned(), fn_path());
+        paths.insert("/v1/functions/{id}/invoke".to_owned(), invoke_path());
+    }
     let mut schemas = json!({
         "Error": {
             "type": "object",
@@ -63,6 +73,44 @@ pub fn assemble(app: &App) -> Value {
             },
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" }
+            }
+        }
+    })
+}
+
+fn invoke_path() -> Value {
+    json!({
+        "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }],
+        "post": {
+            "tags": ["Functions"],
+            "summary": "Invoke a function",
+            "description": "The body goes to the function as `POST /fn/<name>` with the same content type; the answer is the function's response. Needs Read on the function.",
+            "responses": {
+                "200": { "description": "The function's response" },
+                "404": { "description": "No such function here, or none deployed" },
+                "500": { "description": "The function trapped or exceeded its memory" },
+                "504": { "description": "The function ran past its timeout" }
+            }
+        }
+    })
+}
+
+fn fn_path() -> Value {
+    json!({
+        "parameters": [
+            { "name": "function_name", "in": "path", "required": true, "schema": { "type": "string" } },
+            { "name": "path", "in": "path", "required": true, "schema": { "type": "string" } }
+        ],
+        "get": {
+            "tags": ["Functions"],
+            "summary": "Call a function over HTTP (every method)",
+            "description": "Resolved in the bearer token's project environment. Without a token only a `public` function answers, its project named by `X-Zatabase-Project` (id or slug) or the `Host` header (`<slug>.<functions.base_domain>`), its environment by `X-Zatabase-Environment` (default `live`). Method, path, query, headers and body pass through; Spin's `spin-path-info` and related headers are set.",
+            "security": [{ "bearer": [] }, {}],
+            "responses": {
+                "200": { "description": "The function's response" },
+                "404": { "description": "No such function here, or none deployed" },
+                "500": { "description": "The function trapped or exceeded its memory" },
+                "504": { "description": "The function ran past its timeout" }
             }
         }
     })

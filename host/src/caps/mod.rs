@@ -6,10 +6,12 @@
 //! refuses, at load time, a component that imports any other.
 
 pub mod auth;
+pub mod functions;
 pub mod log;
 pub mod platform_db;
 pub mod session;
 pub mod sql;
+pub mod variables;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -22,8 +24,9 @@ use crate::dispatch::HostState;
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "zatabase:platform/capabilities",
+    world: "zatabase:platform/host",
     imports: {
+        "zatabase:platform/functions.prepare": async,
         "zatabase:platform/sql": async,
         "zatabase:platform/platform-db": async | trappable,
         "zatabase:platform/auth.hash-password": async | trappable,
@@ -43,15 +46,17 @@ pub enum Capability {
     Sql,
     PlatformDb,
     Auth,
+    Functions,
     Log,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Self::Session,
         Self::Sql,
         Self::PlatformDb,
         Self::Auth,
+        Self::Functions,
         Self::Log,
     ];
 
@@ -62,6 +67,7 @@ impl Capability {
             Self::Sql => "sql",
             Self::PlatformDb => "platform-db",
             Self::Auth => "auth",
+            Self::Functions => "functions",
             Self::Log => "log",
         }
     }
@@ -73,6 +79,7 @@ impl Capability {
             Self::Sql => "zatabase:platform/sql",
             Self::PlatformDb => "zatabase:platform/platform-db",
             Self::Auth => "zatabase:platform/auth",
+            Self::Functions => "zatabase:platform/functions",
             Self::Log => "zatabase:platform/log",
         }
     }
@@ -83,6 +90,7 @@ impl Capability {
             Self::Sql => sql::add_to_linker(linker),
             Self::PlatformDb => platform_db::add_to_linker(linker),
             Self::Auth => auth::add_to_linker(linker),
+            Self::Functions => functions::add_to_linker(linker),
             Self::Log => log::add_to_linker(linker),
         }
     }

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session reset",
         include_str!("../../migrations/0005_session_reset.sql"),
     ),
+    (
+        6,
+        "functions",
+        include_str!("../../migrations/0006_functions.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::body::Body;
 use http_body_util::BodyExt;
-use wasmtime::component::{Linker, ResourceTable};
+use std::collections::BTreeSet;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -26,16 +28,21 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::auth::{Access, Auth};
 use crate::caps::zatabase::platform::session::Principal;
 use crate::caps::{
-    self, auth::AuthState, log::LogState, platform_db::PlatformDbState, session::SessionState,
-    sql::SqlState,
+    self, Capability, auth::AuthState, functions::FunctionsState, log::LogState,
+    platform_db::PlatformDbState, session::SessionState, sql::SqlState, variables::VariablesState,
 };
 use crate::db::{Db, PlatformSql, Tenant, TenantSql};
 use crate::engine::Engine;
 use crate::engine::cache::{CompileCache, Origin};
 use crate::engine::limits::{MemoryLimitExceeded, MemoryLimiter};
+use crate::functions::Functions;
 use crate::manifest::ComponentSpec;
 use crate::metrics::Metrics;
 use output::GuestOutput;
+
+/// What a function may do in its own tenant: everything.
+static TENANT_ADMIN: std::sync::LazyLock<Arc<Access>> =
+    std::sync::LazyLock::new(|| Arc::new(Access::admin()));
 
 /// Epoch ticks a guest runs before it yields to the other tasks.
 const YIELD_TICKS: u64 = 2;
@@ -51,6 +58,8 @@ pub struct HostState {
     pub sql: SqlState,
     pub platform_db: PlatformDbState,
     pub auth: AuthState,
+    pub functions: FunctionsState,
+    pub variables: VariablesState,
     pub log: LogState,
 }
 
@@ -102,6 +111,7 @@ impl WasiHttpHooks for NoOutbound {
 pub struct Services {
     pub db: Arc<Db>,
     pub auth: Arc<Auth>,
+    pub functions: Arc<Functions>,
 }
 
 /// What the host established about a request before dispatching it.
@@ -113,6 +123,16 @@ pub struct RequestContext {
     /// What the caller may do in its project (nothing when anonymous).
     pub access: Arc<Access>,
     pub client: std::net::IpAddr,
+    /// Set when the request runs a user's function.
+    pub function: Option<Arc<FunctionContext>>,
+}
+
+/// What a user's function runs with: its own tenant, whoever calls it, and
+/// its variables (secrets included: they are the function's own).
+#[derive(Debug)]
+pub struct FunctionContext {
+    pub tenant: Arc<Tenant>,
+    pub variables: std::collections::HashMap<String, String>,
 }
 
 /// Limits applied when the manifest names none.
@@ -124,9 +144,10 @@ pub struct ComponentDefaults {
 
 /// A compiled, linked, pre-instantiated component.
 pub struct LoadedComponent {
-    pub spec: Arc<ComponentSpec>,
     /// The id, shared by every request's log and metric labels.
     pub name: Arc<str>,
+    /// Exact paths served without authentication.
+    pub public_routes: Vec<String>,
     instantiations: prometheus_client::metrics::histogram::Histogram,
     pre: ProxyPre<HostState>,
     timeout: Duration,
@@ -137,12 +158,20 @@ pub struct LoadedComponent {
 
 impl LoadedComponent {
     pub fn id(&self) -> &str {
-        &self.spec.id
+        &self.name
     }
 }
 
+/// What a component is linked against, beyond WASI and `wasi:http`.
+#[derive(Debug, Clone)]
+pub struct Linking<'a> {
+    pub grants: &'a BTreeSet<Capability>,
+    /// Spin's interfaces a user's function may import (variables).
+    pub spin: bool,
+}
+
 /// Compiles (or loads from the cache), checks grants, links and
-/// pre-instantiates a component.
+/// pre-instantiates a route group.
 pub fn load(
     engine: &Engine,
     cache: &CompileCache,
@@ -156,30 +185,86 @@ pub fn load(
         .load(engine.wasmtime(), &spec.wasm)
         .with_context(|| format!("component `{id}`"))?;
     caps::check_imports(engine.wasmtime(), &component, &id, &spec.grants)?;
-    let mut linker = Linker::new(engine.wasmtime());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    caps::add_to_linker(&mut linker, &spec.grants)?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("component `{id}`: its imports cannot be satisfied"))?;
-    let pre = ProxyPre::new(pre)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!("component `{id}` does not export wasi:http/incoming-handler@0.2")
-        })?;
+    let pre = link(
+        engine,
+        &component,
+        &Linking {
+            grants: &spec.grants,
+            spin: false,
+        },
+    )
+    .with_context(|| format!("component `{id}`"))?;
     let memory_mb = spec.memory_mb.unwrap_or(defaults.memory_mb);
     Ok(LoadedComponent {
         name: Arc::from(id.as_str()),
+        public_routes: spec.public_routes.clone(),
         instantiations: metrics.instantiations(&id),
         timeout: spec.timeout.unwrap_or(defaults.timeout),
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
-        spec,
         pre,
         origin,
         load_time: started.elapsed(),
     })
+}
+
+/// A user's function: its compiled component linked for functions, under its
+/// own limits. Instantiation metrics share the label `fn`.
+pub fn load_function(
+    engine: &Engine,
+    component: &Component,
+    name: &str,
+    timeout: Duration,
+    memory_mb: u64,
+    metrics: &Metrics,
+) -> anyhow::Result<LoadedComponent> {
+    let started = Instant::now();
+    let pre = link(engine, component, &Linking::function())?;
+    Ok(LoadedComponent {
+        name: Arc::from(name),
+        public_routes: Vec::new(),
+        instantiations: metrics.instantiations("fn"),
+        timeout,
+        memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
+        pre,
+        origin: Origin::Cached,
+        load_time: started.elapsed(),
+    })
+}
+
+impl Linking<'static> {
+    /// What a user's function is linked against: session, sql, log and
+    /// Spin's variables.
+    pub fn function() -> Self {
+        static GRANTS: std::sync::LazyLock<BTreeSet<Capability>> = std::sync::LazyLock::new(|| {
+            BTreeSet::from([Capability::Session, Capability::Sql, Capability::Log])
+        });
+        Linking {
+            grants: &GRANTS,
+            spin: true,
+        }
+    }
+}
+
+/// Links `component` and pre-instantiates it as a `wasi:http` proxy.
+pub fn link(
+    engine: &Engine,
+    component: &Component,
+    linking: &Linking<'_>,
+) -> anyhow::Result<ProxyPre<HostState>> {
+    let mut linker = Linker::new(engine.wasmtime());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    caps::add_to_linker(&mut linker, linking.grants)?;
+    if linking.spin {
+        caps::variables::add_to_linker(&mut linker)?;
+    }
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(anyhow::Error::from)
+        .context("its imports cannot be satisfied")?;
+    ProxyPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .context("it does not export wasi:http/incoming-handler@0.2")
 }
 
 /// Why a component did not answer normally.
@@ -233,12 +318,24 @@ impl Dispatcher {
                 access: ctx.access.clone(),
                 request_id: ctx.request_id.clone(),
             },
-            sql: SqlState {
-                tenant: ctx.principal.as_ref().and_then(|p| {
-                    let tenant = Tenant::for_environment(&p.project_id, &p.environment).ok()?;
-                    Some(TenantSql::new(self.services.db.clone(), Arc::new(tenant)))
-                }),
-                access: ctx.access.clone(),
+            // A function acts in its own tenant with the tenant's full rights
+            // (it is the tenant's code); a route group in its caller's, under
+            // the caller's grants.
+            sql: match &ctx.function {
+                Some(function) => SqlState {
+                    tenant: Some(TenantSql::new(
+                        self.services.db.clone(),
+                        function.tenant.clone(),
+                    )),
+                    access: TENANT_ADMIN.clone(),
+                },
+                None => SqlState {
+                    tenant: ctx.principal.as_ref().and_then(|p| {
+                        let tenant = Tenant::for_environment(&p.project_id, &p.environment).ok()?;
+                        Some(TenantSql::new(self.services.db.clone(), Arc::new(tenant)))
+                    }),
+                    access: ctx.access.clone(),
+                },
             },
             platform_db: PlatformDbState {
                 db: PlatformSql::new(self.services.db.clone()),
@@ -247,6 +344,12 @@ impl Dispatcher {
             auth: AuthState {
                 auth: self.services.auth.clone(),
                 client: ctx.client,
+            },
+            functions: FunctionsState {
+                functions: self.services.functions.clone(),
+            },
+            variables: VariablesState {
+                function: ctx.function.clone(),
             },
             log: LogState {
                 component: id,

@@ -55,6 +55,25 @@ impl CompileCache {
         })
     }
 
+    /// The compiled component whose source has this sha256, if this host
+    /// has compiled it before.
+    pub fn load_compiled(&self, engine: &wasmtime::Engine, sha256: &str) -> Option<Component> {
+        let path = self.path(sha256);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: as in `load`.
+        unsafe { Component::deserialize_file(engine, &path) }
+            .inspect_err(
+                |e| tracing::warn!(path = %path.display(), error = %e, "unreadable cache entry"),
+            )
+            .ok()
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
+    }
+
     /// The compiled component for `wasm`: from the cache, or compiled now
     /// and written to it.
     pub fn load(
@@ -63,7 +82,7 @@ impl CompileCache {
         wasm: &[u8],
     ) -> anyhow::Result<(Component, Origin)> {
         let sha = hex::encode(Sha256::digest(wasm));
-        let path = self.dir.join(format!("{sha}-{}.cwasm", self.engine_key));
+        let path = self.path(&sha);
         if path.exists() {
             // SAFETY: the file is one this host wrote (below) into a directory
             // only the host's user can write, for this exact engine; wasmtime

@@ -23,10 +23,11 @@ use crate::caps::zatabase::platform::session::Principal;
 use crate::config::Config;
 use crate::db::Db;
 use crate::dispatch::{Dispatcher, LoadedComponent, RequestContext, Services};
+use crate::functions::Functions;
 use crate::manifest::App;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
-pub use middleware::{Caller, RequestId, RouteGroup};
+pub use middleware::{Caller, RequestId, RouteGroup, client_address};
 use ratelimit::RateLimiter;
 
 /// What handlers share.
@@ -40,6 +41,7 @@ pub struct Shared {
     pub db: Arc<Db>,
     pub metrics: Arc<Metrics>,
     pub dispatcher: Dispatcher,
+    pub functions: Arc<Functions>,
     pub components: HashMap<String, Arc<LoadedComponent>>,
     pub openapi: Arc<serde_json::Value>,
     pub rate_limiter: Option<RateLimiter>,
@@ -57,6 +59,7 @@ impl AppState {
         let services = Services {
             db: platform.db.clone(),
             auth: platform.auth.clone(),
+            functions: platform.functions.clone(),
         };
         let config = platform.config.clone();
         Self(Arc::new(Shared {
@@ -73,6 +76,7 @@ impl AppState {
             auth: platform.auth.clone(),
             metrics: platform.metrics.clone(),
             dispatcher: Dispatcher::new(platform.engine.clone(), services),
+            functions: platform.functions.clone(),
             components: platform.components.clone(),
             config,
         }))
@@ -95,6 +99,16 @@ pub fn router(state: AppState) -> Router {
 /// a component on equal terms).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let mut router = api::routes().merge(extra);
+    if state.config.feature_enabled("functions") {
+        router = router
+            .route("/fn/{name}", any(api::functions::call))
+            .route("/fn/{name}/", any(api::functions::call))
+            .route("/fn/{name}/{*path}", any(api::functions::call))
+            .route(
+                "/v1/functions/{id}/invoke",
+                axum::routing::post(api::functions::invoke),
+            );
+    }
     for route in &state.app.routes {
         let component = state.components[&route.component].clone();
         for path in route.axum_paths() {
@@ -162,7 +176,6 @@ async fn serve_component(
         .get::<RequestId>()
         .map_or_else(|| Arc::from("-"), |id| id.0.clone());
     let public = component
-        .spec
         .public_routes
         .iter()
         .any(|p| p == request.uri().path());
@@ -179,6 +192,7 @@ async fn serve_component(
                 principal,
                 access,
                 client,
+                function: None,
             };
             match state.dispatcher.dispatch(&component, ctx, request).await {
                 Ok(response) => response,
@@ -196,7 +210,7 @@ async fn serve_component(
 /// The caller a component route acts for, and what it may do: none on the
 /// component's public routes, else a verified token whose session is live,
 /// or 401.
-async fn principal(
+pub(crate) async fn principal(
     state: &AppState,
     public: bool,
     caller: Option<Caller>,

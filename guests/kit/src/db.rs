@@ -1,9 +1,10 @@
-//! The platform tables, through the `platform-db` capability.
+//! The platform tables, through the `platform-db` capability (for the route
+//! groups granted it): a failure becomes a plain 500 or 503 for the client.
 
-use zatabase_guest_kit::platform_db::{self, Transaction};
-use zatabase_guest_kit::types::{ErrorKind, JsonResult, QueryResult, SqlError, Value};
-use zatabase_guest_kit::values::{self, cell};
-use zatabase_guest_kit::{ApiError, log};
+use crate::platform_db::{self, Transaction};
+use crate::types::{ErrorKind, JsonResult, QueryResult, SqlError, Value};
+use crate::values::{self, cell};
+use crate::{ApiError, log};
 
 /// A platform-db failure as the client sees it: a plain 500 (the detail goes
 /// to the log, not to the client).

@@ -1,0 +1,155 @@
+//! `/v1/functions/:id/deployments`: uploading a component, listing the
+//! versions, and activating an older one (rollback).
+//!
+//! An upload is checked and compiled by the host first (`functions.prepare`:
+//! a core module, garbage or an import the host cannot satisfy is a 422
+//! naming the problem); then one transaction stores the component by its
+//! sha256, numbers the deployment and makes it active. A failed upload
+//! leaves the previous version serving.
+
+use serde_json::json;
+use zatabase_guest_kit::access::{caller, require};
+use zatabase_guest_kit::functions;
+use zatabase_guest_kit::session::{Action, Resource};
+use zatabase_guest_kit::types::{Scalar, Value};
+use zatabase_guest_kit::values::{json_rows, param};
+use zatabase_guest_kit::{ApiError, Params, Request, Response, db};
+
+use crate::functions::{find, name, not_found, uuid_or_nil};
+
+/// A deployment as the API answers it.
+const DEPLOYMENT: &str = "d.id::text AS id, d.function_id::text AS function_id, d.version,
+    d.sha256, d.size, d.handler, (f.active_deployment_id = d.id) AS active,
+    to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+  FROM zatabase.function_deployments d
+  JOIN zatabase.functions f ON f.id = d.function_id";
+
+/// `POST /v1/functions/:id/deployments`, the component as the body
+/// (`Content-Type: application/wasm`) → 201 with the deployment, active.
+pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> {
+    let caller = caller()?;
+    let id = params.get("id");
+    let function = find(&caller, id)?;
+    require(Resource::Functions, Some(name(&function)), Action::Write)?;
+    let mime = request
+        .header("content-type")
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if mime != "application/wasm" && mime != "application/octet-stream" {
+        return Err(ApiError::new(
+            415,
+            "send the component as the body with `Content-Type: application/wasm`",
+        ));
+    }
+    if request.body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body is empty; send the component (a .wasm file)",
+        ));
+    }
+    let info = functions::prepare(&request.body).map_err(ApiError::unprocessable)?;
+
+    let tx = db::begin()?;
+    // The function may have been deleted meanwhile: lock it or answer 404.
+    let locked = db::tx(
+        &tx,
+        "SELECT id FROM zatabase.functions WHERE id = $1::uuid FOR UPDATE",
+        &[param(uuid_or_nil(id))],
+    )?;
+    if locked.rows.is_empty() {
+        return Err(not_found(id));
+    }
+    db::tx(
+        &tx,
+        "INSERT INTO zatabase.function_blobs (sha256, size, wasm) VALUES ($1, $2, $3)
+         ON CONFLICT (sha256) DO NOTHING",
+        &[
+            param(&info.sha256),
+            Value::Scalar(Scalar::Int64(i64::try_from(info.size).unwrap_or(i64::MAX))),
+            Value::Scalar(Scalar::Bytes(request.body.clone())),
+        ],
+    )?;
+    let created = db::tx(
+        &tx,
+        "WITH created AS (
+           INSERT INTO zatabase.function_deployments
+             (function_id, version, sha256, size, handler, created_by)
+           SELECT $1::uuid, coalesce(max(version), 0) + 1, $2, $3, $4, $5::uuid
+           FROM zatabase.function_deployments WHERE function_id = $1::uuid
+           RETURNING id
+         )
+         UPDATE zatabase.functions SET active_deployment_id = (SELECT id FROM created),
+           updated_at = now()
+         WHERE id = $1::uuid
+         RETURNING active_deployment_id::text AS id",
+        &[
+            param(id),
+            param(&info.sha256),
+            Value::Scalar(Scalar::Int64(i64::try_from(info.size).unwrap_or(i64::MAX))),
+            param(&info.handler),
+            param(&caller.user_id),
+        ],
+    )?;
+    let deployment = db::text(&created, "id")?;
+    db::commit(tx)?;
+    functions::forget(id);
+    Ok(Response::json(201, &one(id, &deployment)?))
+}
+
+/// `GET /v1/functions/:id/deployments`: newest first.
+pub fn list(_: &Request, params: &Params) -> Result<Response, ApiError> {
+    let caller = caller()?;
+    let id = params.get("id");
+    let function = find(&caller, id)?;
+    require(Resource::Functions, Some(name(&function)), Action::Read)?;
+    let found = db::query_json(
+        &format!("SELECT {DEPLOYMENT} WHERE d.function_id = $1::uuid ORDER BY d.version DESC"),
+        &[param(id)],
+    )?;
+    Ok(Response::json(
+        200,
+        &json!({ "function_id": id, "deployments": json_rows(&found) }),
+    ))
+}
+
+/// `POST /v1/functions/:id/deployments/:deployment/activate`, the
+/// deployment by id or by version number → 200 with it, active.
+pub fn activate(_: &Request, params: &Params) -> Result<Response, ApiError> {
+    let caller = caller()?;
+    let id = params.get("id");
+    let function = find(&caller, id)?;
+    require(Resource::Functions, Some(name(&function)), Action::Write)?;
+    let wanted = params.get("deployment");
+    let version = wanted.parse::<i32>().ok().filter(|v| *v > 0);
+    let activated = db::query(
+        "UPDATE zatabase.functions f SET active_deployment_id = d.id, updated_at = now()
+         FROM zatabase.function_deployments d
+         WHERE f.id = $1::uuid AND d.function_id = f.id
+           AND (d.id = $2::uuid OR d.version = $3)
+         RETURNING d.id::text AS id",
+        &[
+            param(id),
+            param(uuid_or_nil(wanted)),
+            version.map_or(Value::Null, |v| Value::Scalar(Scalar::Int32(v))),
+        ],
+    )?;
+    if activated.rows.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "function `{id}` has no deployment `{wanted}`"
+        )));
+    }
+    let deployment = db::text(&activated, "id")?;
+    functions::forget(id);
+    Ok(Response::json(200, &one(id, &deployment)?))
+}
+
+fn one(function: &str, deployment: &str) -> Result<serde_json::Value, ApiError> {
+    let found = db::query_json(
+        &format!("SELECT {DEPLOYMENT} WHERE d.function_id = $1::uuid AND d.id = $2::uuid"),
+        &[param(function), param(deployment)],
+    )?;
+    json_rows(&found)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("the deployment just written is missing"))
+}

@@ -1,0 +1,49 @@
+//! The `functions` route group: users' serverless functions.
+//!
+//! | route | handler |
+//! |---|---|
+//! | `POST /v1/functions` | [`functions::create`] |
+//! | `GET /v1/functions` | [`functions::list`] |
+//! | `GET /v1/functions/:id` | [`functions::get`] |
+//! | `PUT /v1/functions/:id` | [`functions::update`] |
+//! | `DELETE /v1/functions/:id` | [`functions::delete`] |
+//! | `POST /v1/functions/:id/deployments` | [`deployments::create`] |
+//! | `GET /v1/functions/:id/deployments` | [`deployments::list`] |
+//! | `POST /v1/functions/:id/deployments/:deployment/activate` | [`deployments::activate`] |
+//!
+//! Running a function (`/fn/:name/*`, `POST /v1/functions/:id/invoke`) is
+//! the host's (`host/src/api/functions.rs`). This route group keeps the
+//! platform tables (`zatabase.functions`, `function_deployments`,
+//! `function_blobs`) and asks the host (`functions` capability) to check and
+//! compile an uploaded component before it is stored.
+
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+mod deployments;
+mod functions;
+mod settings;
+
+use zatabase_guest_kit::{Request, Response, RouteGroup, Router};
+
+struct Functions;
+
+impl RouteGroup for Functions {
+    fn handle(request: Request) -> Response {
+        Router::new()
+            .route("POST", "/v1/functions", functions::create)
+            .route("GET", "/v1/functions", functions::list)
+            .route("GET", "/v1/functions/:id", functions::get)
+            .route("PUT", "/v1/functions/:id", functions::update)
+            .route("DELETE", "/v1/functions/:id", functions::delete)
+            .route("POST", "/v1/functions/:id/deployments", deployments::create)
+            .route("GET", "/v1/functions/:id/deployments", deployments::list)
+            .route(
+                "POST",
+                "/v1/functions/:id/deployments/:deployment/activate",
+                deployments::activate,
+            )
+            .handle(&request)
+    }
+}
+
+zatabase_guest_kit::route_group!(Functions);

@@ -1,0 +1,328 @@
+//! A function's settings: what a create or update request may say, checked
+//! before anything is written.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use zatabase_guest_kit::ApiError;
+use zatabase_guest_kit::functions::Bounds;
+
+/// `POST /v1/functions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub variables: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub secrets: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub public: Option<bool>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+}
+
+/// `PUT /v1/functions/:id`: every field optional; `variables` and
+/// `allowed_outbound_hosts` replace the old ones, `secrets` merge (a `null`
+/// removes one), since secrets cannot be read back to resend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub variables: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub secrets: Option<BTreeMap<String, Option<String>>>,
+    #[serde(default)]
+    pub public: Option<bool>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+}
+
+/// A function's settings, complete and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub name: String,
+    pub description: String,
+    pub variables: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+    pub public: bool,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+const MAX_VARIABLES: usize = 100;
+const MAX_VALUE_BYTES: usize = 16 * 1024;
+
+impl Settings {
+    pub fn from_create(request: CreateRequest, bounds: &Bounds) -> Result<Self, ApiError> {
+        let settings = Self {
+            name: request.name,
+            description: request.description.unwrap_or_default(),
+            variables: request.variables.unwrap_or_default(),
+            secrets: request.secrets.unwrap_or_default(),
+            public: request.public.unwrap_or(false),
+            timeout_ms: request
+                .timeout_ms
+                .unwrap_or(u64::from(bounds.default_timeout_ms)),
+            memory_mb: request
+                .memory_mb
+                .unwrap_or(u64::from(bounds.default_memory_mb)),
+            allowed_outbound_hosts: request.allowed_outbound_hosts.unwrap_or_default(),
+        };
+        settings.check(bounds)?;
+        Ok(settings)
+    }
+
+    /// These settings changed by `request`.
+    pub fn updated(mut self, request: UpdateRequest, bounds: &Bounds) -> Result<Self, ApiError> {
+        if let Some(name) = request.name {
+            self.name = name;
+        }
+        if let Some(description) = request.description {
+            self.description = description;
+        }
+        if let Some(variables) = request.variables {
+            self.variables = variables;
+        }
+        for (key, value) in request.secrets.unwrap_or_default() {
+            match value {
+                Some(value) => self.secrets.insert(key, value),
+                None => self.secrets.remove(&key),
+            };
+        }
+        if let Some(public) = request.public {
+            self.public = public;
+        }
+        if let Some(timeout_ms) = request.timeout_ms {
+            self.timeout_ms = timeout_ms;
+        }
+        if let Some(memory_mb) = request.memory_mb {
+            self.memory_mb = memory_mb;
+        }
+        if let Some(hosts) = request.allowed_outbound_hosts {
+            self.allowed_outbound_hosts = hosts;
+        }
+        self.check(bounds)?;
+        Ok(self)
+    }
+
+    fn check(&self, bounds: &Bounds) -> Result<(), ApiError> {
+        check_name(&self.name)?;
+        if self.description.chars().count() > 1000 {
+            return Err(ApiError::unprocessable(
+                "`description` must be at most 1000 characters",
+            ));
+        }
+        for (field, map) in [("variables", &self.variables), ("secrets", &self.secrets)] {
+            if map.len() > MAX_VARIABLES {
+                return Err(ApiError::unprocessable(format!(
+                    "`{field}` may hold at most {MAX_VARIABLES} entries"
+                )));
+            }
+            for (key, value) in map {
+                if !variable_name(key) {
+                    return Err(ApiError::unprocessable(format!(
+                        "`{field}.{key}`: a variable name is lower-case letters, digits and `_`, \
+                         starting with a letter (Spin's rule)"
+                    )));
+                }
+                if value.len() > MAX_VALUE_BYTES {
+                    return Err(ApiError::unprocessable(format!(
+                        "`{field}.{key}` is longer than {MAX_VALUE_BYTES} bytes"
+                    )));
+                }
+            }
+        }
+        if let Some(both) = self
+            .variables
+            .keys()
+            .find(|k| self.secrets.contains_key(*k))
+        {
+            return Err(ApiError::unprocessable(format!(
+                "`{both}` is both a variable and a secret; a name can be only one"
+            )));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > u64::from(bounds.max_timeout_ms) {
+            return Err(ApiError::unprocessable(format!(
+                "`timeout_ms` must be between 1 and {}",
+                bounds.max_timeout_ms
+            )));
+        }
+        if self.memory_mb == 0 || self.memory_mb > u64::from(bounds.max_memory_mb) {
+            return Err(ApiError::unprocessable(format!(
+                "`memory_mb` must be between 1 and {}",
+                bounds.max_memory_mb
+            )));
+        }
+        if self.allowed_outbound_hosts.len() > 50 {
+            return Err(ApiError::unprocessable(
+                "`allowed_outbound_hosts` may hold at most 50 entries",
+            ));
+        }
+        for host in &self.allowed_outbound_hosts {
+            check_outbound_host(host)?;
+        }
+        Ok(())
+    }
+}
+
+/// A function name: URL-safe, 1-63 characters of `[a-z0-9_-]`, starting
+/// with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(
+            "`name` must be 1-63 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit",
+        ))
+    }
+}
+
+fn variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// An allowed outbound host, as Spin writes them: `scheme://host[:port]`,
+/// scheme `http`, `https` or `*`, host a name, `*.`-prefixed name or `*`,
+/// port a number or `*`. Nothing after the authority.
+pub fn check_outbound_host(entry: &str) -> Result<(), ApiError> {
+    let invalid = |why: &str| {
+        ApiError::unprocessable(format!(
+            "`allowed_outbound_hosts` entry `{entry}`: {why}; write `https://api.example.com`, \
+             `https://*.example.com` or `http://localhost:8080`"
+        ))
+    };
+    let (scheme, rest) = entry
+        .split_once("://")
+        .ok_or_else(|| invalid("no scheme"))?;
+    if !matches!(scheme, "http" | "https" | "*") {
+        return Err(invalid("the scheme must be `http`, `https` or `*`"));
+    }
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(invalid("only a scheme, a host and a port are allowed"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    };
+    if let Some(port) = port
+        && port != "*"
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(invalid("the port must be a number or `*`"));
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid_name = host == "*"
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if !valid_name {
+        return Err(invalid("the host must be a name, `*.` and a name, or `*`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            default_timeout_ms: 10_000,
+            max_timeout_ms: 60_000,
+            default_memory_mb: 64,
+            max_memory_mb: 512,
+        }
+    }
+
+    fn create(json: serde_json::Value) -> Result<Settings, ApiError> {
+        Settings::from_create(serde_json::from_value(json).unwrap(), &bounds())
+    }
+
+    #[test]
+    fn defaults_come_from_the_host() {
+        let settings = create(serde_json::json!({"name": "hello"})).unwrap();
+        assert_eq!(settings.timeout_ms, 10_000);
+        assert_eq!(settings.memory_mb, 64);
+        assert!(!settings.public);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        for bad in [
+            serde_json::json!({"name": "Hello"}),
+            serde_json::json!({"name": "-x"}),
+            serde_json::json!({"name": "a/b"}),
+            serde_json::json!({"name": ""}),
+            serde_json::json!({"name": "x", "timeout_ms": 0}),
+            serde_json::json!({"name": "x", "timeout_ms": 60_001}),
+            serde_json::json!({"name": "x", "memory_mb": 513}),
+            serde_json::json!({"name": "x", "variables": {"Key": "v"}}),
+            serde_json::json!({"name": "x", "variables": {"k": "v"}, "secrets": {"k": "s"}}),
+            serde_json::json!({"name": "x", "allowed_outbound_hosts": ["example.com"]}),
+            serde_json::json!({"name": "x", "allowed_outbound_hosts": ["https://example.com/path"]}),
+            serde_json::json!({"name": "x", "allowed_outbound_hosts": ["ftp://example.com"]}),
+            serde_json::json!({"name": "x", "allowed_outbound_hosts": ["https://example.com:0"]}),
+        ] {
+            let error = create(bad.clone()).expect_err(&bad.to_string());
+            assert_eq!(error.status, 422, "{bad}");
+        }
+    }
+
+    #[test]
+    fn outbound_hosts_in_spin_form_pass() {
+        for good in [
+            "https://api.example.com",
+            "https://*.example.com",
+            "http://localhost:8080",
+            "*://example.com:*",
+            "http://127.0.0.1:3000",
+        ] {
+            check_outbound_host(good).unwrap_or_else(|e| panic!("{good}: {}", e.message));
+        }
+    }
+
+    #[test]
+    fn updates_merge_secrets_and_replace_the_rest() {
+        let settings = create(serde_json::json!({
+            "name": "x", "variables": {"a": "1"}, "secrets": {"s": "1", "t": "2"}
+        }))
+        .unwrap();
+        let update: UpdateRequest = serde_json::from_value(serde_json::json!({
+            "variables": {"b": "2"}, "secrets": {"s": null, "u": "3"}
+        }))
+        .unwrap();
+        let updated = settings.updated(update, &bounds()).unwrap();
+        assert_eq!(updated.variables.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(updated.secrets.keys().collect::<Vec<_>>(), ["t", "u"]);
+    }
+}

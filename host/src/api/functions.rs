@@ -1,0 +1,265 @@
+//! Running users' functions: `/fn/:function_name/*path` (every method) and
+//! `POST /v1/functions/:id/invoke`. Managing them (`/v1/functions...`) is
+//! the functions route group's; running them is the host's, since a route
+//! group cannot start another component.
+//!
+//! `/fn/:name` resolves in the caller's project and environment, from the
+//! bearer token. Without a token, only a `public` function answers, its
+//! project named by `X-Zatabase-Project` (id or slug) or by the `Host`
+//! header (`<project-slug>.<functions.base_domain>`), its environment by
+//! `X-Zatabase-Environment` (`live` unless said). Anything else is 404.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
+
+use super::ApiError;
+use crate::auth::{Access, AuthError};
+use crate::caps::zatabase::platform::session::{Action, Principal, Resource};
+use crate::dispatch::RequestContext;
+use crate::functions::{Deployment, Function, Lookup};
+use crate::server::{AppState, Caller, RequestId, RouteGroup, principal};
+
+const PROJECT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-project");
+const ENVIRONMENT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-environment");
+
+/// `ANY /fn/:function_name/*path`.
+pub async fn call(State(state): State<AppState>, request: Request) -> Response {
+    let (name, path_info) = split_fn_path(request.uri().path());
+    let name = name.to_owned();
+    let path_info = path_info.to_owned();
+    let token = request.extensions().get::<Caller>().cloned();
+    let anonymous = anonymous_project(&state, &request)
+        .and_then(|project| Ok((project, anonymous_environment(&request)?)));
+    let outcome = async {
+        let caller = caller(&state, token).await?;
+        let lookup = match &caller {
+            Some((principal, _)) => Lookup::Name {
+                project_id: principal.project_id.clone(),
+                environment: principal.environment.clone(),
+                name: name.clone(),
+            },
+            None => {
+                let (project, environment) = anonymous?;
+                Lookup::Public {
+                    project,
+                    environment,
+                    name: name.clone(),
+                }
+            }
+        };
+        let function = resolve(&state, &lookup, &name).await?;
+        Ok::<_, ApiError>((caller, function))
+    }
+    .await;
+    match outcome {
+        Ok((caller, function)) => run(&state, caller, &function, &path_info, request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /v1/functions/:id/invoke`: the function's response to the request
+/// body, sent to it as `POST /fn/<name>` with the same content type.
+pub async fn invoke(State(state): State<AppState>, request: Request) -> Response {
+    let id = request
+        .uri()
+        .path()
+        .trim_start_matches("/v1/functions/")
+        .trim_end_matches("/invoke")
+        .to_owned();
+    let token = request.extensions().get::<Caller>().cloned();
+    let outcome = async {
+        let Some((principal, access)) = caller(&state, token).await? else {
+            return Err(ApiError::unauthorized(AuthError::Missing));
+        };
+        let lookup = Lookup::Id {
+            project_id: principal.project_id.clone(),
+            environment: principal.environment.clone(),
+            id: id.clone(),
+        };
+        let function = resolve(&state, &lookup, &id).await?;
+        access
+            .check(Resource::Functions, Some(&function.name), Action::Read)
+            .map_err(|message| ApiError::new(StatusCode::FORBIDDEN, message))?;
+        Ok((Some((principal, access)), function))
+    }
+    .await;
+    match outcome {
+        Ok((caller, function)) => {
+            let (mut parts, body) = request.into_parts();
+            parts.uri = Uri::try_from(format!("/fn/{}", function.name)).unwrap_or_default();
+            let request = Request::from_parts(parts, body);
+            run(&state, caller, &function, "/", request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `/fn/name/a/b` → (`name`, `/a/b`); `/fn/name` → (`name`, `/`).
+fn split_fn_path(path: &str) -> (&str, &str) {
+    let rest = path.strip_prefix("/fn/").unwrap_or_default();
+    match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    }
+}
+
+/// The authenticated caller, if the request carries a token (which must
+/// then be valid and its session live).
+async fn caller(
+    state: &AppState,
+    token: Option<Caller>,
+) -> Result<Option<(Principal, Arc<Access>)>, ApiError> {
+    match token {
+        Some(Caller::Anonymous) | None => Ok(None),
+        token => principal(state, false, token).await,
+    }
+}
+
+fn anonymous_project(state: &AppState, request: &Request) -> Result<String, ApiError> {
+    if let Some(project) = request.headers().get(&PROJECT_HEADER) {
+        return project
+            .to_str()
+            .map(|p| p.trim().to_ascii_lowercase())
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "X-Zatabase-Project is not text"));
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+    if let (Some(base), Some(host)) = (&state.config.functions.base_domain, host)
+        && let Some(slug) = host
+            .strip_suffix(base.as_str())
+            .and_then(|s| s.strip_suffix('.'))
+        && !slug.is_empty()
+        && !slug.contains('.')
+    {
+        return Ok(slug.to_owned());
+    }
+    Err(ApiError::unauthorized(AuthError::Missing))
+}
+
+fn anonymous_environment(request: &Request) -> Result<String, ApiError> {
+    match request.headers().get(&ENVIRONMENT_HEADER) {
+        None => Ok("live".to_owned()),
+        Some(value) => match value.to_str() {
+            Ok(env @ ("live" | "sandbox")) => Ok(env.to_owned()),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "X-Zatabase-Environment must be `live` or `sandbox`",
+            )),
+        },
+    }
+}
+
+async fn resolve(
+    state: &AppState,
+    lookup: &Lookup,
+    named: &str,
+) -> Result<Arc<Function>, ApiError> {
+    match state.functions.resolve(lookup).await {
+        Ok(Some(function)) => Ok(function),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("function `{named}` not found"),
+        )),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "resolving a function");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the function could not be loaded; try again",
+            ))
+        }
+    }
+}
+
+/// Runs the function's active deployment on `request`, with Spin's request
+/// headers (`spin-path-info` and friends) so spin-sdk routers work as they
+/// do on Spin.
+async fn run(
+    state: &AppState,
+    caller: Option<(Principal, Arc<Access>)>,
+    function: &Function,
+    path_info: &str,
+    mut request: Request,
+) -> Response {
+    let Some(Deployment {
+        component, context, ..
+    }) = &function.deployment
+    else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("function `{}` has no active deployment", function.name),
+        )
+        .into_response();
+    };
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| Arc::from("-"), |id| id.0.clone());
+    let client = crate::server::client_address(&request);
+    spin_headers(&mut request, &function.name, path_info, client);
+    let (principal, access) = match caller {
+        Some((principal, access)) => (Some(principal), access),
+        None => (None, Arc::new(Access::none())),
+    };
+    let ctx = RequestContext {
+        request_id,
+        principal,
+        access,
+        client,
+        function: Some(context.clone()),
+    };
+    let mut response = match state.dispatcher.dispatch(component, ctx, request).await {
+        Ok(response) => response,
+        Err(error) => ApiError::from(error).into_response(),
+    };
+    response
+        .extensions_mut()
+        .insert(RouteGroup(Arc::from("functions")));
+    response
+}
+
+fn spin_headers(
+    request: &mut Request<Body>,
+    name: &str,
+    path_info: &str,
+    client: std::net::IpAddr,
+) {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let full_url = format!("http://{host}{}", request.uri());
+    let headers = request.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("spin-full-url", full_url);
+    set("spin-path-info", path_info.to_owned());
+    set("spin-matched-route", format!("/fn/{name}/..."));
+    set("spin-raw-component-route", "/...".to_owned());
+    set("spin-component-route", String::new());
+    set("spin-base-path", format!("/fn/{name}"));
+    set("spin-client-addr", format!("{client}:0"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_fn_path;
+
+    #[test]
+    fn fn_paths_split_into_name_and_path_info() {
+        assert_eq!(split_fn_path("/fn/hello"), ("hello", "/"));
+        assert_eq!(split_fn_path("/fn/hello/"), ("hello", "/"));
+        assert_eq!(split_fn_path("/fn/hello/a/b"), ("hello", "/a/b"));
+    }
+}

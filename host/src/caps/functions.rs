@@ -1,0 +1,39 @@
+//! `zatabase:platform/functions`: checking and compiling users' components,
+//! for the functions route group (spin.toml grants it; functions never get it).
+//!
+//! The route group stores deployments in the platform tables itself; what it
+//! cannot do without the host's engine is decide whether a component can run
+//! here and compile it, and tell this host a function changed.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::zatabase::platform::functions::{self, Bounds as Limits, ComponentInfo, Host};
+use crate::dispatch::HostState;
+use crate::functions::Functions;
+
+/// Per-request state of the capability.
+pub struct FunctionsState {
+    pub functions: Arc<Functions>,
+}
+
+impl Host for FunctionsState {
+    fn limits(&mut self) -> Limits {
+        self.functions.limits()
+    }
+
+    async fn prepare(&mut self, wasm: Vec<u8>) -> Result<ComponentInfo, String> {
+        self.functions.prepare(wasm).await
+    }
+
+    fn forget(&mut self, function_id: String) {
+        self.functions.forget(&function_id);
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    functions::add_to_linker::<HostState, HasSelf<FunctionsState>>(linker, |state| {
+        &mut state.functions
+    })
+}

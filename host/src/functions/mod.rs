@@ -1,0 +1,422 @@
+//! Users' functions as this host runs them: checking and compiling an
+//! uploaded component, resolving a name to its active deployment, and the
+//! compiled components themselves.
+//!
+//! The functions route group (`guests/functions`) owns the platform tables:
+//! it stores each deployment's component by content (sha256) and activates
+//! it in one transaction. The host resolves `/fn/:name` from those tables and
+//! remembers the answer while it listens to `zatabase_function_changed` (a
+//! trigger on `zatabase.functions`); the route group also tells this host at
+//! once (`functions.forget`), so a deleted function is 404 on its next request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::postgres::{PgListener, PgPool};
+use wasmtime::component::Component;
+
+use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo};
+use crate::caps::{self, Capability};
+use crate::config::FunctionsConfig;
+use crate::db::{Db, Tenant};
+use crate::dispatch::{self, FunctionContext, Linking, LoadedComponent};
+use crate::engine::Engine;
+use crate::engine::cache::CompileCache;
+use crate::metrics::Metrics;
+
+const FUNCTION_CHANGED: &str = "zatabase_function_changed";
+
+/// How a request names a function.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// By name in a project environment (a caller's token said which).
+    Name {
+        project_id: String,
+        environment: String,
+        name: String,
+    },
+    /// By id in a project environment.
+    Id {
+        project_id: String,
+        environment: String,
+        id: String,
+    },
+    /// A public function by name, its project named by id or slug.
+    Public {
+        project: String,
+        environment: String,
+        name: String,
+    },
+}
+
+/// A function as resolved: its settings and, when deployed, its component.
+pub struct Function {
+    pub id: String,
+    pub name: String,
+    pub public: bool,
+    /// None until its first deployment.
+    pub deployment: Option<Deployment>,
+}
+
+pub struct Deployment {
+    pub version: i32,
+    pub component: Arc<LoadedComponent>,
+    pub context: Arc<FunctionContext>,
+}
+
+pub struct Functions {
+    db: Arc<Db>,
+    engine: Engine,
+    cache: CompileCache,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    resolved: Mutex<HashMap<Lookup, Arc<Function>>>,
+    /// Compiled components by sha256.
+    compiled: Mutex<HashMap<String, Component>>,
+    listening: AtomicBool,
+}
+
+impl Functions {
+    pub fn new(
+        db: Arc<Db>,
+        engine: Engine,
+        cache: CompileCache,
+        metrics: Arc<Metrics>,
+        config: &FunctionsConfig,
+        max_memory_mb: u64,
+    ) -> Self {
+        Self {
+            db,
+            engine,
+            cache,
+            metrics,
+            limits: Limits {
+                default_timeout_ms: config.timeout_ms,
+                max_timeout_ms: config.max_timeout_ms,
+                default_memory_mb: config.memory_mb,
+                max_memory_mb: u32::try_from(max_memory_mb).unwrap_or(u32::MAX),
+            },
+            resolved: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Checks that `wasm` is a component this host can run as a function,
+    /// and compiles it into the on-disk cache (so activating it costs no
+    /// compilation). The error is for the uploader: it names the problem.
+    pub async fn prepare(&self, wasm: Vec<u8>) -> Result<ComponentInfo, String> {
+        let engine = self.engine.clone();
+        let cache = self.cache.clone();
+        let (info, component) =
+            tokio::task::spawn_blocking(move || inspect(&engine, &cache, &wasm))
+                .await
+                .map_err(|e| format!("the component could not be checked: {e}"))??;
+        self.compiled
+            .lock()
+            .expect("compiled components poisoned")
+            .insert(info.sha256.clone(), component);
+        Ok(info)
+    }
+
+    /// Forgets what this host resolved for the function `id`.
+    pub fn forget(&self, id: &str) {
+        self.resolved
+            .lock()
+            .expect("resolved functions poisoned")
+            .retain(|_, function| function.id != id);
+    }
+
+    fn forget_all(&self) {
+        self.resolved
+            .lock()
+            .expect("resolved functions poisoned")
+            .clear();
+    }
+
+    /// The function `lookup` names, if there is one.
+    pub async fn resolve(&self, lookup: &Lookup) -> anyhow::Result<Option<Arc<Function>>> {
+        if let Some(found) = self
+            .resolved
+            .lock()
+            .expect("resolved functions poisoned")
+            .get(lookup)
+        {
+            return Ok(Some(found.clone()));
+        }
+        // Whether the answer may be remembered is decided before asking, so
+        // a change notified meanwhile is not lost.
+        let listening = self.listening.load(Ordering::Acquire);
+        let Some(function) = self.fetch(lookup).await? else {
+            return Ok(None);
+        };
+        let function = Arc::new(function);
+        if listening && self.listening.load(Ordering::Acquire) {
+            let mut resolved = self.resolved.lock().expect("resolved functions poisoned");
+            if resolved.len() > 10_000 {
+                resolved.clear();
+            }
+            resolved.insert(lookup.clone(), function.clone());
+        }
+        Ok(Some(function))
+    }
+
+    async fn fetch(&self, lookup: &Lookup) -> anyhow::Result<Option<Function>> {
+        const COLUMNS: &str = "SELECT f.id::text AS id, f.name, f.project_id::text AS project_id,
+                f.environment, f.public, f.timeout_ms, f.memory_mb,
+                (f.variables || f.secrets)::text AS variables, d.version, d.sha256
+            FROM zatabase.functions f
+            LEFT JOIN zatabase.function_deployments d ON d.id = f.active_deployment_id";
+        let pool = self.db.platform_pool();
+        let row = match lookup {
+            Lookup::Name {
+                project_id,
+                environment,
+                name,
+            } => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE f.project_id = $1::uuid AND f.environment = $2 AND f.name = $3"
+                )))
+                .bind(project_id)
+                .bind(environment)
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+            }
+            Lookup::Id {
+                project_id,
+                environment,
+                id,
+            } => {
+                if uuid::Uuid::parse_str(id).is_err() {
+                    return Ok(None);
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE f.project_id = $1::uuid AND f.environment = $2 AND f.id = $3::uuid"
+                )))
+                .bind(project_id)
+                .bind(environment)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+            }
+            Lookup::Public {
+                project,
+                environment,
+                name,
+            } => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} JOIN zatabase.projects p ON p.id = f.project_id
+                     WHERE (p.slug = $1 OR p.id::text = $1) AND f.environment = $2
+                       AND f.name = $3 AND f.public"
+                )))
+                .bind(project)
+                .bind(environment)
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        let id: String = row.try_get("id")?;
+        let name: String = row.try_get("name")?;
+        let deployment = match row.try_get::<Option<String>, _>("sha256")? {
+            None => None,
+            Some(sha256) => {
+                let component = self.component(&sha256).await?;
+                let timeout =
+                    Duration::from_millis(u64::try_from(row.try_get::<i32, _>("timeout_ms")?)?);
+                let memory_mb = u64::try_from(row.try_get::<i32, _>("memory_mb")?)?;
+                let loaded = dispatch::load_function(
+                    &self.engine,
+                    &component,
+                    &name,
+                    timeout,
+                    memory_mb,
+                    &self.metrics,
+                )
+                .with_context(|| format!("linking function `{name}`"))?;
+                let variables: HashMap<String, String> =
+                    serde_json::from_str(&row.try_get::<String, _>("variables")?)?;
+                let project_id: String = row.try_get("project_id")?;
+                let environment: String = row.try_get("environment")?;
+                Some(Deployment {
+                    version: row.try_get("version")?,
+                    component: Arc::new(loaded),
+                    context: Arc::new(FunctionContext {
+                        tenant: Arc::new(Tenant::for_environment(&project_id, &environment)?),
+                        variables,
+                    }),
+                })
+            }
+        };
+        Ok(Some(Function {
+            id,
+            name,
+            public: row.try_get("public")?,
+            deployment,
+        }))
+    }
+
+    /// The compiled component of `sha256`: in memory, in the on-disk cache,
+    /// or compiled from the stored bytes.
+    async fn component(&self, sha256: &str) -> anyhow::Result<Component> {
+        if let Some(component) = self
+            .compiled
+            .lock()
+            .expect("compiled components poisoned")
+            .get(sha256)
+        {
+            return Ok(component.clone());
+        }
+        let component = match self.cache.load_compiled(self.engine.wasmtime(), sha256) {
+            Some(component) => component,
+            None => {
+                let wasm: Vec<u8> = sqlx::query_scalar(
+                    "SELECT wasm FROM zatabase.function_blobs WHERE sha256 = $1",
+                )
+                .bind(sha256)
+                .fetch_one(self.db.platform_pool())
+                .await
+                .with_context(|| format!("loading component {sha256}"))?;
+                let (engine, cache) = (self.engine.clone(), self.cache.clone());
+                tokio::task::spawn_blocking(move || cache.load(engine.wasmtime(), &wasm))
+                    .await??
+                    .0
+            }
+        };
+        self.compiled
+            .lock()
+            .expect("compiled components poisoned")
+            .insert(sha256.to_owned(), component.clone());
+        Ok(component)
+    }
+
+    /// Listens for changed functions until the process ends, reconnecting
+    /// after a failure (and remembering nothing meanwhile).
+    pub async fn listen(&self, pool: PgPool) {
+        loop {
+            if let Err(error) = self.listen_once(&pool).await {
+                tracing::warn!(%error, "function listener failed; resolving every request until it is back");
+            }
+            self.listening.store(false, Ordering::Release);
+            self.forget_all();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(FUNCTION_CHANGED).await?;
+        self.forget_all();
+        self.listening.store(true, Ordering::Release);
+        while let Some(notification) = listener.try_recv().await? {
+            self.forget(notification.payload());
+        }
+        Ok(())
+    }
+}
+
+/// The first eight bytes of a WebAssembly binary: magic, then the version
+/// (core modules) or version and layer (components).
+const CORE_MODULE: [u8; 8] = *b"\0asm\x01\0\0\0";
+const COMPONENT: [u8; 8] = *b"\0asm\x0d\0\x01\0";
+
+/// Checks and compiles an uploaded component (blocking: compilation).
+fn inspect(
+    engine: &Engine,
+    cache: &CompileCache,
+    wasm: &[u8],
+) -> Result<(ComponentInfo, Component), String> {
+    match wasm.get(..8) {
+        Some(header) if header == COMPONENT => {}
+        Some(header) if header == CORE_MODULE => {
+            return Err(
+                "this is a core WebAssembly module, not a component; build for \
+                 wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+                    .to_owned(),
+            );
+        }
+        Some(header) if header.starts_with(b"\0asm") => {
+            return Err("this WebAssembly binary has a version this host does not know".to_owned());
+        }
+        _ => return Err("the body is not a WebAssembly component (no `\\0asm` header)".to_owned()),
+    }
+    let sha256 = hex::encode(Sha256::digest(wasm));
+    let (component, _) = cache
+        .load(engine.wasmtime(), wasm)
+        .map_err(|e| format!("the component does not validate: {}", chain(&e)))?;
+    let ty = component.component_type();
+    let wasmtime = engine.wasmtime();
+    let exports: Vec<String> = ty
+        .exports(wasmtime)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let Some(handler) = exports
+        .iter()
+        .find(|name| name.starts_with("wasi:http/incoming-handler@0.2."))
+    else {
+        return Err(
+            match exports
+                .iter()
+                .find(|n| n.starts_with("wasi:http/handler@0.3"))
+            {
+                Some(name) => format!(
+                    "the component exports `{name}` (WASI 0.3), which this host does not run yet; \
+                 export wasi:http/incoming-handler@0.2 (spin-sdk 5, or wit-bindgen against WASI 0.2)"
+                ),
+                None => format!(
+                    "the component exports no `wasi:http/incoming-handler@0.2.x`{}",
+                    if exports.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (it exports: {})", exports.join(", "))
+                    }
+                ),
+            },
+        );
+    };
+    let imports: Vec<String> = ty
+        .imports(wasmtime)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let linking = Linking::function();
+    caps::check_imports(wasmtime, &component, "function", linking.grants).map_err(|e| {
+        e.to_string().replace(
+            "; grant them in spin.toml under [component.function.tool.zatabase] capabilities",
+            &format!(
+                " (functions may import {} and Spin's variables)",
+                [Capability::Session, Capability::Sql, Capability::Log]
+                    .map(|c| c.interface())
+                    .join(", ")
+            ),
+        )
+    })?;
+    dispatch::link(engine, &component, &linking)
+        .map_err(|e| format!("the component cannot run here: {}", chain(&e)))?;
+    let info = ComponentInfo {
+        sha256,
+        size: wasm.len() as u64,
+        handler: handler.clone(),
+        imports,
+    };
+    Ok((info, component))
+}
+
+/// An error and its causes on one line.
+fn chain(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}

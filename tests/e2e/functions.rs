@@ -1,0 +1,441 @@
+//! Users' functions: `/v1/functions` (the functions route group), deploying
+//! real components (a spin-sdk 5 function from `tests/functions/spin5`), and
+//! calling them at `/fn/:name/*` and `/v1/functions/:id/invoke`.
+
+use serde_json::{Value, json};
+use zatabase_tests::{Host, Resp, fixture, function_fixture, unique_email};
+
+fn spin5() -> Vec<u8> {
+    std::fs::read(function_fixture("spin5")).unwrap()
+}
+
+fn call(host: &Host, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![("authorization", bearer.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    host.request(
+        method,
+        path,
+        &headers,
+        body.map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default(),
+    )
+}
+
+fn create(host: &Host, token: &str, body: Value) -> Value {
+    let created = call(host, "POST", "/v1/functions", token, Some(&body));
+    assert_eq!(created.status, 201, "{}", created.text());
+    created.json()
+}
+
+fn deploy(host: &Host, token: &str, id: &str, wasm: Vec<u8>) -> Resp {
+    let bearer = format!("Bearer {token}");
+    host.request(
+        "POST",
+        &format!("/v1/functions/{id}/deployments"),
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/wasm"),
+        ],
+        wasm,
+    )
+}
+
+fn fn_get(host: &Host, token: &str, path: &str) -> Resp {
+    call(host, "GET", path, token, None)
+}
+
+#[test]
+fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
+    let host = Host::start();
+    let token = host.token();
+    let function = create(
+        &host,
+        &token,
+        json!({
+            "name": "greeter",
+            "description": "says hello",
+            "variables": { "greeting": "bonjour" },
+            "secrets": { "api_key": "s3cret" }
+        }),
+    );
+    let id = function["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        function["secrets"],
+        json!(["api_key"]),
+        "secrets by name only"
+    );
+    assert!(!function.to_string().contains("s3cret"), "{function}");
+    assert_eq!(function["active_deployment"], Value::Null);
+    assert_eq!(function["url"], "/fn/greeter");
+
+    // Not deployed yet: 404 that says so.
+    let message = fn_get(&host, &token, "/fn/greeter/hello").expect_error(404);
+    assert!(message.contains("no active deployment"), "{message}");
+
+    let wasm = spin5();
+    let deployed = deploy(&host, &token, &id, wasm.clone());
+    assert_eq!(deployed.status, 201, "{}", deployed.text());
+    let deployed = deployed.json();
+    assert_eq!(deployed["version"], 1);
+    assert_eq!(deployed["active"], true);
+    assert_eq!(deployed["size"], wasm.len() as u64);
+    assert_eq!(deployed["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        deployed["handler"]
+            .as_str()
+            .unwrap()
+            .starts_with("wasi:http/incoming-handler@0.2."),
+        "{deployed}"
+    );
+
+    let hello = fn_get(&host, &token, "/fn/greeter/hello");
+    assert_eq!(hello.status, 200, "{}", hello.text());
+    assert_eq!(hello.text(), "hello from spin-sdk 5");
+
+    // Method, path, query, headers and body pass through; the token does not.
+    let bearer = format!("Bearer {token}");
+    let echo = host.request(
+        "PATCH",
+        "/fn/greeter/echo?x=1&y=two",
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-probe", "probe-value"),
+        ],
+        b"the body".to_vec(),
+    );
+    assert_eq!(echo.status, 201, "{}", echo.text());
+    assert_eq!(echo.header("x-echoed"), Some("yes"));
+    let text = echo.text();
+    for line in [
+        "method=Method::Patch",
+        "path_info=/echo",
+        "query=x=1&y=two",
+        "x-probe=probe-value",
+        "authorization=\n",
+        "body=the body",
+    ] {
+        assert!(text.contains(line), "`{line}` not in:\n{text}");
+    }
+    assert!(
+        text.contains("uri=") && text.contains("/fn/greeter/echo?x=1&y=two"),
+        "{text}"
+    );
+
+    // Variables and secrets are the function's Spin variables.
+    assert_eq!(
+        fn_get(&host, &token, "/fn/greeter/var/greeting").text(),
+        "bonjour"
+    );
+    assert_eq!(
+        fn_get(&host, &token, "/fn/greeter/var/api_key").text(),
+        "s3cret"
+    );
+    assert_eq!(fn_get(&host, &token, "/fn/greeter/var/missing").status, 404);
+    assert_eq!(
+        fn_get(&host, &token, "/fn/greeter/var/Bad-Name").status,
+        400
+    );
+
+    // A settings change reaches the next request.
+    let updated = call(
+        &host,
+        "PUT",
+        &format!("/v1/functions/{id}"),
+        &token,
+        Some(&json!({ "variables": { "greeting": "hola" }, "secrets": { "api_key": null } })),
+    );
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    assert_eq!(updated.json()["secrets"], json!([]));
+    assert_eq!(
+        fn_get(&host, &token, "/fn/greeter/var/greeting").text(),
+        "hola"
+    );
+    assert_eq!(fn_get(&host, &token, "/fn/greeter/var/api_key").status, 404);
+
+    // Invoke: the JSON body goes to the function as POST /fn/<name>.
+    let invoked = call(
+        &host,
+        "POST",
+        &format!("/v1/functions/{id}/invoke"),
+        &token,
+        Some(&json!({ "n": 1 })),
+    );
+    assert_eq!(invoked.status, 201, "{}", invoked.text());
+    let text = invoked.text();
+    assert!(
+        text.contains("method=Method::Post") && text.contains("body={\"n\":1}"),
+        "{text}"
+    );
+    assert!(text.contains("path_info=/\n"), "{text}");
+}
+
+#[test]
+fn bad_deployments_are_refused_and_the_previous_version_keeps_serving() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "steady" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+
+    let garbage = deploy(&host, &token, &id, b"definitely not wasm".to_vec()).expect_error(422);
+    assert!(garbage.contains("not a WebAssembly component"), "{garbage}");
+    let core = deploy(&host, &token, &id, b"\0asm\x01\0\0\0".to_vec()).expect_error(422);
+    assert!(core.contains("core WebAssembly module"), "{core}");
+    let truncated = spin5()[..1000].to_vec();
+    let broken = deploy(&host, &token, &id, truncated).expect_error(422);
+    assert!(broken.contains("does not validate"), "{broken}");
+    // A route group of the platform imports platform-db, which functions
+    // are not given: refused, naming it.
+    let platform = std::fs::read(fixture("misbehave")).unwrap();
+    let refused = deploy(&host, &token, &id, platform).expect_error(422);
+    assert!(refused.contains("platform-db"), "{refused}");
+
+    let bearer = format!("Bearer {token}");
+    let wrong_type = host.request(
+        "POST",
+        &format!("/v1/functions/{id}/deployments"),
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "text/plain"),
+        ],
+        spin5(),
+    );
+    wrong_type.expect_error(415);
+    deploy(&host, &token, &id, Vec::new()).expect_error(400);
+
+    let listed = fn_get(&host, &token, &format!("/v1/functions/{id}/deployments")).json();
+    assert_eq!(
+        listed["deployments"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(
+        fn_get(&host, &token, "/fn/steady/hello").text(),
+        "hello from spin-sdk 5"
+    );
+}
+
+#[test]
+fn an_older_deployment_can_be_activated_again() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "versions" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    // Version 2: another component (answers JSON to everything).
+    let v2 = deploy(&host, &token, &id, std::fs::read(fixture("hello")).unwrap());
+    assert_eq!(v2.status, 201, "{}", v2.text());
+    assert_eq!(v2.json()["version"], 2);
+    assert_ne!(
+        fn_get(&host, &token, "/fn/versions/hello").text(),
+        "hello from spin-sdk 5"
+    );
+
+    let back = call(
+        &host,
+        "POST",
+        &format!("/v1/functions/{id}/deployments/1/activate"),
+        &token,
+        None,
+    );
+    assert_eq!(back.status, 200, "{}", back.text());
+    assert_eq!(back.json()["version"], 1);
+    assert_eq!(
+        fn_get(&host, &token, "/fn/versions/hello").text(),
+        "hello from spin-sdk 5"
+    );
+    let listed = fn_get(&host, &token, &format!("/v1/functions/{id}/deployments")).json();
+    let active: Vec<(i64, bool)> = listed["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["version"].as_i64().unwrap(),
+                d["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(active, [(2, false), (1, true)]);
+
+    call(
+        &host,
+        "POST",
+        &format!("/v1/functions/{id}/deployments/7/activate"),
+        &token,
+        None,
+    )
+    .expect_error(404);
+}
+
+#[test]
+fn a_failing_function_gets_the_right_status_and_others_keep_serving() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(
+        &host,
+        &token,
+        json!({ "name": "faulty", "timeout_ms": 1000, "memory_mb": 16 }),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+
+    let trapped = fn_get(&host, &token, "/fn/faulty/panic").expect_error(500);
+    assert!(trapped.contains("faulty"), "{trapped}");
+    let started = std::time::Instant::now();
+    fn_get(&host, &token, "/fn/faulty/loop").expect_error(504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let hog = fn_get(&host, &token, "/fn/faulty/alloc").expect_error(500);
+    assert!(hog.contains("memory"), "{hog}");
+    assert_eq!(fn_get(&host, &token, "/fn/faulty/hello").status, 200);
+}
+
+#[test]
+fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
+    let host = Host::start();
+    let owner = host.token();
+    let id = create(&host, &owner, json!({ "name": "mine", "public": false }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &owner, &id, spin5()).status, 201);
+    let project = fn_get(&host, &owner, "/v1/whoami").json()["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Another organization's user: the id and the name are 404 to them.
+    let other = host
+        .signup(&unique_email("other"), "a long test password")
+        .access_token;
+    fn_get(&host, &other, &format!("/v1/functions/{id}")).expect_error(404);
+    deploy(&host, &other, &id, spin5()).expect_error(404);
+    call(
+        &host,
+        "DELETE",
+        &format!("/v1/functions/{id}"),
+        &other,
+        None,
+    )
+    .expect_error(404);
+    call(
+        &host,
+        "POST",
+        &format!("/v1/functions/{id}/invoke"),
+        &other,
+        Some(&json!({})),
+    )
+    .expect_error(404);
+    fn_get(&host, &other, "/fn/mine/hello").expect_error(404);
+    assert_eq!(
+        fn_get(&host, &other, "/v1/functions").json()["functions"],
+        json!([])
+    );
+    // Their own function of the same name is theirs alone.
+    create(&host, &other, json!({ "name": "mine" }));
+
+    // Anonymous: only a public function, its project (and environment:
+    // sessions start in `sandbox`, anonymous calls default to `live`) named.
+    host.get("/fn/mine/hello").expect_error(401);
+    let anonymous = |environment: &str| {
+        host.request(
+            "GET",
+            "/fn/mine/hello",
+            &[
+                ("x-zatabase-project", project.as_str()),
+                ("x-zatabase-environment", environment),
+            ],
+            vec![],
+        )
+    };
+    anonymous("sandbox").expect_error(404);
+    let public = call(
+        &host,
+        "PUT",
+        &format!("/v1/functions/{id}"),
+        &owner,
+        Some(&json!({ "public": true })),
+    );
+    assert_eq!(public.status, 200, "{}", public.text());
+    assert_eq!(public.json()["public"], true);
+    let answered = anonymous("sandbox");
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    assert_eq!(answered.text(), "hello from spin-sdk 5");
+    anonymous("live").expect_error(404);
+    host.request(
+        "GET",
+        "/fn/mine/hello",
+        &[("x-zatabase-project", project.as_str())],
+        vec![],
+    )
+    .expect_error(404);
+    anonymous("staging").expect_error(400);
+
+    let deleted = call(
+        &host,
+        "DELETE",
+        &format!("/v1/functions/{id}"),
+        &owner,
+        None,
+    );
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    fn_get(&host, &owner, "/fn/mine/hello").expect_error(404);
+    anonymous("sandbox").expect_error(404);
+    fn_get(&host, &owner, &format!("/v1/functions/{id}")).expect_error(404);
+}
+
+#[test]
+fn bad_function_settings_are_refused_and_write_nothing() {
+    let host = Host::start();
+    let token = host.token();
+    create(&host, &token, json!({ "name": "taken" }));
+    let bearer = format!("Bearer {token}");
+    let malformed = host.request(
+        "POST",
+        "/v1/functions",
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/json"),
+        ],
+        b"{\"name\": ".to_vec(),
+    );
+    malformed.expect_error(400);
+    for (body, status) in [
+        (json!({ "name": "taken" }), 409),
+        (json!({ "name": "Bad Name" }), 422),
+        (json!({ "name": "x", "unknown": 1 }), 422),
+        (json!({ "name": "x", "timeout_ms": 0 }), 422),
+        (json!({ "name": "x", "timeout_ms": 3_600_000 }), 422),
+        (json!({ "name": "x", "memory_mb": 1_000_000 }), 422),
+        (json!({ "name": "x", "variables": { "k": 1 } }), 422),
+        (
+            json!({ "name": "x", "variables": { "k": "a" }, "secrets": { "k": "b" } }),
+            422,
+        ),
+        (
+            json!({ "name": "x", "allowed_outbound_hosts": ["example.com/path"] }),
+            422,
+        ),
+    ] {
+        let answer = call(&host, "POST", "/v1/functions", &token, Some(&body));
+        answer.expect_error(status);
+    }
+    let listed = fn_get(&host, &token, "/v1/functions").json();
+    let names: Vec<&str> = listed["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["taken"]);
+    fn_get(&host, &token, "/v1/functions/not-a-uuid").expect_error(404);
+}

@@ -1,0 +1,71 @@
+//! A function as a Spin user writes it (spin-sdk 5, `wasi:http/incoming-handler@0.2.0`),
+//! dispatching on Spin's `spin-path-info` header:
+//!
+//! - `/hello`: a plain text greeting
+//! - `/`, `/echo`: what arrived (method, uri, path info, query, a header, body) as JSON-ish text
+//! - `/var/<name>`: the Spin variable `<name>` (404 when undefined)
+//! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
+
+use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::variables;
+
+#[http_component]
+fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
+    let path_info = request
+        .header("spin-path-info")
+        .and_then(|v| v.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    Ok(match path_info.as_str() {
+        "/hello" => Response::new(200, "hello from spin-sdk 5"),
+        "/" | "/echo" => {
+            let header = |name: &str| {
+                request
+                    .header(name)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let body = String::from_utf8_lossy(request.body()).into_owned();
+            let text = format!(
+                "method={:?}\nuri={}\npath_info={}\nquery={}\nx-probe={}\nauthorization={}\nbody={}",
+                request.method(),
+                request.uri(),
+                path_info,
+                request.query(),
+                header("x-probe"),
+                header("authorization"),
+                body
+            );
+            Response::builder()
+                .status(201)
+                .header("content-type", "text/plain")
+                .header("x-echoed", "yes")
+                .body(text)
+                .build()
+        }
+        "/panic" => panic!("the function panicked on purpose"),
+        "/loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "/alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        other => match other.strip_prefix("/var/") {
+            Some(name) => match variables::get(name) {
+                Ok(value) => Response::new(200, value),
+                Err(variables::Error::Undefined(message)) => Response::new(404, message),
+                Err(error) => Response::new(400, error.to_string()),
+            },
+            None => Response::new(404, format!("no route {other}")),
+        },
+    })
+}
