@@ -7,12 +7,14 @@
 //! zatabase-bench cold-start [--runs N]
 //! zatabase-bench auth       [--seconds N]
 //! zatabase-bench sql        [--seconds N]
+//! zatabase-bench fn         [--seconds N]
 //! ```
 //!
 //! `bench/run` builds everything, installs wrk and runs them all.
 
 mod auth;
 mod cold_start;
+mod functions;
 mod server;
 mod sql;
 mod wasm_path;
@@ -38,8 +40,9 @@ fn main() -> anyhow::Result<()> {
         Some("cold-start") => cold_start::run(flag(&args, "--runs", 5) as usize),
         Some("auth") => runtime.block_on(auth::run(flag(&args, "--seconds", 10))),
         Some("sql") => runtime.block_on(sql::run(flag(&args, "--seconds", 10))),
+        Some("fn") => functions::run(flag(&args, "--seconds", 10)),
         _ => {
-            eprintln!("usage: zatabase-bench wasm-path|cold-start|auth|sql [options]");
+            eprintln!("usage: zatabase-bench wasm-path|cold-start|auth|sql|fn [options]");
             std::process::exit(2);
         }
     }

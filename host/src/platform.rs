@@ -37,6 +37,7 @@ pub struct Platform {
     embedded: Option<Embedded>,
     session_listener: tokio::task::JoinHandle<()>,
     function_listener: tokio::task::JoinHandle<()>,
+    telemetry_writer: tokio::task::JoinHandle<()>,
     idle_sweeper: tokio::task::JoinHandle<()>,
     _lock: File,
 }
@@ -148,6 +149,10 @@ impl Platform {
             let (functions, pool) = (functions.clone(), db.platform_pool().clone());
             async move { functions.listen(pool).await }
         });
+        let telemetry_writer = tokio::spawn({
+            let (functions, pool) = (functions.clone(), db.platform_pool().clone());
+            async move { functions.telemetry().run(pool).await }
+        });
         let idle_sweeper = tokio::spawn({
             let db = db.clone();
             async move {
@@ -177,6 +182,7 @@ impl Platform {
             embedded,
             session_listener,
             function_listener,
+            telemetry_writer,
             idle_sweeper,
             _lock: lock,
         })
@@ -186,6 +192,11 @@ impl Platform {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.session_listener.abort();
         self.function_listener.abort();
+        self.telemetry_writer.abort();
+        self.functions
+            .telemetry()
+            .flush(self.db.platform_pool())
+            .await;
         self.idle_sweeper.abort();
         self.db.close().await;
         if let Some(embedded) = self.embedded {

@@ -439,3 +439,171 @@ fn bad_function_settings_are_refused_and_write_nothing() {
     assert_eq!(names, ["taken"]);
     fn_get(&host, &token, "/v1/functions/not-a-uuid").expect_error(404);
 }
+
+/// A loopback HTTP server answering `pong` to every request, for as long as
+/// the test runs; its port.
+fn pong_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn outbound_http_reaches_only_the_allowed_hosts() {
+    let host = Host::start();
+    let token = host.token();
+    let port = pong_server();
+    let allowed = format!("http://127.0.0.1:{port}");
+    let id = create(
+        &host,
+        &token,
+        json!({ "name": "caller", "allowed_outbound_hosts": [allowed] }),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let closed = create(&host, &token, json!({ "name": "closed" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &closed, spin5()).status, 201);
+
+    let bearer = format!("Bearer {token}");
+    let fetch = |function: &str, target: &str| {
+        host.request(
+            "GET",
+            &format!("/fn/{function}/fetch"),
+            &[("authorization", bearer.as_str()), ("x-target", target)],
+            vec![],
+        )
+    };
+    let reached = fetch("caller", &format!("http://127.0.0.1:{port}/ping"));
+    assert_eq!(reached.status, 200, "{}", reached.text());
+    assert_eq!(reached.text(), "status=200 body=pong");
+
+    let started = std::time::Instant::now();
+    for (function, target) in [
+        ("closed", format!("http://127.0.0.1:{port}/ping")),
+        ("caller", format!("http://localhost:{port}/ping")),
+        ("caller", format!("https://127.0.0.1:{port}/ping")),
+        (
+            "caller",
+            format!("http://127.0.0.1:{}/ping", port.wrapping_add(1)),
+        ),
+        (
+            "caller",
+            format!("http://127.0.0.1:{port}@evil.example/ping"),
+        ),
+        ("caller", "/fn/caller/hello".to_owned()),
+        ("caller", host.url("/health")),
+    ] {
+        let denied = fetch(function, &target);
+        assert_eq!(
+            denied.status,
+            502,
+            "{function} → {target}: {}",
+            denied.text()
+        );
+        assert!(
+            denied.text().starts_with("outbound failed"),
+            "{}",
+            denied.text()
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "a denied request fails at once"
+    );
+}
+
+#[test]
+fn a_functions_logs_and_metrics_are_recorded() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "chatty" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let logged = fn_get(&host, &token, "/fn/chatty/log");
+    assert_eq!(logged.status, 200, "{}", logged.text());
+    let request_id = logged.header("x-request-id").unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(fn_get(&host, &token, "/fn/chatty/hello").status, 200);
+    }
+    fn_get(&host, &token, "/fn/chatty/panic").expect_error(500);
+
+    let logs_path = format!("/v1/functions/{id}/logs?request_id={request_id}");
+    let mut logs = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+            logs = fn_get(&host, &token, &logs_path).json();
+            logs["logs"].as_array().is_some_and(|l| l.len() == 2)
+        }),
+        "{logs}"
+    );
+    let lines: Vec<(&str, &str, &str)> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["level"].as_str().unwrap(),
+                l["message"].as_str().unwrap(),
+                l["request_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        lines.contains(&("info", "a line on stdout", request_id.as_str())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("warn", "a line on stderr", request_id.as_str())),
+        "{lines:?}"
+    );
+
+    let mut metrics = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+            metrics = fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json();
+            metrics["invocations"] == 5
+        }),
+        "{metrics}"
+    );
+    assert_eq!(metrics["errors"], 1, "{metrics}");
+    assert_eq!(metrics["cold_starts"], 1, "{metrics}");
+    assert_eq!(metrics["by_status"], json!({ "200": 4, "500": 1 }));
+    let p50 = metrics["duration_ms"]["p50"].as_f64().unwrap();
+    let p99 = metrics["duration_ms"]["p99"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99, "{metrics}");
+
+    // Another tenant sees neither; bad parameters are 400.
+    let other = host
+        .signup(&unique_email("peer"), "a long test password")
+        .access_token;
+    fn_get(&host, &other, &format!("/v1/functions/{id}/logs")).expect_error(404);
+    fn_get(&host, &other, &format!("/v1/functions/{id}/metrics")).expect_error(404);
+    fn_get(&host, &token, &format!("/v1/functions/{id}/logs?limit=0")).expect_error(400);
+    fn_get(
+        &host,
+        &token,
+        &format!("/v1/functions/{id}/metrics?hours=1000"),
+    )
+    .expect_error(400);
+}

@@ -10,6 +10,8 @@
 //! | `POST /v1/functions/:id/deployments` | [`deployments::create`] |
 //! | `GET /v1/functions/:id/deployments` | [`deployments::list`] |
 //! | `POST /v1/functions/:id/deployments/:deployment/activate` | [`deployments::activate`] |
+//! | `GET /v1/functions/:id/logs` | [`telemetry::logs`] |
+//! | `GET /v1/functions/:id/metrics` | [`telemetry::metrics`] |
 //!
 //! Running a function (`/fn/:name/*`, `POST /v1/functions/:id/invoke`) is
 //! the host's (`host/src/api/functions.rs`). This route group keeps the
@@ -22,6 +24,7 @@
 mod deployments;
 mod functions;
 mod settings;
+mod telemetry;
 
 use zatabase_guest_kit::{Request, Response, RouteGroup, Router};
 
@@ -42,6 +45,8 @@ impl RouteGroup for Functions {
                 "/v1/functions/:id/deployments/:deployment/activate",
                 deployments::activate,
             )
+            .route("GET", "/v1/functions/:id/logs", telemetry::logs)
+            .route("GET", "/v1/functions/:id/metrics", telemetry::metrics)
             .handle(&request)
     }
 }

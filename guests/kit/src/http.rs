@@ -80,6 +80,17 @@ impl Request {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// The first value of the query parameter `name`, percent-decoded (`+`
+    /// is a space). A value that does not decode is absent.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (crate::router::percent_decode(key)? == name)
+                .then(|| crate::router::percent_decode(&value.replace('+', " ")))
+                .flatten()
+        })
+    }
+
     /// The body as JSON of type `T`.
     ///
     /// Wrong or missing content type answers 415, malformed JSON 400, and JSON
@@ -220,5 +231,22 @@ impl Response {
         }
         drop(stream);
         let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let request = Request {
+            query: Some("limit=10&q=a+b%21&empty&limit=20".to_owned()),
+            ..Request::default()
+        };
+        assert_eq!(request.query_param("limit").as_deref(), Some("10"));
+        assert_eq!(request.query_param("q").as_deref(), Some("a b!"));
+        assert_eq!(request.query_param("empty").as_deref(), Some(""));
+        assert_eq!(request.query_param("missing"), None);
     }
 }

@@ -114,7 +114,7 @@ fn matches(segments: &[Segment], parts: &[&str]) -> Option<Params> {
     Some(params)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

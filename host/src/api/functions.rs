@@ -214,10 +214,20 @@ async fn run(
         client,
         function: Some(context.clone()),
     };
+    let request_id = ctx.request_id.clone();
+    let cold = function.cold();
+    let started = std::time::Instant::now();
     let mut response = match state.dispatcher.dispatch(component, ctx, request).await {
         Ok(response) => response,
         Err(error) => ApiError::from(error).into_response(),
     };
+    state.functions.telemetry().invocation(
+        &function.id,
+        &request_id,
+        response.status().as_u16(),
+        started.elapsed(),
+        cold,
+    );
     response
         .extensions_mut()
         .insert(RouteGroup(Arc::from("functions")));

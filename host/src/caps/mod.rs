@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod functions;
 pub mod log;
+pub mod outbound;
 pub mod platform_db;
 pub mod session;
 pub mod sql;

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "functions",
         include_str!("../../migrations/0006_functions.sql"),
     ),
+    (
+        7,
+        "function telemetry",
+        include_str!("../../migrations/0007_function_telemetry.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

@@ -23,13 +23,21 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::auth::{Access, Auth};
 use crate::caps::zatabase::platform::session::Principal;
 use crate::caps::{
-    self, Capability, auth::AuthState, functions::FunctionsState, log::LogState,
-    platform_db::PlatformDbState, session::SessionState, sql::SqlState, variables::VariablesState,
+    self, Capability,
+    auth::AuthState,
+    functions::FunctionsState,
+    log::FunctionLog,
+    log::LogState,
+    outbound::{AllowedHost, OutboundHttp},
+    platform_db::PlatformDbState,
+    session::SessionState,
+    sql::SqlState,
+    variables::VariablesState,
 };
 use crate::db::{Db, PlatformSql, Tenant, TenantSql};
 use crate::engine::Engine;
@@ -52,7 +60,7 @@ pub struct HostState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: NoOutbound,
+    hooks: OutboundHttp,
     limiter: MemoryLimiter,
     pub session: SessionState,
     pub sql: SqlState,
@@ -79,30 +87,6 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Route groups make no outbound HTTP requests.
-struct NoOutbound;
-
-impl WasiHttpHooks for NoOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -133,6 +117,10 @@ pub struct RequestContext {
 pub struct FunctionContext {
     pub tenant: Arc<Tenant>,
     pub variables: std::collections::HashMap<String, String>,
+    /// Where its outbound HTTP may go (nowhere when empty).
+    pub allowed_outbound_hosts: Arc<[AllowedHost]>,
+    /// Its own logs.
+    pub log: FunctionLog,
 }
 
 /// Limits applied when the manifest names none.
@@ -300,15 +288,29 @@ impl Dispatcher {
 
     fn store(&self, component: &LoadedComponent, ctx: &RequestContext) -> Store<HostState> {
         let id = component.name.clone();
+        let function_log = ctx.function.as_ref().map(|f| f.log.clone());
         let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::stdout(id.clone(), ctx.request_id.clone()))
-            .stderr(GuestOutput::stderr(id.clone(), ctx.request_id.clone()))
+            .stdout(GuestOutput::stdout(
+                id.clone(),
+                ctx.request_id.clone(),
+                function_log.clone(),
+            ))
+            .stderr(GuestOutput::stderr(
+                id.clone(),
+                ctx.request_id.clone(),
+                function_log.clone(),
+            ))
             .build();
         let state = HostState {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: NoOutbound,
+            hooks: OutboundHttp {
+                allowed: ctx
+                    .function
+                    .as_ref()
+                    .map_or_else(|| Arc::from([]), |f| f.allowed_outbound_hosts.clone()),
+            },
             limiter: MemoryLimiter {
                 max_memory: component.memory_bytes,
                 max_table_elements: 100_000,
@@ -354,6 +356,7 @@ impl Dispatcher {
             log: LogState {
                 component: id,
                 request_id: ctx.request_id.clone(),
+                function: function_log,
             },
         };
         let mut store = Store::new(self.engine.wasmtime(), state);

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use crate::caps::log::emit;
+use crate::caps::log::{FunctionLog, emit};
 use crate::caps::zatabase::platform::log::Level;
 
 /// Longest line kept; longer output is split.
@@ -19,22 +19,33 @@ pub struct GuestOutput {
     component: Arc<str>,
     request_id: Arc<str>,
     level: Level,
+    function: Option<FunctionLog>,
 }
 
 impl GuestOutput {
-    pub fn stdout(component: Arc<str>, request_id: Arc<str>) -> Self {
+    pub fn stdout(
+        component: Arc<str>,
+        request_id: Arc<str>,
+        function: Option<FunctionLog>,
+    ) -> Self {
         Self {
             component,
             request_id,
             level: Level::Info,
+            function,
         }
     }
 
-    pub fn stderr(component: Arc<str>, request_id: Arc<str>) -> Self {
+    pub fn stderr(
+        component: Arc<str>,
+        request_id: Arc<str>,
+        function: Option<FunctionLog>,
+    ) -> Self {
         Self {
             component,
             request_id,
             level: Level::Warn,
+            function,
         }
     }
 }
@@ -68,6 +79,7 @@ impl LineWriter {
                 &self.output.component,
                 &self.output.request_id,
                 text.trim_end(),
+                self.output.function.as_ref(),
             );
             self.line.clear();
         }

@@ -20,6 +20,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool};
 use wasmtime::component::Component;
 
+use crate::caps::log::FunctionLog;
+use crate::caps::outbound::AllowedHost;
 use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo};
 use crate::caps::{self, Capability};
 use crate::config::FunctionsConfig;
@@ -28,6 +30,9 @@ use crate::dispatch::{self, FunctionContext, Linking, LoadedComponent};
 use crate::engine::Engine;
 use crate::engine::cache::CompileCache;
 use crate::metrics::Metrics;
+use telemetry::Telemetry;
+
+pub mod telemetry;
 
 const FUNCTION_CHANGED: &str = "zatabase_function_changed";
 
@@ -61,6 +66,16 @@ pub struct Function {
     pub public: bool,
     /// None until its first deployment.
     pub deployment: Option<Deployment>,
+    /// Whether a request has run it since this host loaded it.
+    served: AtomicBool,
+}
+
+impl Function {
+    /// True for the first request served from this load of the function
+    /// (a cold start), false after.
+    pub fn cold(&self) -> bool {
+        !self.served.swap(true, Ordering::Relaxed)
+    }
 }
 
 pub struct Deployment {
@@ -79,6 +94,7 @@ pub struct Functions {
     /// Compiled components by sha256.
     compiled: Mutex<HashMap<String, Component>>,
     listening: AtomicBool,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Functions {
@@ -104,7 +120,13 @@ impl Functions {
             resolved: Mutex::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
+            telemetry: Arc::new(Telemetry::default()),
         }
+    }
+
+    /// Where functions' invocations and log lines go.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     pub fn limits(&self) -> Limits {
@@ -173,7 +195,8 @@ impl Functions {
     async fn fetch(&self, lookup: &Lookup) -> anyhow::Result<Option<Function>> {
         const COLUMNS: &str = "SELECT f.id::text AS id, f.name, f.project_id::text AS project_id,
                 f.environment, f.public, f.timeout_ms, f.memory_mb,
-                (f.variables || f.secrets)::text AS variables, d.version, d.sha256
+                (f.variables || f.secrets)::text AS variables, f.allowed_outbound_hosts,
+                d.version, d.sha256
             FROM zatabase.functions f
             LEFT JOIN zatabase.function_deployments d ON d.id = f.active_deployment_id";
         let pool = self.db.platform_pool();
@@ -255,6 +278,15 @@ impl Functions {
                     context: Arc::new(FunctionContext {
                         tenant: Arc::new(Tenant::for_environment(&project_id, &environment)?),
                         variables,
+                        log: FunctionLog {
+                            function_id: Arc::from(id.as_str()),
+                            telemetry: self.telemetry.clone(),
+                        },
+                        allowed_outbound_hosts: row
+                            .try_get::<Vec<String>, _>("allowed_outbound_hosts")?
+                            .iter()
+                            .filter_map(|entry| AllowedHost::parse(entry))
+                            .collect(),
                     }),
                 })
             }
@@ -264,6 +296,7 @@ impl Functions {
             name,
             public: row.try_get("public")?,
             deployment,
+            served: AtomicBool::new(false),
         }))
     }
 

@@ -1,9 +1,12 @@
 //! A function as a Spin user writes it (spin-sdk 5, `wasi:http/incoming-handler@0.2.0`),
-//! dispatching on Spin's `spin-path-info` header:
+//! dispatching on Spin's `spin-path-info` header (the path when absent):
 //!
 //! - `/hello`: a plain text greeting
 //! - `/`, `/echo`: what arrived (method, uri, path info, query, a header, body) as JSON-ish text
 //! - `/var/<name>`: the Spin variable `<name>` (404 when undefined)
+//! - `/log`: a line on stdout and one on stderr
+//! - `/fetch`: an outbound GET of the URL in the `x-target` header; its
+//!   status and body, or 502 with the error
 //! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -12,13 +15,20 @@ use spin_sdk::variables;
 
 #[http_component]
 fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
+    // Spin (and Zatabase) say which part of the path is the function's;
+    // under a plain wasi:http server (`wasmtime serve`) it is the whole path.
     let path_info = request
         .header("spin-path-info")
         .and_then(|v| v.as_str())
-        .unwrap_or("/")
+        .unwrap_or_else(|| request.path())
         .to_owned();
     Ok(match path_info.as_str() {
         "/hello" => Response::new(200, "hello from spin-sdk 5"),
+        "/log" => {
+            println!("a line on stdout");
+            eprintln!("a line on stderr");
+            Response::new(200, "logged")
+        }
         "/" | "/echo" => {
             let header = |name: &str| {
                 request
@@ -44,6 +54,27 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 .header("x-echoed", "yes")
                 .body(text)
                 .build()
+        }
+        "/fetch" => {
+            let target = request
+                .header("x-target")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned();
+            let sent: Result<Response, _> = spin_sdk::http::run(spin_sdk::http::send(
+                Request::get(target),
+            ));
+            match sent {
+                Ok(response) => Response::new(
+                    200,
+                    format!(
+                        "status={} body={}",
+                        response.status(),
+                        String::from_utf8_lossy(response.body())
+                    ),
+                ),
+                Err(error) => Response::new(502, format!("outbound failed: {error}")),
+            }
         }
         "/panic" => panic!("the function panicked on purpose"),
         "/loop" => {
