@@ -24,6 +24,14 @@ use crate::manifest::{self, App};
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
 
+/// What each new platform connection prepares (see `db::WarmStatement`).
+const WARM_STATEMENTS: [db::WarmStatement; 4] = [
+    (crate::auth::SESSION_QUERY, 1),
+    (crate::functions::STATEMENTS[0], 3),
+    (crate::functions::STATEMENTS[1], 3),
+    (crate::functions::STATEMENTS[2], 3),
+];
+
 /// The running platform, minus its HTTP listener.
 pub struct Platform {
     pub config: Arc<Config>,
@@ -109,9 +117,17 @@ impl Platform {
             }
         };
         let rest = async {
-            let db = Db::connect(options, pool_config(&config), limits(&config), key).await?;
+            let db = Db::connect(
+                options,
+                pool_config(&config),
+                limits(&config),
+                key,
+                &WARM_STATEMENTS,
+            )
+            .await?;
             db.check_pgvector().await?;
             db.migrate().await.context("applying migrations")?;
+            db.warm_up().await;
             let components = compiling.await??;
             anyhow::Ok((db, components))
         }
@@ -144,7 +160,7 @@ impl Platform {
             metrics.clone(),
             &config.functions,
             config.components.max_memory_mb,
-        ));
+        )?);
         let function_listener = tokio::spawn({
             let (functions, pool) = (functions.clone(), db.platform_pool().clone());
             async move { functions.listen(pool).await }

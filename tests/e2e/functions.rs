@@ -173,6 +173,29 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
 }
 
 #[test]
+fn the_smallest_spin_function_answers_every_method_and_path() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "hello" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wasm = std::fs::read(function_fixture("hello")).unwrap();
+    assert_eq!(deploy(&host, &token, &id, wasm).status, 201);
+    let bearer = format!("Bearer {token}");
+    for (method, path) in [
+        ("GET", "/fn/hello"),
+        ("POST", "/fn/hello/"),
+        ("DELETE", "/fn/hello/a/b?c=d"),
+    ] {
+        let answer = host.request(method, path, &[("authorization", bearer.as_str())], vec![]);
+        assert_eq!(answer.status, 200, "{method} {path}: {}", answer.text());
+        assert_eq!(answer.text(), "hello, world");
+    }
+    fn_get(&host, &token, "/fn/nobody/hello").expect_error(404);
+}
+
+#[test]
 fn bad_deployments_are_refused_and_the_previous_version_keeps_serving() {
     let host = Host::start();
     let token = host.token();

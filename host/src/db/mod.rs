@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor, Postgres};
+use sqlx::{AssertSqlSafe, ConnectOptions, Executor, Postgres, SqlSafeStr};
 
 use crate::caps::types::{ErrorKind, SqlError, Value};
 use crate::secrets::MasterKey;
@@ -33,6 +33,19 @@ pub use tenant::Tenant;
 /// How long past the statement timeout the host waits for Postgres before
 /// it gives the connection up for lost.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Platform connections opened at start-up, so the first requests do not
+/// wait for one: the two listeners (sessions, functions) take two of them
+/// for good, two stay idle.
+const WARM_CONNECTIONS: u32 = 4;
+
+/// A statement prepared on each new platform connection, with its number
+/// of text parameters: a fresh Postgres backend loads each table's catalog
+/// entries the first time a statement names it, and sqlx describes each
+/// statement once per connection; a few milliseconds that would otherwise
+/// land on the first requests after a start (a session check, a function
+/// lookup).
+pub type WarmStatement = (&'static str, usize);
 
 /// Pool sizes and timeouts.
 #[derive(Debug, Clone)]
@@ -82,6 +95,7 @@ impl Db {
         pools: PoolConfig,
         limits: Limits,
         key: MasterKey,
+        warm: &'static [WarmStatement],
     ) -> anyhow::Result<Arc<Self>> {
         let database = options
             .get_database()
@@ -93,6 +107,22 @@ impl Db {
         let platform = PgPoolOptions::new()
             .max_connections(pools.platform_max_connections)
             .acquire_timeout(pools.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    for (statement, params) in warm {
+                        let types = vec![sqlx::postgres::PgTypeInfo::with_name("text"); *params];
+                        // Before the tables exist (a first start) this fails,
+                        // harmlessly: the connection is only colder.
+                        if let Err(error) = conn
+                            .prepare_with(AssertSqlSafe(*statement).into_sql_str(), &types)
+                            .await
+                        {
+                            tracing::debug!(%error, "warming a platform connection");
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(
                 options
                     .clone()
@@ -113,6 +143,22 @@ impl Db {
             key,
             pools,
         }))
+    }
+
+    /// Opens `WARM_CONNECTIONS` platform connections ahead of the first
+    /// requests (after the migrations, so their warm-up finds the tables),
+    /// and leaves them idle in the pool.
+    pub async fn warm_up(&self) {
+        let mut held = Vec::new();
+        for _ in 0..WARM_CONNECTIONS.min(self.pools.platform_max_connections) {
+            match self.platform.acquire().await {
+                Ok(conn) => held.push(conn),
+                Err(error) => {
+                    tracing::warn!(%error, "opening a platform connection ahead of requests");
+                    break;
+                }
+            }
+        }
     }
 
     /// Fails with a clear message when the server lacks pgvector.

@@ -198,7 +198,7 @@ pub fn load(
 /// A user's function: its compiled component linked for functions, under its
 /// own limits. Instantiation metrics share the label `fn`.
 pub fn load_function(
-    engine: &Engine,
+    linker: &Linker<HostState>,
     component: &Component,
     name: &str,
     timeout: Duration,
@@ -206,7 +206,7 @@ pub fn load_function(
     metrics: &Metrics,
 ) -> anyhow::Result<LoadedComponent> {
     let started = Instant::now();
-    let pre = link(engine, component, &Linking::function())?;
+    let pre = pre_instantiate(linker, component)?;
     Ok(LoadedComponent {
         name: Arc::from(name),
         public_routes: Vec::new(),
@@ -239,6 +239,12 @@ pub fn link(
     component: &Component,
     linking: &Linking<'_>,
 ) -> anyhow::Result<ProxyPre<HostState>> {
+    pre_instantiate(&linker(engine, linking)?, component)
+}
+
+/// A linker with WASI, `wasi:http` and what `linking` grants (built once
+/// and reused for every user's function).
+pub fn linker(engine: &Engine, linking: &Linking<'_>) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine.wasmtime());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -246,6 +252,14 @@ pub fn link(
     if linking.spin {
         caps::variables::add_to_linker(&mut linker)?;
     }
+    Ok(linker)
+}
+
+/// Pre-instantiates `component` against `linker` as a `wasi:http` proxy.
+pub fn pre_instantiate(
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> anyhow::Result<ProxyPre<HostState>> {
     let pre = linker
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)

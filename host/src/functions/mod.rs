@@ -18,7 +18,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 
 use crate::caps::log::FunctionLog;
 use crate::caps::outbound::AllowedHost;
@@ -26,7 +26,7 @@ use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo
 use crate::caps::{self, Capability};
 use crate::config::FunctionsConfig;
 use crate::db::{Db, Tenant};
-use crate::dispatch::{self, FunctionContext, Linking, LoadedComponent};
+use crate::dispatch::{self, FunctionContext, HostState, Linking, LoadedComponent};
 use crate::engine::Engine;
 use crate::engine::cache::CompileCache;
 use crate::metrics::Metrics;
@@ -35,6 +35,37 @@ use telemetry::Telemetry;
 pub mod telemetry;
 
 const FUNCTION_CHANGED: &str = "zatabase_function_changed";
+
+/// What `/fn` needs of a function, joined with its active deployment.
+macro_rules! lookup {
+    ($($rest:literal),*) => {
+        concat!(
+            "SELECT f.id::text AS id, f.name, f.project_id::text AS project_id,
+                f.environment, f.public, f.timeout_ms, f.memory_mb,
+                (f.variables || f.secrets)::text AS variables, f.allowed_outbound_hosts,
+                d.version, d.sha256
+            FROM zatabase.functions f
+            LEFT JOIN zatabase.function_deployments d ON d.id = f.active_deployment_id ",
+            $($rest),*
+        )
+    };
+}
+
+/// By project id, environment and name.
+const BY_NAME: &str =
+    lookup!("WHERE f.project_id = $1::uuid AND f.environment = $2 AND f.name = $3");
+/// By project id, environment and function id.
+const BY_ID: &str =
+    lookup!("WHERE f.project_id = $1::uuid AND f.environment = $2 AND f.id = $3::uuid");
+/// A public function by project (id or slug), environment and name.
+const PUBLIC: &str = lookup!(
+    "JOIN zatabase.projects p ON p.id = f.project_id
+     WHERE (p.slug = $1 OR p.id::text = $1) AND f.environment = $2 AND f.name = $3 AND f.public"
+);
+
+/// The statements every request path of `/fn` runs, each with three text
+/// parameters: prepared on each new platform connection (`Db::connect`).
+pub const STATEMENTS: [&str; 3] = [BY_NAME, BY_ID, PUBLIC];
 
 /// How a request names a function.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,6 +126,8 @@ pub struct Functions {
     compiled: Mutex<HashMap<String, Component>>,
     listening: AtomicBool,
     telemetry: Arc<Telemetry>,
+    /// What every function is linked against, built once.
+    linker: Linker<HostState>,
 }
 
 impl Functions {
@@ -105,8 +138,9 @@ impl Functions {
         metrics: Arc<Metrics>,
         config: &FunctionsConfig,
         max_memory_mb: u64,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let linker = dispatch::linker(&engine, &Linking::function())?;
+        Ok(Self {
             db,
             engine,
             cache,
@@ -121,7 +155,8 @@ impl Functions {
             compiled: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
             telemetry: Arc::new(Telemetry::default()),
-        }
+            linker,
+        })
     }
 
     /// Where functions' invocations and log lines go.
@@ -139,8 +174,9 @@ impl Functions {
     pub async fn prepare(&self, wasm: Vec<u8>) -> Result<ComponentInfo, String> {
         let engine = self.engine.clone();
         let cache = self.cache.clone();
+        let linker = self.linker.clone();
         let (info, component) =
-            tokio::task::spawn_blocking(move || inspect(&engine, &cache, &wasm))
+            tokio::task::spawn_blocking(move || inspect(&engine, &cache, &linker, &wasm))
                 .await
                 .map_err(|e| format!("the component could not be checked: {e}"))??;
         self.compiled
@@ -193,28 +229,13 @@ impl Functions {
     }
 
     async fn fetch(&self, lookup: &Lookup) -> anyhow::Result<Option<Function>> {
-        const COLUMNS: &str = "SELECT f.id::text AS id, f.name, f.project_id::text AS project_id,
-                f.environment, f.public, f.timeout_ms, f.memory_mb,
-                (f.variables || f.secrets)::text AS variables, f.allowed_outbound_hosts,
-                d.version, d.sha256
-            FROM zatabase.functions f
-            LEFT JOIN zatabase.function_deployments d ON d.id = f.active_deployment_id";
         let pool = self.db.platform_pool();
-        let row = match lookup {
+        let (statement, keys) = match lookup {
             Lookup::Name {
                 project_id,
                 environment,
                 name,
-            } => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} WHERE f.project_id = $1::uuid AND f.environment = $2 AND f.name = $3"
-                )))
-                .bind(project_id)
-                .bind(environment)
-                .bind(name)
-                .fetch_optional(pool)
-                .await?
-            }
+            } => (BY_NAME, [project_id, environment, name]),
             Lookup::Id {
                 project_id,
                 environment,
@@ -223,44 +244,34 @@ impl Functions {
                 if uuid::Uuid::parse_str(id).is_err() {
                     return Ok(None);
                 }
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} WHERE f.project_id = $1::uuid AND f.environment = $2 AND f.id = $3::uuid"
-                )))
-                .bind(project_id)
-                .bind(environment)
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
+                (BY_ID, [project_id, environment, id])
             }
             Lookup::Public {
                 project,
                 environment,
                 name,
-            } => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} JOIN zatabase.projects p ON p.id = f.project_id
-                     WHERE (p.slug = $1 OR p.id::text = $1) AND f.environment = $2
-                       AND f.name = $3 AND f.public"
-                )))
-                .bind(project)
-                .bind(environment)
-                .bind(name)
-                .fetch_optional(pool)
-                .await?
-            }
+            } => (PUBLIC, [project, environment, name]),
         };
+        let row = sqlx::query(statement)
+            .bind(keys[0])
+            .bind(keys[1])
+            .bind(keys[2])
+            .fetch_optional(pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get("id")?;
         let name: String = row.try_get("name")?;
         let deployment = match row.try_get::<Option<String>, _>("sha256")? {
             None => None,
             Some(sha256) => {
+                let started = std::time::Instant::now();
                 let component = self.component(&sha256).await?;
+                let compiled = started.elapsed();
                 let timeout =
                     Duration::from_millis(u64::try_from(row.try_get::<i32, _>("timeout_ms")?)?);
                 let memory_mb = u64::try_from(row.try_get::<i32, _>("memory_mb")?)?;
                 let loaded = dispatch::load_function(
-                    &self.engine,
+                    &self.linker,
                     &component,
                     &name,
                     timeout,
@@ -268,6 +279,12 @@ impl Functions {
                     &self.metrics,
                 )
                 .with_context(|| format!("linking function `{name}`"))?;
+                tracing::debug!(
+                    function = %name,
+                    load_us = compiled.as_micros() as u64,
+                    link_us = loaded.load_time.as_micros() as u64,
+                    "function loaded"
+                );
                 let variables: HashMap<String, String> =
                     serde_json::from_str(&row.try_get::<String, _>("variables")?)?;
                 let project_id: String = row.try_get("project_id")?;
@@ -368,6 +385,7 @@ const COMPONENT: [u8; 8] = *b"\0asm\x0d\0\x01\0";
 fn inspect(
     engine: &Engine,
     cache: &CompileCache,
+    linker: &Linker<HostState>,
     wasm: &[u8],
 ) -> Result<(ComponentInfo, Component), String> {
     match wasm.get(..8) {
@@ -434,7 +452,7 @@ fn inspect(
             ),
         )
     })?;
-    dispatch::link(engine, &component, &linking)
+    dispatch::pre_instantiate(linker, &component)
         .map_err(|e| format!("the component cannot run here: {}", chain(&e)))?;
     let info = ComponentInfo {
         sha256,
