@@ -27,6 +27,7 @@ fn main() {
         "spin.toml",
         "wit",
         "guests",
+        "templates",
         "Cargo.lock",
         ".cargo/config.toml",
     ] {
@@ -84,6 +85,8 @@ fn main() {
     writeln!(code, "];").unwrap();
     std::fs::write(out_dir.join("embedded_app.rs"), code).expect("writing embedded_app.rs");
 
+    templates(&root, &target_root(&out_dir).join("templates"), &out_dir);
+
     swagger_assets(&out_dir);
 }
 
@@ -140,6 +143,68 @@ fn run_build(id: &str, build: &schema::Build, root: &Path, target: &Path) {
     };
     let mut command = Command::new("sh");
     command.arg("-c").arg(&build.command).current_dir(workdir);
+    nested_cargo(&mut command, target);
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running the build of component `{id}`: {e}"));
+    assert!(
+        status.success(),
+        "building component `{id}` failed: `{}`",
+        build.command
+    );
+}
+
+/// Builds the marketplace templates (`templates/`, a workspace of their
+/// own) and embeds each one's `template.toml` and component.
+fn templates(root: &Path, target: &Path, out_dir: &Path) {
+    let dir = root.join("templates");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .current_dir(&dir);
+    nested_cargo(&mut command, target);
+    let status = command.status().expect("running cargo for templates/");
+    assert!(status.success(), "building templates/ failed");
+
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("reading templates/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("template.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut code = String::from("pub const TEMPLATES: &[(&str, &str, &[u8])] = &[\n");
+    for name in names {
+        let wasm = target.join(format!(
+            "wasm32-wasip2/release/zatabase_template_{}.wasm",
+            name.replace('-', "_")
+        ));
+        assert!(
+            wasm.is_file(),
+            "template `{name}` built no {} (its crate must be zatabase-template-{name})",
+            wasm.display()
+        );
+        let metadata = dir.join(&name).join("template.toml");
+        writeln!(
+            code,
+            "    ({name:?}, include_str!({metadata:?}), include_bytes!({wasm:?})),"
+        )
+        .unwrap();
+    }
+    code.push_str("];\n");
+    std::fs::write(out_dir.join("embedded_templates.rs"), code)
+        .expect("writing embedded_templates.rs");
+}
+
+/// A clean environment for a nested cargo building into `target`.
+fn nested_cargo(command: &mut Command, target: &Path) {
     // A clean environment for the nested cargo: keep the user's cargo home,
     // network settings and the jobserver, drop what configures this build.
     for (key, _) in std::env::vars_os() {
@@ -176,14 +241,6 @@ fn run_build(id: &str, build: &schema::Build, root: &Path, target: &Path) {
         );
     }
     command.env("CARGO_TARGET_DIR", target);
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("running the build of component `{id}`: {e}"));
-    assert!(
-        status.success(),
-        "building component `{id}` failed: `{}`",
-        build.command
-    );
 }
 
 /// Swagger UI's distribution files, from the crate that vendors them.

@@ -630,3 +630,124 @@ fn a_functions_logs_and_metrics_are_recorded() {
     )
     .expect_error(400);
 }
+
+#[test]
+fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
+    let host = Host::start();
+    let token = host.token();
+    let listed = fn_get(&host, &token, "/v1/functions/templates").json();
+    let templates = listed["templates"].as_array().unwrap();
+    let names: Vec<&str> = templates
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"hello") && names.contains(&"webhook"),
+        "{names:?}"
+    );
+    let webhook = templates.iter().find(|t| t["name"] == "webhook").unwrap();
+    let secret = webhook["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "signing_secret")
+        .unwrap();
+    assert_eq!(secret["required"], true);
+    assert_eq!(secret["secret"], true);
+
+    // hello: a parameter given, and one left to its default.
+    let install = |template: &str, body: Value| {
+        call(
+            &host,
+            "POST",
+            &format!("/v1/functions/templates/{template}/install"),
+            &token,
+            Some(&body),
+        )
+    };
+    let greeted = install(
+        "hello",
+        json!({ "function_name": "bonjour", "parameters": { "greeting": "Bonjour" } }),
+    );
+    assert_eq!(greeted.status, 201, "{}", greeted.text());
+    assert_eq!(greeted.json()["template"], "hello");
+    assert_eq!(greeted.json()["active_deployment"]["version"], 1);
+    assert_eq!(
+        fn_get(&host, &token, "/fn/bonjour/le/monde").text(),
+        "Bonjour, world! (you called /le/monde)"
+    );
+    assert_eq!(
+        install("hello", json!({ "function_name": "plain" })).status,
+        201
+    );
+    assert_eq!(
+        fn_get(&host, &token, "/fn/plain").text(),
+        "Hello, world! (you called /)"
+    );
+
+    // webhook: the secret is a secret; only a correct signature passes.
+    let hooked = install(
+        "webhook",
+        json!({ "function_name": "hook", "parameters": { "signing_secret": "whsec_test" } }),
+    );
+    assert_eq!(hooked.status, 201, "{}", hooked.text());
+    assert_eq!(hooked.json()["secrets"], json!(["signing_secret"]));
+    assert!(!hooked.text().contains("whsec_test"));
+    let body = br#"{"type":"payment.succeeded","id":42}"#.to_vec();
+    let sign = |key: &[u8], body: &[u8]| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(body);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let bearer = format!("Bearer {token}");
+    let post = |signature: Option<String>, body: Vec<u8>| {
+        let mut headers = vec![("authorization", bearer.clone())];
+        if let Some(signature) = signature {
+            headers.push(("x-signature-256", signature));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        host.request("POST", "/fn/hook", &headers, body)
+    };
+    let accepted = post(
+        Some(format!("sha256={}", sign(b"whsec_test", &body))),
+        body.clone(),
+    );
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    assert_eq!(
+        accepted.json(),
+        json!({ "received": true, "bytes": body.len(), "type": "payment.succeeded" })
+    );
+    assert_eq!(
+        post(Some(sign(b"wrong key", &body)), body.clone()).status,
+        401
+    );
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    assert_eq!(post(Some(sign(b"whsec_test", &body)), tampered).status, 401);
+    assert_eq!(post(None, body.clone()).status, 401);
+    assert_eq!(fn_get(&host, &token, "/fn/hook").status, 405);
+
+    // Bad installs: clear errors, and no function left behind.
+    install("nope", json!({ "function_name": "x" })).expect_error(404);
+    let missing = install("webhook", json!({ "function_name": "hook2" })).expect_error(422);
+    assert!(missing.contains("signing_secret"), "{missing}");
+    install(
+        "hello",
+        json!({ "function_name": "x", "parameters": { "unknown": "1" } }),
+    )
+    .expect_error(422);
+    install("hello", json!({ "function_name": "Bad Name" })).expect_error(422);
+    install("hello", json!({ "function_name": "bonjour" })).expect_error(409);
+    let names: Vec<String> = fn_get(&host, &token, "/v1/functions").json()["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["bonjour", "hook", "plain"]);
+}

@@ -9,7 +9,8 @@
 
 use serde_json::json;
 use zatabase_guest_kit::access::{caller, require};
-use zatabase_guest_kit::functions;
+use zatabase_guest_kit::functions::{self, ComponentInfo};
+use zatabase_guest_kit::platform_db::Transaction;
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::types::{Scalar, Value};
 use zatabase_guest_kit::values::{json_rows, param};
@@ -59,18 +60,34 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
     if locked.rows.is_empty() {
         return Err(not_found(id));
     }
+    let deployment = store(&tx, id, &caller.user_id, &info, &request.body)?;
+    db::commit(tx)?;
+    functions::forget(id);
+    Ok(Response::json(201, &one(id, &deployment)?))
+}
+
+/// Stores `wasm` (checked: `info`) as the function's next deployment and
+/// makes it active; the deployment's id. Inside the caller's transaction.
+pub fn store(
+    tx: &Transaction,
+    function: &str,
+    user: &str,
+    info: &ComponentInfo,
+    wasm: &[u8],
+) -> Result<String, ApiError> {
+    let size = Value::Scalar(Scalar::Int64(i64::try_from(info.size).unwrap_or(i64::MAX)));
     db::tx(
-        &tx,
+        tx,
         "INSERT INTO zatabase.function_blobs (sha256, size, wasm) VALUES ($1, $2, $3)
          ON CONFLICT (sha256) DO NOTHING",
         &[
             param(&info.sha256),
-            Value::Scalar(Scalar::Int64(i64::try_from(info.size).unwrap_or(i64::MAX))),
-            Value::Scalar(Scalar::Bytes(request.body.clone())),
+            size.clone(),
+            Value::Scalar(Scalar::Bytes(wasm.to_vec())),
         ],
     )?;
     let created = db::tx(
-        &tx,
+        tx,
         "WITH created AS (
            INSERT INTO zatabase.function_deployments
              (function_id, version, sha256, size, handler, created_by)
@@ -83,17 +100,14 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
          WHERE id = $1::uuid
          RETURNING active_deployment_id::text AS id",
         &[
-            param(id),
+            param(function),
             param(&info.sha256),
-            Value::Scalar(Scalar::Int64(i64::try_from(info.size).unwrap_or(i64::MAX))),
+            size,
             param(&info.handler),
-            param(&caller.user_id),
+            param(user),
         ],
     )?;
-    let deployment = db::text(&created, "id")?;
-    db::commit(tx)?;
-    functions::forget(id);
-    Ok(Response::json(201, &one(id, &deployment)?))
+    db::text(&created, "id")
 }
 
 /// `GET /v1/functions/:id/deployments`: newest first.

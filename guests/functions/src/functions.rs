@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value as Json, json};
 use zatabase_guest_kit::access::{caller, require};
+use zatabase_guest_kit::platform_db::Transaction;
 use zatabase_guest_kit::session::{Action, Principal, Resource};
 use zatabase_guest_kit::types::{ErrorKind, Value};
 use zatabase_guest_kit::values::{json_rows, param};
@@ -34,7 +35,21 @@ pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: CreateRequest = request.json()?;
     let settings = Settings::from_create(body, &functions::limits())?;
     require(Resource::Functions, Some(&settings.name), Action::Write)?;
-    let created = db::query(
+    let tx = db::begin()?;
+    let id = insert(&tx, &caller, &settings)?;
+    db::commit(tx)?;
+    Ok(Response::json(201, &find(&caller, &id)?))
+}
+
+/// Inserts a function with `settings` in the caller's environment; its id,
+/// or 409 when the name is taken.
+pub fn insert(
+    tx: &Transaction,
+    caller: &Principal,
+    settings: &Settings,
+) -> Result<String, ApiError> {
+    let created = db::tx(
+        tx,
         "INSERT INTO zatabase.functions (project_id, environment, name, description, variables,
            secrets, public, timeout_ms, memory_mb, allowed_outbound_hosts, created_by)
          VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9,
@@ -64,8 +79,7 @@ pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ),
         ));
     }
-    let id = db::text(&created, "id")?;
-    Ok(Response::json(201, &find(&caller, &id)?))
+    db::text(&created, "id")
 }
 
 /// `GET /v1/functions`.

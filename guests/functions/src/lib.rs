@@ -2,6 +2,8 @@
 //!
 //! | route | handler |
 //! |---|---|
+//! | `GET /v1/functions/templates` | [`templates::list`] |
+//! | `POST /v1/functions/templates/:name/install` | [`templates::install`] |
 //! | `POST /v1/functions` | [`functions::create`] |
 //! | `GET /v1/functions` | [`functions::list`] |
 //! | `GET /v1/functions/:id` | [`functions::get`] |
@@ -25,6 +27,7 @@ mod deployments;
 mod functions;
 mod settings;
 mod telemetry;
+mod templates;
 
 use zatabase_guest_kit::{Request, Response, RouteGroup, Router};
 
@@ -33,6 +36,12 @@ struct Functions;
 impl RouteGroup for Functions {
     fn handle(request: Request) -> Response {
         Router::new()
+            .route("GET", "/v1/functions/templates", templates::list)
+            .route(
+                "POST",
+                "/v1/functions/templates/:name/install",
+                templates::install,
+            )
             .route("POST", "/v1/functions", functions::create)
             .route("GET", "/v1/functions", functions::list)
             .route("GET", "/v1/functions/:id", functions::get)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::zatabase::platform::functions::{self, Bounds as Limits, ComponentInfo, Host};
+use super::zatabase::platform::functions::{self, Bounds as Limits, ComponentInfo, Host, Template};
 use crate::dispatch::HostState;
 use crate::functions::Functions;
 
@@ -25,6 +25,14 @@ impl Host for FunctionsState {
 
     async fn prepare(&mut self, wasm: Vec<u8>) -> Result<ComponentInfo, String> {
         self.functions.prepare(wasm).await
+    }
+
+    fn templates(&mut self) -> Vec<Template> {
+        self.functions.templates()
+    }
+
+    fn template_component(&mut self, name: String) -> Option<Vec<u8>> {
+        self.functions.template_component(&name).map(<[u8]>::to_vec)
     }
 
     fn forget(&mut self, function_id: String) {

@@ -22,7 +22,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::caps::log::FunctionLog;
 use crate::caps::outbound::AllowedHost;
-use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo};
+use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo, Template};
 use crate::caps::{self, Capability};
 use crate::config::FunctionsConfig;
 use crate::db::{Db, Tenant};
@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use telemetry::Telemetry;
 
 pub mod telemetry;
+pub mod templates;
 
 const FUNCTION_CHANGED: &str = "zatabase_function_changed";
 
@@ -128,6 +129,7 @@ pub struct Functions {
     telemetry: Arc<Telemetry>,
     /// What every function is linked against, built once.
     linker: Linker<HostState>,
+    templates: Vec<templates::Embedded>,
 }
 
 impl Functions {
@@ -156,7 +158,21 @@ impl Functions {
             listening: AtomicBool::new(false),
             telemetry: Arc::new(Telemetry::default()),
             linker,
+            templates: templates::load()?,
         })
+    }
+
+    /// The marketplace's templates.
+    pub fn templates(&self) -> Vec<Template> {
+        self.templates.iter().map(|t| t.info.clone()).collect()
+    }
+
+    /// The component of the template `name`.
+    pub fn template_component(&self, name: &str) -> Option<&'static [u8]> {
+        self.templates
+            .iter()
+            .find(|t| t.info.name == name)
+            .map(|t| t.wasm)
     }
 
     /// Where functions' invocations and log lines go.

@@ -1,0 +1,112 @@
+//! The function template marketplace: each member of `templates/` is a
+//! function built with spin-sdk plus its `template.toml`; host/build.rs
+//! builds and embeds them, and this module reads them once, strictly.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, ensure};
+use serde::Deserialize;
+
+use crate::caps::variables::valid_name;
+use crate::caps::zatabase::platform::functions::{Template, TemplateParameter};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_templates.rs"));
+}
+
+/// `template.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+    description: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    parameters: Vec<Parameter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Parameter {
+    name: String,
+    description: String,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    secret: bool,
+    default: Option<String>,
+}
+
+/// A template and its component.
+pub struct Embedded {
+    pub info: Template,
+    pub wasm: &'static [u8],
+}
+
+/// Every embedded template, checked: its name is its folder's, its
+/// parameters are Spin variable names, used once, and a required one has
+/// no default.
+pub fn load() -> anyhow::Result<Vec<Embedded>> {
+    embedded::TEMPLATES
+        .iter()
+        .map(|(folder, text, wasm)| {
+            let metadata: Metadata = toml::from_str(text)
+                .with_context(|| format!("templates/{folder}/template.toml"))?;
+            ensure!(
+                metadata.name == *folder,
+                "templates/{folder}/template.toml names `{}`; a template is named by its folder",
+                metadata.name
+            );
+            let mut seen = BTreeSet::new();
+            for parameter in &metadata.parameters {
+                ensure!(
+                    valid_name(&parameter.name) && seen.insert(parameter.name.as_str()),
+                    "template `{folder}`: parameter `{}` is not a variable name, or is used twice",
+                    parameter.name
+                );
+                ensure!(
+                    !(parameter.required && parameter.default.is_some()),
+                    "template `{folder}`: required parameter `{}` has a default",
+                    parameter.name
+                );
+            }
+            Ok(Embedded {
+                info: Template {
+                    name: metadata.name,
+                    description: metadata.description,
+                    tags: metadata.tags,
+                    parameters: metadata
+                        .parameters
+                        .into_iter()
+                        .map(|p| TemplateParameter {
+                            name: p.name,
+                            description: p.description,
+                            required: p.required,
+                            secret: p.secret,
+                            default: p.default,
+                        })
+                        .collect(),
+                },
+                wasm,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_template_reads_and_is_a_component() {
+        let templates = super::load().unwrap();
+        assert!(templates.len() >= 2, "the marketplace has its templates");
+        for template in templates {
+            assert!(
+                template.wasm.starts_with(b"\0asm\x0d\0\x01\0"),
+                "{} is a component",
+                template.info.name
+            );
+            assert!(!template.info.description.is_empty());
+        }
+    }
+}
