@@ -751,3 +751,146 @@ fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
         .collect();
     assert_eq!(names, ["bonjour", "hook", "plain"]);
 }
+
+/// Installs `template` as `name` (with `parameters`), asserting it worked.
+fn install(host: &Host, token: &str, template: &str, name: &str, parameters: Value) {
+    let installed = call(
+        host,
+        "POST",
+        &format!("/v1/functions/templates/{template}/install"),
+        token,
+        Some(&json!({ "function_name": name, "parameters": parameters })),
+    );
+    assert_eq!(installed.status, 201, "{}", installed.text());
+}
+
+fn send(host: &Host, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
+    call(host, method, path, token, body.as_ref())
+}
+
+#[test]
+fn the_crud_template_keeps_json_in_a_table_of_the_tenant() {
+    let host = Host::start();
+    let token = host.token();
+    install(&host, &token, "crud", "notes", json!({ "table": "notes" }));
+
+    let created = send(
+        &host,
+        &token,
+        "POST",
+        "/fn/notes",
+        Some(json!({ "title": "first" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_i64().unwrap();
+    assert_eq!(created.json()["data"], json!({ "title": "first" }));
+    send(
+        &host,
+        &token,
+        "POST",
+        "/fn/notes",
+        Some(json!({ "title": "second" })),
+    );
+
+    let listed = send(&host, &token, "GET", "/fn/notes", None).json();
+    let titles: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["data"]["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["second", "first"]);
+
+    let path = format!("/fn/notes/{id}");
+    let replaced = send(
+        &host,
+        &token,
+        "PUT",
+        &path,
+        Some(json!({ "title": "changed" })),
+    );
+    assert_eq!(replaced.status, 200, "{}", replaced.text());
+    assert_eq!(
+        send(&host, &token, "GET", &path, None).json()["data"]["title"],
+        "changed"
+    );
+    // The function's table is the tenant's: /v1/sql sees it.
+    let rows = host.sql_ok("SELECT data->>'title' AS title FROM notes ORDER BY id", &[]);
+    assert_eq!(
+        rows["rows"],
+        json!([{ "title": "changed" }, { "title": "second" }])
+    );
+
+    assert_eq!(send(&host, &token, "DELETE", &path, None).status, 204);
+    assert_eq!(send(&host, &token, "GET", &path, None).status, 404);
+    assert_eq!(send(&host, &token, "DELETE", &path, None).status, 404);
+    assert_eq!(
+        send(&host, &token, "POST", "/fn/notes", Some(json!([1, 2]))).status,
+        422
+    );
+
+    // Another tenant's function of the same template has its own table.
+    let other = host
+        .signup(&unique_email("crud"), "a long test password")
+        .access_token;
+    install(&host, &other, "crud", "notes", json!({ "table": "notes" }));
+    let theirs = send(&host, &other, "GET", "/fn/notes", None).json();
+    assert_eq!(theirs["items"], json!([]));
+}
+
+#[test]
+fn the_vector_search_template_finds_the_nearest_embeddings() {
+    let host = Host::start();
+    let token = host.token();
+    install(&host, &token, "vector-search", "similar", json!({}));
+    for (id, embedding, label) in [
+        ("a", [1.0, 0.0, 0.0], "east"),
+        ("b", [0.0, 1.0, 0.0], "north"),
+        ("c", [0.9, 0.1, 0.0], "mostly east"),
+    ] {
+        let stored = send(
+            &host,
+            &token,
+            "PUT",
+            &format!("/fn/similar/{id}"),
+            Some(json!({ "embedding": embedding, "document": { "label": label } })),
+        );
+        assert_eq!(stored.status, 200, "{}", stored.text());
+    }
+    let search = |body: Value| send(&host, &token, "POST", "/fn/similar/search", Some(body));
+    let found = search(json!({ "embedding": [1, 0, 0], "k": 2 }));
+    assert_eq!(found.status, 200, "{}", found.text());
+    let results = found.json()["results"].clone();
+    let ids: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+    assert_eq!(results[0]["distance"].as_f64().unwrap(), 0.0);
+    assert_eq!(results[1]["document"], json!({ "label": "mostly east" }));
+    let by_l2 = search(json!({ "embedding": [0, 1, 0], "k": 1, "metric": "l2" })).json();
+    assert_eq!(by_l2["results"][0]["id"], "b");
+
+    assert_eq!(
+        search(json!({ "embedding": [1, 0], "k": 1 })).status,
+        400,
+        "wrong dimension"
+    );
+    assert_eq!(search(json!({ "embedding": [], "k": 1 })).status, 400);
+    assert_eq!(
+        search(json!({ "embedding": [1, 0, 0], "k": 0 })).status,
+        400
+    );
+    assert_eq!(
+        search(json!({ "embedding": [1, 0, 0], "metric": "manhattan" })).status,
+        400
+    );
+    assert_eq!(
+        send(&host, &token, "DELETE", "/fn/similar/a", None).status,
+        204
+    );
+    let after = search(json!({ "embedding": [1, 0, 0], "k": 1 })).json();
+    assert_eq!(after["results"][0]["id"], "c");
+}

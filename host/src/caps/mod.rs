@@ -10,6 +10,7 @@ pub mod functions;
 pub mod log;
 pub mod outbound;
 pub mod platform_db;
+pub mod postgres;
 pub mod session;
 pub mod sql;
 pub mod variables;
@@ -28,6 +29,7 @@ wasmtime::component::bindgen!({
     world: "zatabase:platform/host",
     imports: {
         "zatabase:platform/functions.prepare": async,
+        "spin:postgres/postgres": async | trappable,
         "zatabase:platform/sql": async,
         "zatabase:platform/platform-db": async | trappable,
         "zatabase:platform/auth.hash-password": async | trappable,
@@ -35,6 +37,7 @@ wasmtime::component::bindgen!({
     },
     with: {
         "zatabase:platform/platform-db.transaction": platform_db::Transaction,
+        "spin:postgres/postgres.connection": postgres::Connection,
     },
 });
 

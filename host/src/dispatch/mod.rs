@@ -35,6 +35,7 @@ use crate::caps::{
     log::LogState,
     outbound::{AllowedHost, OutboundHttp},
     platform_db::PlatformDbState,
+    postgres::PostgresState,
     session::SessionState,
     sql::SqlState,
     variables::VariablesState,
@@ -68,6 +69,7 @@ pub struct HostState {
     pub auth: AuthState,
     pub functions: FunctionsState,
     pub variables: VariablesState,
+    pub postgres: PostgresState,
     pub log: LogState,
 }
 
@@ -154,7 +156,7 @@ impl LoadedComponent {
 #[derive(Debug, Clone)]
 pub struct Linking<'a> {
     pub grants: &'a BTreeSet<Capability>,
-    /// Spin's interfaces a user's function may import (variables).
+    /// Spin's interfaces a user's function may import (variables, postgres).
     pub spin: bool,
 }
 
@@ -251,6 +253,7 @@ pub fn linker(engine: &Engine, linking: &Linking<'_>) -> anyhow::Result<Linker<H
     caps::add_to_linker(&mut linker, linking.grants)?;
     if linking.spin {
         caps::variables::add_to_linker(&mut linker)?;
+        caps::postgres::add_to_linker(&mut linker)?;
     }
     Ok(linker)
 }
@@ -366,6 +369,11 @@ impl Dispatcher {
             },
             variables: VariablesState {
                 function: ctx.function.clone(),
+            },
+            postgres: PostgresState {
+                db: self.services.db.clone(),
+                function: ctx.function.clone(),
+                table: ResourceTable::new(),
             },
             log: LogState {
                 component: id,
