@@ -894,3 +894,50 @@ fn the_vector_search_template_finds_the_nearest_embeddings() {
     let after = search(json!({ "embedding": [1, 0, 0], "k": 1 })).json();
     assert_eq!(after["results"][0]["id"], "c");
 }
+
+#[test]
+fn the_kv_counter_template_counts_in_its_own_store() {
+    let host = Host::start();
+    let token = host.token();
+    install(&host, &token, "kv-counter", "counter", json!({}));
+    install(
+        &host,
+        &token,
+        "kv-counter",
+        "other-counter",
+        json!({ "default_counter": "x" }),
+    );
+    for n in 1..=3 {
+        let counted = send(&host, &token, "POST", "/fn/counter", None);
+        assert_eq!(counted.status, 200, "{}", counted.text());
+        assert_eq!(counted.json(), json!({ "counter": "hits", "count": n }));
+    }
+    assert_eq!(
+        send(&host, &token, "GET", "/fn/counter/", None).json()["count"],
+        3
+    );
+    assert_eq!(
+        send(&host, &token, "POST", "/fn/counter/visits", None).json()["count"],
+        1
+    );
+    // One store per function: the other counter starts from nothing.
+    assert_eq!(
+        send(&host, &token, "GET", "/fn/other-counter/hits", None).json()["count"],
+        0
+    );
+    assert_eq!(
+        send(&host, &token, "DELETE", "/fn/counter", None).status,
+        204
+    );
+    assert_eq!(
+        send(&host, &token, "GET", "/fn/counter", None).json()["count"],
+        0
+    );
+    assert_eq!(
+        send(&host, &token, "GET", "/fn/counter/visits", None).json()["count"],
+        1
+    );
+    // The store lives in the tenant's schema.
+    let keys = host.sql_ok("SELECT key FROM zatabase_kv ORDER BY key", &[]);
+    assert_eq!(keys["rows"], json!([{ "key": "counter:visits" }]));
+}

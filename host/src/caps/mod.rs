@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod functions;
+pub mod key_value;
 pub mod log;
 pub mod outbound;
 pub mod platform_db;
@@ -30,6 +31,7 @@ wasmtime::component::bindgen!({
     imports: {
         "zatabase:platform/functions.prepare": async,
         "spin:postgres/postgres": async | trappable,
+        "fermyon:spin/key-value": async | trappable,
         "zatabase:platform/sql": async,
         "zatabase:platform/platform-db": async | trappable,
         "zatabase:platform/auth.hash-password": async | trappable,
@@ -38,6 +40,7 @@ wasmtime::component::bindgen!({
     with: {
         "zatabase:platform/platform-db.transaction": platform_db::Transaction,
         "spin:postgres/postgres.connection": postgres::Connection,
+        "fermyon:spin/key-value.store": key_value::Store,
     },
 });
 

@@ -31,6 +31,7 @@ use crate::caps::{
     self, Capability,
     auth::AuthState,
     functions::FunctionsState,
+    key_value::KeyValueState,
     log::FunctionLog,
     log::LogState,
     outbound::{AllowedHost, OutboundHttp},
@@ -70,6 +71,7 @@ pub struct HostState {
     pub functions: FunctionsState,
     pub variables: VariablesState,
     pub postgres: PostgresState,
+    pub key_value: KeyValueState,
     pub log: LogState,
 }
 
@@ -156,7 +158,8 @@ impl LoadedComponent {
 #[derive(Debug, Clone)]
 pub struct Linking<'a> {
     pub grants: &'a BTreeSet<Capability>,
-    /// Spin's interfaces a user's function may import (variables, postgres).
+    /// Spin's interfaces a user's function may import (variables,
+    /// key-value, postgres).
     pub spin: bool,
 }
 
@@ -254,6 +257,7 @@ pub fn linker(engine: &Engine, linking: &Linking<'_>) -> anyhow::Result<Linker<H
     if linking.spin {
         caps::variables::add_to_linker(&mut linker)?;
         caps::postgres::add_to_linker(&mut linker)?;
+        caps::key_value::add_to_linker(&mut linker)?;
     }
     Ok(linker)
 }
@@ -371,6 +375,11 @@ impl Dispatcher {
                 function: ctx.function.clone(),
             },
             postgres: PostgresState {
+                db: self.services.db.clone(),
+                function: ctx.function.clone(),
+                table: ResourceTable::new(),
+            },
+            key_value: KeyValueState {
                 db: self.services.db.clone(),
                 function: ctx.function.clone(),
                 table: ResourceTable::new(),

@@ -1,0 +1,66 @@
+//! The `kv-counter` template: counters in the function's key-value store
+//! (`spin_sdk::key_value`, store `default`).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /<name>` | 200 `{"counter", "count"}`, one more |
+//! | `GET /<name>` | 200 `{"counter", "count"}` (0 when never counted) |
+//! | `DELETE /<name>` | 204, the counter gone |
+//!
+//! `/` is the counter named by the `default_counter` variable. A read and
+//! its write are two calls: concurrent increments of one counter can lose
+//! a count (Spin's key-value interface has no atomic increment).
+
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::key_value::Store;
+use spin_sdk::variables;
+
+fn answer(status: u16, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body)
+        .build()
+}
+
+fn count(store: &Store, key: &str) -> anyhow::Result<u64> {
+    Ok(match store.get(key)? {
+        Some(bytes) => String::from_utf8(bytes)?.parse()?,
+        None => 0,
+    })
+}
+
+#[http_component]
+fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
+    let path = request
+        .header("spin-path-info")
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| request.path())
+        .trim_matches('/')
+        .to_owned();
+    let name = if path.is_empty() {
+        variables::get("default_counter").unwrap_or_else(|_| "hits".to_owned())
+    } else {
+        path
+    };
+    if name.contains('/') || name.len() > 200 {
+        return Ok(answer(404, r#"{"error":"a counter is one path segment"}"#.to_owned()));
+    }
+    let store = Store::open_default()?;
+    let key = format!("counter:{name}");
+    let body = |n: u64| format!(r#"{{"counter":{:?},"count":{n}}}"#, name);
+    Ok(match request.method() {
+        Method::Post => {
+            let next = count(&store, &key)? + 1;
+            store.set(&key, next.to_string().as_bytes())?;
+            answer(200, body(next))
+        }
+        Method::Get => answer(200, body(count(&store, &key)?)),
+        Method::Delete => {
+            store.delete(&key)?;
+            Response::builder().status(204).build()
+        }
+        _ => answer(405, r#"{"error":"POST, GET or DELETE"}"#.to_owned()),
+    })
+}
