@@ -7,18 +7,7 @@ use zatabase_tests::{Account, Host, Resp, unique_email};
 const PASSWORD: &str = "a long enough password";
 
 fn call(host: &Host, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
-    let bearer = format!("Bearer {token}");
-    let mut headers = vec![("authorization", bearer.as_str())];
-    if body.is_some() {
-        headers.push(("content-type", "application/json"));
-    }
-    host.request(
-        method,
-        path,
-        &headers,
-        body.map(|b| serde_json::to_vec(b).unwrap())
-            .unwrap_or_default(),
-    )
+    host.call(method, path, token, body)
 }
 
 fn sql(host: &Host, token: &str, query: &str) -> Resp {

@@ -129,6 +129,22 @@ impl Host {
         Ok(Resp::read(&mut response))
     }
 
+    /// A request with `token` as its bearer and `body`, if any, as JSON.
+    pub fn call(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
+        let bearer = format!("Bearer {token}");
+        let mut headers = vec![("authorization", bearer.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        self.request(
+            method,
+            path,
+            &headers,
+            body.map(|b| serde_json::to_vec(b).unwrap())
+                .unwrap_or_default(),
+        )
+    }
+
     /// A GET without credentials.
     pub fn get(&self, path: &str) -> Resp {
         self.request("GET", path, &[], Vec::new())

@@ -57,18 +57,11 @@ pub fn insert(
          ON CONFLICT (project_id, environment, name) DO NOTHING
          RETURNING id::text AS id",
         &[
-            param(&caller.project_id),
-            param(&caller.environment),
-            param(&settings.name),
-            param(&settings.description),
-            json_param(&settings.variables),
-            json_param(&settings.secrets),
-            Value::Scalar(zatabase_guest_kit::types::Scalar::Boolean(settings.public)),
-            int(settings.timeout_ms),
-            int(settings.memory_mb),
-            param(json!(settings.allowed_outbound_hosts).to_string()),
-            param(&caller.user_id),
-        ],
+            &[param(&caller.project_id), param(&caller.environment)][..],
+            &columns(settings),
+            &[param(&caller.user_id)],
+        ]
+        .concat(),
     )?;
     if created.rows.is_empty() {
         return Err(ApiError::new(
@@ -156,17 +149,7 @@ pub fn update(request: &Request, params: &Params) -> Result<Response, ApiError> 
            allowed_outbound_hosts = ARRAY(SELECT jsonb_array_elements_text($9::jsonb)),
            updated_at = now()
          WHERE id = $1::uuid",
-        &[
-            param(id),
-            param(&settings.name),
-            param(&settings.description),
-            json_param(&settings.variables),
-            json_param(&settings.secrets),
-            Value::Scalar(zatabase_guest_kit::types::Scalar::Boolean(settings.public)),
-            int(settings.timeout_ms),
-            int(settings.memory_mb),
-            param(json!(settings.allowed_outbound_hosts).to_string()),
-        ],
+        &[&[param(id)][..], &columns(&settings)].concat(),
     );
     match updated {
         Err(e) if e.kind == ErrorKind::UniqueViolation => {
@@ -251,6 +234,22 @@ pub fn uuid_or_nil(id: &str) -> &str {
     } else {
         "00000000-0000-0000-0000-000000000000"
     }
+}
+
+/// The settings as statement parameters, in the table's column order
+/// (name, description, variables, secrets, public, timeout_ms, memory_mb,
+/// allowed_outbound_hosts).
+fn columns(settings: &Settings) -> [Value; 8] {
+    [
+        param(&settings.name),
+        param(&settings.description),
+        json_param(&settings.variables),
+        json_param(&settings.secrets),
+        Value::Scalar(zatabase_guest_kit::types::Scalar::Boolean(settings.public)),
+        int(settings.timeout_ms),
+        int(settings.memory_mb),
+        param(json!(settings.allowed_outbound_hosts).to_string()),
+    ]
 }
 
 fn json_param(map: &BTreeMap<String, String>) -> Value {

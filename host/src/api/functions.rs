@@ -203,17 +203,7 @@ async fn run(
         .map_or_else(|| Arc::from("-"), |id| id.0.clone());
     let client = crate::server::client_address(&request);
     spin_headers(&mut request, &function.name, path_info, client);
-    let (principal, access) = match caller {
-        Some((principal, access)) => (Some(principal), access),
-        None => (None, Arc::new(Access::none())),
-    };
-    let ctx = RequestContext {
-        request_id,
-        principal,
-        access,
-        client,
-        function: Some(context.clone()),
-    };
+    let ctx = RequestContext::new(request_id, caller, client, Some(context.clone()));
     let request_id = ctx.request_id.clone();
     let cold = function.cold();
     let started = std::time::Instant::now();

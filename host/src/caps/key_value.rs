@@ -74,6 +74,25 @@ fn key_param(key: String) -> Result<Value, Error> {
     Ok(Value::Scalar(Scalar::Text(key)))
 }
 
+impl KeyValueState {
+    /// Runs `statement` on `store` with `$2` the key and `extra` after it.
+    async fn keyed(
+        &mut self,
+        store: &Resource<Store>,
+        key: String,
+        statement: &str,
+        extra: Vec<Value>,
+    ) -> wasmtime::Result<Result<QueryResult, Error>> {
+        let key = match key_param(key) {
+            Ok(key) => key,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut params = vec![key];
+        params.extend(extra);
+        Ok(self.table.get(store)?.run(statement, params).await)
+    }
+}
+
 impl Host for KeyValueState {}
 
 impl HostStore for KeyValueState {
@@ -96,18 +115,14 @@ impl HostStore for KeyValueState {
         store: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let key = match key_param(key) {
-            Ok(key) => key,
-            Err(e) => return Ok(Err(e)),
-        };
         let result = self
-            .table
-            .get(&store)?
-            .run(
+            .keyed(
+                &store,
+                key,
                 "SELECT value FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
-                vec![key],
+                vec![],
             )
-            .await;
+            .await?;
         Ok(result.map(|found| match found.rows.into_iter().next() {
             Some(row) => match row.into_iter().next() {
                 Some(Value::Scalar(Scalar::Bytes(bytes))) => Some(bytes),
@@ -128,20 +143,16 @@ impl HostStore for KeyValueState {
                 "a value is at most {MAX_VALUE_BYTES} bytes"
             ))));
         }
-        let key = match key_param(key) {
-            Ok(key) => key,
-            Err(e) => return Ok(Err(e)),
-        };
         let result = self
-            .table
-            .get(&store)?
-            .run(
+            .keyed(
+                &store,
+                key,
                 "INSERT INTO zatabase_kv (function_id, key, value) VALUES ($1::uuid, $2, $3)
                  ON CONFLICT (function_id, key)
                  DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                vec![key, Value::Scalar(Scalar::Bytes(value))],
+                vec![Value::Scalar(Scalar::Bytes(value))],
             )
-            .await;
+            .await?;
         Ok(result.map(|_| ()))
     }
 
@@ -150,18 +161,14 @@ impl HostStore for KeyValueState {
         store: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let key = match key_param(key) {
-            Ok(key) => key,
-            Err(e) => return Ok(Err(e)),
-        };
         let result = self
-            .table
-            .get(&store)?
-            .run(
+            .keyed(
+                &store,
+                key,
                 "DELETE FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
-                vec![key],
+                vec![],
             )
-            .await;
+            .await?;
         Ok(result.map(|_| ()))
     }
 
@@ -170,18 +177,14 @@ impl HostStore for KeyValueState {
         store: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let key = match key_param(key) {
-            Ok(key) => key,
-            Err(e) => return Ok(Err(e)),
-        };
         let result = self
-            .table
-            .get(&store)?
-            .run(
+            .keyed(
+                &store,
+                key,
                 "SELECT 1 FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
-                vec![key],
+                vec![],
             )
-            .await;
+            .await?;
         Ok(result.map(|found| !found.rows.is_empty()))
     }
 

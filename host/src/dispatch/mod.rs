@@ -115,6 +115,29 @@ pub struct RequestContext {
     pub function: Option<Arc<FunctionContext>>,
 }
 
+impl RequestContext {
+    /// The context of a request from `caller` (none: anonymous, no
+    /// permissions), running a function or not.
+    pub fn new(
+        request_id: Arc<str>,
+        caller: Option<(Principal, Arc<Access>)>,
+        client: std::net::IpAddr,
+        function: Option<Arc<FunctionContext>>,
+    ) -> Self {
+        let (principal, access) = match caller {
+            Some((principal, access)) => (Some(principal), access),
+            None => (None, Arc::new(Access::none())),
+        };
+        Self {
+            request_id,
+            principal,
+            access,
+            client,
+            function,
+        }
+    }
+}
+
 /// What a user's function runs with: its own tenant, whoever calls it, and
 /// its variables (secrets included: they are the function's own).
 #[derive(Debug)]

@@ -183,17 +183,7 @@ async fn serve_component(
     let client = middleware::client_address(&request);
     let mut response = match principal(&state, public, caller).await {
         Ok(caller) => {
-            let (principal, access) = match caller {
-                Some((principal, access)) => (Some(principal), access),
-                None => (None, Arc::new(Access::none())),
-            };
-            let ctx = RequestContext {
-                request_id,
-                principal,
-                access,
-                client,
-                function: None,
-            };
+            let ctx = RequestContext::new(request_id, caller, client, None);
             match state.dispatcher.dispatch(&component, ctx, request).await {
                 Ok(response) => response,
                 Err(error) => ApiError::from(error).into_response(),
