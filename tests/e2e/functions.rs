@@ -128,6 +128,15 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
         400
     );
 
+    // The fixture imports Spin's Redis interface, which this host does not
+    // provide: it still deployed and serves; using Redis fails clearly.
+    let redis = fn_get(&host, &token, "/fn/greeter/redis").expect_error(500);
+    assert!(
+        redis.contains("not supported on this platform") && redis.contains("redis"),
+        "{redis}"
+    );
+    assert_eq!(fn_get(&host, &token, "/fn/greeter/hello").status, 200);
+
     // A settings change reaches the next request.
     let updated = call(
         &host,

@@ -286,8 +286,9 @@ impl Functions {
                 let timeout =
                     Duration::from_millis(u64::try_from(row.try_get::<i32, _>("timeout_ms")?)?);
                 let memory_mb = u64::try_from(row.try_get::<i32, _>("memory_mb")?)?;
+                let stubbed = linker_for(&self.engine, &self.linker, &component)?;
                 let loaded = dispatch::load_function(
-                    &self.linker,
+                    stubbed.as_ref().unwrap_or(&self.linker),
                     &component,
                     &name,
                     timeout,
@@ -392,6 +393,74 @@ impl Functions {
     }
 }
 
+/// The Spin interfaces this host implements; a function importing another
+/// of Spin's still loads, and each call of it fails with a clear message
+/// (see [`linker_for`]).
+const SPIN_PROVIDED: [&str; 3] = [
+    "fermyon:spin/variables@2.0.0",
+    "fermyon:spin/key-value@2.0.0",
+    "spin:postgres/postgres@3.0.0",
+];
+
+/// Whether an import is one of Spin's interfaces this host does not
+/// implement (Redis, MySQL, SQLite, LLM, MQTT, other versions, ...).
+fn unsupported_spin(name: &str) -> bool {
+    (name.starts_with("fermyon:spin/") || name.starts_with("spin:"))
+        && !SPIN_PROVIDED.contains(&name)
+}
+
+/// `linker`, or when `component` imports Spin interfaces this host does
+/// not implement, a copy of it where every function of those interfaces
+/// fails with "not supported on this platform" when called (a spin-sdk
+/// component imports what its crate uses, so an unused Redis binding must
+/// not stop it from loading).
+fn linker_for(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> anyhow::Result<Option<Linker<HostState>>> {
+    use wasmtime::component::types::ComponentItem;
+    let wasmtime = engine.wasmtime();
+    let ty = component.component_type();
+    let unsupported: Vec<(String, ComponentItem)> = ty
+        .imports(wasmtime)
+        .filter(|(name, _)| unsupported_spin(name))
+        .map(|(name, item)| (name.to_owned(), item.ty))
+        .collect();
+    if unsupported.is_empty() {
+        return Ok(None);
+    }
+    let mut linker = linker.clone();
+    for (interface, item) in unsupported {
+        let ComponentItem::ComponentInstance(instance) = item else {
+            continue;
+        };
+        let mut defined = linker.instance(&interface)?;
+        for (name, export) in instance.exports(wasmtime) {
+            match export.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let message = format!(
+                        "`{interface}#{name}` is not supported on this platform (functions get \
+                         Spin's variables, key-value and postgres@3.0.0)"
+                    );
+                    defined.func_new(name, move |_, _, _, _| {
+                        Err(wasmtime::format_err!("{message}"))
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    defined.resource(
+                        name,
+                        wasmtime::component::ResourceType::host::<()>(),
+                        |_, _| Ok(()),
+                    )?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(linker))
+}
+
 /// The first eight bytes of a WebAssembly binary: magic, then the version
 /// (core modules) or version and layer (components).
 const CORE_MODULE: [u8; 8] = *b"\0asm\x01\0\0\0";
@@ -468,7 +537,9 @@ fn inspect(
             ),
         )
     })?;
-    dispatch::pre_instantiate(linker, &component)
+    let stubbed = linker_for(engine, linker, &component)
+        .map_err(|e| format!("the component cannot run here: {}", chain(&e)))?;
+    dispatch::pre_instantiate(stubbed.as_ref().unwrap_or(linker), &component)
         .map_err(|e| format!("the component cannot run here: {}", chain(&e)))?;
     let info = ComponentInfo {
         sha256,

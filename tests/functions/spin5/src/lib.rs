@@ -7,6 +7,8 @@
 //! - `/log`: a line on stdout and one on stderr
 //! - `/fetch`: an outbound GET of the URL in the `x-target` header; its
 //!   status and body, or 502 with the error
+//! - `/redis`: opens a Redis connection (an interface the host does not
+//!   provide: the call must fail clearly, the rest keep working)
 //! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -76,6 +78,10 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 Err(error) => Response::new(502, format!("outbound failed: {error}")),
             }
         }
+        "/redis" => match spin_sdk::redis::Connection::open("redis://127.0.0.1:6379") {
+            Ok(_) => Response::new(200, "connected to Redis"),
+            Err(error) => Response::new(502, format!("redis failed: {error}")),
+        },
         "/panic" => panic!("the function panicked on purpose"),
         "/loop" => {
             let mut n: u64 = 0;
