@@ -57,7 +57,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let address = listener.local_addr()?;
             println!("zatabase listening on http://{address}");
             tracing::info!(%address, workers = platform.config.worker_threads(), "listening");
+            let scheduler = tokio::spawn(functions::scheduler::run(state.clone()));
             let served = server::serve(state, listener, shutdown).await;
+            scheduler.abort();
             platform.stop().await?;
             served
         }

@@ -939,3 +939,96 @@ fn the_kv_counter_template_counts_in_its_own_store() {
     let keys = host.sql_ok("SELECT key FROM zatabase_kv ORDER BY key", &[]);
     assert_eq!(keys["rows"], json!([{ "key": "counter:visits" }]));
 }
+
+#[test]
+fn a_cron_trigger_calls_the_function_on_schedule() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "ticker" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let triggers = format!("/v1/functions/{id}/triggers");
+
+    // Bad triggers are refused and leave none.
+    for (body, says) in [
+        (
+            json!({ "type": "cron", "schedule": "61 * * * *" }),
+            "minute",
+        ),
+        (json!({ "type": "cron", "schedule": "* * *" }), "5 fields"),
+        (
+            json!({ "type": "event", "schedule": "* * * * *" }),
+            "events",
+        ),
+        (
+            json!({ "type": "cron", "schedule": "* * * * *", "path": "log" }),
+            "path",
+        ),
+    ] {
+        let message = call(&host, "POST", &triggers, &token, Some(&body)).expect_error(422);
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    assert_eq!(
+        fn_get(&host, &token, &triggers).json()["triggers"],
+        json!([])
+    );
+
+    // Every second, on /log: the function's own log shows the calls.
+    let created = call(
+        &host,
+        "POST",
+        &triggers,
+        &token,
+        Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": "/log" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let trigger = created.json()["id"].as_str().unwrap().to_owned();
+    assert!(created.json()["next_run"].is_string());
+    let mut metrics = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(10), || {
+            metrics = fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json();
+            metrics["invocations"].as_i64().unwrap_or(0) >= 2
+        }),
+        "{metrics}"
+    );
+    let listed = fn_get(&host, &token, &triggers).json();
+    assert_eq!(listed["triggers"][0]["last_status"], 200, "{listed}");
+    let logs = fn_get(&host, &token, &format!("/v1/functions/{id}/logs")).json();
+    let line = &logs["logs"][0];
+    assert_eq!(line["message"], "a line on stderr", "{logs}");
+    assert!(
+        line["request_id"].as_str().unwrap().starts_with("cron-"),
+        "{logs}"
+    );
+
+    // Removed, it stops: the count holds still.
+    let removed = call(
+        &host,
+        "DELETE",
+        &format!("{triggers}/{trigger}"),
+        &token,
+        None,
+    );
+    assert_eq!(removed.status, 204, "{}", removed.text());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before =
+        fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json()["invocations"]
+            .as_i64()
+            .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json()["invocations"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(before, after, "no calls after the trigger is gone");
+    call(
+        &host,
+        "DELETE",
+        &format!("{triggers}/{trigger}"),
+        &token,
+        None,
+    )
+    .expect_error(404);
+}

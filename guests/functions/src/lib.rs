@@ -12,6 +12,9 @@
 //! | `POST /v1/functions/:id/deployments` | [`deployments::create`] |
 //! | `GET /v1/functions/:id/deployments` | [`deployments::list`] |
 //! | `POST /v1/functions/:id/deployments/:deployment/activate` | [`deployments::activate`] |
+//! | `POST /v1/functions/:id/triggers` | [`triggers::create`] |
+//! | `GET /v1/functions/:id/triggers` | [`triggers::list`] |
+//! | `DELETE /v1/functions/:id/triggers/:trigger` | [`triggers::delete`] |
 //! | `GET /v1/functions/:id/logs` | [`telemetry::logs`] |
 //! | `GET /v1/functions/:id/metrics` | [`telemetry::metrics`] |
 //!
@@ -28,6 +31,7 @@ mod functions;
 mod settings;
 mod telemetry;
 mod templates;
+mod triggers;
 
 use zatabase_guest_kit::{Request, Response, RouteGroup, Router};
 
@@ -53,6 +57,13 @@ impl RouteGroup for Functions {
                 "POST",
                 "/v1/functions/:id/deployments/:deployment/activate",
                 deployments::activate,
+            )
+            .route("POST", "/v1/functions/:id/triggers", triggers::create)
+            .route("GET", "/v1/functions/:id/triggers", triggers::list)
+            .route(
+                "DELETE",
+                "/v1/functions/:id/triggers/:trigger",
+                triggers::delete,
             )
             .route("GET", "/v1/functions/:id/logs", telemetry::logs)
             .route("GET", "/v1/functions/:id/metrics", telemetry::metrics)

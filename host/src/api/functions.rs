@@ -180,7 +180,7 @@ async fn resolve(
 /// Runs the function's active deployment on `request`, with Spin's request
 /// headers (`spin-path-info` and friends) so spin-sdk routers work as they
 /// do on Spin.
-async fn run(
+pub(crate) async fn run(
     state: &AppState,
     caller: Option<(Principal, Arc<Access>)>,
     function: &Function,

@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "function telemetry",
         include_str!("../../migrations/0007_function_telemetry.sql"),
     ),
+    (
+        8,
+        "function triggers",
+        include_str!("../../migrations/0008_function_triggers.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

@@ -32,6 +32,8 @@ use crate::engine::cache::CompileCache;
 use crate::metrics::Metrics;
 use telemetry::Telemetry;
 
+pub mod cron;
+pub mod scheduler;
 pub mod telemetry;
 pub mod templates;
 

@@ -1,0 +1,136 @@
+//! Cron triggers: the host calls a function on its schedule.
+//!
+//! Every half second each host claims the triggers that are due
+//! (`FOR UPDATE SKIP LOCKED`) and moves their `next_run` to the schedule's
+//! next time after now in the same transaction, so a tick runs once however
+//! many hosts share the database, and ticks missed while no host ran are
+//! skipped, not run late one after another. The function gets
+//! `POST /fn/<name><path>` with `x-zatabase-trigger: cron` and
+//! `x-zatabase-schedule`, anonymously; its status is kept as `last_status`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use sqlx::Row;
+
+use super::Lookup;
+use super::cron::Schedule;
+use crate::server::{AppState, RequestId};
+
+const EVERY: Duration = Duration::from_millis(500);
+const BATCH: i64 = 32;
+
+/// A claimed tick.
+struct Due {
+    trigger: String,
+    schedule: String,
+    path: String,
+    function: Lookup,
+}
+
+/// Claims and runs due triggers until the process ends.
+pub async fn run(state: AppState) {
+    loop {
+        tokio::time::sleep(EVERY).await;
+        match claim(&state).await {
+            Ok(due) => {
+                for due in due {
+                    tokio::spawn(fire(state.clone(), due));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "claiming due function triggers"),
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn claim(state: &AppState) -> Result<Vec<Due>, sqlx::Error> {
+    let mut tx = state.db.platform_pool().begin().await?;
+    let rows = sqlx::query(
+        "SELECT t.id::text AS id, t.schedule, t.path, f.id::text AS function_id,
+           f.project_id::text AS project_id, f.environment
+         FROM zatabase.function_triggers t JOIN zatabase.functions f ON f.id = t.function_id
+         WHERE t.next_run <= now()
+         ORDER BY t.next_run LIMIT $1
+         FOR UPDATE OF t SKIP LOCKED",
+    )
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut due = Vec::with_capacity(rows.len());
+    for row in rows {
+        let trigger: String = row.try_get("id")?;
+        let schedule: String = row.try_get("schedule")?;
+        // A schedule that no longer parses or never fires again is parked.
+        let next = schedule
+            .parse::<Schedule>()
+            .ok()
+            .and_then(|s| s.next_after(now()));
+        sqlx::query(
+            "UPDATE zatabase.function_triggers SET last_run = now(),
+               next_run = coalesce(to_timestamp($2::float8), 'infinity')
+             WHERE id = $1::uuid",
+        )
+        .bind(&trigger)
+        .bind(next.map(|n| n as f64))
+        .execute(&mut *tx)
+        .await?;
+        due.push(Due {
+            trigger,
+            schedule,
+            path: row.try_get("path")?,
+            function: Lookup::Id {
+                project_id: row.try_get("project_id")?,
+                environment: row.try_get("environment")?,
+                id: row.try_get("function_id")?,
+            },
+        });
+    }
+    tx.commit().await?;
+    Ok(due)
+}
+
+async fn fire(state: AppState, due: Due) {
+    let function = match state.functions.resolve(&due.function).await {
+        Ok(Some(function)) => function,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                trigger = due.trigger,
+                "loading a triggered function"
+            );
+            return;
+        }
+    };
+    let request_id: Arc<str> = Arc::from(format!("cron-{}", uuid::Uuid::new_v4()));
+    let mut request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("/fn/{}{}", function.name, due.path))
+        .header(http::header::HOST, "localhost")
+        .header("x-zatabase-trigger", "cron")
+        .header("x-zatabase-schedule", due.schedule.as_str())
+        .body(Body::empty())
+        .expect("a request from valid parts");
+    request.extensions_mut().insert(RequestId(request_id));
+    let response = crate::api::functions::run(&state, None, &function, &due.path, request).await;
+    let status = response.status().as_u16();
+    // Let a streamed body finish, so the function runs to its end.
+    let _ = response.into_body().collect().await;
+    let recorded =
+        sqlx::query("UPDATE zatabase.function_triggers SET last_status = $2 WHERE id = $1::uuid")
+            .bind(&due.trigger)
+            .bind(i16::try_from(status).unwrap_or(i16::MAX))
+            .execute(state.db.platform_pool())
+            .await;
+    if let Err(error) = recorded {
+        tracing::warn!(%error, "recording a trigger's status");
+    }
+}
