@@ -1032,3 +1032,55 @@ fn a_cron_trigger_calls_the_function_on_schedule() {
     )
     .expect_error(404);
 }
+
+#[test]
+fn the_sdk_example_reaches_the_tenant_and_the_log() {
+    let host = Host::start();
+    let token = host.token();
+    let me = fn_get(&host, &token, "/v1/whoami").json();
+    let id = create(&host, &token, json!({ "name": "guestbook" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wasm = std::fs::read(zatabase_tests::sdk_example()).unwrap();
+    let deployed = deploy(&host, &token, &id, wasm);
+    assert_eq!(deployed.status, 201, "{}", deployed.text());
+
+    let signed = send(
+        &host,
+        &token,
+        "POST",
+        "/fn/guestbook",
+        Some(json!({ "name": "Ada", "message": "hello" })),
+    );
+    assert_eq!(signed.status, 201, "{}", signed.text());
+    assert_eq!(signed.json()["name"], "Ada");
+    let request_id = signed.header("x-request-id").unwrap().to_owned();
+    let read = send(&host, &token, "GET", "/fn/guestbook", None).json();
+    assert_eq!(read["entries"][0]["message"], "hello", "{read}");
+    assert_eq!(
+        host.sql_ok("SELECT name FROM guestbook", &[])["rows"],
+        json!([{ "name": "Ada" }])
+    );
+    assert_eq!(
+        send(
+            &host,
+            &token,
+            "POST",
+            "/fn/guestbook",
+            Some(json!({ "nope": 1 }))
+        )
+        .status,
+        400
+    );
+    let expected = format!("Ada signed (caller {})", me["user_id"].as_str().unwrap());
+    let path = format!("/v1/functions/{id}/logs?request_id={request_id}");
+    let mut logs = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+            logs = fn_get(&host, &token, &path).json();
+            logs["logs"][0]["message"] == expected.as_str()
+        }),
+        "{logs}"
+    );
+}

@@ -470,3 +470,34 @@ pub fn function_fixture(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The SDK's example function (`sdk/example`), built for wasm32-wasip2 with
+/// the one command its docs give.
+pub fn sdk_example() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let target = target_dir().join("fixtures");
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .current_dir(workspace())
+            .args([
+                "build",
+                "--locked",
+                "--manifest-path",
+                "sdk/example/Cargo.toml",
+                "--target",
+                "wasm32-wasip2",
+                "--release",
+            ])
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("running cargo");
+        assert!(
+            output.status.success(),
+            "building sdk/example failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+    target.join("wasm32-wasip2/release/zatabase_sdk_example.wasm")
+}
