@@ -142,3 +142,72 @@ fn a_grant_revoked_on_one_host_is_revoked_on_every_host() {
         "host A still trusts a revoked grant"
     );
 }
+
+#[test]
+fn functions_are_shared_by_hosts_and_a_cron_tick_runs_once() {
+    let postgres = Standalone::start(true);
+    let (a, b) = (host_on(&postgres), host_on(&postgres));
+    let account = a.signup(&zatabase_tests::unique_email("fn"), "a long test password");
+    let token = account.access_token;
+    let created = a.call(
+        "POST",
+        "/v1/functions",
+        &token,
+        Some(&json!({ "name": "shared" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let wasm = std::fs::read(zatabase_tests::function_fixture("spin5")).unwrap();
+    let bearer = format!("Bearer {token}");
+    let deployed = a.request(
+        "POST",
+        &format!("/v1/functions/{id}/deployments"),
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/wasm"),
+        ],
+        wasm,
+    );
+    assert_eq!(deployed.status, 201, "{}", deployed.text());
+    // Deployed through one host, served by the other (which compiles it
+    // from the stored component).
+    let served = b.call("GET", "/fn/shared/hello", &token, None);
+    assert_eq!(served.status, 200, "{}", served.text());
+
+    // Both hosts run the scheduler; each tick must run once.
+    let started = std::time::Instant::now();
+    let trigger = a.call(
+        "POST",
+        &format!("/v1/functions/{id}/triggers"),
+        &token,
+        Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": "/hello" })),
+    );
+    assert_eq!(trigger.status, 201, "{}", trigger.text());
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let metrics_path = format!("/v1/functions/{id}/metrics");
+    // Let the last batches land, then count the calls (one from b above).
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let elapsed = started.elapsed().as_secs_f64();
+    let invocations = a.call("GET", &metrics_path, &token, None).json()["invocations"]
+        .as_f64()
+        .unwrap();
+    let ticks = invocations - 1.0;
+    assert!(
+        ticks >= 3.0,
+        "the trigger ran: {ticks} ticks in {elapsed:.1} s"
+    );
+    assert!(
+        ticks <= elapsed.ceil() + 1.0,
+        "{ticks} ticks in {elapsed:.1} s: a tick ran on both hosts"
+    );
+
+    // Deleted through one host, gone from the other at once.
+    let deleted = a.call("DELETE", &format!("/v1/functions/{id}"), &token, None);
+    assert_eq!(deleted.status, 204);
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(2), || {
+            b.call("GET", "/fn/shared/hello", &token, None).status == 404
+        }),
+        "the other host still serves a deleted function"
+    );
+}
