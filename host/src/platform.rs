@@ -105,6 +105,7 @@ impl Platform {
             &config.data_dir.join("master.key"),
         )?;
         let auth = Arc::new(Auth::new(&config.auth, &key)?);
+        let function_secrets = key.secret_box("function-secrets");
         let (options, embedded) = match &config.database_url {
             Some(url) => (
                 url.parse::<PgConnectOptions>()
@@ -160,6 +161,7 @@ impl Platform {
             metrics.clone(),
             &config.functions,
             config.components.max_memory_mb,
+            function_secrets,
         )?);
         let function_listener = tokio::spawn({
             let (functions, pool) = (functions.clone(), db.platform_pool().clone());

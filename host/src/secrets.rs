@@ -56,6 +56,70 @@ impl MasterKey {
     }
 }
 
+impl MasterKey {
+    /// An AES-256-GCM box whose key is derived from this one under `label`.
+    pub fn secret_box(&self, label: &str) -> SecretBox {
+        let key = hmac_sha256(&self.0, label.as_bytes());
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key)
+            .expect("a 32-byte key is an AES-256 key");
+        SecretBox(ring::aead::LessSafeKey::new(key))
+    }
+}
+
+/// Encrypts values kept at rest (users' function secrets): AES-256-GCM
+/// with a random nonce, written `sealed:v1:<base64 of nonce and sealed
+/// bytes>`. A database dump without the master key reveals nothing.
+pub struct SecretBox(ring::aead::LessSafeKey);
+
+const SEALED: &str = "sealed:v1:";
+
+impl SecretBox {
+    pub fn seal(&self, plaintext: &str) -> String {
+        use base64::Engine as _;
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        rustix::rand::getrandom(&mut nonce, rustix::rand::GetRandomFlags::empty())
+            .expect("the system's random source");
+        let mut sealed = plaintext.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut sealed,
+            )
+            .expect("AES-GCM seals any length we keep");
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        format!(
+            "{SEALED}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        )
+    }
+
+    /// The plaintext of a sealed value; a value that is not sealed is
+    /// returned as it is (written before values were sealed); `None` when a
+    /// sealed value does not open (another key, or tampered with).
+    pub fn open(&self, value: &str) -> Option<String> {
+        use base64::Engine as _;
+        let Some(encoded) = value.strip_prefix(SEALED) else {
+            return Some(value.to_owned());
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        if bytes.len() < ring::aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(ring::aead::NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut sealed = sealed.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed)
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+}
+
 /// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
@@ -95,6 +159,36 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_values_open_only_under_their_key_and_untouched() {
+        let key = MasterKey([7; 32]);
+        let sealed = key.secret_box("test").seal("s3cret value");
+        assert!(sealed.starts_with("sealed:v1:") && !sealed.contains("s3cret"));
+        assert_ne!(
+            sealed,
+            key.secret_box("test").seal("s3cret value"),
+            "fresh nonces"
+        );
+        assert_eq!(
+            key.secret_box("test").open(&sealed).as_deref(),
+            Some("s3cret value")
+        );
+        assert_eq!(key.secret_box("other").open(&sealed), None, "another key");
+        assert_eq!(MasterKey([8; 32]).secret_box("test").open(&sealed), None);
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            key.secret_box("test")
+                .open(&String::from_utf8(tampered).unwrap()),
+            None
+        );
+        assert_eq!(
+            key.secret_box("test").open("plain").as_deref(),
+            Some("plain")
+        );
+    }
 
     #[test]
     fn hmac_matches_rfc4231_case_2() {

@@ -153,7 +153,7 @@ fn functions_are_shared_by_hosts_and_a_cron_tick_runs_once() {
         "POST",
         "/v1/functions",
         &token,
-        Some(&json!({ "name": "shared" })),
+        Some(&json!({ "name": "shared", "secrets": { "api_key": "s3cret-value" } })),
     );
     assert_eq!(created.status, 201, "{}", created.text());
     let id = created.json()["id"].as_str().unwrap().to_owned();
@@ -173,8 +173,25 @@ fn functions_are_shared_by_hosts_and_a_cron_tick_runs_once() {
     // from the stored component).
     let served = b.call("GET", "/fn/shared/hello", &token, None);
     assert_eq!(served.status, 200, "{}", served.text());
+    // The secret is sealed at rest (under the shared master key), and both
+    // hosts open it for the function.
+    let stored = postgres.query("SELECT secrets->>'api_key' FROM zatabase.functions");
+    assert!(
+        stored.starts_with("sealed:v1:") && !stored.contains("s3cret"),
+        "{stored}"
+    );
+    for host in [&a, &b] {
+        let read = host.call("GET", "/fn/shared/var/api_key", &token, None);
+        assert_eq!(read.text(), "s3cret-value");
+    }
 
-    // Both hosts run the scheduler; each tick must run once.
+    // Both hosts run the scheduler; each tick must run once. The calls so
+    // far are counted first (telemetry lands a quarter second behind).
+    let metrics_path = format!("/v1/functions/{id}/metrics");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let calls_before = a.call("GET", &metrics_path, &token, None).json()["invocations"]
+        .as_f64()
+        .unwrap();
     let started = std::time::Instant::now();
     let trigger = a.call(
         "POST",
@@ -184,14 +201,13 @@ fn functions_are_shared_by_hosts_and_a_cron_tick_runs_once() {
     );
     assert_eq!(trigger.status, 201, "{}", trigger.text());
     std::thread::sleep(std::time::Duration::from_secs(5));
-    let metrics_path = format!("/v1/functions/{id}/metrics");
-    // Let the last batches land, then count the calls (one from b above).
+    // Let the last batches land, then count the ticks.
     std::thread::sleep(std::time::Duration::from_millis(600));
     let elapsed = started.elapsed().as_secs_f64();
     let invocations = a.call("GET", &metrics_path, &token, None).json()["invocations"]
         .as_f64()
         .unwrap();
-    let ticks = invocations - 1.0;
+    let ticks = invocations - calls_before;
     assert!(
         ticks >= 3.0,
         "the trigger ran: {ticks} ticks in {elapsed:.1} s"

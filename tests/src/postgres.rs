@@ -126,6 +126,21 @@ impl Standalone {
         Self { child, port, dir }
     }
 
+    /// The rows `sql` returns, as `psql -At` prints them (for looking at
+    /// what the platform keeps, past the API).
+    pub fn query(&self, sql: &str) -> String {
+        let output = Command::new(bin_dir().join("psql"))
+            .args([self.url().as_str(), "-At", "-c", sql])
+            .output()
+            .expect("running psql");
+        assert!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// A URL for the superuser `admin` over TCP with its password.
     pub fn url(&self) -> String {
         format!(

@@ -67,9 +67,34 @@ pub struct Settings {
 
 const MAX_VARIABLES: usize = 100;
 const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// How the host writes a sealed secret (`functions.seal`).
+const SEALED: &str = "sealed:v1:";
+
+/// Refuses a new secret value that would read as already sealed.
+fn check_new_secrets<'a>(values: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
+    if values.into_iter().any(|v| v.starts_with(SEALED)) {
+        return Err(ApiError::unprocessable(format!(
+            "a secret's value cannot start with `{SEALED}`"
+        )));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Seals every secret not sealed yet (new or changed ones), through the
+    /// host: the platform tables never hold a secret in the clear.
+    pub fn seal_secrets(&mut self, seal: impl Fn(&str) -> String) {
+        for value in self.secrets.values_mut() {
+            if !value.starts_with(SEALED) {
+                *value = seal(value);
+            }
+        }
+    }
+}
 
 impl Settings {
     pub fn from_create(request: CreateRequest, bounds: &Bounds) -> Result<Self, ApiError> {
+        check_new_secrets(request.secrets.iter().flat_map(|s| s.values()))?;
         let settings = Self {
             name: request.name,
             description: request.description.unwrap_or_default(),
@@ -90,6 +115,7 @@ impl Settings {
 
     /// These settings changed by `request`.
     pub fn updated(mut self, request: UpdateRequest, bounds: &Bounds) -> Result<Self, ApiError> {
+        check_new_secrets(request.secrets.iter().flat_map(|s| s.values()).flatten())?;
         if let Some(name) = request.name {
             self.name = name;
         }
@@ -141,7 +167,9 @@ impl Settings {
                          starting with a letter (Spin's rule)"
                     )));
                 }
-                if value.len() > MAX_VALUE_BYTES {
+                // A sealed secret was checked when it was written.
+                let sealed = field == "secrets" && value.starts_with(SEALED);
+                if !sealed && value.len() > MAX_VALUE_BYTES {
                     return Err(ApiError::unprocessable(format!(
                         "`{field}.{key}` is longer than {MAX_VALUE_BYTES} bytes"
                     )));
@@ -309,6 +337,26 @@ mod tests {
         ] {
             check_outbound_host(good).unwrap_or_else(|e| panic!("{good}: {}", e.message));
         }
+    }
+
+    #[test]
+    fn secrets_are_sealed_once() {
+        let mut settings = create(serde_json::json!({
+            "name": "x", "secrets": {"a": "1"}
+        }))
+        .unwrap();
+        settings
+            .secrets
+            .insert("b".to_owned(), format!("{SEALED}already"));
+        settings.seal_secrets(|v| format!("{SEALED}<{v}>"));
+        assert_eq!(settings.secrets["a"], format!("{SEALED}<1>"));
+        assert_eq!(settings.secrets["b"], format!("{SEALED}already"));
+        assert_eq!(
+            create(serde_json::json!({"name": "x", "secrets": {"a": "sealed:v1:x"}}))
+                .unwrap_err()
+                .status,
+            422
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::dispatch::{self, FunctionContext, HostState, Linking, LoadedComponent
 use crate::engine::Engine;
 use crate::engine::cache::CompileCache;
 use crate::metrics::Metrics;
+use crate::secrets::SecretBox;
 use telemetry::Telemetry;
 
 pub mod cron;
@@ -45,7 +46,8 @@ macro_rules! lookup {
         concat!(
             "SELECT f.id::text AS id, f.name, f.project_id::text AS project_id,
                 f.environment, f.public, f.timeout_ms, f.memory_mb,
-                (f.variables || f.secrets)::text AS variables, f.allowed_outbound_hosts,
+                f.variables::text AS variables, f.secrets::text AS secrets,
+                f.allowed_outbound_hosts,
                 d.version, d.sha256
             FROM zatabase.functions f
             LEFT JOIN zatabase.function_deployments d ON d.id = f.active_deployment_id ",
@@ -131,6 +133,8 @@ pub struct Functions {
     telemetry: Arc<Telemetry>,
     /// What every function is linked against, built once.
     linker: Linker<HostState>,
+    /// Seals secrets at rest, opens them for the function they belong to.
+    secrets: SecretBox,
     templates: Vec<templates::Embedded>,
 }
 
@@ -142,6 +146,7 @@ impl Functions {
         metrics: Arc<Metrics>,
         config: &FunctionsConfig,
         max_memory_mb: u64,
+        secrets: SecretBox,
     ) -> anyhow::Result<Self> {
         let linker = dispatch::linker(&engine, &Linking::function())?;
         Ok(Self {
@@ -160,8 +165,14 @@ impl Functions {
             listening: AtomicBool::new(false),
             telemetry: Arc::new(Telemetry::default()),
             linker,
+            secrets,
             templates: templates::load()?,
         })
+    }
+
+    /// `value` sealed for storage (see `SecretBox`).
+    pub fn seal(&self, value: &str) -> String {
+        self.secrets.seal(value)
     }
 
     /// The marketplace's templates.
@@ -304,8 +315,22 @@ impl Functions {
                     link_us = loaded.load_time.as_micros() as u64,
                     "function loaded"
                 );
-                let variables: HashMap<String, String> =
+                let mut variables: HashMap<String, String> =
                     serde_json::from_str(&row.try_get::<String, _>("variables")?)?;
+                let secrets: HashMap<String, String> =
+                    serde_json::from_str(&row.try_get::<String, _>("secrets")?)?;
+                for (key, sealed) in secrets {
+                    match self.secrets.open(&sealed) {
+                        Some(value) => {
+                            variables.insert(key, value);
+                        }
+                        None => tracing::warn!(
+                            function = %name,
+                            secret = %key,
+                            "a secret does not open under this host's master key"
+                        ),
+                    }
+                }
                 let project_id: String = row.try_get("project_id")?;
                 let environment: String = row.try_get("environment")?;
                 Some(Deployment {
