@@ -403,25 +403,20 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// Builds a fixture component (`tests/fixtures/<name>`) and returns its path.
 pub fn fixture(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let target = target_dir().join("fixtures");
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut command = Command::new(cargo);
-        command
-            .current_dir(workspace())
-            .args(["build", "--target", "wasm32-wasip2", "--profile", "guest"])
-            .env("CARGO_TARGET_DIR", &target);
-        for fixture in std::fs::read_dir(workspace().join("tests/fixtures")).unwrap() {
-            let name = fixture.unwrap().file_name().to_string_lossy().into_owned();
-            command.arg("-p").arg(format!("zatabase-fixture-{name}"));
-        }
-        let output = command.output().expect("running cargo");
-        assert!(
-            output.status.success(),
-            "building the fixtures failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    });
+    let mut args = vec!["build", "--target", "wasm32-wasip2", "--profile", "guest"];
+    let packages: Vec<String> = std::fs::read_dir(workspace().join("tests/fixtures"))
+        .unwrap()
+        .map(|f| {
+            format!(
+                "zatabase-fixture-{}",
+                f.unwrap().file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    for package in &packages {
+        args.extend(["-p", package.as_str()]);
+    }
+    let target = cargo_wasm(&BUILT, &workspace(), &args, "the fixtures");
     let path = target
         .join("wasm32-wasip2/guest")
         .join(format!("zatabase_fixture_{}.wasm", name.replace('-', "_")));
@@ -433,33 +428,45 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
-/// A user's function from `tests/functions/<name>`, built for wasm32-wasip2
-/// (once per test process) the way a user builds one: its own workspace,
-/// spin-sdk from crates.io.
-pub fn function_fixture(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
+/// Runs `cargo <args>` in `dir` into the shared fixtures target directory
+/// (once per `built`, per test process), failing with cargo's output.
+fn cargo_wasm(built: &OnceLock<()>, dir: &Path, args: &[&str], what: &str) -> PathBuf {
     let target = target_dir().join("fixtures");
-    BUILT.get_or_init(|| {
+    built.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let output = Command::new(cargo)
-            .current_dir(workspace().join("tests/functions"))
-            .args([
-                "build",
-                "--locked",
-                "--target",
-                "wasm32-wasip2",
-                "--release",
-            ])
+            .current_dir(dir)
+            .args(args)
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .output()
             .expect("running cargo");
         assert!(
             output.status.success(),
-            "building the function fixtures failed:\n{}",
+            "building {what} failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
     });
+    target
+}
+
+/// A user's function from `tests/functions/<name>`, built for wasm32-wasip2
+/// (once per test process) the way a user builds one: its own workspace,
+/// spin-sdk from crates.io.
+pub fn function_fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let target = cargo_wasm(
+        &BUILT,
+        &workspace().join("tests/functions"),
+        &[
+            "build",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+        ],
+        "the function fixtures",
+    );
     let path = target
         .join("wasm32-wasip2/release")
         .join(format!("zatabase_fn_{}.wasm", name.replace('-', "_")));
@@ -475,29 +482,19 @@ pub fn function_fixture(name: &str) -> PathBuf {
 /// the one command its docs give.
 pub fn sdk_example() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let target = target_dir().join("fixtures");
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--locked",
-                "--manifest-path",
-                "sdk/example/Cargo.toml",
-                "--target",
-                "wasm32-wasip2",
-                "--release",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .output()
-            .expect("running cargo");
-        assert!(
-            output.status.success(),
-            "building sdk/example failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    });
+    let target = cargo_wasm(
+        &BUILT,
+        &workspace(),
+        &[
+            "build",
+            "--locked",
+            "--manifest-path",
+            "sdk/example/Cargo.toml",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+        ],
+        "sdk/example",
+    );
     target.join("wasm32-wasip2/release/zatabase_sdk_example.wasm")
 }
