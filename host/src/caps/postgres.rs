@@ -132,20 +132,10 @@ fn parameter(value: ParameterValue) -> Result<Value, Error> {
     Ok(Value::Scalar(scalar))
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SS+00:00` (Howard Hinnant's
-/// days-to-civil algorithm).
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SS+00:00`.
 fn civil(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
+    let (year, month, day) = crate::functions::cron::civil(seconds.div_euclid(86_400));
     let rest = seconds.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
         rest / 3600,

@@ -144,7 +144,7 @@ fn weekday(days: i64) -> u32 {
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
 /// algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
+pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
