@@ -459,6 +459,56 @@ fn bad_function_settings_are_refused_and_write_nothing() {
         .collect();
     assert_eq!(names, ["taken"]);
     fn_get(&host, &token, "/v1/functions/not-a-uuid").expect_error(404);
+
+    // No token, no functions API; malformed and mistyped bodies elsewhere too.
+    let id = listed["functions"][0]["id"].as_str().unwrap();
+    for (method, path) in [
+        ("GET", "/v1/functions".to_owned()),
+        ("POST", "/v1/functions".to_owned()),
+        ("GET", "/v1/functions/templates".to_owned()),
+        ("POST", "/v1/functions/templates/hello/install".to_owned()),
+        ("POST", format!("/v1/functions/{id}/invoke")),
+        ("POST", format!("/v1/functions/{id}/deployments")),
+        ("GET", format!("/v1/functions/{id}/triggers")),
+        ("GET", format!("/v1/functions/{id}/logs")),
+    ] {
+        host.request(method, &path, &[], Vec::new())
+            .expect_error(401);
+    }
+    let json_headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    for path in [
+        "/v1/functions/templates/hello/install".to_owned(),
+        format!("/v1/functions/{id}/triggers"),
+    ] {
+        host.request("POST", &path, &json_headers, b"{".to_vec())
+            .expect_error(400);
+    }
+    call(
+        &host,
+        "POST",
+        &format!("/v1/functions/{id}/triggers"),
+        &token,
+        Some(&json!({ "type": "cron", "schedule": 5 })),
+    )
+    .expect_error(422);
+    call(
+        &host,
+        "POST",
+        "/v1/functions/templates/hello/install",
+        &token,
+        Some(&json!({ "function_name": "y", "parameters": { "greeting": 1 } })),
+    )
+    .expect_error(422);
+    assert_eq!(
+        fn_get(&host, &token, "/v1/functions").json()["functions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// A loopback HTTP server answering `pong` to every request, for as long as
