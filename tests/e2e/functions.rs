@@ -1,12 +1,17 @@
 //! Users' functions: `/v1/functions` (the functions route group), deploying
-//! real components (a spin-sdk 5 function from `tests/functions/spin5`), and
-//! calling them at `/fn/:name/*` and `/v1/functions/:id/invoke`.
+//! real components (spin-sdk 5 and spin-sdk 7 functions from
+//! `tests/functions/spin5` and `spin7`), and calling them at `/fn/:name/*`
+//! and `/v1/functions/:id/invoke`.
 
 use serde_json::{Value, json};
 use zatabase_tests::{Host, Resp, fixture, function_fixture, unique_email};
 
 fn spin5() -> Vec<u8> {
     std::fs::read(function_fixture("spin5")).unwrap()
+}
+
+fn spin7() -> Vec<u8> {
+    std::fs::read(function_fixture("spin7")).unwrap()
 }
 
 fn call(host: &Host, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
@@ -168,6 +173,168 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
         "{text}"
     );
     assert!(text.contains("path_info=/\n"), "{text}");
+}
+
+#[test]
+fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
+    let host = Host::start();
+    let token = host.token();
+    let port = pong_server();
+    let function = create(
+        &host,
+        &token,
+        json!({
+            "name": "async",
+            "variables": { "greeting": "hej" },
+            "secrets": { "api_key": "s3cret" },
+            "allowed_outbound_hosts": [format!("http://127.0.0.1:{port}")],
+            "timeout_ms": 1000
+        }),
+    );
+    let id = function["id"].as_str().unwrap().to_owned();
+    let deployed = deploy(&host, &token, &id, spin7());
+    assert_eq!(deployed.status, 201, "{}", deployed.text());
+    assert_eq!(deployed.json()["handler"], "wasi:http/handler@0.3.0");
+
+    assert_eq!(
+        fn_get(&host, &token, "/fn/async/hello").text(),
+        "hello from spin-sdk 7"
+    );
+
+    // Method, path, query, headers and body pass through; the token does not.
+    let bearer = format!("Bearer {token}");
+    let echo = host.request(
+        "PATCH",
+        "/fn/async/echo?x=1&y=two",
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-probe", "probe-value"),
+        ],
+        b"the body".to_vec(),
+    );
+    assert_eq!(echo.status, 201, "{}", echo.text());
+    let text = echo.text();
+    for line in [
+        "method=PATCH",
+        "path_info=/echo",
+        "query=x=1&y=two",
+        "x-probe=probe-value",
+        "authorization=\n",
+        "body=the body",
+    ] {
+        assert!(text.contains(line), "`{line}` not in:\n{text}");
+    }
+
+    // spin:variables@3.0.0
+    assert_eq!(
+        fn_get(&host, &token, "/fn/async/var/greeting").text(),
+        "hej"
+    );
+    assert_eq!(
+        fn_get(&host, &token, "/fn/async/var/api_key").text(),
+        "s3cret"
+    );
+    assert_eq!(fn_get(&host, &token, "/fn/async/var/missing").status, 404);
+
+    // spin:key-value@3.0.0: kept between requests, keys streamed back.
+    assert_eq!(
+        fn_get(&host, &token, "/fn/async/kv").text(),
+        "calls=1 keys=calls,seen"
+    );
+    assert_eq!(
+        fn_get(&host, &token, "/fn/async/kv").text(),
+        "calls=2 keys=calls,seen"
+    );
+
+    // spin:postgres@4.2.0: a table of the tenant's own, rows streamed back,
+    // and the same table through /v1/sql.
+    let first = fn_get(&host, &token, "/fn/async/pg");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.text(), "inserted=1\n1:from spin-sdk 7");
+    assert_eq!(
+        fn_get(&host, &token, "/fn/async/pg").text(),
+        "inserted=1\n1:from spin-sdk 7\n2:from spin-sdk 7"
+    );
+    let counted = call(
+        &host,
+        "POST",
+        "/v1/sql",
+        &token,
+        Some(&json!({ "query": "SELECT count(*) AS n FROM spin7_notes" })),
+    );
+    assert_eq!(counted.json()["rows"][0]["n"], 2, "{}", counted.text());
+
+    // Each of Postgres 4.2's types, as a column and as a parameter.
+    let typed = fn_get(&host, &token, "/fn/async/pg-types");
+    assert_eq!(typed.status, 200, "{}", typed.text());
+    let typed = typed.text();
+    for line in [
+        r#"uuid=DbValue::Uuid("7c9e6679-7425-40de-944b-e07fc1f90ae7")"#,
+        r#"jsonb=Jsonb({"a": 1})"#,
+        r#"decimal=DbValue::Decimal("29.99")"#,
+        "int4s=DbValue::ArrayInt32([Some(1), None, Some(3)])",
+        r#"texts=DbValue::ArrayStr([Some("x"), Some("y")])"#,
+        "interval=DbValue::Interval(Interval { micros: 3500000, days: 2, months: 1 })",
+        "range=DbValue::RangeInt32((Some((1, RangeBoundKind::Inclusive)), Some((5, RangeBoundKind::Exclusive))))",
+        "date=DbValue::Date((2024, 3, 1))",
+        "bool=DbValue::Boolean(true)",
+        "null=DbValue::DbNull",
+        r#"p_uuid=DbValue::Uuid("00000000-0000-0000-0000-000000000001")"#,
+        r#"p_decimal=DbValue::Decimal("-0.5")"#,
+        "p_int8s=DbValue::ArrayInt64([Some(1), None])",
+        "p_interval=DbValue::Interval(Interval { micros: 1500000, days: 1, months: 2 })",
+        "p_range=DbValue::RangeInt64((Some((10, RangeBoundKind::Inclusive)), None))",
+        "p_jsonb=Jsonb([true])",
+    ] {
+        assert!(typed.lines().any(|l| l == line), "`{line}` not in:\n{typed}");
+    }
+
+    // A body the guest goes on writing after it has returned its response.
+    let streamed = fn_get(&host, &token, "/fn/async/stream");
+    assert_eq!(streamed.status, 200);
+    let lines: Vec<String> = streamed.text().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 100, "{lines:?}");
+    assert_eq!(lines[99], "chunk 99");
+
+    // Outbound HTTP through wasi:http/client@0.3.0, under the same allow-list.
+    let fetch = |target: &str| {
+        host.request(
+            "GET",
+            "/fn/async/fetch",
+            &[("authorization", bearer.as_str()), ("x-target", target)],
+            vec![],
+        )
+    };
+    let reached = fetch(&format!("http://127.0.0.1:{port}/ping"));
+    assert_eq!(reached.text(), "status=200 body=pong");
+    for target in [
+        format!("http://localhost:{port}/ping"),
+        format!("http://127.0.0.1:{}/ping", port.wrapping_add(1)),
+        host.url("/health"),
+    ] {
+        let denied = fetch(&target);
+        assert_eq!(denied.status, 502, "{target}: {}", denied.text());
+        assert!(
+            denied.text().starts_with("outbound failed"),
+            "{}",
+            denied.text()
+        );
+    }
+
+    // Spin's Redis is linked but not provided: a clear error, no trap at load.
+    let redis = fn_get(&host, &token, "/fn/async/redis").expect_error(500);
+    assert!(
+        redis.contains("not supported on this platform") && redis.contains("redis"),
+        "{redis}"
+    );
+
+    // Faults: a trap is a 500, a spin past the timeout a 504; it serves on.
+    let trapped = fn_get(&host, &token, "/fn/async/panic").expect_error(500);
+    assert!(trapped.contains("async"), "{trapped}");
+    let started = std::time::Instant::now();
+    fn_get(&host, &token, "/fn/async/loop").expect_error(504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(fn_get(&host, &token, "/fn/async/hello").status, 200);
 }
 
 #[test]

@@ -1,14 +1,18 @@
-//! `fermyon:spin/key-value@2.0.0` (spin-sdk 5's `key_value`): one store per
-//! function, `default`, kept in the function's own tenant (table
-//! `zatabase_kv` of its schema, created on first use), so Postgres keeps
-//! one tenant's keys from another's; each call is one statement as the
-//! tenant's role.
+//! Spin's key-value store, in both of its versions: `fermyon:spin/key-value@2.0.0`
+//! (spin-sdk 5) and `spin:key-value/key-value@3.0.0` (spin-sdk 7, async).
+//! One store per function, `default`, kept in the function's own tenant
+//! (table `zatabase_kv` of its schema, created on first use), so Postgres
+//! keeps one tenant's keys from another's; each call is one statement as
+//! the tenant's role.
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{
+    Accessor, FutureReader, HasSelf, Linker, Resource, ResourceTable, StreamReader,
+};
 
-use super::fermyon::spin::key_value::{self, Error, Host, HostStore};
+use super::fermyon::spin::key_value as v2;
+use super::spin::key_value::key_value as v3;
 use super::types::{ErrorKind, QueryResult, Scalar, SqlError, Value};
 use crate::db::{Db, Fetched, TenantSql};
 use crate::dispatch::{FunctionContext, HostState};
@@ -25,7 +29,36 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS zatabase_kv (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (function_id, key))";
 
-/// The host side of a `store`: the tenant and the function it belongs to.
+/// Why a call failed, whichever version asked.
+enum Failure {
+    AccessDenied,
+    NoSuchStore,
+    Other(String),
+}
+
+impl From<Failure> for v2::Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::AccessDenied => Self::AccessDenied,
+            Failure::NoSuchStore => Self::NoSuchStore,
+            Failure::Other(message) => Self::Other(message),
+        }
+    }
+}
+
+impl From<Failure> for v3::Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::AccessDenied => Self::AccessDenied,
+            Failure::NoSuchStore => Self::NoSuchStore,
+            Failure::Other(message) => Self::Other(message),
+        }
+    }
+}
+
+/// The host side of a `store` (either version): the tenant and the
+/// function it belongs to.
+#[derive(Clone)]
 pub struct Store {
     tenant: TenantSql,
     function_id: Arc<str>,
@@ -34,7 +67,7 @@ pub struct Store {
 impl Store {
     /// Runs `statement` (`$1` the function's id); creates the table the
     /// first time it is missing.
-    async fn run(&self, statement: &str, mut params: Vec<Value>) -> Result<QueryResult, Error> {
+    async fn run(&self, statement: &str, mut params: Vec<Value>) -> Result<QueryResult, Failure> {
         params.insert(0, Value::Scalar(Scalar::Text(self.function_id.to_string())));
         let first = self.tenant.execute(statement, &params, false).await;
         let fetched = match first {
@@ -52,6 +85,95 @@ impl Store {
         };
         fetched.and_then(Fetched::typed).map_err(failed)
     }
+
+    /// Runs `statement` with `$2` the key and `extra` after it.
+    async fn keyed(
+        &self,
+        key: String,
+        statement: &str,
+        extra: Vec<Value>,
+    ) -> Result<QueryResult, Failure> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Failure::Other(format!(
+                "a key is at most {MAX_KEY_BYTES} bytes"
+            )));
+        }
+        let mut params = vec![Value::Scalar(Scalar::Text(key))];
+        params.extend(extra);
+        self.run(statement, params).await
+    }
+
+    async fn get(&self, key: String) -> Result<Option<Vec<u8>>, Failure> {
+        let found = self
+            .keyed(
+                key,
+                "SELECT value FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
+                vec![],
+            )
+            .await?;
+        Ok(match found.rows.into_iter().next() {
+            Some(row) => match row.into_iter().next() {
+                Some(Value::Scalar(Scalar::Bytes(bytes))) => Some(bytes),
+                _ => None,
+            },
+            None => None,
+        })
+    }
+
+    async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(Failure::Other(format!(
+                "a value is at most {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        self.keyed(
+            key,
+            "INSERT INTO zatabase_kv (function_id, key, value) VALUES ($1::uuid, $2, $3)
+             ON CONFLICT (function_id, key)
+             DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            vec![Value::Scalar(Scalar::Bytes(value))],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete(&self, key: String) -> Result<(), Failure> {
+        self.keyed(
+            key,
+            "DELETE FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
+            vec![],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn exists(&self, key: String) -> Result<bool, Failure> {
+        let found = self
+            .keyed(
+                key,
+                "SELECT 1 FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
+                vec![],
+            )
+            .await?;
+        Ok(!found.rows.is_empty())
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, Failure> {
+        let found = self
+            .run(
+                "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid ORDER BY key",
+                vec![],
+            )
+            .await?;
+        Ok(found
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.into_iter().next() {
+                Some(Value::Scalar(Scalar::Text(key))) => Some(key),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 /// Per-request state: the function being run, if it is one.
@@ -61,47 +183,17 @@ pub struct KeyValueState {
     pub table: ResourceTable,
 }
 
-fn failed(error: SqlError) -> Error {
-    Error::Other(error.message)
-}
-
-fn key_param(key: String) -> Result<Value, Error> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(Error::Other(format!(
-            "a key is at most {MAX_KEY_BYTES} bytes"
-        )));
-    }
-    Ok(Value::Scalar(Scalar::Text(key)))
+fn failed(error: SqlError) -> Failure {
+    Failure::Other(error.message)
 }
 
 impl KeyValueState {
-    /// Runs `statement` on `store` with `$2` the key and `extra` after it.
-    async fn keyed(
-        &mut self,
-        store: &Resource<Store>,
-        key: String,
-        statement: &str,
-        extra: Vec<Value>,
-    ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let key = match key_param(key) {
-            Ok(key) => key,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut params = vec![key];
-        params.extend(extra);
-        Ok(self.table.get(store)?.run(statement, params).await)
-    }
-}
-
-impl Host for KeyValueState {}
-
-impl HostStore for KeyValueState {
-    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<Store>, Error>> {
+    fn open(&mut self, label: &str) -> wasmtime::Result<Result<Resource<Store>, Failure>> {
         let Some(function) = &self.function else {
-            return Ok(Err(Error::AccessDenied));
+            return Ok(Err(Failure::AccessDenied));
         };
         if label != DEFAULT_STORE {
-            return Ok(Err(Error::NoSuchStore));
+            return Ok(Err(Failure::NoSuchStore));
         }
         let store = Store {
             tenant: TenantSql::new(self.db.clone(), function.tenant.clone()),
@@ -110,26 +202,27 @@ impl HostStore for KeyValueState {
         Ok(Ok(self.table.push(store)?))
     }
 
+    fn store(&self, store: &Resource<Store>) -> wasmtime::Result<Store> {
+        Ok(self.table.get(store)?.clone())
+    }
+}
+
+impl v2::Host for KeyValueState {}
+
+impl v2::HostStore for KeyValueState {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<Store>, v2::Error>> {
+        Ok(KeyValueState::open(self, &label)?.map_err(Into::into))
+    }
+
     async fn get(
         &mut self,
         store: Resource<Store>,
         key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let result = self
-            .keyed(
-                &store,
-                key,
-                "SELECT value FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
-                vec![],
-            )
-            .await?;
-        Ok(result.map(|found| match found.rows.into_iter().next() {
-            Some(row) => match row.into_iter().next() {
-                Some(Value::Scalar(Scalar::Bytes(bytes))) => Some(bytes),
-                _ => None,
-            },
-            None => None,
-        }))
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v2::Error>> {
+        Ok(self.store(&store)?.get(key).await.map_err(Into::into))
     }
 
     async fn set(
@@ -137,79 +230,35 @@ impl HostStore for KeyValueState {
         store: Resource<Store>,
         key: String,
         value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        if value.len() > MAX_VALUE_BYTES {
-            return Ok(Err(Error::Other(format!(
-                "a value is at most {MAX_VALUE_BYTES} bytes"
-            ))));
-        }
-        let result = self
-            .keyed(
-                &store,
-                key,
-                "INSERT INTO zatabase_kv (function_id, key, value) VALUES ($1::uuid, $2, $3)
-                 ON CONFLICT (function_id, key)
-                 DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                vec![Value::Scalar(Scalar::Bytes(value))],
-            )
-            .await?;
-        Ok(result.map(|_| ()))
+    ) -> wasmtime::Result<Result<(), v2::Error>> {
+        Ok(self
+            .store(&store)?
+            .set(key, value)
+            .await
+            .map_err(Into::into))
     }
 
     async fn delete(
         &mut self,
         store: Resource<Store>,
         key: String,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        let result = self
-            .keyed(
-                &store,
-                key,
-                "DELETE FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
-                vec![],
-            )
-            .await?;
-        Ok(result.map(|_| ()))
+    ) -> wasmtime::Result<Result<(), v2::Error>> {
+        Ok(self.store(&store)?.delete(key).await.map_err(Into::into))
     }
 
     async fn exists(
         &mut self,
         store: Resource<Store>,
         key: String,
-    ) -> wasmtime::Result<Result<bool, Error>> {
-        let result = self
-            .keyed(
-                &store,
-                key,
-                "SELECT 1 FROM zatabase_kv WHERE function_id = $1::uuid AND key = $2",
-                vec![],
-            )
-            .await?;
-        Ok(result.map(|found| !found.rows.is_empty()))
+    ) -> wasmtime::Result<Result<bool, v2::Error>> {
+        Ok(self.store(&store)?.exists(key).await.map_err(Into::into))
     }
 
     async fn get_keys(
         &mut self,
         store: Resource<Store>,
-    ) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        let result = self
-            .table
-            .get(&store)?
-            .run(
-                "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid ORDER BY key",
-                vec![],
-            )
-            .await;
-        Ok(result.map(|found| {
-            found
-                .rows
-                .into_iter()
-                .filter_map(|row| match row.into_iter().next() {
-                    Some(Value::Scalar(Scalar::Text(key))) => Some(key),
-                    _ => None,
-                })
-                .collect()
-        }))
+    ) -> wasmtime::Result<Result<Vec<String>, v2::Error>> {
+        Ok(self.store(&store)?.keys().await.map_err(Into::into))
     }
 
     async fn drop(&mut self, store: Resource<Store>) -> wasmtime::Result<()> {
@@ -218,8 +267,99 @@ impl HostStore for KeyValueState {
     }
 }
 
+/// The 3.0.0 interface is async: each call takes what it needs from the
+/// store's state, then awaits the database without holding the store, so
+/// the guest's other tasks run meanwhile.
+type V3 = HasSelf<KeyValueState>;
+
+fn with_store<T>(accessor: &Accessor<T, V3>, store: &Resource<Store>) -> wasmtime::Result<Store> {
+    accessor.with(|mut access| access.get().store(store))
+}
+
+impl v3::Host for KeyValueState {}
+
+impl v3::HostStore for KeyValueState {
+    fn drop(&mut self, store: Resource<Store>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+impl<T> v3::HostStoreWithStore<T> for V3 {
+    async fn open(
+        accessor: &Accessor<T, Self>,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<Store>, v3::Error>> {
+        Ok(accessor
+            .with(|mut access| access.get().open(&label))?
+            .map_err(Into::into))
+    }
+
+    async fn get(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Store>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v3::Error>> {
+        Ok(with_store(accessor, &store)?
+            .get(key)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn set(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Store>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), v3::Error>> {
+        Ok(with_store(accessor, &store)?
+            .set(key, value)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn delete(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Store>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), v3::Error>> {
+        Ok(with_store(accessor, &store)?
+            .delete(key)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn exists(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Store>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, v3::Error>> {
+        Ok(with_store(accessor, &store)?
+            .exists(key)
+            .await
+            .map_err(Into::into))
+    }
+
+    /// The keys are read in one statement, then streamed to the guest.
+    async fn get_keys(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Store>,
+    ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), v3::Error>>)> {
+        let listed = with_store(accessor, &store)?.keys().await;
+        let (keys, outcome) = match listed {
+            Ok(keys) => (keys, Ok(())),
+            Err(failure) => (Vec::new(), Err(v3::Error::from(failure))),
+        };
+        accessor.with(|mut access| {
+            let keys = StreamReader::new(&mut access, keys)?;
+            let outcome =
+                FutureReader::new(&mut access, async move { wasmtime::error::Ok(outcome) })?;
+            Ok((keys, outcome))
+        })
+    }
+}
+
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    key_value::add_to_linker::<HostState, HasSelf<KeyValueState>>(linker, |state| {
-        &mut state.key_value
-    })
+    v2::add_to_linker::<HostState, HasSelf<KeyValueState>>(linker, |state| &mut state.key_value)?;
+    v3::add_to_linker::<HostState, HasSelf<KeyValueState>>(linker, |state| &mut state.key_value)
 }

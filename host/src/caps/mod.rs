@@ -30,8 +30,10 @@ wasmtime::component::bindgen!({
     world: "zatabase:platform/host",
     imports: {
         "zatabase:platform/functions.prepare": async,
-        "spin:postgres/postgres": async | trappable,
+        "spin:postgres/postgres@3.0.0": async | trappable,
+        "spin:postgres/postgres@4.2.0": async | trappable,
         "fermyon:spin/key-value": async | trappable,
+        "spin:key-value/key-value@3.0.0": trappable,
         "zatabase:platform/sql": async,
         "zatabase:platform/platform-db": async | trappable,
         "zatabase:platform/auth.hash-password": async | trappable,
@@ -39,8 +41,11 @@ wasmtime::component::bindgen!({
     },
     with: {
         "zatabase:platform/platform-db.transaction": platform_db::Transaction,
-        "spin:postgres/postgres.connection": postgres::Connection,
+        "spin:postgres/postgres@3.0.0.connection": postgres::Connection,
         "fermyon:spin/key-value.store": key_value::Store,
+        "spin:key-value/key-value@3.0.0.store": key_value::Store,
+        "spin:postgres/postgres@4.2.0.connection": postgres::Connection,
+        "spin:postgres/postgres@4.2.0.connection-builder": postgres::Builder,
     },
 });
 

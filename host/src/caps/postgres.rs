@@ -1,22 +1,34 @@
-//! `spin:postgres/postgres@3.0.0` (spin-sdk 5's `pg3`): a function's SQL
-//! through Spin's interface. Every connection reaches the function's own
-//! tenant, as its own role, whatever address the guest names; each call is
-//! one transaction, as with `zatabase:platform/sql`.
+//! Spin's PostgreSQL interface, in both of its versions: `spin:postgres@3.0.0`
+//! (spin-sdk 5's `pg3`) and `spin:postgres@4.2.0` (spin-sdk 7's `pg`, with
+//! async calls and streamed rows). Every connection reaches the function's
+//! own tenant, as its own role, whatever address the guest names; each call
+//! is one transaction, as with `zatabase:platform/sql`.
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
-
-use super::spin::postgres::postgres::{
-    self, Column, DbDataType, DbValue, Error, Host, HostConnection, ParameterValue, RowSet,
+use wasmtime::component::{
+    Accessor, FutureReader, HasSelf, Linker, Resource, ResourceTable, StreamReader,
 };
+
+use super::spin::postgres3_0_0::postgres as v3;
+use super::spin::postgres4_2_0::postgres as v4;
 use super::types::{QueryResult, Scalar, SqlError, Value};
 use crate::db::{Db, Fetched, TenantSql};
 use crate::dispatch::{FunctionContext, HostState};
 
-/// The host side of a `connection`: the tenant it reaches.
+/// The host side of a `connection` (either version): the tenant it reaches.
+#[derive(Clone)]
 pub struct Connection {
     tenant: TenantSql,
+}
+
+impl Connection {
+    async fn run(&self, statement: &str, params: &[Value]) -> Result<QueryResult, SqlError> {
+        self.tenant
+            .execute(statement, params, false)
+            .await
+            .and_then(Fetched::typed)
+    }
 }
 
 /// Per-request state: the function being run, if it is one.
@@ -27,40 +39,12 @@ pub struct PostgresState {
 }
 
 impl PostgresState {
-    async fn run(
-        &mut self,
-        connection: &Resource<Connection>,
-        statement: &str,
-        params: Vec<ParameterValue>,
-    ) -> wasmtime::Result<Result<Fetched, Error>> {
-        let params = match params
-            .into_iter()
-            .map(parameter)
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(params) => params,
-            Err(error) => return Ok(Err(error)),
-        };
-        let connection = self.table.get(connection)?;
-        Ok(connection
-            .tenant
-            .execute(statement, &params, false)
-            .await
-            .map_err(failed))
-    }
-}
-
-impl Host for PostgresState {}
-
-impl HostConnection for PostgresState {
-    async fn open(
-        &mut self,
-        _address: String,
-    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+    /// A connection to the function's tenant, or why there is none.
+    fn connect(&mut self) -> wasmtime::Result<Result<Resource<Connection>, String>> {
         let Some(function) = &self.function else {
-            return Ok(Err(Error::ConnectionFailed(
-                "only a function can open a database connection".to_owned(),
-            )));
+            return Ok(Err(
+                "only a function can open a database connection".to_owned()
+            ));
         };
         let connection = Connection {
             tenant: TenantSql::new(self.db.clone(), function.tenant.clone()),
@@ -68,16 +52,45 @@ impl HostConnection for PostgresState {
         Ok(Ok(self.table.push(connection)?))
     }
 
+    fn connection(&self, connection: &Resource<Connection>) -> wasmtime::Result<Connection> {
+        Ok(self.table.get(connection)?.clone())
+    }
+
+    async fn run_v3(
+        &mut self,
+        connection: &Resource<Connection>,
+        statement: &str,
+        params: Vec<v3::ParameterValue>,
+    ) -> wasmtime::Result<Result<QueryResult, v3::Error>> {
+        let params: Vec<Value> = params.into_iter().map(parameter).collect();
+        let connection = self.connection(connection)?;
+        Ok(connection.run(statement, &params).await.map_err(failed))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// spin:postgres/postgres@3.0.0 (spin-sdk 5)
+// ---------------------------------------------------------------------------
+
+impl v3::Host for PostgresState {}
+
+impl v3::HostConnection for PostgresState {
+    async fn open(
+        &mut self,
+        _address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v3::Error>> {
+        Ok(self.connect()?.map_err(v3::Error::ConnectionFailed))
+    }
+
     async fn query(
         &mut self,
         connection: Resource<Connection>,
         statement: String,
-        params: Vec<ParameterValue>,
-    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        params: Vec<v3::ParameterValue>,
+    ) -> wasmtime::Result<Result<v3::RowSet, v3::Error>> {
         Ok(self
-            .run(&connection, &statement, params)
+            .run_v3(&connection, &statement, params)
             .await?
-            .and_then(|fetched| fetched.typed().map_err(failed))
             .map(row_set))
     }
 
@@ -85,12 +98,11 @@ impl HostConnection for PostgresState {
         &mut self,
         connection: Resource<Connection>,
         statement: String,
-        params: Vec<ParameterValue>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+        params: Vec<v3::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, v3::Error>> {
         Ok(self
-            .run(&connection, &statement, params)
+            .run_v3(&connection, &statement, params)
             .await?
-            .and_then(|fetched| fetched.typed().map_err(failed))
             .map(|result| result.affected_rows))
     }
 
@@ -100,36 +112,45 @@ impl HostConnection for PostgresState {
     }
 }
 
-fn failed(error: SqlError) -> Error {
+fn failed(error: SqlError) -> v3::Error {
     let mut message = error.message;
     if let Some(detail) = error.detail {
         message = format!("{message} ({detail})");
     }
-    Error::QueryFailed(message)
+    v3::Error::QueryFailed(message)
 }
 
-fn parameter(value: ParameterValue) -> Result<Value, Error> {
+fn parameter(value: v3::ParameterValue) -> Value {
+    use v3::ParameterValue as P;
     let scalar = match value {
-        ParameterValue::DbNull => return Ok(Value::Null),
-        ParameterValue::Boolean(b) => Scalar::Boolean(b),
-        ParameterValue::Int8(n) => Scalar::Int16(n.into()),
-        ParameterValue::Int16(n) => Scalar::Int16(n),
-        ParameterValue::Int32(n) => Scalar::Int32(n),
-        ParameterValue::Int64(n) => Scalar::Int64(n),
-        ParameterValue::Floating32(f) => Scalar::Float32(f),
-        ParameterValue::Floating64(f) => Scalar::Float64(f),
-        ParameterValue::Str(s) => Scalar::Text(s),
-        ParameterValue::Binary(b) => Scalar::Bytes(b),
-        ParameterValue::Date((y, m, d)) => Scalar::Date(format!("{y:04}-{m:02}-{d:02}")),
-        ParameterValue::Time((h, mi, s, ns)) => {
-            Scalar::Time(format!("{h:02}:{mi:02}:{s:02}.{ns:09}"))
-        }
-        ParameterValue::Datetime((y, m, d, h, mi, s, ns)) => Scalar::Timestamp(format!(
-            "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ns:09}"
-        )),
-        ParameterValue::Timestamp(seconds) => Scalar::Timestamptz(civil(seconds)),
+        P::DbNull => return Value::Null,
+        P::Boolean(b) => Scalar::Boolean(b),
+        P::Int8(n) => Scalar::Int16(n.into()),
+        P::Int16(n) => Scalar::Int16(n),
+        P::Int32(n) => Scalar::Int32(n),
+        P::Int64(n) => Scalar::Int64(n),
+        P::Floating32(f) => Scalar::Float32(f),
+        P::Floating64(f) => Scalar::Float64(f),
+        P::Str(s) => Scalar::Text(s),
+        P::Binary(b) => Scalar::Bytes(b),
+        P::Date(d) => Scalar::Date(date_text(d)),
+        P::Time(t) => Scalar::Time(time_text(t)),
+        P::Datetime(dt) => Scalar::Timestamp(datetime_text(dt)),
+        P::Timestamp(seconds) => Scalar::Timestamptz(civil(seconds)),
     };
-    Ok(Value::Scalar(scalar))
+    Value::Scalar(scalar)
+}
+
+fn date_text((y, m, d): (i32, u8, u8)) -> String {
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn time_text((h, mi, s, ns): (u8, u8, u8, u32)) -> String {
+    format!("{h:02}:{mi:02}:{s:02}.{ns:09}")
+}
+
+fn datetime_text((y, m, d, h, mi, s, ns): (i32, u8, u8, u8, u8, u8, u32)) -> String {
+    format!("{}T{}", date_text((y, m, d)), time_text((h, mi, s, ns)))
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SS+00:00`.
@@ -144,12 +165,12 @@ fn civil(seconds: i64) -> String {
     )
 }
 
-fn row_set(result: QueryResult) -> RowSet {
-    RowSet {
+fn row_set(result: QueryResult) -> v3::RowSet {
+    v3::RowSet {
         columns: result
             .columns
             .iter()
-            .map(|c| Column {
+            .map(|c| v3::Column {
                 name: c.name.clone(),
                 data_type: data_type(&c.type_name),
             })
@@ -162,7 +183,8 @@ fn row_set(result: QueryResult) -> RowSet {
     }
 }
 
-fn data_type(name: &str) -> DbDataType {
+fn data_type(name: &str) -> v3::DbDataType {
+    use v3::DbDataType;
     match name {
         "bool" => DbDataType::Boolean,
         "int2" => DbDataType::Int16,
@@ -181,7 +203,8 @@ fn data_type(name: &str) -> DbDataType {
     }
 }
 
-fn db_value(value: Value) -> DbValue {
+fn db_value(value: Value) -> v3::DbValue {
+    use v3::DbValue;
     match value {
         Value::Null => DbValue::DbNull,
         Value::Array(_) => {
@@ -251,10 +274,461 @@ fn datetime(text: &str) -> Option<(i32, u8, u8, u8, u8, u8, u32)> {
     Some((y, m, d, h, mi, s, ns))
 }
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    postgres::add_to_linker::<HostState, HasSelf<PostgresState>>(linker, |state| {
-        &mut state.postgres
+// ---------------------------------------------------------------------------
+// spin:postgres/postgres@4.2.0 (spin-sdk 7)
+// ---------------------------------------------------------------------------
+
+/// A `connection-builder`: the address it was given (any address reaches
+/// the function's tenant; a CA root is accepted and has nothing to verify).
+pub struct Builder;
+
+type V4 = HasSelf<PostgresState>;
+
+impl v4::Host for PostgresState {}
+
+impl v4::HostConnectionBuilder for PostgresState {
+    async fn new(&mut self, _address: String) -> wasmtime::Result<Resource<Builder>> {
+        Ok(self.table.push(Builder)?)
+    }
+
+    async fn set_ca_root(
+        &mut self,
+        _builder: Resource<Builder>,
+        _certificate: String,
+    ) -> wasmtime::Result<Result<(), v4::Error>> {
+        Ok(Ok(()))
+    }
+
+    async fn build(
+        &mut self,
+        _builder: Resource<Builder>,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4::Error>> {
+        Ok(self.connect()?.map_err(v4::Error::ConnectionFailed))
+    }
+
+    async fn drop(&mut self, builder: Resource<Builder>) -> wasmtime::Result<()> {
+        self.table.delete(builder)?;
+        Ok(())
+    }
+}
+
+impl v4::HostConnection for PostgresState {
+    async fn open(
+        &mut self,
+        _address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4::Error>> {
+        Ok(self.connect()?.map_err(v4::Error::ConnectionFailed))
+    }
+
+    async fn query(
+        &mut self,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> wasmtime::Result<Result<v4::RowSet, v4::Error>> {
+        let connection = self.connection(&connection)?;
+        Ok(query_v4(&connection, &statement, params)
+            .await
+            .map(|(columns, rows)| v4::RowSet { columns, rows }))
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, v4::Error>> {
+        let connection = self.connection(&connection)?;
+        Ok(execute_v4(&connection, &statement, params).await)
+    }
+
+    async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
+impl<T> v4::HostConnectionBuilderWithStore<T> for V4 {
+    async fn build_async(
+        accessor: &Accessor<T, Self>,
+        _builder: Resource<Builder>,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4::Error>> {
+        Ok(accessor
+            .with(|mut access| access.get().connect())?
+            .map_err(v4::Error::ConnectionFailed))
+    }
+}
+
+impl<T> v4::HostConnectionWithStore<T> for V4 {
+    async fn open_async(
+        accessor: &Accessor<T, Self>,
+        _address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4::Error>> {
+        Ok(accessor
+            .with(|mut access| access.get().connect())?
+            .map_err(v4::Error::ConnectionFailed))
+    }
+
+    /// The rows are read in one statement (under the host's row cap), then
+    /// streamed to the guest.
+    async fn query_async(
+        accessor: &Accessor<T, Self>,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> wasmtime::Result<
+        Result<
+            (
+                Vec<v4::Column>,
+                StreamReader<Vec<v4::DbValue>>,
+                FutureReader<Result<(), v4::Error>>,
+            ),
+            v4::Error,
+        >,
+    > {
+        let connection = accessor.with(|mut access| access.get().connection(&connection))?;
+        let (columns, rows) = match query_v4(&connection, &statement, params).await {
+            Ok(result) => result,
+            Err(error) => return Ok(Err(error)),
+        };
+        accessor.with(|mut access| {
+            let rows = StreamReader::new(&mut access, rows)?;
+            let done = FutureReader::new(&mut access, async { wasmtime::error::Ok(Ok(())) })?;
+            Ok(Ok((columns, rows, done)))
+        })
+    }
+
+    async fn execute_async(
+        accessor: &Accessor<T, Self>,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, v4::Error>> {
+        let connection = accessor.with(|mut access| access.get().connection(&connection))?;
+        Ok(execute_v4(&connection, &statement, params).await)
+    }
+}
+
+async fn run_v4(
+    connection: &Connection,
+    statement: &str,
+    params: Vec<v4::ParameterValue>,
+) -> Result<QueryResult, v4::Error> {
+    let params = params
+        .into_iter()
+        .map(parameter_v4)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(v4::Error::BadParameter)?;
+    connection.run(statement, &params).await.map_err(failed_v4)
+}
+
+async fn query_v4(
+    connection: &Connection,
+    statement: &str,
+    params: Vec<v4::ParameterValue>,
+) -> Result<(Vec<v4::Column>, Vec<Vec<v4::DbValue>>), v4::Error> {
+    let result = run_v4(connection, statement, params).await?;
+    let columns: Vec<v4::Column> = result
+        .columns
+        .iter()
+        .map(|c| v4::Column {
+            name: c.name.clone(),
+            data_type: data_type_v4(&c.type_name),
+        })
+        .collect();
+    let rows = result
+        .rows
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .zip(&result.columns)
+                .map(|(value, column)| db_value_v4(value, &column.type_name))
+                .collect()
+        })
+        .collect();
+    Ok((columns, rows))
+}
+
+async fn execute_v4(
+    connection: &Connection,
+    statement: &str,
+    params: Vec<v4::ParameterValue>,
+) -> Result<u64, v4::Error> {
+    Ok(run_v4(connection, statement, params).await?.affected_rows)
+}
+
+/// Postgres's own error, with its SQLSTATE, as spin-sdk 7 reads it.
+fn failed_v4(error: SqlError) -> v4::Error {
+    let as_text = match &error.detail {
+        Some(detail) => format!("{} ({detail})", error.message),
+        None => error.message.clone(),
+    };
+    v4::Error::QueryFailed(match error.sqlstate {
+        Some(code) => v4::QueryError::DbError(v4::DbError {
+            as_text,
+            severity: "ERROR".to_owned(),
+            code,
+            message: error.message,
+            detail: error.detail,
+            extras: error
+                .hint
+                .map(|h| vec![("hint".to_owned(), h)])
+                .unwrap_or_default(),
+        }),
+        None => v4::QueryError::Text(as_text),
     })
+}
+
+/// A parameter as the host binds it, or why it cannot be.
+fn parameter_v4(value: v4::ParameterValue) -> Result<Value, String> {
+    use v4::ParameterValue as P;
+    let scalar = match value {
+        P::DbNull => return Ok(Value::Null),
+        P::Boolean(b) => Scalar::Boolean(b),
+        P::Int8(n) => Scalar::Int16(n.into()),
+        P::Int16(n) => Scalar::Int16(n),
+        P::Int32(n) => Scalar::Int32(n),
+        P::Int64(n) => Scalar::Int64(n),
+        P::Floating32(f) => Scalar::Float32(f),
+        P::Floating64(f) => Scalar::Float64(f),
+        P::Str(s) => Scalar::Text(s),
+        P::Binary(b) => Scalar::Bytes(b),
+        P::Date(d) => Scalar::Date(date_text(d)),
+        P::Time(t) => Scalar::Time(time_text(t)),
+        P::Datetime(dt) => Scalar::Timestamp(datetime_text(dt)),
+        P::Timestamp(seconds) => Scalar::Timestamptz(civil(seconds)),
+        P::Uuid(s) => Scalar::Uuid(s),
+        P::Jsonb(bytes) => Scalar::Json(
+            String::from_utf8(bytes).map_err(|_| "a jsonb parameter is not UTF-8".to_owned())?,
+        ),
+        P::Decimal(s) => Scalar::Numeric(s),
+        P::RangeInt32((lower, upper)) => Scalar::Other(range_text(lower, upper)),
+        P::RangeInt64((lower, upper)) => Scalar::Other(range_text(lower, upper)),
+        P::RangeDecimal((lower, upper)) => Scalar::Other(range_text(lower, upper)),
+        P::ArrayInt32(items) => return Ok(array(items, Scalar::Int32)),
+        P::ArrayInt64(items) => return Ok(array(items, Scalar::Int64)),
+        P::ArrayDecimal(items) => return Ok(array(items, Scalar::Numeric)),
+        P::ArrayStr(items) => return Ok(array(items, Scalar::Text)),
+        P::Interval(v4::Interval {
+            micros,
+            days,
+            months,
+        }) => Scalar::Interval(format!("{months} mons {days} days {micros} microseconds")),
+    };
+    Ok(Value::Scalar(scalar))
+}
+
+fn array<T>(items: Vec<Option<T>>, scalar: fn(T) -> Scalar) -> Value {
+    Value::Array(items.into_iter().map(|item| item.map(scalar)).collect())
+}
+
+/// A range literal: `[1,5)`, `(,10]`.
+fn range_text<T: std::fmt::Display>(
+    lower: Option<(T, v4::RangeBoundKind)>,
+    upper: Option<(T, v4::RangeBoundKind)>,
+) -> String {
+    use v4::RangeBoundKind::{Exclusive, Inclusive};
+    let (open, low) = match lower {
+        Some((v, Inclusive)) => ('[', v.to_string()),
+        Some((v, Exclusive)) => ('(', v.to_string()),
+        None => ('(', String::new()),
+    };
+    let (close, high) = match upper {
+        Some((v, Inclusive)) => (']', v.to_string()),
+        Some((v, Exclusive)) => (')', v.to_string()),
+        None => (')', String::new()),
+    };
+    format!("{open}{low},{high}{close}")
+}
+
+fn data_type_v4(name: &str) -> v4::DbDataType {
+    use v4::DbDataType as T;
+    match name {
+        "bool" => T::Boolean,
+        "int2" => T::Int16,
+        "int4" => T::Int32,
+        "int8" => T::Int64,
+        "float4" => T::Floating32,
+        "float8" => T::Floating64,
+        "text" | "varchar" | "bpchar" | "name" => T::Str,
+        "bytea" => T::Binary,
+        "date" => T::Date,
+        "time" => T::Time,
+        "timestamp" | "timestamptz" => T::Datetime,
+        "uuid" => T::Uuid,
+        "json" | "jsonb" => T::Jsonb,
+        "numeric" => T::Decimal,
+        "int4range" => T::RangeInt32,
+        "int8range" => T::RangeInt64,
+        "numrange" => T::RangeDecimal,
+        "int2[]" | "int4[]" => T::ArrayInt32,
+        "int8[]" => T::ArrayInt64,
+        "numeric[]" => T::ArrayDecimal,
+        "text[]" | "varchar[]" | "bpchar[]" => T::ArrayStr,
+        "interval" => T::Interval,
+        other => T::Other(other.to_owned()),
+    }
+}
+
+fn db_value_v4(value: Value, type_name: &str) -> v4::DbValue {
+    use v4::DbValue as V;
+    let unsupported = |value: &Value| {
+        let mut text = Vec::new();
+        crate::db::json::write_value(&mut text, value);
+        V::Unsupported(text)
+    };
+    match value {
+        Value::Null => V::DbNull,
+        Value::Array(items) => match data_type_v4(type_name) {
+            v4::DbDataType::ArrayInt32 => V::ArrayInt32(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Some(Scalar::Int16(n)) => Some(i32::from(*n)),
+                        Some(Scalar::Int32(n)) => Some(*n),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            v4::DbDataType::ArrayInt64 => V::ArrayInt64(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Some(Scalar::Int64(n)) => Some(*n),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            v4::DbDataType::ArrayDecimal | v4::DbDataType::ArrayStr => {
+                let texts = items
+                    .iter()
+                    .map(|item| match item {
+                        Some(Scalar::Numeric(s) | Scalar::Text(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if type_name == "numeric[]" {
+                    V::ArrayDecimal(texts)
+                } else {
+                    V::ArrayStr(texts)
+                }
+            }
+            _ => unsupported(&Value::Array(items)),
+        },
+        Value::Scalar(scalar) => match scalar {
+            Scalar::Boolean(b) => V::Boolean(b),
+            Scalar::Int16(n) => V::Int16(n),
+            Scalar::Int32(n) => V::Int32(n),
+            Scalar::Int64(n) => V::Int64(n),
+            Scalar::Float32(f) => V::Floating32(f),
+            Scalar::Float64(f) => V::Floating64(f),
+            Scalar::Bytes(b) => V::Binary(b),
+            Scalar::Text(s) => V::Str(s),
+            Scalar::Uuid(s) => V::Uuid(s),
+            Scalar::Json(s) => V::Jsonb(s.into_bytes()),
+            Scalar::Numeric(s) => V::Decimal(s),
+            Scalar::Date(text) => date(&text).map_or(V::Str(text), V::Date),
+            Scalar::Time(text) => time(&text).map_or(V::Str(text), V::Time),
+            Scalar::Timestamp(text) | Scalar::Timestamptz(text) => {
+                datetime(&text).map_or(V::Str(text), V::Datetime)
+            }
+            Scalar::Interval(text) => match interval(&text) {
+                Some(interval) => V::Interval(interval),
+                None => V::Unsupported(text.into_bytes()),
+            },
+            Scalar::Other(text) => match type_name {
+                "int4range" => range(&text)
+                    .map(|(l, u)| V::RangeInt32((l, u)))
+                    .unwrap_or(V::Unsupported(text.into_bytes())),
+                "int8range" => range(&text)
+                    .map(|(l, u)| V::RangeInt64((l, u)))
+                    .unwrap_or(V::Unsupported(text.into_bytes())),
+                "numrange" => range::<String>(&text)
+                    .map(|(l, u)| V::RangeDecimal((l, u)))
+                    .unwrap_or(V::Unsupported(text.into_bytes())),
+                _ => V::Unsupported(text.into_bytes()),
+            },
+            Scalar::Vector(_) => unsupported(&Value::Scalar(scalar)),
+        },
+    }
+}
+
+type Bound<T> = Option<(T, v4::RangeBoundKind)>;
+
+/// Reads a range's text form (`[1,5)`, `(,10]`, `empty`).
+fn range<T: std::str::FromStr>(text: &str) -> Option<(Bound<T>, Bound<T>)> {
+    use v4::RangeBoundKind::{Exclusive, Inclusive};
+    if text == "empty" {
+        return Some((None, None));
+    }
+    let lower_kind = match text.chars().next()? {
+        '[' => Inclusive,
+        '(' => Exclusive,
+        _ => return None,
+    };
+    let upper_kind = match text.chars().last()? {
+        ']' => Inclusive,
+        ')' => Exclusive,
+        _ => return None,
+    };
+    let (low, high) = text.get(1..text.len() - 1)?.split_once(',')?;
+    let bound = |s: &str, kind| -> Option<Bound<T>> {
+        let s = s.trim_matches('"');
+        if s.is_empty() {
+            Some(None)
+        } else {
+            Some(Some((s.parse().ok()?, kind)))
+        }
+    };
+    Some((bound(low, lower_kind)?, bound(high, upper_kind)?))
+}
+
+/// Reads an ISO 8601 interval as Postgres writes it (`P1Y2M3DT4H5M6.5S`).
+fn interval(text: &str) -> Option<v4::Interval> {
+    let rest = text.strip_prefix('P')?;
+    let (date, clock) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut result = v4::Interval {
+        micros: 0,
+        days: 0,
+        months: 0,
+    };
+    let mut number = String::new();
+    for c in date.chars() {
+        if c.is_ascii_digit() || c == '-' || c == '+' {
+            number.push(c);
+            continue;
+        }
+        let n: i32 = number.parse().ok()?;
+        number.clear();
+        match c {
+            'Y' => result.months += n * 12,
+            'M' => result.months += n,
+            'W' => result.days += n * 7,
+            'D' => result.days += n,
+            _ => return None,
+        }
+    }
+    for c in clock.chars() {
+        if c.is_ascii_digit() || c == '-' || c == '+' || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let n: f64 = number.parse().ok()?;
+        number.clear();
+        let unit = match c {
+            'H' => 3_600_000_000.0,
+            'M' => 60_000_000.0,
+            'S' => 1_000_000.0,
+            _ => return None,
+        };
+        result.micros += (n * unit).round() as i64;
+    }
+    number.is_empty().then_some(result)
+}
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    v3::add_to_linker::<HostState, HasSelf<PostgresState>>(linker, |state| &mut state.postgres)?;
+    v4::add_to_linker::<HostState, V4>(linker, |state| &mut state.postgres)
 }
 
 #[cfg(test)]
@@ -276,5 +750,32 @@ mod tests {
             datetime("2024-03-01T12:30:05+00:00"),
             Some((2024, 3, 1, 12, 30, 5, 0))
         );
+    }
+
+    #[test]
+    fn intervals_are_read_from_postgres_iso_form() {
+        let read = |text| interval(text).map(|i| (i.months, i.days, i.micros));
+        assert_eq!(read("P1Y2M3DT4H5M6.5S"), Some((14, 3, 14_706_500_000)));
+        assert_eq!(read("PT0S"), Some((0, 0, 0)));
+        assert_eq!(read("P-1M-2DT-1S"), Some((-1, -2, -1_000_000)));
+        assert_eq!(read("1 day"), None);
+        assert_eq!(read("P1X"), None);
+    }
+
+    #[test]
+    fn ranges_round_trip_through_their_text_form() {
+        use v4::RangeBoundKind::{Exclusive, Inclusive};
+        assert_eq!(
+            range::<i32>("[1,5)"),
+            Some((Some((1, Inclusive)), Some((5, Exclusive))))
+        );
+        assert_eq!(range::<i64>("(,10]"), Some((None, Some((10, Inclusive)))));
+        assert_eq!(range::<i32>("empty"), Some((None, None)));
+        assert_eq!(range::<i32>("[a,b)"), None);
+        assert_eq!(
+            range_text(Some((1, Inclusive)), Some((5, Exclusive))),
+            "[1,5)"
+        );
+        assert_eq!(range_text::<i32>(None, Some((7, Inclusive))), "(,7]");
     }
 }

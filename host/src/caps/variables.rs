@@ -1,4 +1,5 @@
-//! `fermyon:spin/variables`: a function's variables, as Spin serves them, so
+//! Spin's variables, in both versions: `fermyon:spin/variables@2.0.0`
+//! (spin-sdk 5) and `spin:variables/variables@3.0.0` (spin-sdk 7, async), so
 //! a component built with spin-sdk reads them unchanged.
 //!
 //! A function's `variables` and `secrets` (set through `/v1/functions`) are
@@ -7,9 +8,10 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Accessor, HasSelf, Linker};
 
-use super::fermyon::spin::variables::{self, Error, Host};
+use super::fermyon::spin::variables as v2;
+use super::spin::variables::variables as v3;
 use crate::dispatch::{FunctionContext, HostState};
 
 /// Per-request state: the function being run, if it is one.
@@ -26,26 +28,53 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-impl Host for VariablesState {
-    fn get(&mut self, name: String) -> Result<String, Error> {
-        if !valid_name(&name) {
-            return Err(Error::InvalidName(format!(
+/// Why a variable has no value, whichever version asked.
+enum Missing {
+    InvalidName(String),
+    Undefined(String),
+}
+
+impl VariablesState {
+    fn get(&self, name: &str) -> Result<String, Missing> {
+        if !valid_name(name) {
+            return Err(Missing::InvalidName(format!(
                 "`{name}` is not a variable name: lower-case letters, digits and `_`, \
                  starting with a letter"
             )));
         }
         self.function
             .as_ref()
-            .and_then(|f| f.variables.get(&name))
+            .and_then(|f| f.variables.get(name))
             .cloned()
-            .ok_or_else(|| Error::Undefined(format!("no variable `{name}`")))
+            .ok_or_else(|| Missing::Undefined(format!("no variable `{name}`")))
+    }
+}
+
+impl v2::Host for VariablesState {
+    fn get(&mut self, name: String) -> Result<String, v2::Error> {
+        VariablesState::get(self, &name).map_err(|missing| match missing {
+            Missing::InvalidName(message) => v2::Error::InvalidName(message),
+            Missing::Undefined(message) => v2::Error::Undefined(message),
+        })
+    }
+}
+
+impl v3::Host for VariablesState {}
+
+impl<T> v3::HostWithStore<T> for HasSelf<VariablesState> {
+    async fn get(accessor: &Accessor<T, Self>, name: String) -> Result<String, v3::Error> {
+        accessor
+            .with(|mut access| access.get().get(&name))
+            .map_err(|missing| match missing {
+                Missing::InvalidName(message) => v3::Error::InvalidName(message),
+                Missing::Undefined(message) => v3::Error::Undefined(message),
+            })
     }
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    variables::add_to_linker::<HostState, HasSelf<VariablesState>>(linker, |state| {
-        &mut state.variables
-    })
+    v2::add_to_linker::<HostState, HasSelf<VariablesState>>(linker, |state| &mut state.variables)?;
+    v3::add_to_linker::<HostState, HasSelf<VariablesState>>(linker, |state| &mut state.variables)
 }
 
 #[cfg(test)]

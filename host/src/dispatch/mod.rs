@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::body::Body;
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use std::collections::BTreeSet;
 
@@ -23,6 +24,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::auth::{Access, Auth};
@@ -164,7 +166,7 @@ pub struct LoadedComponent {
     /// Exact paths served without authentication.
     pub public_routes: Vec<String>,
     instantiations: prometheus_client::metrics::histogram::Histogram,
-    pre: ProxyPre<HostState>,
+    pre: HandlerPre,
     timeout: Duration,
     memory_bytes: usize,
     pub origin: Origin,
@@ -175,6 +177,15 @@ impl LoadedComponent {
     pub fn id(&self) -> &str {
         &self.name
     }
+}
+
+/// A pre-instantiated component, by the `wasi:http` handler it exports.
+#[derive(Clone)]
+pub enum HandlerPre {
+    /// `wasi:http/incoming-handler@0.2.x` (WASI 0.2: spin-sdk 5, route groups).
+    P2(ProxyPre<HostState>),
+    /// `wasi:http/handler@0.3.0` (WASI 0.3, async: spin-sdk 7).
+    P3(ServicePre<HostState>),
 }
 
 /// What a component is linked against, beyond WASI and `wasi:http`.
@@ -261,12 +272,12 @@ impl Linking<'static> {
     }
 }
 
-/// Links `component` and pre-instantiates it as a `wasi:http` proxy.
+/// Links `component` and pre-instantiates it as a `wasi:http` handler.
 pub fn link(
     engine: &Engine,
     component: &Component,
     linking: &Linking<'_>,
-) -> anyhow::Result<ProxyPre<HostState>> {
+) -> anyhow::Result<HandlerPre> {
     pre_instantiate(&linker(engine, linking)?, component)
 }
 
@@ -278,6 +289,9 @@ pub fn linker(engine: &Engine, linking: &Linking<'_>) -> anyhow::Result<Linker<H
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     caps::add_to_linker(&mut linker, linking.grants)?;
     if linking.spin {
+        // A user's function may be a WASI 0.3 component (spin-sdk 7).
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         caps::variables::add_to_linker(&mut linker)?;
         caps::postgres::add_to_linker(&mut linker)?;
         caps::key_value::add_to_linker(&mut linker)?;
@@ -285,18 +299,23 @@ pub fn linker(engine: &Engine, linking: &Linking<'_>) -> anyhow::Result<Linker<H
     Ok(linker)
 }
 
-/// Pre-instantiates `component` against `linker` as a `wasi:http` proxy.
+/// Pre-instantiates `component` against `linker` as a `wasi:http` handler
+/// of either version.
 pub fn pre_instantiate(
     linker: &Linker<HostState>,
     component: &Component,
-) -> anyhow::Result<ProxyPre<HostState>> {
+) -> anyhow::Result<HandlerPre> {
     let pre = linker
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)
         .context("its imports cannot be satisfied")?;
+    if let Ok(service) = ServicePre::new(pre.clone()) {
+        return Ok(HandlerPre::P3(service));
+    }
     ProxyPre::new(pre)
+        .map(HandlerPre::P2)
         .map_err(anyhow::Error::from)
-        .context("it does not export wasi:http/incoming-handler@0.2")
+        .context("it exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3")
 }
 
 /// Why a component did not answer normally.
@@ -449,39 +468,37 @@ impl Dispatcher {
                 http::HeaderValue::from_static("localhost"),
             );
         }
-        let request = request.map(|body| {
-            body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
-        });
-        let mut store = self.store(component, &ctx);
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (incoming, outparam) = {
-            let mut http = store.data_mut().http();
-            let incoming = http
-                .new_incoming_request(Scheme::Http, request)
-                .map_err(|e| DispatchError::Host(e.into()))?;
-            let outparam = http
-                .new_response_outparam(sender)
-                .map_err(|e| DispatchError::Host(e.into()))?;
-            (incoming, outparam)
-        };
-
-        let pre = component.pre.clone();
+        let request = request.map(|body| body.map_err(body_error as fn(_) -> _));
+        let store = self.store(component, &ctx);
         let instantiations = component.instantiations.clone();
+        // The guest's run, and its answer: the response (which may come
+        // before the run ends, its body still being written) or the
+        // `wasi:http` error code it answered with.
+        let (run, receiver) = match &component.pre {
+            HandlerPre::P2(pre) => {
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                let run = run_p2(pre.clone(), store, request, sender, instantiations);
+                let answer = receiver.map(|answer| {
+                    answer.map(|answer| {
+                        answer
+                            .map(|response| response.map(Body::new))
+                            .map_err(|code| format!("{code:?}"))
+                    })
+                });
+                (run.boxed(), answer.boxed())
+            }
+            HandlerPre::P3(pre) => {
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                let run = run_p3(pre.clone(), store, request, sender, instantiations);
+                (run.boxed(), receiver.boxed())
+            }
+        };
+        // Past the deadline the store is dropped, and with it the response
+        // sender: this one timer bounds every wait below.
         let timeout = component.timeout;
         let mut run = Box::pin(async move {
-            let run = async {
-                let started = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
-                instantiations.observe(started.elapsed().as_secs_f64());
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-            };
-            // Past the deadline the store is dropped, and with it the
-            // response sender: this one timer bounds every wait below.
             match tokio::time::timeout(timeout, run).await {
-                Ok(result) => result.map_err(Into::into),
+                Ok(result) => result,
                 Err(_) => Err(anyhow::Error::new(Trap::Interrupt)),
             }
         });
@@ -494,7 +511,7 @@ impl Dispatcher {
             if let Poll::Ready(result) = run.as_mut().poll(cx) {
                 return Poll::Ready(Err(result));
             }
-            Pin::new(&mut receiver).poll(cx).map(Ok)
+            receiver.as_mut().poll(cx).map(Ok)
         })
         .await;
         let answered = match outcome {
@@ -507,19 +524,145 @@ impl Dispatcher {
                 Ok(()) => Err(anyhow::anyhow!("the component returned without a response")),
                 Err(error) => Err(error),
             },
-            Err(Ok(())) => receiver
-                .try_recv()
-                .map_err(|_| anyhow::anyhow!("the component returned without a response")),
+            Err(Ok(())) => match receiver.now_or_never() {
+                Some(Ok(answer)) => Ok(answer),
+                _ => Err(anyhow::anyhow!("the component returned without a response")),
+            },
             Err(Err(error)) => Err(error),
         };
         match answered {
-            Ok(Ok(response)) => Ok(response.map(Body::new)),
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(DispatchError::Failed {
                 component: component.id().to_owned(),
-                error: anyhow::anyhow!("the component answered with an error: {code:?}"),
+                error: anyhow::anyhow!("the component answered with an error: {code}"),
             }),
             Err(error) => Err(classify(component.id().to_owned(), timeout, error)),
         }
+    }
+}
+
+/// Where a WASI 0.3 guest's answer goes: its response, or the `wasi:http`
+/// error code it answered with instead.
+type Answer = tokio::sync::oneshot::Sender<Result<http::Response<Body>, String>>;
+
+/// Where a WASI 0.2 guest's response out-parameter sends its answer.
+type Outparam = tokio::sync::oneshot::Sender<
+    Result<
+        hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+        wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+    >,
+>;
+
+/// A request's body as the host hands it to `wasi:http`.
+type IncomingBody =
+    http_body_util::combinators::MapErr<Body, fn(axum::Error) -> wasmtime_wasi_http::Error>;
+
+fn body_error(error: axum::Error) -> wasmtime_wasi_http::Error {
+    wasmtime_wasi_http::Error::InternalError(Some(error.to_string()))
+}
+
+/// Runs a WASI 0.2 component: `incoming-handler.handle` with a response
+/// out-parameter the guest sets (perhaps before it has finished writing
+/// the body: the call then runs on until it has).
+async fn run_p2(
+    pre: ProxyPre<HostState>,
+    mut store: Store<HostState>,
+    request: http::Request<IncomingBody>,
+    answer: Outparam,
+    instantiations: prometheus_client::metrics::histogram::Histogram,
+) -> anyhow::Result<()> {
+    let (incoming, outparam) = {
+        let mut http = store.data_mut().http();
+        let incoming = http.new_incoming_request(Scheme::Http, request)?;
+        (incoming, http.new_response_outparam(answer)?)
+    };
+    let started = Instant::now();
+    let proxy = pre.instantiate_async(&mut store).await?;
+    instantiations.observe(started.elapsed().as_secs_f64());
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut store, incoming, outparam)
+        .await?;
+    Ok(())
+}
+
+/// Runs a WASI 0.3 component: `handler.handle` is an async export that
+/// returns its response, whose body the guest may go on writing; the
+/// store's event loop runs until that body has been read (or dropped).
+async fn run_p3(
+    pre: ServicePre<HostState>,
+    mut store: Store<HostState>,
+    request: http::Request<IncomingBody>,
+    answer: Answer,
+    instantiations: prometheus_client::metrics::histogram::Histogram,
+) -> anyhow::Result<()> {
+    let (parts, body) = request.into_parts();
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|host| host.to_str().ok()?.parse().ok());
+    // As with WASI 0.2, forbidden headers (`host`, `connection`, ...) never
+    // reach the guest.
+    let headers =
+        wasmtime_wasi_http::FieldMap::new_immutable(store.data_mut().http().hooks, parts.headers);
+    let (request, io) = wasmtime_wasi_http::p3::Request::new(
+        parts.method,
+        Some(http::uri::Scheme::HTTP),
+        authority,
+        parts.uri.path_and_query().cloned(),
+        headers,
+        None,
+        body,
+    );
+    let started = Instant::now();
+    let service = pre.instantiate_async(&mut store).await?;
+    instantiations.observe(started.elapsed().as_secs_f64());
+    store
+        .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
+            let response = match service.handle(accessor, request).await? {
+                Ok(response) => response,
+                Err(code) => {
+                    let _ = answer.send(Err(format!("{code:?}")));
+                    return Ok(());
+                }
+            };
+            let response = accessor.with(|mut access| {
+                response.into_http_with_getter(&mut access, io, <HostState as WasiHttpView>::http)
+            })?;
+            let (read, finished) = tokio::sync::oneshot::channel::<()>();
+            let response = response.map(|body| Body::new(UntilRead { body, _read: read }));
+            if answer.send(Ok(response)).is_ok() {
+                let _ = finished.await;
+            }
+            Ok(())
+        })
+        .await??;
+    Ok(())
+}
+
+/// A response body that tells, by being dropped, that the client has it.
+struct UntilRead<B> {
+    body: B,
+    _read: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for UntilRead<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

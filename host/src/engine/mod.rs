@@ -56,6 +56,8 @@ impl Engine {
     pub fn new(config: &EngineConfig) -> anyhow::Result<Self> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
+            // WASI 0.3 functions (spin-sdk 7): async exports, streams, futures.
+            .wasm_component_model_async(true)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             // Instances are short-lived and their slots are reset in place:

@@ -423,10 +423,13 @@ impl Functions {
 /// The Spin interfaces this host implements; a function importing another
 /// of Spin's still loads, and each call of it fails with a clear message
 /// (see [`linker_for`]).
-const SPIN_PROVIDED: [&str; 3] = [
+const SPIN_PROVIDED: [&str; 6] = [
     "fermyon:spin/variables@2.0.0",
     "fermyon:spin/key-value@2.0.0",
     "spin:postgres/postgres@3.0.0",
+    "spin:variables/variables@3.0.0",
+    "spin:key-value/key-value@3.0.0",
+    "spin:postgres/postgres@4.2.0",
 ];
 
 /// Whether an import is one of Spin's interfaces this host does not
@@ -465,14 +468,23 @@ fn linker_for(
         let mut defined = linker.instance(&interface)?;
         for (name, export) in instance.exports(wasmtime) {
             match export.ty {
-                ComponentItem::ComponentFunc(_) => {
+                ComponentItem::ComponentFunc(func) => {
                     let message = format!(
                         "`{interface}#{name}` is not supported on this platform (functions get \
-                         Spin's variables, key-value and postgres@3.0.0)"
+                         Spin's variables, key-value and postgres)"
                     );
-                    defined.func_new(name, move |_, _, _, _| {
-                        Err(wasmtime::format_err!("{message}"))
-                    })?;
+                    // An `async func` (Spin 3.x interfaces) needs a host
+                    // function of the concurrent kind.
+                    if func.async_() {
+                        defined.func_new_concurrent(name, move |_, _, _, _| {
+                            let error = wasmtime::format_err!("{message}");
+                            Box::pin(async move { Err(error) })
+                        })?;
+                    } else {
+                        defined.func_new(name, move |_, _, _, _| {
+                            Err(wasmtime::format_err!("{message}"))
+                        })?;
+                    }
                 }
                 ComponentItem::Resource(_) => {
                     defined.resource(
@@ -524,29 +536,18 @@ fn inspect(
         .exports(wasmtime)
         .map(|(name, _)| name.to_owned())
         .collect();
-    let Some(handler) = exports
-        .iter()
-        .find(|name| name.starts_with("wasi:http/incoming-handler@0.2."))
-    else {
-        return Err(
-            match exports
-                .iter()
-                .find(|n| n.starts_with("wasi:http/handler@0.3"))
-            {
-                Some(name) => format!(
-                    "the component exports `{name}` (WASI 0.3), which this host does not run yet; \
-                 export wasi:http/incoming-handler@0.2 (spin-sdk 5, or wit-bindgen against WASI 0.2)"
-                ),
-                None => format!(
-                    "the component exports no `wasi:http/incoming-handler@0.2.x`{}",
-                    if exports.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (it exports: {})", exports.join(", "))
-                    }
-                ),
-            },
-        );
+    let Some(handler) = exports.iter().find(|name| {
+        name.starts_with("wasi:http/incoming-handler@0.2.") || *name == "wasi:http/handler@0.3.0"
+    }) else {
+        return Err(format!(
+            "the component exports neither `wasi:http/incoming-handler@0.2.x` (WASI 0.2, \
+             spin-sdk 5) nor `wasi:http/handler@0.3.0` (WASI 0.3, spin-sdk 7){}",
+            if exports.is_empty() {
+                String::new()
+            } else {
+                format!("; it exports: {}", exports.join(", "))
+            }
+        ));
     };
     let imports: Vec<String> = ty
         .imports(wasmtime)

@@ -63,9 +63,8 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
                 .to_owned();
-            let sent: Result<Response, _> = spin_sdk::http::run(spin_sdk::http::send(
-                Request::get(target),
-            ));
+            let sent: Result<Response, _> =
+                spin_sdk::http::run(spin_sdk::http::send(Request::get(target)));
             match sent {
                 Ok(response) => Response::new(
                     200,
