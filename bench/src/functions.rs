@@ -1,7 +1,9 @@
 //! `/fn/hello` on Zatabase against `wasmtime serve -Scli` serving the same
-//! spin-sdk 5 component (`tests/functions/hello`), with the same load
-//! generator (wrk, 32 connections), in alternating rounds; then the first
-//! request after a deploy and after a host restart, and deploy times.
+//! component, for both spin-sdk lines: spin-sdk 5 (`tests/functions/hello`,
+//! WASI 0.2) and spin-sdk 7 (`tests/functions/hello7`, WASI 0.3), with the
+//! same load generator (wrk, 32 connections), in alternating rounds; then
+//! the first request after a deploy and after a host restart, and deploy
+//! times.
 //!
 //! The anchor is wasmtime 48.0.8's CLI, the wasmtime the host links
 //! (`cargo install wasmtime-cli@48.0.8 --locked`; bench/run does).
@@ -46,10 +48,11 @@ fn wasmtime_binary() -> anyhow::Result<PathBuf> {
     bail!("no `wasmtime` binary: cargo install wasmtime-cli@48.0.8 --locked (bench/run does)")
 }
 
-fn serve_anchor(wasm: &Path) -> anyhow::Result<Anchor> {
+fn serve_anchor(wasm: &Path, options: &[&str]) -> anyhow::Result<Anchor> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new(wasmtime_binary()?)
         .args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")])
+        .args(options)
         .arg(wasm)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -158,27 +161,18 @@ fn large_component() -> anyhow::Result<Vec<u8>> {
     )?)
 }
 
-pub fn run(seconds: u64) -> anyhow::Result<()> {
-    let wasm_path = zatabase_tests::function_fixture("hello");
-    let wasm = std::fs::read(&wasm_path)?;
-    let large = large_component()?;
-    let mut host = start_host(None);
-    let client = Client::signup(&host.base)?;
-    let deploy_small = client.function("hello", &wasm)?;
-    let deploy_large = client.function("large", &large)?;
-
-    // Cold: the first request after a deploy (compiled at deploy, not yet
-    // resolved or linked), the median of five functions.
-    let mut cold = Vec::new();
-    for n in 0..5 {
-        let name = format!("cold{n}");
-        client.function(&name, &wasm)?;
-        cold.push(client.first_request(&name)?);
-    }
-    cold.sort();
-
-    let anchor = serve_anchor(&wasm_path)?;
-    let ours = format!("{}/fn/hello/hello", host.base);
+/// One spin-sdk line's throughput against `wasmtime serve` on the same
+/// component: alternating rounds of (ours, anchor).
+fn compare(
+    host: &zatabase_tests::Host,
+    client: &Client,
+    name: &str,
+    wasm: &Path,
+    anchor_options: &[&str],
+    seconds: u64,
+) -> anyhow::Result<Vec<(wrk::Load, wrk::Load)>> {
+    let anchor = serve_anchor(wasm, anchor_options)?;
+    let ours = format!("{}/fn/{name}/hello", host.base);
     let headers = [
         "-H".to_owned(),
         format!("X-Zatabase-Project: {}", client.project),
@@ -193,32 +187,22 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         let zatabase = wrk::run_args(&ours, seconds, CONNECTIONS, 2, &headers)?;
         anyhow::ensure!(
             zatabase.errors == 0,
-            "/fn/hello: {} errors",
+            "/fn/{name}: {} errors",
             zatabase.errors
         );
         let wasmtime = wrk::run_args(&anchor.url, seconds, CONNECTIONS, 2, &[])?;
+        anyhow::ensure!(
+            wasmtime.errors == 0,
+            "wasmtime serve {name}: {} errors",
+            wasmtime.errors
+        );
         rounds.push((zatabase, wasmtime));
     }
-    drop(anchor);
+    Ok(rounds)
+}
 
-    // After a restart: the compile cache on disk is warm, memory is not.
-    host.keep_data();
-    let data_dir = host.data_dir.clone();
-    drop(host);
-    let host = start_host(Some(&data_dir));
-    let restarted = Client {
-        base: host.base.clone(),
-        ..client
-    };
-    let after_restart = restarted.first_request("cold0")?;
-    let warm = restarted.first_request("cold0")?;
-    drop(host);
-    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap_or(&data_dir));
-
-    println!(
-        "/fn/hello (spin-sdk 5 hello world, {} KB) vs wasmtime serve -Scli, {CONNECTIONS} connections, {ROUNDS} alternating rounds of {seconds} s",
-        wasm.len() / 1024
-    );
+fn print_rounds(title: &str, rounds: &[(wrk::Load, wrk::Load)]) {
+    println!("{title}");
     println!(
         "{:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7} {:>9}  per round",
         "ours req/s", "p50 µs", "p99 µs", "anchor req/s", "p50 µs", "p99 µs", "ratio", "p99 ×"
@@ -242,14 +226,89 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         mean(&|r| r.0.p99_us) / mean(&|r| r.1.p99_us),
         per_round.join(" ")
     );
+}
+
+pub fn run(seconds: u64) -> anyhow::Result<()> {
+    let wasm_path = zatabase_tests::function_fixture("hello");
+    let wasm = std::fs::read(&wasm_path)?;
+    let wasm7_path = zatabase_tests::function_fixture("hello7");
+    let wasm7 = std::fs::read(&wasm7_path)?;
+    let large = large_component()?;
+    let mut host = start_host(None);
+    let client = Client::signup(&host.base)?;
+    let deploy_small = client.function("hello", &wasm)?;
+    client.function("hello7", &wasm7)?;
+    let deploy_large = client.function("large", &large)?;
+
+    // Cold: the first request after a deploy (compiled at deploy, not yet
+    // resolved or linked), the median of five functions of each line.
+    let mut cold = Vec::new();
+    let mut cold7 = Vec::new();
+    for n in 0..5 {
+        let name = format!("cold{n}");
+        client.function(&name, &wasm)?;
+        cold.push(client.first_request(&name)?);
+        let name = format!("coldseven{n}");
+        client.function(&name, &wasm7)?;
+        cold7.push(client.first_request(&name)?);
+    }
+    cold.sort();
+    cold7.sort();
+
+    let rounds = compare(&host, &client, "hello", &wasm_path, &[], seconds)?;
+    let rounds7 = compare(&host, &client, "hello7", &wasm7_path, &[], seconds)?;
+    // wasmtime serve keeps a WASI 0.3 instance for 128 requests, 16 at a
+    // time; the same anchor with a fresh instance per request shows what
+    // that reuse is worth.
+    let fresh = ["--max-instance-reuse-count", "1"];
+    let rounds7_fresh = compare(&host, &client, "hello7", &wasm7_path, &fresh, seconds)?;
+
+    // After a restart: the compile cache on disk is warm, memory is not.
+    host.keep_data();
+    let data_dir = host.data_dir.clone();
+    drop(host);
+    let host = start_host(Some(&data_dir));
+    let restarted = Client {
+        base: host.base.clone(),
+        ..client
+    };
+    let after_restart = restarted.first_request("cold0")?;
+    let warm = restarted.first_request("cold0")?;
+    let after_restart7 = restarted.first_request("coldseven0")?;
+    drop(host);
+    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap_or(&data_dir));
+
+    print_rounds(
+        &format!(
+            "/fn/hello, spin-sdk 5 (WASI 0.2, {} KB) vs wasmtime serve -Scli, {CONNECTIONS} connections, {ROUNDS} alternating rounds of {seconds} s",
+            wasm.len() / 1024
+        ),
+        &rounds,
+    );
+    print_rounds(
+        &format!(
+            "/fn/hello7, spin-sdk 7 (WASI 0.3, {} KB) vs wasmtime serve -Scli, same load",
+            wasm7.len() / 1024
+        ),
+        &rounds7,
+    );
+    print_rounds(
+        "/fn/hello7 vs wasmtime serve -Scli --max-instance-reuse-count 1 (a fresh instance per request)",
+        &rounds7_fresh,
+    );
     println!("target: >= 0.90 of the anchor's throughput, p99 <= 1.2x");
     println!(
-        "first request after a deploy: {:.1} ms (median of 5; min {:.1}, max {:.1}); after a restart: {:.1} ms (the next one: {:.1} ms); target <= 5 ms",
+        "first request after a deploy: spin-sdk 5 {:.1} ms (median of 5; min {:.1}, max {:.1}), spin-sdk 7 {:.1} ms (min {:.1}, max {:.1}); \
+         after a restart: {:.1} ms (the next one: {:.1} ms), spin-sdk 7 {:.1} ms; target <= 5 ms",
         ms(cold[2]),
         ms(cold[0]),
         ms(cold[4]),
+        ms(cold7[2]),
+        ms(cold7[0]),
+        ms(cold7[4]),
         ms(after_restart),
-        ms(warm)
+        ms(warm),
+        ms(after_restart7)
     );
     println!(
         "deploy: {} KB in {:.0} ms; {} KB (unoptimised, with symbols) in {:.0} ms",
@@ -257,9 +316,6 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         ms(deploy_small),
         large.len() / 1024,
         ms(deploy_large)
-    );
-    println!(
-        "spin-sdk 7 (wasi:http/handler@0.3.0): not run, this host does not serve WASI 0.3 yet"
     );
     Ok(())
 }

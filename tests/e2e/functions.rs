@@ -286,7 +286,10 @@ fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
         "p_range=DbValue::RangeInt64((Some((10, RangeBoundKind::Inclusive)), None))",
         "p_jsonb=Jsonb([true])",
     ] {
-        assert!(typed.lines().any(|l| l == line), "`{line}` not in:\n{typed}");
+        assert!(
+            typed.lines().any(|l| l == line),
+            "`{line}` not in:\n{typed}"
+        );
     }
 
     // A body the guest goes on writing after it has returned its response.
@@ -335,6 +338,53 @@ fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
     fn_get(&host, &token, "/fn/async/loop").expect_error(504);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(fn_get(&host, &token, "/fn/async/hello").status, 200);
+}
+
+#[test]
+fn a_wasi_0_3_instance_serves_requests_in_turn_until_it_fails() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "kept" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin7()).status, 201);
+    let served = || fn_get(&host, &token, "/fn/kept/served").text();
+    assert_eq!(served(), "1");
+    assert_eq!(
+        served(),
+        "2",
+        "the instance that answered serves the next request"
+    );
+
+    // Each request's output carries its own request id, though one
+    // instance wrote both lines.
+    let first = fn_get(&host, &token, "/fn/kept/log");
+    let second = fn_get(&host, &token, "/fn/kept/log");
+    for (response, line) in [
+        (&first, "request 3 of this instance"),
+        (&second, "request 4 of this instance"),
+    ] {
+        let request_id = response.header("x-request-id").unwrap();
+        let path = format!("/v1/functions/{id}/logs?request_id={request_id}");
+        let mut logs = Value::Null;
+        assert!(
+            zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+                logs = fn_get(&host, &token, &path).json();
+                logs["logs"].as_array().is_some_and(|l| l.len() == 1)
+            }),
+            "{logs}"
+        );
+        assert_eq!(logs["logs"][0]["message"], line, "{logs}");
+    }
+
+    // A trap ends the instance: the next request starts a new one.
+    fn_get(&host, &token, "/fn/kept/panic").expect_error(500);
+    assert_eq!(served(), "1");
+    // So does a redeploy.
+    assert_eq!(served(), "2");
+    assert_eq!(deploy(&host, &token, &id, spin7()).status, 201);
+    assert_eq!(served(), "1");
 }
 
 #[test]

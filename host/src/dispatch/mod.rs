@@ -50,7 +50,7 @@ use crate::engine::limits::{MemoryLimitExceeded, MemoryLimiter};
 use crate::functions::Functions;
 use crate::manifest::ComponentSpec;
 use crate::metrics::Metrics;
-use output::GuestOutput;
+use output::{GuestOutput, RequestTag};
 
 /// What a function may do in its own tenant: everything.
 static TENANT_ADMIN: std::sync::LazyLock<Arc<Access>> =
@@ -75,6 +75,28 @@ pub struct HostState {
     pub postgres: PostgresState,
     pub key_value: KeyValueState,
     pub log: LogState,
+    /// What the guest's stdout and stderr lines are tagged with.
+    output_tag: RequestTag,
+    /// Epoch ticks the current request has used, and may use.
+    ticks_used: u64,
+    tick_budget: u64,
+}
+
+impl HostState {
+    /// Makes a kept instance's state the next request's: its caller, its
+    /// request id, a fresh deadline. What belongs to the function (tenant,
+    /// variables, allow-list, limits) stays.
+    fn begin(&mut self, ctx: &RequestContext) {
+        self.session = SessionState {
+            principal: ctx.principal.clone(),
+            access: ctx.access.clone(),
+            request_id: ctx.request_id.clone(),
+        };
+        self.auth.client = ctx.client;
+        self.log.request_id = ctx.request_id.clone();
+        self.output_tag.set(ctx.request_id.clone());
+        self.ticks_used = 0;
+    }
 }
 
 impl WasiView for HostState {
@@ -167,6 +189,8 @@ pub struct LoadedComponent {
     pub public_routes: Vec<String>,
     instantiations: prometheus_client::metrics::histogram::Histogram,
     pre: HandlerPre,
+    /// WASI 0.3 instances kept between requests.
+    warm: WarmPool,
     timeout: Duration,
     memory_bytes: usize,
     pub origin: Origin,
@@ -176,6 +200,64 @@ pub struct LoadedComponent {
 impl LoadedComponent {
     pub fn id(&self) -> &str {
         &self.name
+    }
+}
+
+/// A WASI 0.3 instance between requests, with how many it has served.
+pub struct Warm {
+    store: Store<HostState>,
+    service: wasmtime_wasi_http::p3::bindings::Service,
+    served: u32,
+}
+
+/// Requests one WASI 0.3 instance serves before it is dropped (as
+/// `wasmtime serve` does), bounding what a guest can accumulate.
+const MAX_REUSE: u32 = 128;
+/// Instances kept idle per deployment, and in the whole host: each holds
+/// an instance slot and its resident memory.
+const WARM_PER_COMPONENT: usize = 32;
+const WARM_IN_HOST: usize = 64;
+static WARM_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A deployment's idle WASI 0.3 instances. A WASI 0.3 handler is written to
+/// serve many requests (the model of `wasmtime serve` and of Workers), so
+/// an instance that answered cleanly serves the next request of the same
+/// deployment, one request at a time; one that trapped or ran out of time
+/// is never reused. WASI 0.2 components get a fresh instance per request,
+/// as in Spin.
+#[derive(Default)]
+pub struct WarmPool(std::sync::Mutex<Vec<Warm>>);
+
+impl WarmPool {
+    fn take(&self) -> Option<Warm> {
+        let warm = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if warm.is_some() {
+            WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        warm
+    }
+
+    fn keep(&self, warm: Warm) {
+        if warm.served >= MAX_REUSE {
+            return;
+        }
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= WARM_PER_COMPONENT {
+            return;
+        }
+        let total = WARM_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if total >= WARM_IN_HOST {
+            WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        idle.push(warm);
+    }
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        let idle = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        WARM_TOTAL.fetch_sub(idle.len(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -229,6 +311,7 @@ pub fn load(
         timeout: spec.timeout.unwrap_or(defaults.timeout),
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         pre,
+        warm: WarmPool::default(),
         origin,
         load_time: started.elapsed(),
     })
@@ -253,6 +336,7 @@ pub fn load_function(
         timeout,
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         pre,
+        warm: WarmPool::default(),
         origin: Origin::Cached,
         load_time: started.elapsed(),
     })
@@ -352,15 +436,16 @@ impl Dispatcher {
     fn store(&self, component: &LoadedComponent, ctx: &RequestContext) -> Store<HostState> {
         let id = component.name.clone();
         let function_log = ctx.function.as_ref().map(|f| f.log.clone());
+        let output_tag = RequestTag::new(ctx.request_id.clone());
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::stdout(
                 id.clone(),
-                ctx.request_id.clone(),
+                output_tag.clone(),
                 function_log.clone(),
             ))
             .stderr(GuestOutput::stderr(
                 id.clone(),
-                ctx.request_id.clone(),
+                output_tag.clone(),
                 function_log.clone(),
             ))
             .build();
@@ -431,18 +516,20 @@ impl Dispatcher {
                 request_id: ctx.request_id.clone(),
                 function: function_log,
             },
+            output_tag,
+            ticks_used: 0,
+            tick_budget: Engine::ticks(component.timeout),
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
         store.limiter(|state| &mut state.limiter);
         // Guest code yields to the scheduler every slice, so a spinning guest
         // shares the cores with every other request, and traps once it has
         // used its whole deadline.
-        let budget = Engine::ticks(component.timeout);
-        let mut used = 0;
         store.set_epoch_deadline(YIELD_TICKS);
-        store.epoch_deadline_callback(move |_| {
-            used += YIELD_TICKS;
-            if used >= budget {
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            state.ticks_used += YIELD_TICKS;
+            if state.ticks_used >= state.tick_budget {
                 return Ok(UpdateDeadline::Interrupt);
             }
             Ok(UpdateDeadline::YieldCustom(
@@ -469,13 +556,13 @@ impl Dispatcher {
             );
         }
         let request = request.map(|body| body.map_err(body_error as fn(_) -> _));
-        let store = self.store(component, &ctx);
         let instantiations = component.instantiations.clone();
         // The guest's run, and its answer: the response (which may come
         // before the run ends, its body still being written) or the
         // `wasi:http` error code it answered with.
         let (run, receiver) = match &component.pre {
             HandlerPre::P2(pre) => {
+                let store = self.store(component, &ctx);
                 let (sender, receiver) = tokio::sync::oneshot::channel();
                 let run = run_p2(pre.clone(), store, request, sender, instantiations);
                 let answer = receiver.map(|answer| {
@@ -488,8 +575,23 @@ impl Dispatcher {
                 (run.boxed(), answer.boxed())
             }
             HandlerPre::P3(pre) => {
+                let instance = match component.warm.take() {
+                    Some(mut warm) => {
+                        warm.store.data_mut().begin(&ctx);
+                        warm.store.set_epoch_deadline(YIELD_TICKS);
+                        Instance::Warm(warm)
+                    }
+                    None => Instance::Fresh(self.store(component, &ctx)),
+                };
                 let (sender, receiver) = tokio::sync::oneshot::channel();
-                let run = run_p3(pre.clone(), store, request, sender, instantiations);
+                let run = run_p3(
+                    pre.clone(),
+                    component.clone(),
+                    instance,
+                    request,
+                    sender,
+                    instantiations,
+                );
                 (run.boxed(), receiver.boxed())
             }
         };
@@ -586,16 +688,35 @@ async fn run_p2(
     Ok(())
 }
 
+/// A WASI 0.3 instance to serve a request with.
+enum Instance {
+    /// A new store; the component is instantiated in it.
+    Fresh(Store<HostState>),
+    /// An instance kept from an earlier request of the same deployment.
+    Warm(Warm),
+}
+
 /// Runs a WASI 0.3 component: `handler.handle` is an async export that
 /// returns its response, whose body the guest may go on writing; the
 /// store's event loop runs until that body has been read (or dropped).
+/// An instance that served its request cleanly is kept for the next one.
 async fn run_p3(
     pre: ServicePre<HostState>,
-    mut store: Store<HostState>,
+    component: Arc<LoadedComponent>,
+    instance: Instance,
     request: http::Request<IncomingBody>,
     answer: Answer,
     instantiations: prometheus_client::metrics::histogram::Histogram,
 ) -> anyhow::Result<()> {
+    let (mut store, service, served) = match instance {
+        Instance::Warm(warm) => (warm.store, warm.service, warm.served),
+        Instance::Fresh(mut store) => {
+            let started = Instant::now();
+            let service = pre.instantiate_async(&mut store).await?;
+            instantiations.observe(started.elapsed().as_secs_f64());
+            (store, service, 0)
+        }
+    };
     let (parts, body) = request.into_parts();
     let authority = parts
         .headers
@@ -614,11 +735,8 @@ async fn run_p3(
         None,
         body,
     );
-    let started = Instant::now();
-    let service = pre.instantiate_async(&mut store).await?;
-    instantiations.observe(started.elapsed().as_secs_f64());
-    store
-        .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
+    let handled = store
+        .run_concurrent(async |accessor| -> wasmtime::Result<()> {
             let response = match service.handle(accessor, request).await? {
                 Ok(response) => response,
                 Err(code) => {
@@ -636,7 +754,13 @@ async fn run_p3(
             }
             Ok(())
         })
-        .await??;
+        .await;
+    handled??;
+    component.warm.keep(Warm {
+        store,
+        service,
+        served: served + 1,
+    });
     Ok(())
 }
 

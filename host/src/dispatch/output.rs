@@ -13,11 +13,30 @@ use crate::caps::zatabase::platform::log::Level;
 /// Longest line kept; longer output is split.
 const MAX_LINE: usize = 16 * 1024;
 
+/// The request a store is serving, as its output is tagged: set again
+/// each time a kept instance serves another request.
+#[derive(Clone)]
+pub struct RequestTag(Arc<std::sync::RwLock<Arc<str>>>);
+
+impl RequestTag {
+    pub fn new(request_id: Arc<str>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(request_id)))
+    }
+
+    pub fn set(&self, request_id: Arc<str>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = request_id;
+    }
+
+    fn get(&self) -> Arc<str> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// One of a guest's output streams.
 #[derive(Clone)]
 pub struct GuestOutput {
     component: Arc<str>,
-    request_id: Arc<str>,
+    request_id: RequestTag,
     level: Level,
     function: Option<FunctionLog>,
 }
@@ -25,7 +44,7 @@ pub struct GuestOutput {
 impl GuestOutput {
     pub fn stdout(
         component: Arc<str>,
-        request_id: Arc<str>,
+        request_id: RequestTag,
         function: Option<FunctionLog>,
     ) -> Self {
         Self {
@@ -38,7 +57,7 @@ impl GuestOutput {
 
     pub fn stderr(
         component: Arc<str>,
-        request_id: Arc<str>,
+        request_id: RequestTag,
         function: Option<FunctionLog>,
     ) -> Self {
         Self {
@@ -77,7 +96,7 @@ impl LineWriter {
             emit(
                 self.output.level,
                 &self.output.component,
-                &self.output.request_id,
+                &self.output.request_id.get(),
                 text.trim_end(),
                 self.output.function.as_ref(),
             );

@@ -15,6 +15,9 @@
 //!   status and body, or 502 with the error
 //! - `/redis`: opens a Redis connection (an interface the host does not
 //!   provide: the call must fail clearly, the rest keep working)
+//! - `/served`: how many requests this instance has served (a WASI 0.3
+//!   instance may serve several)
+//! - `/log`: a line on stdout naming that count
 //! - `/panic`, `/loop`: a trap, a spin past any timeout
 
 use spin_sdk::http::body::IncomingBodyExt;
@@ -34,8 +37,12 @@ fn text(status: u16, body: impl Into<String>) -> Answer {
         .into_response()
 }
 
+/// Requests this instance has served, this one included.
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 #[http_service]
 async fn handle(request: Request) -> Answer {
+    let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let header = |name: &str| {
         request
             .headers()
@@ -50,6 +57,11 @@ async fn handle(request: Request) -> Answer {
     };
     match path_info.as_str() {
         "/hello" => text(200, "hello from spin-sdk 7"),
+        "/served" => text(200, served.to_string()),
+        "/log" => {
+            println!("request {served} of this instance");
+            text(200, "logged")
+        }
         "/" | "/echo" => {
             let (method, uri) = (request.method().clone(), request.uri().clone());
             let (probe, authorization) = (header("x-probe"), header("authorization"));
