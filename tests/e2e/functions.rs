@@ -41,6 +41,43 @@ fn fn_get(host: &Host, token: &str, path: &str) -> Resp {
     call(host, "GET", path, token, None)
 }
 
+/// Method, path, query, headers and body reach function `name`'s `/echo`;
+/// the caller's token does not.
+fn assert_echoes(host: &Host, token: &str, name: &str, method_line: &str) -> Resp {
+    let bearer = format!("Bearer {token}");
+    let echo = host.request(
+        "PATCH",
+        &format!("/fn/{name}/echo?x=1&y=two"),
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-probe", "probe-value"),
+        ],
+        b"the body".to_vec(),
+    );
+    assert_eq!(echo.status, 201, "{}", echo.text());
+    let text = echo.text();
+    for line in [
+        method_line,
+        "path_info=/echo",
+        "query=x=1&y=two",
+        "x-probe=probe-value",
+        "authorization=\n",
+        "body=the body",
+    ] {
+        assert!(text.contains(line), "`{line}` not in:\n{text}");
+    }
+    echo
+}
+
+/// Function `name` reads its variable `greeting` and its secret `api_key`
+/// (`s3cret`) as Spin variables; an undefined one is its 404.
+fn assert_variables(host: &Host, token: &str, name: &str, greeting: &str) {
+    let var = |variable: &str| fn_get(host, token, &format!("/fn/{name}/var/{variable}"));
+    assert_eq!(var("greeting").text(), greeting);
+    assert_eq!(var("api_key").text(), "s3cret");
+    assert_eq!(var("missing").status, 404);
+}
+
 #[test]
 fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
     let host = Host::start();
@@ -89,45 +126,16 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
     assert_eq!(hello.status, 200, "{}", hello.text());
     assert_eq!(hello.text(), "hello from spin-sdk 5");
 
-    // Method, path, query, headers and body pass through; the token does not.
-    let bearer = format!("Bearer {token}");
-    let echo = host.request(
-        "PATCH",
-        "/fn/greeter/echo?x=1&y=two",
-        &[
-            ("authorization", bearer.as_str()),
-            ("x-probe", "probe-value"),
-        ],
-        b"the body".to_vec(),
-    );
-    assert_eq!(echo.status, 201, "{}", echo.text());
+    let echo = assert_echoes(&host, &token, "greeter", "method=Method::Patch");
     assert_eq!(echo.header("x-echoed"), Some("yes"));
-    let text = echo.text();
-    for line in [
-        "method=Method::Patch",
-        "path_info=/echo",
-        "query=x=1&y=two",
-        "x-probe=probe-value",
-        "authorization=\n",
-        "body=the body",
-    ] {
-        assert!(text.contains(line), "`{line}` not in:\n{text}");
-    }
     assert!(
-        text.contains("uri=") && text.contains("/fn/greeter/echo?x=1&y=two"),
-        "{text}"
+        echo.text().contains("uri=") && echo.text().contains("/fn/greeter/echo?x=1&y=two"),
+        "{}",
+        echo.text()
     );
 
     // Variables and secrets are the function's Spin variables.
-    assert_eq!(
-        fn_get(&host, &token, "/fn/greeter/var/greeting").text(),
-        "bonjour"
-    );
-    assert_eq!(
-        fn_get(&host, &token, "/fn/greeter/var/api_key").text(),
-        "s3cret"
-    );
-    assert_eq!(fn_get(&host, &token, "/fn/greeter/var/missing").status, 404);
+    assert_variables(&host, &token, "greeter", "bonjour");
     assert_eq!(
         fn_get(&host, &token, "/fn/greeter/var/Bad-Name").status,
         400
@@ -201,40 +209,10 @@ fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
         "hello from spin-sdk 7"
     );
 
-    // Method, path, query, headers and body pass through; the token does not.
-    let bearer = format!("Bearer {token}");
-    let echo = host.request(
-        "PATCH",
-        "/fn/async/echo?x=1&y=two",
-        &[
-            ("authorization", bearer.as_str()),
-            ("x-probe", "probe-value"),
-        ],
-        b"the body".to_vec(),
-    );
-    assert_eq!(echo.status, 201, "{}", echo.text());
-    let text = echo.text();
-    for line in [
-        "method=PATCH",
-        "path_info=/echo",
-        "query=x=1&y=two",
-        "x-probe=probe-value",
-        "authorization=\n",
-        "body=the body",
-    ] {
-        assert!(text.contains(line), "`{line}` not in:\n{text}");
-    }
-
+    assert_echoes(&host, &token, "async", "method=PATCH");
     // spin:variables@3.0.0
-    assert_eq!(
-        fn_get(&host, &token, "/fn/async/var/greeting").text(),
-        "hej"
-    );
-    assert_eq!(
-        fn_get(&host, &token, "/fn/async/var/api_key").text(),
-        "s3cret"
-    );
-    assert_eq!(fn_get(&host, &token, "/fn/async/var/missing").status, 404);
+    assert_variables(&host, &token, "async", "hej");
+    let bearer = format!("Bearer {token}");
 
     // spin:key-value@3.0.0: kept between requests, keys streamed back.
     assert_eq!(
