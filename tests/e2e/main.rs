@@ -2,6 +2,7 @@
 //! real components, driven over HTTP. One test binary, many modules.
 
 mod auth;
+mod collections;
 mod external;
 mod functions;
 mod http;

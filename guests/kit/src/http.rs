@@ -1,7 +1,9 @@
 //! Buffered HTTP requests and responses over `wasi:http`.
 //!
 //! Route groups take small JSON bodies (the host caps them), so reading the
-//! whole body before handling keeps handlers plain functions.
+//! whole body before handling keeps handlers plain functions. A route that
+//! takes bulk data instead reads its body as it arrives ([`BodyReader`]; see
+//! [`crate::RouteGroup::streams`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -12,7 +14,35 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 
-/// An incoming request, body read in full.
+/// A request body read as it arrives, chunk by chunk.
+pub struct BodyReader {
+    // Declared first: the stream must go before the body it came from.
+    stream: crate::bindings::wasi::io::streams::InputStream,
+    _body: IncomingBody,
+}
+
+impl BodyReader {
+    /// The next chunk (at most `max` bytes), or `None` at the end.
+    pub fn next_chunk(&self, max: u64) -> Result<Option<Vec<u8>>, ApiError> {
+        match self.stream.blocking_read(max) {
+            Ok(chunk) => Ok(Some(chunk)),
+            Err(StreamError::Closed) => Ok(None),
+            Err(StreamError::LastOperationFailed(e)) => Err(ApiError::bad_request(format!(
+                "could not read the request body: {}",
+                e.to_debug_string()
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Debug for BodyReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyReader")
+    }
+}
+
+/// An incoming request, body read in full (or, for a streaming route,
+/// left to read through [`Request::body_reader`]).
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     /// Upper case, e.g. `POST`.
@@ -23,10 +53,21 @@ pub struct Request {
     /// Header names are lower case.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
+    /// The unread body of a streaming route.
+    pub(crate) stream: Option<std::rc::Rc<BodyReader>>,
 }
 
 impl Request {
-    pub(crate) fn from_incoming(request: IncomingRequest) -> Result<Self, ApiError> {
+    /// The body as it arrives, on a route that streams
+    /// ([`crate::RouteGroup::streams`]).
+    pub fn body_reader(&self) -> Option<&BodyReader> {
+        self.stream.as_deref()
+    }
+
+    pub(crate) fn from_incoming(
+        request: IncomingRequest,
+        streams: fn(&str, &str) -> bool,
+    ) -> Result<Self, ApiError> {
         let method = match request.method() {
             Method::Get => "GET".to_owned(),
             Method::Head => "HEAD".to_owned(),
@@ -58,10 +99,22 @@ impl Request {
             .find(|(name, _)| name == "content-length")
             .map(|(_, value)| value.as_slice() != b"0");
         let carries_body = matches!(method.as_str(), "POST" | "PUT" | "PATCH");
-        let body = if declared.unwrap_or(carries_body) {
-            read_body(&request)?
+        let (body, stream) = if !declared.unwrap_or(carries_body) {
+            (Vec::new(), None)
+        } else if streams(&method, &path) {
+            let body = request
+                .consume()
+                .map_err(|()| ApiError::internal("request body already consumed"))?;
+            let stream = body
+                .stream()
+                .map_err(|()| ApiError::internal("request body stream unavailable"))?;
+            let reader = BodyReader {
+                stream,
+                _body: body,
+            };
+            (Vec::new(), Some(std::rc::Rc::new(reader)))
         } else {
-            Vec::new()
+            (read_body(&request)?, None)
         };
         Ok(Self {
             method,
@@ -69,6 +122,7 @@ impl Request {
             query,
             headers,
             body,
+            stream,
         })
     }
 

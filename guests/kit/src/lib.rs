@@ -16,7 +16,7 @@ mod router;
 pub mod values;
 
 pub use error::ApiError;
-pub use http::{Request, Response};
+pub use http::{BodyReader, Request, Response};
 pub use router::{Params, Router};
 
 /// Bindings generated from `wit/` for the `route-group` world.
@@ -36,6 +36,12 @@ pub use bindings::zatabase::platform::{auth, functions, log, platform_db, sessio
 /// A built-in route group: one function from request to response.
 pub trait RouteGroup {
     fn handle(request: Request) -> Response;
+
+    /// Whether a request's body is left for the handler to read as it
+    /// arrives ([`Request::body_reader`]) rather than read in full first.
+    fn streams(_method: &str, _path: &str) -> bool {
+        false
+    }
 }
 
 /// Glue between the exported `wasi:http/incoming-handler` and a
@@ -45,7 +51,7 @@ pub fn serve<G: RouteGroup>(
     request: bindings::wasi::http::types::IncomingRequest,
     out: bindings::wasi::http::types::ResponseOutparam,
 ) {
-    let response = match Request::from_incoming(request) {
+    let response = match Request::from_incoming(request, G::streams) {
         Ok(request) => G::handle(request),
         Err(error) => error.into(),
     };

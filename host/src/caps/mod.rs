@@ -34,6 +34,9 @@ wasmtime::component::bindgen!({
         "spin:postgres/postgres@4.2.0": async | trappable,
         "fermyon:spin/key-value": async | trappable,
         "spin:key-value/key-value@3.0.0": trappable,
+        "zatabase:platform/sql.[method]transaction.execute": async | trappable,
+        "zatabase:platform/sql.[method]transaction.commit": async | trappable,
+        "zatabase:platform/sql.[drop]transaction": async | trappable,
         "zatabase:platform/sql": async,
         "zatabase:platform/platform-db": async | trappable,
         "zatabase:platform/auth.hash-password": async | trappable,
@@ -41,6 +44,7 @@ wasmtime::component::bindgen!({
     },
     with: {
         "zatabase:platform/platform-db.transaction": platform_db::Transaction,
+        "zatabase:platform/sql.transaction": sql::Transaction,
         "spin:postgres/postgres@3.0.0.connection": postgres::Connection,
         "fermyon:spin/key-value.store": key_value::Store,
         "spin:key-value/key-value@3.0.0.store": key_value::Store,

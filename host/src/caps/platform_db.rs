@@ -9,11 +9,11 @@ use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
 use super::types::{JsonResult, QueryResult, SqlError, Value};
 use super::zatabase::platform::platform_db::{self, Host, HostTransaction};
-use crate::db::{Fetched, PlatformSql, PlatformTx};
+use crate::db::{Fetched, PlatformSql, Tx};
 use crate::dispatch::HostState;
 
 /// The host side of a `transaction` resource.
-pub type Transaction = PlatformTx;
+pub type Transaction = Tx;
 
 /// Per-request state of the capability.
 pub struct PlatformDbState {

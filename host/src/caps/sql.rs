@@ -9,28 +9,35 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 
 use super::types::{ErrorKind, JsonResult, QueryResult, SqlError, Value};
 use super::zatabase::platform::session::{Action, Resource};
-use super::zatabase::platform::sql::{self, Host};
+use super::zatabase::platform::sql::{self, Host, HostTransaction};
 use crate::auth::Access;
 use crate::auth::access::denial;
 use crate::db::exec::error;
-use crate::db::{Fetched, TenantSql};
+use crate::db::{Fetched, TenantSql, Tx};
 use crate::dispatch::HostState;
 
+/// The host side of a `transaction`: a connection held in the tenant.
+pub struct Transaction {
+    tx: Tx,
+    read_only: bool,
+}
+
 /// Per-request state of the capability: the tenant the request acts in, if
-/// it acts in one, and what the caller may do there.
+/// it acts in one, what the caller may do there, and its open transactions.
 pub struct SqlState {
     pub tenant: Option<TenantSql>,
     pub access: Arc<Access>,
+    pub table: ResourceTable,
 }
 
 impl SqlState {
-    /// Runs the caller's SQL if its grants on Tables allow: none, no SQL;
-    /// Read without Write, a read-only transaction.
-    async fn run(&self, statement: &str, params: &[Value]) -> Result<Fetched, SqlError> {
+    /// The tenant, if the caller's grants on Tables allow any SQL, and
+    /// whether only reading: none, no SQL; Read without Write, read-only.
+    fn scope(&self) -> Result<(&TenantSql, bool), SqlError> {
         let Some(tenant) = &self.tenant else {
             return Err(error(
                 ErrorKind::PermissionDenied,
@@ -43,22 +50,38 @@ impl SqlState {
                 denial(Resource::Tables, Action::Read),
             ));
         }
-        let read_only = !self.access.allows(Resource::Tables, None, Action::Write);
-        match tenant.execute(statement, params, read_only).await {
-            // 25006: a write in a read-only transaction; 25001: an attempt to
-            // make it read-write again.
-            Err(e) if read_only && matches!(e.sqlstate.as_deref(), Some("25006" | "25001")) => {
-                Err(SqlError {
-                    kind: ErrorKind::PermissionDenied,
-                    message: denial(Resource::Tables, Action::Write),
-                    detail: None,
-                    hint: None,
-                    position: None,
-                    ..e
-                })
-            }
-            result => result,
+        Ok((
+            tenant,
+            !self.access.allows(Resource::Tables, None, Action::Write),
+        ))
+    }
+
+    /// Runs the caller's SQL in a transaction of its own.
+    async fn run(&mut self, statement: &str, params: &[Value]) -> Result<Fetched, SqlError> {
+        let (tenant, read_only) = self.scope()?;
+        denied_write(
+            tenant.execute(statement, params, read_only).await,
+            read_only,
+        )
+    }
+}
+
+/// A write refused by a read-only transaction is the caller's missing
+/// Write grant (25006: a write in a read-only transaction; 25001: an
+/// attempt to make it read-write again).
+fn denied_write(result: Result<Fetched, SqlError>, read_only: bool) -> Result<Fetched, SqlError> {
+    match result {
+        Err(e) if read_only && matches!(e.sqlstate.as_deref(), Some("25006" | "25001")) => {
+            Err(SqlError {
+                kind: ErrorKind::PermissionDenied,
+                message: denial(Resource::Tables, Action::Write),
+                detail: None,
+                hint: None,
+                position: None,
+                ..e
+            })
         }
+        result => result,
     }
 }
 
@@ -77,6 +100,42 @@ impl Host for SqlState {
         params: Vec<Value>,
     ) -> Result<JsonResult, SqlError> {
         self.run(&statement, &params).await.and_then(Fetched::json)
+    }
+
+    async fn begin(&mut self) -> Result<wasmtime::component::Resource<Transaction>, SqlError> {
+        let (tenant, read_only) = self.scope()?;
+        let tx = tenant.begin(read_only).await?;
+        self.table
+            .push(Transaction { tx, read_only })
+            .map_err(|e| error(ErrorKind::Internal, e.to_string()))
+    }
+}
+
+impl HostTransaction for SqlState {
+    async fn execute(
+        &mut self,
+        tx: wasmtime::component::Resource<Transaction>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<QueryResult, SqlError>> {
+        let transaction = self.table.get_mut(&tx)?;
+        let result = transaction.tx.execute(&statement, &params).await;
+        Ok(denied_write(result, transaction.read_only).and_then(Fetched::typed))
+    }
+
+    async fn commit(
+        &mut self,
+        tx: wasmtime::component::Resource<Transaction>,
+    ) -> wasmtime::Result<Result<(), SqlError>> {
+        Ok(self.table.get_mut(&tx)?.tx.commit().await)
+    }
+
+    async fn drop(
+        &mut self,
+        tx: wasmtime::component::Resource<Transaction>,
+    ) -> wasmtime::Result<()> {
+        self.table.delete(tx)?.tx.finish().await;
+        Ok(())
     }
 }
 

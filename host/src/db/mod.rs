@@ -422,6 +422,36 @@ impl TenantSql {
     }
 }
 
+impl TenantSql {
+    /// Opens a transaction in the tenant (`read_only`: a read-only one),
+    /// on a connection whose session state an earlier request may have
+    /// left is cleared first.
+    pub async fn begin(&self, read_only: bool) -> Result<Tx, SqlError> {
+        if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
+            tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
+            return Err(error(
+                ErrorKind::Unavailable,
+                "the tenant's database is not ready",
+            ));
+        }
+        let pool = self.db.tenant_pool(&self.tenant);
+        let mut conn = pool.acquire().await.map_err(|e| match e {
+            AcquireError::TimedOut => acquire_error(sqlx::Error::PoolTimedOut),
+            AcquireError::Connect(e) => acquire_error(e),
+        })?;
+        conn.execute("SELECT extensions.zatabase_reset_session()")
+            .await
+            .map_err(acquire_error)?;
+        conn.execute("BEGIN").await.map_err(acquire_error)?;
+        Ok(Tx {
+            conn: Some(TxConn::Tenant(conn)),
+            db: self.db.clone(),
+            tenant: Some((self.tenant.clone(), read_only)),
+            failed: false,
+        })
+    }
+}
+
 const PLATFORM_SEARCH_PATH: [&str; 2] = ["zatabase", "extensions"];
 
 fn platform_scope() -> Scope<'static> {
@@ -449,26 +479,70 @@ impl PlatformSql {
         run_bounded(&self.db, &mut conn, platform_scope(), statement, params).await
     }
 
-    pub async fn begin(&self) -> Result<PlatformTx, SqlError> {
+    pub async fn begin(&self) -> Result<Tx, SqlError> {
         let mut conn = self.db.platform.acquire().await.map_err(acquire_error)?;
         conn.execute("BEGIN").await.map_err(acquire_error)?;
-        Ok(PlatformTx {
-            conn: Some(conn),
+        Ok(Tx {
+            conn: Some(TxConn::Platform(conn)),
             db: self.db.clone(),
+            tenant: None,
             failed: false,
         })
     }
 }
 
-/// An open platform transaction held across guest calls.
-pub struct PlatformTx {
+/// An open transaction held across guest calls: the platform's
+/// (`platform-db`) or a tenant's (`sql`).
+pub struct Tx {
     /// `None` once committed or rolled back.
-    conn: Option<PoolConnection<Postgres>>,
+    conn: Option<TxConn>,
     db: Arc<Db>,
+    /// The tenant, and whether the transaction is read-only; `None` for the
+    /// platform's.
+    tenant: Option<(Arc<Tenant>, bool)>,
     failed: bool,
 }
 
-impl PlatformTx {
+/// A transaction's connection, from the platform pool or a tenant's.
+enum TxConn {
+    Platform(PoolConnection<Postgres>),
+    Tenant(pool::Pooled),
+}
+
+impl TxConn {
+    fn conn(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Self::Platform(conn) => conn,
+            Self::Tenant(conn) => conn,
+        }
+    }
+
+    /// Ends the connection rather than reuse it (its state is unknown).
+    fn discard(self) {
+        match self {
+            Self::Platform(mut conn) => conn.close_on_drop(),
+            // Dropped unfinished, a tenant connection is closed.
+            Self::Tenant(_) => {}
+        }
+    }
+
+    /// Back to its pool: its last command completed.
+    fn release(self) {
+        if let Self::Tenant(mut conn) = self {
+            conn.finish();
+        }
+    }
+
+    /// Rolls back; the connection goes back only if that worked.
+    async fn roll_back(mut self) {
+        match self.conn().execute("ROLLBACK").await {
+            Ok(_) => self.release(),
+            Err(_) => self.discard(),
+        }
+    }
+}
+
+impl Tx {
     pub async fn execute(
         &mut self,
         statement: &str,
@@ -477,7 +551,37 @@ impl PlatformTx {
         let Some(conn) = self.conn.as_mut() else {
             return Err(error(ErrorKind::InvalidInput, "the transaction has ended"));
         };
-        let result = run_bounded(&self.db, conn, platform_scope(), statement, params).await;
+        let scope = match &self.tenant {
+            None => platform_scope(),
+            Some((tenant, read_only)) => Scope {
+                role: Some(&tenant.owner_role),
+                search_path: None,
+                reset_session: false,
+                read_only: *read_only,
+            },
+        };
+        let limits = self.db.limits;
+        let work = exec::run(
+            conn.conn(),
+            &self.db.types,
+            scope,
+            limits,
+            statement,
+            params,
+        );
+        let result =
+            match tokio::time::timeout(limits.statement_timeout + TIMEOUT_GRACE, work).await {
+                Ok(result) => result,
+                Err(_) => {
+                    if let Some(conn) = self.conn.take() {
+                        conn.discard();
+                    }
+                    Err(error(
+                        ErrorKind::Timeout,
+                        "the database did not answer in time",
+                    ))
+                }
+            };
         self.failed |= result.is_err();
         result
     }
@@ -488,40 +592,38 @@ impl PlatformTx {
             return Err(error(ErrorKind::InvalidInput, "the transaction has ended"));
         };
         if self.failed {
-            if conn.execute("ROLLBACK").await.is_err() {
-                conn.close_on_drop();
-            }
+            conn.roll_back().await;
             return Err(error(
                 ErrorKind::InvalidInput,
                 "the transaction was rolled back because a statement in it failed",
             ));
         }
-        conn.execute("COMMIT").await.map(|_| ()).map_err(|e| {
-            conn.close_on_drop();
-            exec::map_error(e, &exec::Positions::none())
-        })
+        match conn.conn().execute("COMMIT").await {
+            Ok(_) => {
+                conn.release();
+                Ok(())
+            }
+            Err(e) => {
+                conn.discard();
+                Err(exec::map_error(e, &exec::Positions::none()))
+            }
+        }
     }
 
     /// Rolls back unless committed; used when the guest drops the handle.
     pub async fn finish(mut self) {
-        if let Some(mut conn) = self.conn.take()
-            && conn.execute("ROLLBACK").await.is_err()
-        {
-            conn.close_on_drop();
+        if let Some(conn) = self.conn.take() {
+            conn.roll_back().await;
         }
     }
 }
 
-impl Drop for PlatformTx {
+impl Drop for Tx {
     /// A handle lost without `finish` (the guest trapped, the request was
     /// cut off) still must not return an open transaction to the pool.
     fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            tokio::spawn(async move {
-                if conn.execute("ROLLBACK").await.is_err() {
-                    conn.close_on_drop();
-                }
-            });
+        if let Some(conn) = self.conn.take() {
+            tokio::spawn(conn.roll_back());
         }
     }
 }

@@ -478,6 +478,7 @@ impl Dispatcher {
                         function.tenant.clone(),
                     )),
                     access: TENANT_ADMIN.clone(),
+                    table: ResourceTable::new(),
                 },
                 None => SqlState {
                     tenant: ctx.principal.as_ref().and_then(|p| {
@@ -485,6 +486,7 @@ impl Dispatcher {
                         Some(TenantSql::new(self.services.db.clone(), Arc::new(tenant)))
                     }),
                     access: ctx.access.clone(),
+                    table: ResourceTable::new(),
                 },
             },
             platform_db: PlatformDbState {

@@ -1,0 +1,417 @@
+//! A collection's projection: document fields as typed columns.
+//!
+//! `{"<column>": {"type": "<type>", "path": "$.a.b"}}`. Each projected column
+//! is a real column of the collection's table, filled from the document when
+//! it is written (and backfilled when the projection changes), so it can be
+//! indexed, filtered on, and searched by vector.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use zatabase_guest_kit::ApiError;
+
+/// Largest vector dimension pgvector indexes (and accepts here).
+pub const MAX_DIMENSIONS: u32 = 16_000;
+
+/// Columns every collection table has; a projection cannot name them.
+pub const RESERVED: [&str; 5] = [
+    "id",
+    "document",
+    "created_at",
+    "updated_at",
+    "projection_version",
+];
+
+/// A column type of a projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Numeric,
+    Boolean,
+    Timestamp,
+    Jsonb,
+    Vector(u32),
+}
+
+impl ColumnType {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "text" => Self::Text,
+            "integer" => Self::Integer,
+            "numeric" => Self::Numeric,
+            "boolean" => Self::Boolean,
+            "timestamp" => Self::Timestamp,
+            "jsonb" => Self::Jsonb,
+            other => {
+                let dims = other
+                    .strip_prefix("vector(")
+                    .and_then(|rest| rest.strip_suffix(')'))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .filter(|n| (1..=MAX_DIMENSIONS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown type `{other}`: expected text, integer, numeric, boolean, \
+                             timestamp, jsonb or vector(N) with 1 <= N <= {MAX_DIMENSIONS}"
+                        )
+                    })?;
+                Self::Vector(dims)
+            }
+        })
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::Text => "text".to_owned(),
+            Self::Integer => "integer".to_owned(),
+            Self::Numeric => "numeric".to_owned(),
+            Self::Boolean => "boolean".to_owned(),
+            Self::Timestamp => "timestamp".to_owned(),
+            Self::Jsonb => "jsonb".to_owned(),
+            Self::Vector(n) => format!("vector({n})"),
+        }
+    }
+
+    /// The column's Postgres type.
+    pub fn sql(self) -> String {
+        match self {
+            Self::Text => "text".to_owned(),
+            Self::Integer => "bigint".to_owned(),
+            Self::Numeric => "numeric".to_owned(),
+            Self::Boolean => "boolean".to_owned(),
+            Self::Timestamp => "timestamptz".to_owned(),
+            Self::Jsonb => "jsonb".to_owned(),
+            Self::Vector(n) => format!("extensions.vector({n})"),
+        }
+    }
+}
+
+/// One projected column as the API spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub path: String,
+}
+
+/// A checked projected column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+    /// The path's keys and array indexes, in order.
+    pub path: Vec<PathStep>,
+    pub spec: ColumnSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+/// A checked projection, by column name.
+pub type Projection = BTreeMap<String, Column>;
+
+/// Whether `name` is a usable identifier: lower-case letter first, then
+/// lower-case letters, digits or `_`, at most 63 bytes.
+pub fn valid_identifier(name: &str) -> bool {
+    name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Checks a projection as the API received it.
+pub fn parse(specs: &BTreeMap<String, ColumnSpec>) -> Result<Projection, ApiError> {
+    let mut projection = Projection::new();
+    for (name, spec) in specs {
+        if !valid_identifier(name) {
+            return Err(ApiError::unprocessable(format!(
+                "projection column `{name}`: a name is 1-63 of a-z, 0-9 and _, starting with a letter"
+            )));
+        }
+        if RESERVED.contains(&name.as_str()) {
+            return Err(ApiError::unprocessable(format!(
+                "projection column `{name}`: the name is reserved ({})",
+                RESERVED.join(", ")
+            )));
+        }
+        let ty = ColumnType::parse(&spec.ty)
+            .map_err(|e| ApiError::unprocessable(format!("projection column `{name}`: {e}")))?;
+        let path = parse_path(&spec.path)
+            .map_err(|e| ApiError::unprocessable(format!("projection column `{name}`: {e}")))?;
+        projection.insert(
+            name.clone(),
+            Column {
+                name: name.clone(),
+                ty,
+                path,
+                spec: ColumnSpec {
+                    ty: ty.name(),
+                    path: spec.path.clone(),
+                },
+            },
+        );
+    }
+    Ok(projection)
+}
+
+/// `$.a.b[2].c` into its steps; keys are letters, digits, `_` and `-`.
+pub fn parse_path(path: &str) -> Result<Vec<PathStep>, String> {
+    let bad =
+        || format!("path `{path}`: expected `$` then `.key` or `[index]` steps, e.g. `$.a.b[0]`");
+    let mut rest = path.strip_prefix('$').ok_or_else(bad)?;
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let key = &after[..end];
+            if key.is_empty()
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(bad());
+            }
+            steps.push(PathStep::Key(key.to_owned()));
+            rest = &after[end..];
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let (index, tail) = after.split_once(']').ok_or_else(bad)?;
+            steps.push(PathStep::Index(index.parse().map_err(|_| bad())?));
+            rest = tail;
+        } else {
+            return Err(bad());
+        }
+    }
+    if steps.is_empty() {
+        return Err(format!("path `{path}`: name a field, e.g. `$.title`"));
+    }
+    Ok(steps)
+}
+
+/// The API form of a projection.
+pub fn specs(projection: &Projection) -> BTreeMap<String, ColumnSpec> {
+    projection
+        .iter()
+        .map(|(name, column)| (name.clone(), column.spec.clone()))
+        .collect()
+}
+
+/// The value at a column's path in `document` (None when absent).
+pub fn extract<'a>(document: &'a Json, path: &[PathStep]) -> Option<&'a Json> {
+    let mut value = document;
+    for step in path {
+        value = match step {
+            PathStep::Key(key) => value.get(key)?,
+            PathStep::Index(index) => value.get(index)?,
+        };
+    }
+    Some(value)
+}
+
+/// Checks that `document`'s value for `column` can be stored in it, so a
+/// write never fails on a projected value; null or absent is NULL.
+pub fn check(document: &Json, column: &Column) -> Result<(), String> {
+    let Some(value) = extract(document, &column.path).filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let field = &column.spec.path;
+    let fail = |expected: &str| {
+        Err(format!(
+            "{field} (column `{}`): expected {expected}, got {}",
+            column.name,
+            kind(value)
+        ))
+    };
+    match column.ty {
+        ColumnType::Text | ColumnType::Jsonb => Ok(()),
+        ColumnType::Integer => match value.as_i64() {
+            Some(_) => Ok(()),
+            None => fail("an integer"),
+        },
+        ColumnType::Numeric => match value {
+            Json::Number(_) => Ok(()),
+            _ => fail("a number"),
+        },
+        ColumnType::Boolean => match value {
+            Json::Bool(_) => Ok(()),
+            _ => fail("a boolean"),
+        },
+        ColumnType::Timestamp => match value.as_str() {
+            Some(text) if looks_like_timestamp(text) => Ok(()),
+            _ => fail("an ISO 8601 date or timestamp string"),
+        },
+        ColumnType::Vector(dims) => match value.as_array() {
+            Some(items) if items.len() != dims as usize => Err(format!(
+                "{field} (column `{}`): expected {dims} dimensions, got {}",
+                column.name,
+                items.len()
+            )),
+            Some(items) if items.iter().all(|i| i.as_f64().is_some_and(f64::is_finite)) => Ok(()),
+            _ => fail(&format!("an array of {dims} numbers")),
+        },
+    }
+}
+
+fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// `YYYY-MM-DD`, optionally followed by `T` or a space, `HH:MM[:SS[.f]]`
+/// and a zone (`Z`, `+HH:MM`, `-HHMM`); the calendar itself is Postgres's
+/// to check (a failing row is then found on its own, see `ingest`).
+fn looks_like_timestamp(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .is_some_and(|b| b.iter().all(u8::is_ascii_digit))
+    };
+    if !(digits(0..4)
+        && bytes.get(4) == Some(&b'-')
+        && digits(5..7)
+        && bytes.get(7) == Some(&b'-')
+        && digits(8..10))
+    {
+        return false;
+    }
+    if bytes.len() == 10 {
+        return true;
+    }
+    matches!(bytes.get(10), Some(b'T' | b't' | b' '))
+        && digits(11..13)
+        && bytes.get(13) == Some(&b':')
+        && digits(14..16)
+        && bytes[16..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b':' | b'.' | b'Z' | b'z' | b'+' | b'-'))
+}
+
+/// The SQL expression computing `column` from the JSON document `source`
+/// (an SQL expression of type jsonb). A value that does not fit the type
+/// gives NULL rather than an error, so one document never fails a batch
+/// (ingest has checked each one first, see [`check`]; a backfill takes
+/// documents as they are).
+pub fn expression(column: &Column, source: &str) -> String {
+    let path: Vec<String> = column
+        .path
+        .iter()
+        .map(|step| match step {
+            PathStep::Key(key) => key.clone(),
+            PathStep::Index(index) => index.to_string(),
+        })
+        .collect();
+    // Keys hold only [A-Za-z0-9_-]: safe inside a quoted text[] literal.
+    let value = format!("({source} #> '{{{}}}')", path.join(","));
+    let text = format!("({value} #>> '{{}}')");
+    match column.ty {
+        ColumnType::Text => format!("CASE WHEN jsonb_typeof({value}) <> 'null' THEN {text} END"),
+        ColumnType::Jsonb => format!("CASE WHEN jsonb_typeof({value}) <> 'null' THEN {value} END"),
+        ColumnType::Integer => format!(
+            "CASE WHEN jsonb_typeof({value}) = 'number' AND {text} ~ '^-?[0-9]{{1,18}}$' \
+             THEN {text}::bigint END"
+        ),
+        ColumnType::Numeric => {
+            format!("CASE WHEN jsonb_typeof({value}) = 'number' THEN {text}::numeric END")
+        }
+        ColumnType::Boolean => {
+            format!("CASE WHEN jsonb_typeof({value}) = 'boolean' THEN {text}::boolean END")
+        }
+        ColumnType::Timestamp => format!(
+            "CASE WHEN jsonb_typeof({value}) = 'string' AND pg_input_is_valid({text}, 'timestamptz') \
+             THEN {text}::timestamptz END"
+        ),
+        ColumnType::Vector(dims) => format!(
+            "CASE WHEN jsonb_typeof({value}) = 'array' AND jsonb_array_length({value}) = {dims} \
+             AND NOT jsonb_path_exists({value}, '$[*] ? (@.type() != \"number\")') \
+             THEN {value}::text::{} END",
+            column.ty.sql()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn column(ty: &str, path: &str) -> Column {
+        let specs = BTreeMap::from([(
+            "c".to_owned(),
+            ColumnSpec {
+                ty: ty.to_owned(),
+                path: path.to_owned(),
+            },
+        )]);
+        parse(&specs).unwrap().remove("c").unwrap()
+    }
+
+    #[test]
+    fn paths_parse_into_steps() {
+        assert_eq!(
+            parse_path("$.a.b[2].c-d").unwrap(),
+            vec![
+                PathStep::Key("a".into()),
+                PathStep::Key("b".into()),
+                PathStep::Index(2),
+                PathStep::Key("c-d".into())
+            ]
+        );
+        for bad in ["a.b", "$", "$.", "$.a'b", "$[x]", "$.a[1", "$..a"] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn types_parse_and_refuse_nonsense() {
+        assert_eq!(
+            ColumnType::parse("vector(3)").unwrap(),
+            ColumnType::Vector(3)
+        );
+        for bad in ["vector(0)", "vector(16001)", "vector", "int", "vector(x)"] {
+            assert!(ColumnType::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_are_checked_against_their_column() {
+        let doc = json!({"n": 3, "f": 1.5, "s": "x", "v": [1, 2], "t": "2024-03-01T10:00:00Z", "b": true});
+        assert!(check(&doc, &column("integer", "$.n")).is_ok());
+        assert!(check(&doc, &column("integer", "$.f")).is_err());
+        assert!(check(&doc, &column("numeric", "$.s")).is_err());
+        assert!(check(&doc, &column("vector(2)", "$.v")).is_ok());
+        let wrong = check(&doc, &column("vector(3)", "$.v")).unwrap_err();
+        assert!(wrong.contains("expected 3 dimensions, got 2"), "{wrong}");
+        assert!(check(&doc, &column("timestamp", "$.t")).is_ok());
+        assert!(check(&doc, &column("timestamp", "$.s")).is_err());
+        assert!(check(&doc, &column("boolean", "$.b")).is_ok());
+        assert!(check(&doc, &column("integer", "$.missing")).is_ok());
+    }
+
+    #[test]
+    fn expressions_read_the_path() {
+        let integer = expression(&column("integer", "$.a[0].b"), "d");
+        assert!(integer.contains("(d #> '{a,0,b}')"), "{integer}");
+        assert!(integer.ends_with("::bigint END"), "{integer}");
+        let vector = expression(&column("vector(2)", "$.e"), "d");
+        assert!(
+            vector.contains("jsonb_array_length((d #> '{e}')) = 2"),
+            "{vector}"
+        );
+        assert!(
+            vector.ends_with("::text::extensions.vector(2) END"),
+            "{vector}"
+        );
+    }
+}

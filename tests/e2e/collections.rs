@@ -1,0 +1,467 @@
+//! Collections (`/v1/collections`): tables of JSON documents in the
+//! caller's tenant, their projections, streamed ingest, and exact
+//! nearest-neighbour search (`/v1/knn`) checked against brute force.
+
+use serde_json::{Value, json};
+use zatabase_tests::{Host, Resp, unique_email};
+
+fn call(host: &Host, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
+    host.call(method, path, token, body)
+}
+
+fn ingest(host: &Host, token: &str, name: &str, content_type: &str, body: &str) -> Resp {
+    let bearer = format!("Bearer {token}");
+    host.request_streamed(
+        "POST",
+        &format!("/v1/collections/{name}/ingest"),
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", content_type),
+        ],
+        std::io::Cursor::new(body.as_bytes().to_vec()),
+    )
+}
+
+fn count(host: &Host, table: &str) -> i64 {
+    host.sql_ok(&format!("SELECT count(*) AS n FROM {table}"), &[])["rows"][0]["n"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn a_collection_is_a_table_its_ingest_keeps_the_good_lines() {
+    let host = Host::start();
+    let token = host.token();
+    let created = call(
+        &host,
+        "POST",
+        "/v1/collections",
+        &token,
+        Some(&json!({
+            "name": "articles",
+            "projection": {
+                "title": { "type": "text", "path": "$.title" },
+                "year": { "type": "integer", "path": "$.meta.year" },
+                "embedding": { "type": "vector(3)", "path": "$.embedding" }
+            }
+        })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    assert_eq!(created["document_count"], 0);
+    assert_eq!(
+        created["projection"]["year"],
+        json!({ "type": "integer", "path": "$.meta.year" })
+    );
+
+    // Bad settings write nothing.
+    let again = json!({ "name": "articles" });
+    call(&host, "POST", "/v1/collections", &token, Some(&again)).expect_error(409);
+    for (body, fragment) in [
+        (json!({ "name": "Bad Name" }), "not a collection name"),
+        (json!({ "name": "zatabase_kv" }), "not a collection name"),
+        (
+            json!({ "name": "other", "projection": { "x": { "type": "vector(0)", "path": "$.x" } } }),
+            "vector(N)",
+        ),
+        (
+            json!({ "name": "other", "projection": { "x": { "type": "text", "path": "x" } } }),
+            "path `x`",
+        ),
+        (
+            json!({ "name": "other", "projection": { "id": { "type": "text", "path": "$.x" } } }),
+            "reserved",
+        ),
+    ] {
+        let message = call(&host, "POST", "/v1/collections", &token, Some(&body)).expect_error(422);
+        assert!(message.contains(fragment), "{body}: {message}");
+    }
+    let listed = call(&host, "GET", "/v1/collections", &token, None).json();
+    assert_eq!(
+        listed["collections"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
+    // A malformed line in the middle: it is reported, the others are kept.
+    let ndjson = [
+        r#"{"id": "a", "title": "First", "meta": {"year": 2021}, "embedding": [1, 0, 0]}"#,
+        r#"{"id": "b", "title": "Second", "embedding": [0, 1, 0]}"#,
+        r#"{"id": "c", "title": "#,
+        "",
+        r#"{"id": "d", "embedding": [1, 2]}"#,
+        r#"{"id": "e", "meta": {"year": "soon"}}"#,
+        r#"[1, 2]"#,
+        r#"{"id": 7, "title": "Seventh"}"#,
+        r#"{"title": "no id"}"#,
+    ]
+    .join("\n");
+    let answer = ingest(&host, &token, "articles", "application/x-ndjson", &ndjson);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = answer.json();
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    assert_eq!(answer["rejected"], 4, "{answer}");
+    let lines: Vec<(i64, String)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_i64().unwrap(),
+                e["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+        [3, 5, 6, 7],
+        "{lines:?}"
+    );
+    assert!(lines[0].1.starts_with("not JSON"), "{lines:?}");
+    assert!(
+        lines[1].1.contains("expected 3 dimensions, got 2"),
+        "{lines:?}"
+    );
+    assert!(lines[2].1.contains("expected an integer"), "{lines:?}");
+    assert!(lines[3].1.contains("JSON object"), "{lines:?}");
+    assert_eq!(count(&host, "articles"), 4);
+    let rows = host.sql_ok(
+        "SELECT id, title, year, embedding::text AS embedding FROM articles WHERE id IN ('a', 'b', '7') ORDER BY id",
+        &[],
+    )["rows"]
+        .clone();
+    assert_eq!(
+        rows,
+        json!([
+            { "id": "7", "title": "Seventh", "year": null, "embedding": null },
+            { "id": "a", "title": "First", "year": 2021, "embedding": "[1,0,0]" },
+            { "id": "b", "title": "Second", "year": null, "embedding": "[0,1,0]" },
+        ])
+    );
+
+    // A JSON array; an id already stored is replaced (upsert), and within a
+    // request the last document with an id wins.
+    let array = json!([
+        { "id": "a", "title": "First, again", "meta": { "year": 2024 } },
+        { "id": "f", "title": "Sixth" },
+        { "id": "f", "title": "Sixth, last" },
+        "not an object"
+    ]);
+    let answer = ingest(
+        &host,
+        &token,
+        "articles",
+        "application/json",
+        &array.to_string(),
+    )
+    .json();
+    assert_eq!(answer["accepted"], 3, "{answer}");
+    assert_eq!(
+        answer["errors"],
+        json!([{ "line": 4, "message": "a document must be a JSON object" }])
+    );
+    let a = host.sql_ok(
+        "SELECT title, year, document->'meta' AS meta FROM articles WHERE id = 'a'",
+        &[],
+    );
+    assert_eq!(
+        a["rows"][0],
+        json!({ "title": "First, again", "year": 2024, "meta": { "year": 2024 } })
+    );
+    assert_eq!(
+        host.sql_ok("SELECT title FROM articles WHERE id = 'f'", &[])["rows"],
+        json!([{ "title": "Sixth, last" }])
+    );
+    assert_eq!(count(&host, "articles"), 5);
+
+    // Bad requests.
+    ingest(&host, &token, "articles", "text/plain", "{}").expect_error(415);
+    ingest(&host, &token, "nope", "application/x-ndjson", "{}").expect_error(404);
+    let unclosed = ingest(
+        &host,
+        &token,
+        "articles",
+        "application/json",
+        r#"[{"id": "z"}"#,
+    );
+    assert!(unclosed.expect_error(400).contains("not closed"));
+    assert_eq!(
+        count(&host, "articles"),
+        5,
+        "a failed ingest writes nothing"
+    );
+
+    let described = call(&host, "GET", "/v1/collections/articles", &token, None).json();
+    assert_eq!(described["document_count"], 5, "{described}");
+    assert!(described["size_bytes"].as_i64().unwrap() > 0, "{described}");
+    assert_eq!(described["backfill"]["status"], "complete");
+    assert!(
+        described["indexes"][0]["definition"]
+            .as_str()
+            .unwrap()
+            .contains("(id)"),
+        "{described}"
+    );
+
+    let deleted = call(&host, "DELETE", "/v1/collections/articles", &token, None);
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    call(&host, "GET", "/v1/collections/articles", &token, None).expect_error(404);
+    host.sql("SELECT 1 FROM articles", &[]).expect_error(400);
+}
+
+#[test]
+fn a_projection_change_backfills_the_documents_already_stored() {
+    let host = Host::start();
+    let token = host.token();
+    let body = json!({ "name": "events" });
+    assert_eq!(
+        call(&host, "POST", "/v1/collections", &token, Some(&body)).status,
+        201
+    );
+    let ndjson: String = (0..2500)
+        .map(|n| {
+            let size = if n == 7 { json!("big") } else { json!(n) };
+            format!(
+                "{}\n",
+                json!({ "id": n, "size": size, "kind": format!("k{}", n % 3) })
+            )
+        })
+        .collect();
+    let answer = ingest(&host, &token, "events", "application/x-ndjson", &ndjson).json();
+    assert_eq!(answer["accepted"], 2500, "{answer}");
+
+    let projection = json!({ "projection": {
+        "size": { "type": "integer", "path": "$.size" },
+        "kind": { "type": "text", "path": "$.kind" }
+    }});
+    let changed = call(
+        &host,
+        "PUT",
+        "/v1/collections/events/projection",
+        &token,
+        Some(&projection),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert_eq!(
+        changed.json()["backfill"],
+        json!({ "status": "complete", "pending": 0 })
+    );
+    let rows = host.sql_ok(
+        "SELECT count(size) AS sized, count(*) FILTER (WHERE kind = 'k1') AS k1, sum(size) AS total FROM events",
+        &[],
+    )["rows"][0]
+        .clone();
+    // The one document whose size is not an integer gets NULL.
+    assert_eq!(rows["sized"], 2499, "{rows}");
+    assert_eq!(rows["k1"], 833, "{rows}");
+    // sum(bigint) is numeric: a string, exact.
+    assert_eq!(
+        rows["total"],
+        json!(((0..2500).sum::<i64>() - 7).to_string()),
+        "{rows}"
+    );
+    let got = call(
+        &host,
+        "GET",
+        "/v1/collections/events/projection",
+        &token,
+        None,
+    )
+    .json();
+    assert_eq!(got["projection"], projection["projection"]);
+
+    // Dropping a column and changing another's path.
+    let projection = json!({ "projection": { "kind": { "type": "text", "path": "$.id" } } });
+    let changed = call(
+        &host,
+        "PUT",
+        "/v1/collections/events/projection",
+        &token,
+        Some(&projection),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert_eq!(
+        host.sql_ok("SELECT kind FROM events WHERE id = '42'", &[])["rows"],
+        json!([{ "kind": "42" }])
+    );
+    host.sql("SELECT size FROM events", &[]).expect_error(400);
+
+    let bad = json!({ "projection": { "x": { "type": "integer" } } });
+    call(
+        &host,
+        "PUT",
+        "/v1/collections/events/projection",
+        &token,
+        Some(&bad),
+    )
+    .expect_error(422);
+    call(
+        &host,
+        "PUT",
+        "/v1/collections/none/projection",
+        &token,
+        Some(&projection),
+    )
+    .expect_error(404);
+}
+
+/// A deterministic pseudo-random sequence (xorshift), for reproducible vectors.
+fn vectors(count: usize, dims: usize) -> Vec<Vec<f64>> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..count)
+        .map(|_| {
+            (0..dims)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Two decimals, so the JSON and the float4 agree exactly.
+                    ((state % 2001) as f64 - 1000.0) / 100.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn distance(metric: &str, a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    match metric {
+        "l2" => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt(),
+        "cosine" => {
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            1.0 - dot / (norm(a) * norm(b))
+        }
+        "inner_product" => -dot,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn exact_knn_equals_brute_force_for_every_metric() {
+    let host = Host::start();
+    let token = host.token();
+    let body = json!({
+        "name": "points",
+        "projection": { "embedding": { "type": "vector(8)", "path": "$.v" } }
+    });
+    assert_eq!(
+        call(&host, "POST", "/v1/collections", &token, Some(&body)).status,
+        201
+    );
+    let points = vectors(300, 8);
+    let ndjson: String = points
+        .iter()
+        .enumerate()
+        .map(|(n, v)| {
+            let group = if n % 2 == 0 { "even" } else { "odd" };
+            format!(
+                "{}\n",
+                json!({ "id": format!("p{n:03}"), "v": v, "group": group })
+            )
+        })
+        .collect();
+    assert_eq!(
+        ingest(&host, &token, "points", "application/x-ndjson", &ndjson).json()["accepted"],
+        300
+    );
+    let query = &vectors(301, 8)[300];
+
+    for metric in ["l2", "cosine", "inner_product"] {
+        let mut expected: Vec<(f64, String)> = points
+            .iter()
+            .enumerate()
+            .map(|(n, v)| (distance(metric, query, v), format!("p{n:03}")))
+            .collect();
+        expected.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for target in [
+            json!({ "collection": "points" }),
+            json!({ "table": "points" }),
+        ] {
+            let mut request =
+                json!({ "column": "embedding", "vector": query, "k": 10, "metric": metric });
+            request
+                .as_object_mut()
+                .unwrap()
+                .extend(target.as_object().unwrap().clone());
+            let found = call(&host, "POST", "/v1/knn", &token, Some(&request));
+            assert_eq!(found.status, 200, "{}", found.text());
+            let results = found.json()["results"].as_array().unwrap().clone();
+            assert_eq!(results.len(), 10);
+            for (result, (want, id)) in results.iter().zip(&expected) {
+                assert_eq!(result["id"], json!(id), "{metric} {target}: {results:?}");
+                let got = result["distance"].as_f64().unwrap();
+                assert!(
+                    (got - want).abs() < 1e-3 * want.abs().max(1.0),
+                    "{metric}: {got} vs {want}"
+                );
+            }
+            // A collection's document; a table's row (the vector left out).
+            let document = match target.get("table") {
+                Some(_) => &results[0]["document"]["document"],
+                None => &results[0]["document"],
+            };
+            assert!(document["group"].is_string(), "{results:?}");
+            assert!(
+                results[0]["document"].get("embedding").is_none(),
+                "{results:?}"
+            );
+        }
+    }
+
+    // A filter is applied before ranking.
+    let request = json!({ "collection": "points", "column": "embedding", "vector": query, "k": 5, "filter": { "group": "odd" } });
+    let results = call(&host, "POST", "/v1/knn", &token, Some(&request)).json()["results"].clone();
+    let mut odd: Vec<(f64, String)> = points
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 2 == 1)
+        .map(|(n, v)| (distance("l2", query, v), format!("p{n:03}")))
+        .collect();
+    odd.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let odd: Vec<String> = odd.into_iter().take(5).map(|(_, id)| id).collect();
+    let got: Vec<String> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, odd);
+
+    // Bad searches.
+    let search = |changes: Value| {
+        let mut request =
+            json!({ "collection": "points", "column": "embedding", "vector": query, "k": 3 });
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(changes.as_object().unwrap().clone());
+        call(&host, "POST", "/v1/knn", &token, Some(&request))
+    };
+    let mismatch = search(json!({ "vector": [1, 2, 3] })).expect_error(422);
+    assert!(mismatch.contains("dimension mismatch"), "{mismatch}");
+    assert!(search(json!({ "k": 0 })).expect_error(422).contains("`k`"));
+    assert!(
+        search(json!({ "k": 1001 }))
+            .expect_error(422)
+            .contains("`k`")
+    );
+    search(json!({ "collection": "nowhere" })).expect_error(404);
+    search(json!({ "column": "group" })).expect_error(422);
+    search(json!({ "metric": "manhattan" })).expect_error(422);
+    search(json!({ "table": "points" })).expect_error(422);
+
+    // Another tenant sees none of it.
+    let other = host
+        .signup(&unique_email("other"), "a long test password")
+        .access_token;
+    let request = json!({ "collection": "points", "column": "embedding", "vector": query, "k": 3 });
+    call(&host, "POST", "/v1/knn", &other, Some(&request)).expect_error(404);
+    call(&host, "GET", "/v1/collections/points", &other, None).expect_error(404);
+    let request = json!({ "table": "points", "column": "embedding", "vector": query, "k": 3 });
+    call(&host, "POST", "/v1/knn", &other, Some(&request)).expect_error(404);
+}
