@@ -8,12 +8,14 @@
 //! zatabase-bench auth       [--seconds N]
 //! zatabase-bench sql        [--seconds N]
 //! zatabase-bench fn         [--seconds N]
+//! zatabase-bench collections [--seconds N]
 //! ```
 //!
 //! `bench/run` builds everything, installs wrk and runs them all.
 
 mod auth;
 mod cold_start;
+mod collections;
 mod functions;
 mod server;
 mod sql;
@@ -41,8 +43,11 @@ fn main() -> anyhow::Result<()> {
         Some("auth") => runtime.block_on(auth::run(flag(&args, "--seconds", 10))),
         Some("sql") => runtime.block_on(sql::run(flag(&args, "--seconds", 10))),
         Some("fn") => functions::run(flag(&args, "--seconds", 10)),
+        Some("collections") => runtime.block_on(collections::run(flag(&args, "--seconds", 10))),
         _ => {
-            eprintln!("usage: zatabase-bench wasm-path|cold-start|auth|sql|fn [options]");
+            eprintln!(
+                "usage: zatabase-bench wasm-path|cold-start|auth|sql|fn|collections [options]"
+            );
             std::process::exit(2);
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::{binary, eventually, scratch};
 
 /// Where `zatabase install-postgres` put the binaries.
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let output = Command::new(binary())
         .arg("install-postgres")
         .output()

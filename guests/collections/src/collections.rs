@@ -382,7 +382,7 @@ fn backfill(collection: &Collection) -> Result<i64, ApiError> {
         sets.push(format!(
             "{} = {}",
             quoted(&column.name),
-            projection::expression(column, "t.document")
+            projection::expression(column, "t.document", projection::Fit::Lenient)
         ));
     }
     let statement = format!(

@@ -118,7 +118,11 @@ fn statement(collection: &Collection) -> String {
     for column in collection.projection.values() {
         let name = quoted(&column.name);
         columns.push(name.clone());
-        values.push(projection::expression(column, "e.doc"));
+        values.push(projection::expression(
+            column,
+            "e.doc",
+            projection::Fit::Checked,
+        ));
         updates.push(format!("{name} = EXCLUDED.{name}"));
     }
     format!(
@@ -140,6 +144,9 @@ fn check(text: &[u8], collection: &Collection) -> Result<String, String> {
         return Err(format!("the document exceeds {MAX_DOCUMENT} bytes"));
     }
     let document: Json = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+    if text.windows(6).any(|w| w == b"\\u0000") {
+        return Err("`\\u0000` cannot be stored (Postgres's jsonb has no NUL)".to_owned());
+    }
     let Json::Object(fields) = &document else {
         return Err("a document must be a JSON object".to_owned());
     };
@@ -151,8 +158,9 @@ fn check(text: &[u8], collection: &Collection) -> Result<String, String> {
     for column in collection.projection.values() {
         projection::check(&document, column)?;
     }
-    // Re-serialised: compact, and what Postgres parses is what was checked.
-    Ok(document.to_string())
+    // Sent as it came (it parsed as this very object); Postgres stores it
+    // as jsonb either way.
+    Ok(String::from_utf8_lossy(text).into_owned())
 }
 
 /// `POST /v1/collections/:name/ingest`
@@ -385,6 +393,46 @@ mod tests {
         }
         scanner.finish()?;
         Ok(seen)
+    }
+
+    #[test]
+    fn documents_are_checked_one_by_one() {
+        let collection = Collection {
+            name: "c".to_owned(),
+            projection: Default::default(),
+            version: 1,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        assert_eq!(
+            check(br#"{"id": 3, "a": 1}"#, &collection).unwrap(),
+            r#"{"id": 3, "a": 1}"#
+        );
+        assert!(
+            check(b"[1]", &collection)
+                .unwrap_err()
+                .contains("JSON object")
+        );
+        assert!(
+            check(br#"{"id": 1.5}"#, &collection)
+                .unwrap_err()
+                .contains("`id`")
+        );
+        assert!(
+            check(br#"{"id": null}"#, &collection)
+                .unwrap_err()
+                .contains("`id`")
+        );
+        assert!(
+            check(br#"{"a": "\u0000"}"#, &collection)
+                .unwrap_err()
+                .contains("NUL")
+        );
+        assert!(
+            check(b"{", &collection)
+                .unwrap_err()
+                .starts_with("not JSON")
+        );
     }
 
     #[test]

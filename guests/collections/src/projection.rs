@@ -251,7 +251,14 @@ pub fn check(document: &Json, column: &Column) -> Result<(), String> {
                 column.name,
                 items.len()
             )),
-            Some(items) if items.iter().all(|i| i.as_f64().is_some_and(f64::is_finite)) => Ok(()),
+            // float4, as pgvector stores them.
+            Some(items)
+                if items
+                    .iter()
+                    .all(|i| i.as_f64().is_some_and(|x| x.abs() <= f64::from(f32::MAX))) =>
+            {
+                Ok(())
+            }
             _ => fail(&format!("an array of {dims} numbers")),
         },
     }
@@ -298,12 +305,22 @@ fn looks_like_timestamp(text: &str) -> bool {
             .all(|b| b.is_ascii_digit() || matches!(b, b':' | b'.' | b'Z' | b'z' | b'+' | b'-'))
 }
 
+/// How a projected value is computed from a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// The document was checked ([`check`]): cast directly.
+    Checked,
+    /// The document was not: a value that does not fit is NULL.
+    Lenient,
+}
+
 /// The SQL expression computing `column` from the JSON document `source`
-/// (an SQL expression of type jsonb). A value that does not fit the type
-/// gives NULL rather than an error, so one document never fails a batch
-/// (ingest has checked each one first, see [`check`]; a backfill takes
-/// documents as they are).
-pub fn expression(column: &Column, source: &str) -> String {
+/// (an SQL expression of type jsonb), never failing on a value: ingest
+/// checks each document first ([`check`]) and casts what it checked; a
+/// backfill takes documents as they are, and a value that does not fit the
+/// type gives NULL. Timestamps are always tested (a checked one can still
+/// name a day the calendar has not).
+pub fn expression(column: &Column, source: &str, fit: Fit) -> String {
     let path: Vec<String> = column
         .path
         .iter()
@@ -315,6 +332,21 @@ pub fn expression(column: &Column, source: &str) -> String {
     // Keys hold only [A-Za-z0-9_-]: safe inside a quoted text[] literal.
     let value = format!("({source} #> '{{{}}}')", path.join(","));
     let text = format!("({value} #>> '{{}}')");
+    if fit == Fit::Checked {
+        match column.ty {
+            ColumnType::Integer | ColumnType::Numeric | ColumnType::Boolean => {
+                return format!(
+                    "({source} #>> '{{{}}}')::{}",
+                    path.join(","),
+                    column.ty.sql()
+                );
+            }
+            ColumnType::Vector(_) => {
+                return format!("(nullif({value}, 'null'))::text::{}", column.ty.sql());
+            }
+            _ => {}
+        }
+    }
     match column.ty {
         ColumnType::Text => format!("CASE WHEN jsonb_typeof({value}) <> 'null' THEN {text} END"),
         ColumnType::Jsonb => format!("CASE WHEN jsonb_typeof({value}) <> 'null' THEN {value} END"),
@@ -401,10 +433,10 @@ mod tests {
 
     #[test]
     fn expressions_read_the_path() {
-        let integer = expression(&column("integer", "$.a[0].b"), "d");
+        let integer = expression(&column("integer", "$.a[0].b"), "d", Fit::Lenient);
         assert!(integer.contains("(d #> '{a,0,b}')"), "{integer}");
         assert!(integer.ends_with("::bigint END"), "{integer}");
-        let vector = expression(&column("vector(2)", "$.e"), "d");
+        let vector = expression(&column("vector(2)", "$.e"), "d", Fit::Lenient);
         assert!(
             vector.contains("jsonb_array_length((d #> '{e}')) = 2"),
             "{vector}"
