@@ -38,38 +38,6 @@ fn vector_text(v: &[f64]) -> String {
     format!("[{}]", items.join(","))
 }
 
-/// Exact KNN from a native client: `queries` concurrent loops for `seconds`.
-async fn direct(pool: &sqlx::PgPool, sql: &'static str, seconds: u64) -> (f64, f64, f64) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let pool = pool.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&pool)
-                    .await
-                    .expect("direct query");
-                std::hint::black_box(rows);
-                latencies.push(started.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap_or_default());
-    }
-    all.sort();
-    if all.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
-    (all.len() as f64 / seconds as f64, at(0.5), at(0.99))
-}
-
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let host = tokio::task::spawn_blocking(|| {
         zatabase_tests::Host::builder()
@@ -226,12 +194,12 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         })
     };
     run_api(2).await??;
-    direct(&pool, direct_sql, 2).await;
+    crate::native::load(&pool, direct_sql, 2, CONCURRENCY).await;
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
         let api = run_api(seconds).await??;
         anyhow::ensure!(api.errors == 0, "knn: {} errors", api.errors);
-        let native = direct(&pool, direct_sql, seconds).await;
+        let native = crate::native::load(&pool, direct_sql, seconds, CONCURRENCY).await;
         rounds.push(((api.requests_per_sec, api.p50_us, api.p99_us), native));
     }
 

@@ -5,8 +5,6 @@
 //! cluster; `ZATABASE_BENCH_WORKERS=N` overrides its worker threads (for
 //! comparing against the default).
 
-use std::time::{Duration, Instant};
-
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::wrk;
@@ -19,35 +17,6 @@ fn post(url: &str, token: &str, body: serde_json::Value) -> anyhow::Result<serde
         .header("authorization", &format!("Bearer {token}"))
         .send_json(body)?;
     Ok(response.body_mut().read_json()?)
-}
-
-/// `queries` concurrent loops of `sql` for `seconds`: (queries/s, p50 µs, p99 µs).
-async fn direct(pool: &sqlx::PgPool, sql: &'static str, seconds: u64) -> (f64, f64, f64) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let pool = pool.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                let rows = sqlx::query(sql)
-                    .fetch_all(&pool)
-                    .await
-                    .expect("direct query");
-                std::hint::black_box(rows);
-                latencies.push(started.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap_or_default());
-    }
-    all.sort();
-    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
-    (all.len() as f64 / seconds as f64, at(0.5), at(0.99))
 }
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
@@ -132,13 +101,13 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
             })
         };
         run_api(2).await??;
-        direct(&pool, direct_query, 2).await;
+        crate::native::load(&pool, direct_query, 2, CONCURRENCY).await;
         // Alternating rounds, so a slow spell of the machine hits both sides.
         let mut rounds = Vec::new();
         for _ in 0..ROUNDS {
             let api = run_api(seconds).await??;
             anyhow::ensure!(api.errors == 0, "{name}: {} errors", api.errors);
-            let native = direct(&pool, direct_query, seconds).await;
+            let native = crate::native::load(&pool, direct_query, seconds, CONCURRENCY).await;
             rounds.push(((api.requests_per_sec, api.p50_us, api.p99_us), native));
         }
         results.push((name, rounds));

@@ -102,12 +102,7 @@ impl Request {
         let (body, stream) = if !declared.unwrap_or(carries_body) {
             (Vec::new(), None)
         } else if streams(&method, &path) {
-            let body = request
-                .consume()
-                .map_err(|()| ApiError::internal("request body already consumed"))?;
-            let stream = body
-                .stream()
-                .map_err(|()| ApiError::internal("request body stream unavailable"))?;
+            let (body, stream) = open_body(&request)?;
             let reader = BodyReader {
                 stream,
                 _body: body,
@@ -177,13 +172,27 @@ impl Request {
     }
 }
 
-fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
+/// The request's body and the stream that reads it.
+fn open_body(
+    request: &IncomingRequest,
+) -> Result<
+    (
+        IncomingBody,
+        crate::bindings::wasi::io::streams::InputStream,
+    ),
+    ApiError,
+> {
     let body = request
         .consume()
         .map_err(|()| ApiError::internal("request body already consumed"))?;
     let stream = body
         .stream()
         .map_err(|()| ApiError::internal("request body stream unavailable"))?;
+    Ok((body, stream))
+}
+
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
+    let (body, stream) = open_body(request)?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {

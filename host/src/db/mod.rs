@@ -375,18 +375,7 @@ impl TenantSql {
         params: &[Value],
         read_only: bool,
     ) -> Result<Fetched, SqlError> {
-        if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
-            tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
-            return Err(error(
-                ErrorKind::Unavailable,
-                "the tenant's database is not ready",
-            ));
-        }
-        let pool = self.db.tenant_pool(&self.tenant);
-        let mut conn = pool.acquire().await.map_err(|e| match e {
-            AcquireError::TimedOut => acquire_error(sqlx::Error::PoolTimedOut),
-            AcquireError::Connect(e) => acquire_error(e),
-        })?;
+        let mut conn = self.connect().await?;
         let scope = Scope {
             role: Some(&self.tenant.owner_role),
             // The connection's own default (see `Db::tenant_pool`).
@@ -423,10 +412,8 @@ impl TenantSql {
 }
 
 impl TenantSql {
-    /// Opens a transaction in the tenant (`read_only`: a read-only one),
-    /// on a connection whose session state an earlier request may have
-    /// left is cleared first.
-    pub async fn begin(&self, read_only: bool) -> Result<Tx, SqlError> {
+    /// A connection of the tenant's pool, the tenant provisioned first.
+    async fn connect(&self) -> Result<pool::Pooled, SqlError> {
         if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
             tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
             return Err(error(
@@ -435,10 +422,17 @@ impl TenantSql {
             ));
         }
         let pool = self.db.tenant_pool(&self.tenant);
-        let mut conn = pool.acquire().await.map_err(|e| match e {
+        pool.acquire().await.map_err(|e| match e {
             AcquireError::TimedOut => acquire_error(sqlx::Error::PoolTimedOut),
             AcquireError::Connect(e) => acquire_error(e),
-        })?;
+        })
+    }
+
+    /// Opens a transaction in the tenant (`read_only`: a read-only one),
+    /// on a connection whose session state an earlier request may have
+    /// left is cleared first.
+    pub async fn begin(&self, read_only: bool) -> Result<Tx, SqlError> {
+        let mut conn = self.connect().await?;
         conn.execute("SELECT extensions.zatabase_reset_session()")
             .await
             .map_err(acquire_error)?;
