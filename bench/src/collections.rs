@@ -42,7 +42,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let host = tokio::task::spawn_blocking(|| {
         zatabase_tests::Host::builder()
             .config(
-                "[rate_limit]\nenabled = false\n[http]\nbody_limit_bytes = 268435456\n\
+                "[rate_limit]\nenabled = false\n\
                  [postgres]\nshared_buffers = \"256MB\"\nmax_connections = 200\n",
             )
             .start()

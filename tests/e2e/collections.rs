@@ -210,6 +210,57 @@ fn a_collection_is_a_table_its_ingest_keeps_the_good_lines() {
 }
 
 #[test]
+fn ingest_takes_bodies_past_the_hosts_limit_and_other_routes_do_not() {
+    let host = Host::builder()
+        .config("[http]\nbody_limit_bytes = 65536\n")
+        .start();
+    let token = host.token();
+    let body = json!({ "name": "bulk" });
+    assert_eq!(
+        call(&host, "POST", "/v1/collections", &token, Some(&body)).status,
+        201
+    );
+    // About 1.2 MB, far past the host's limit of 64 KiB.
+    let padding = "x".repeat(1000);
+    let ndjson: String = (0..1200)
+        .map(|n| format!("{}\n", json!({ "id": n, "padding": padding })))
+        .collect();
+    let answer = ingest(&host, &token, "bulk", "application/x-ndjson", &ndjson);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["accepted"], 1200);
+    assert_eq!(count(&host, "bulk"), 1200);
+
+    // The host's limit still holds for the other route groups.
+    let big = format!("SELECT '{}'", "y".repeat(100_000));
+    host.sql(&big, &[]).expect_error(413);
+    // The route group's other routes read bodies whole, at most 16 MiB.
+    let huge = json!({ "collection": "bulk", "column": "v", "vector": [0.5], "k": 1, "pad": "z".repeat(17 << 20) });
+    let bearer = format!("Bearer {token}");
+    let refused = host.try_request_streamed(
+        "POST",
+        "/v1/knn",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+        ],
+        std::io::Cursor::new(huge.to_string().into_bytes()),
+    );
+    // As with the host's own limit, the answer may race the client still
+    // sending (see tests/e2e/http.rs): refused either way.
+    match refused {
+        Ok(response) => assert!(
+            response.expect_error(413).contains("16777216"),
+            "{}",
+            response.text()
+        ),
+        Err(error) => assert!(
+            error.contains("disconnected") || error.contains("reset") || error.contains("pipe"),
+            "{error}"
+        ),
+    }
+}
+
+#[test]
 fn a_projection_change_backfills_the_documents_already_stored() {
     let host = Host::start();
     let token = host.token();

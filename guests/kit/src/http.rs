@@ -172,6 +172,11 @@ impl Request {
     }
 }
 
+/// The most a route that reads its body whole takes (a route group whose
+/// spin.toml raises `body_limit_mb` for a streaming route keeps this bound
+/// on its other routes).
+const MAX_BUFFERED_BODY: usize = 16 << 20;
+
 /// The request's body and the stream that reads it.
 fn open_body(
     request: &IncomingRequest,
@@ -196,7 +201,18 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Ok(chunk) => {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > MAX_BUFFERED_BODY {
+                    return Err(ApiError::new(
+                        413,
+                        format!(
+                            "the request body exceeds {MAX_BUFFERED_BODY} bytes, the most a route \
+                             that reads its body whole takes"
+                        ),
+                    ));
+                }
+            }
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
                 return Err(ApiError::bad_request(format!(

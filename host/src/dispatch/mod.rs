@@ -187,6 +187,8 @@ pub struct LoadedComponent {
     pub name: Arc<str>,
     /// Exact paths served without authentication.
     pub public_routes: Vec<String>,
+    /// The largest request body its routes take, when not the host's.
+    pub body_limit: Option<usize>,
     instantiations: prometheus_client::metrics::histogram::Histogram,
     pre: HandlerPre,
     /// WASI 0.3 instances kept between requests.
@@ -307,6 +309,7 @@ pub fn load(
     Ok(LoadedComponent {
         name: Arc::from(id.as_str()),
         public_routes: spec.public_routes.clone(),
+        body_limit: spec.body_limit_bytes,
         instantiations: metrics.instantiations(&id),
         timeout: spec.timeout.unwrap_or(defaults.timeout),
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
@@ -332,6 +335,7 @@ pub fn load_function(
     Ok(LoadedComponent {
         name: Arc::from(name),
         public_routes: Vec::new(),
+        body_limit: None,
         instantiations: metrics.instantiations("fn"),
         timeout,
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),

@@ -37,6 +37,8 @@ pub struct ComponentSpec {
     pub grants: BTreeSet<Capability>,
     pub timeout: Option<Duration>,
     pub memory_mb: Option<u64>,
+    /// The largest request body its routes take, when not the host's.
+    pub body_limit_bytes: Option<usize>,
     /// The `paths` object of the route group's OpenAPI fragment.
     pub openapi: Option<serde_json::Value>,
     pub feature: Option<String>,
@@ -239,6 +241,16 @@ pub fn resolve(
         if let Some(memory) = zatabase.and_then(|z| z.memory_mb) {
             ensure!(memory > 0, "component `{id}`: memory_mb must be positive");
         }
+        let body_limit_bytes = match zatabase.and_then(|z| z.body_limit_mb) {
+            Some(mb) => {
+                ensure!(
+                    (1..=16 * 1024).contains(&mb),
+                    "component `{id}`: body_limit_mb must be between 1 and 16384"
+                );
+                Some(usize::try_from(mb << 20)?)
+            }
+            None => None,
+        };
         let public_routes = zatabase
             .map(|z| z.public_routes.clone())
             .unwrap_or_default();
@@ -257,6 +269,7 @@ pub fn resolve(
                 .and_then(|z| z.timeout_ms)
                 .map(Duration::from_millis),
             memory_mb: zatabase.and_then(|z| z.memory_mb),
+            body_limit_bytes,
             openapi,
             feature,
             public_routes,

@@ -91,6 +91,10 @@ pub struct ZatabaseComponent {
     /// Linear-memory limit of one instance, in MiB.
     #[serde(default)]
     pub memory_mb: Option<u64>,
+    /// The largest request body its routes take, in MiB, when it is not the
+    /// host's `http.body_limit_bytes` (a route that streams bulk data).
+    #[serde(default)]
+    pub body_limit_mb: Option<u64>,
     /// Path of this route group's OpenAPI paths, relative to the manifest.
     #[serde(default)]
     pub openapi: Option<String>,

@@ -163,8 +163,10 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
 /// Bodies above the limit answer 413: at once when `Content-Length` says
 /// so, or as soon as a streamed body crosses it (whatever the handler made
 /// of the cut-off body is replaced).
-pub async fn body_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = state.config.http.body_limit_bytes;
+///
+/// The limit is the host's (`http.body_limit_bytes`) or, on a route group's
+/// routes, the route group's own (`body_limit_mb` in spin.toml).
+pub async fn body_limit(limit: usize, request: Request, next: Next) -> Response {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

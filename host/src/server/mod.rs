@@ -109,15 +109,23 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 axum::routing::post(api::functions::invoke),
             );
     }
+    let host_limit = state.config.http.body_limit_bytes;
+    router = router.route_layer(axum::middleware::from_fn(move |request, next| {
+        middleware::body_limit(host_limit, request, next)
+    }));
     for route in &state.app.routes {
         let component = state.components[&route.component].clone();
+        let limit = component.body_limit.unwrap_or(host_limit);
         for path in route.axum_paths() {
             let component = component.clone();
             router = router.route(
                 &path,
                 any(move |State(state): State<AppState>, request: Request| {
                     serve_component(state, component.clone(), request)
-                }),
+                })
+                .layer(axum::middleware::from_fn(move |request, next| {
+                    middleware::body_limit(limit, request, next)
+                })),
             );
         }
     }
@@ -126,10 +134,6 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::body_limit,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
