@@ -163,3 +163,69 @@ fn rate_limits_count_down_and_refuse_with_429() {
     assert_eq!(host.get("/health").status, 200);
     assert_eq!(host.get("/health/ready").status, 200);
 }
+
+/// Reads one HTTP/1.1 response (with a `content-length`) from `stream`:
+/// its status line and body.
+fn read_response(stream: &mut std::io::BufReader<std::net::TcpStream>) -> (String, String) {
+    use std::io::{BufRead, Read};
+    let mut status = String::new();
+    stream.read_line(&mut status).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    (
+        status.trim().to_owned(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[test]
+fn a_request_refused_before_its_body_was_read_leaves_the_connection_usable() {
+    use std::io::Write;
+    let host = Host::start();
+    let token = host.token();
+    let address = host.base.trim_start_matches("http://").to_owned();
+    let stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    // Refused (no such function, no such route group caller) without the
+    // handler needing the body, which arrives a moment after the head (as
+    // clients send them); then the next request on the same connection.
+    for refused in [
+        format!(
+            "POST /v1/functions/00000000-0000-0000-0000-000000000000/invoke HTTP/1.1\r\nhost: x\r\n\
+             authorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+        ),
+        "POST /v1/sql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+            .to_owned(),
+        "POST /fn/nothing HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello".to_owned(),
+    ] {
+        let (head, body) = refused.split_at(refused.find("\r\n\r\n").unwrap() + 4);
+        writer.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        writer.write_all(body.as_bytes()).unwrap();
+        let (status, _) = read_response(&mut reader);
+        assert!(status.contains(" 40"), "{status}");
+        writer
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let (status, body) = read_response(&mut reader);
+        assert!(status.contains(" 200"), "{status}");
+        assert!(body.contains("ok"), "{body}");
+    }
+}

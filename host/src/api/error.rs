@@ -97,3 +97,22 @@ impl From<DispatchError> for ApiError {
         }
     }
 }
+
+/// `error`, answered before the request's body was read: a small body is
+/// read first, so the connection stays usable for the client's next request
+/// (HTTP/1.1 cannot reuse a connection with an unread body on it, and a
+/// client that already pooled it would find it closed).
+pub async fn refuse(error: ApiError, request: axum::extract::Request) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    const DRAIN: u64 = 64 << 10;
+    let small = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > 0 && n <= DRAIN);
+    if small {
+        let drained = request.into_body().collect();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
+    }
+    axum::response::IntoResponse::into_response(error)
+}

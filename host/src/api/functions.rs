@@ -57,7 +57,7 @@ pub async fn call(State(state): State<AppState>, request: Request) -> Response {
     .await;
     match outcome {
         Ok((caller, function)) => run(&state, caller, &function, &path_info, request).await,
-        Err(error) => error.into_response(),
+        Err(error) => super::refuse(error, request).await,
     }
 }
 
@@ -94,7 +94,7 @@ pub async fn invoke(State(state): State<AppState>, request: Request) -> Response
             let request = Request::from_parts(parts, body);
             run(&state, caller, &function, "/", request).await
         }
-        Err(error) => error.into_response(),
+        Err(error) => super::refuse(error, request).await,
     }
 }
 

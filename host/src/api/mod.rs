@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use http::{Method, StatusCode, Uri, header};
 
-pub use error::ApiError;
+pub use error::{ApiError, refuse};
 
 use crate::server::AppState;
 

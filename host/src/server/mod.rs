@@ -193,7 +193,7 @@ async fn serve_component(
                 Err(error) => ApiError::from(error).into_response(),
             }
         }
-        Err(error) => error.into_response(),
+        Err(error) => api::refuse(error, request).await,
     };
     response
         .extensions_mut()
