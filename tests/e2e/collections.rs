@@ -516,3 +516,91 @@ fn exact_knn_equals_brute_force_for_every_metric() {
     let request = json!({ "table": "points", "column": "embedding", "vector": query, "k": 3 });
     call(&host, "POST", "/v1/knn", &other, Some(&request)).expect_error(404);
 }
+
+#[test]
+fn collections_refuse_no_token_malformed_and_mistyped_bodies() {
+    let host = Host::start();
+    let token = host.token();
+    let body = json!({ "name": "notes" });
+    assert_eq!(
+        call(&host, "POST", "/v1/collections", &token, Some(&body)).status,
+        201
+    );
+
+    // No token: 401 on every route, nothing done.
+    for (method, path) in [
+        ("GET", "/v1/collections"),
+        ("POST", "/v1/collections"),
+        ("GET", "/v1/collections/notes"),
+        ("DELETE", "/v1/collections/notes"),
+        ("GET", "/v1/collections/notes/projection"),
+        ("PUT", "/v1/collections/notes/projection"),
+        ("POST", "/v1/collections/notes/ingest"),
+        ("POST", "/v1/knn"),
+    ] {
+        host.request(method, path, &[], Vec::new())
+            .expect_error(401);
+    }
+
+    let bearer = format!("Bearer {token}");
+    let send = |method: &str, path: &str, body: &str| {
+        host.request(
+            method,
+            path,
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes().to_vec(),
+        )
+    };
+    // Malformed JSON: 400; the right JSON of the wrong shape: 422.
+    for (method, path) in [
+        ("POST", "/v1/collections"),
+        ("PUT", "/v1/collections/notes/projection"),
+        ("POST", "/v1/knn"),
+    ] {
+        send(method, path, "{not json").expect_error(400);
+    }
+    for (method, path, body) in [
+        ("POST", "/v1/collections", r#"{"name": 5}"#),
+        ("POST", "/v1/collections", r#"{"name": "x", "extra": true}"#),
+        (
+            "PUT",
+            "/v1/collections/notes/projection",
+            r#"{"projection": []}"#,
+        ),
+        (
+            "POST",
+            "/v1/knn",
+            r#"{"collection": "notes", "column": "v", "vector": "no", "k": 1}"#,
+        ),
+        (
+            "POST",
+            "/v1/knn",
+            r#"{"collection": "notes", "column": "v", "vector": [1], "k": "1"}"#,
+        ),
+    ] {
+        send(method, path, body).expect_error(422);
+    }
+    // Unknown names: 404.
+    call(&host, "GET", "/v1/collections/nope", &token, None).expect_error(404);
+    call(&host, "DELETE", "/v1/collections/nope", &token, None).expect_error(404);
+    call(
+        &host,
+        "GET",
+        "/v1/collections/nope/projection",
+        &token,
+        None,
+    )
+    .expect_error(404);
+    call(&host, "DELETE", "/v1/collections/Bad-Name", &token, None).expect_error(404);
+    // Nothing above changed the collection.
+    let listed = call(&host, "GET", "/v1/collections", &token, None).json();
+    assert_eq!(
+        listed["collections"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(listed["collections"][0]["projection"], json!({}));
+}
