@@ -203,8 +203,8 @@ fn a_request_refused_before_its_body_was_read_leaves_the_connection_usable() {
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = std::io::BufReader::new(stream);
-    // Refused (no such function, no such route group caller) without the
-    // handler needing the body, which arrives a moment after the head (as
+    // Refused (no such function, no such route group caller, no such
+    // collection) without the handler needing the body, which arrives a moment after the head (as
     // clients send them); then the next request on the same connection.
     for refused in [
         format!(
@@ -214,6 +214,11 @@ fn a_request_refused_before_its_body_was_read_leaves_the_connection_usable() {
         "POST /v1/sql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
             .to_owned(),
         "POST /fn/nothing HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello".to_owned(),
+        // A route group's streaming route answering before it reads.
+        format!(
+            "POST /v1/collections/nothing/ingest HTTP/1.1\r\nhost: x\r\n\
+             authorization: Bearer {token}\r\ncontent-type: application/x-ndjson\r\ncontent-length: 2\r\n\r\n{{}}"
+        ),
     ] {
         let (head, body) = refused.split_at(refused.find("\r\n\r\n").unwrap() + 4);
         writer.write_all(head.as_bytes()).unwrap();

@@ -19,6 +19,8 @@ pub struct BodyReader {
     // Declared first: the stream must go before the body it came from.
     stream: crate::bindings::wasi::io::streams::InputStream,
     _body: IncomingBody,
+    /// Whether the handler read up to the end.
+    ended: std::cell::Cell<bool>,
 }
 
 impl BodyReader {
@@ -26,11 +28,55 @@ impl BodyReader {
     pub fn next_chunk(&self, max: u64) -> Result<Option<Vec<u8>>, ApiError> {
         match self.stream.blocking_read(max) {
             Ok(chunk) => Ok(Some(chunk)),
-            Err(StreamError::Closed) => Ok(None),
+            Err(StreamError::Closed) => {
+                self.ended.set(true);
+                Ok(None)
+            }
             Err(StreamError::LastOperationFailed(e)) => Err(ApiError::bad_request(format!(
                 "could not read the request body: {}",
                 e.to_debug_string()
             ))),
+        }
+    }
+}
+
+/// What a handler that answered without reading its body still reads of
+/// it, so that the client's connection stays usable for its next request
+/// (the host closes a connection whose request body was left unread, and a
+/// client still sending gets a broken pipe instead of the answer).
+const DISCARD_AT_MOST: u64 = 64 * 1024;
+const DISCARD_WAIT_NS: u64 = 1_000_000_000;
+
+impl BodyReader {
+    /// Reads and drops the rest of a small body the handler left unread:
+    /// up to [`DISCARD_AT_MOST`] bytes, waiting at most a second.
+    pub(crate) fn discard_rest(&self) {
+        use crate::bindings::wasi::clocks::monotonic_clock;
+        use crate::bindings::wasi::io::poll;
+        if self.ended.get() {
+            return;
+        }
+        let readable = self.stream.subscribe();
+        let timeout = monotonic_clock::subscribe_duration(DISCARD_WAIT_NS);
+        let mut left = DISCARD_AT_MOST;
+        loop {
+            match self.stream.read(left) {
+                Ok(chunk) if chunk.is_empty() => {
+                    poll::poll(&[&readable, &timeout]);
+                    if timeout.ready() {
+                        return;
+                    }
+                }
+                Ok(chunk) => match left.checked_sub(chunk.len() as u64) {
+                    Some(rest) if rest > 0 => left = rest,
+                    _ => return,
+                },
+                Err(StreamError::Closed) => {
+                    self.ended.set(true);
+                    return;
+                }
+                Err(StreamError::LastOperationFailed(_)) => return,
+            }
         }
     }
 }
@@ -106,6 +152,7 @@ impl Request {
             let reader = BodyReader {
                 stream,
                 _body: body,
+                ended: std::cell::Cell::new(false),
             };
             (Vec::new(), Some(std::rc::Rc::new(reader)))
         } else {

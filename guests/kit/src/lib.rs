@@ -52,7 +52,14 @@ pub fn serve<G: RouteGroup>(
     out: bindings::wasi::http::types::ResponseOutparam,
 ) {
     let response = match Request::from_incoming(request, G::streams) {
-        Ok(request) => G::handle(request),
+        Ok(request) => {
+            let body = request.stream.clone();
+            let response = G::handle(request);
+            if let Some(body) = body {
+                body.discard_rest();
+            }
+            response
+        }
         Err(error) => error.into(),
     };
     response.send(out);
