@@ -188,7 +188,9 @@ pub(crate) async fn run(
     mut request: Request,
 ) -> Response {
     let Some(Deployment {
-        component, context, ..
+        component,
+        context,
+        version,
     }) = &function.deployment
     else {
         return ApiError::new(
@@ -205,7 +207,7 @@ pub(crate) async fn run(
     spin_headers(&mut request, &function.name, path_info, client);
     let ctx = RequestContext::new(request_id, caller, client, Some(context.clone()));
     let request_id = ctx.request_id.clone();
-    let cold = function.cold();
+    let cold = state.functions.cold(&function.id, *version);
     let started = std::time::Instant::now();
     let mut response = match state.dispatcher.dispatch(component, ctx, request).await {
         Ok(response) => response,

@@ -9,7 +9,7 @@
 //! trigger on `zatabase.functions`); the route group also tells this host at
 //! once (`functions.forget`), so a deleted function is 404 on its next request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,16 +102,6 @@ pub struct Function {
     pub public: bool,
     /// None until its first deployment.
     pub deployment: Option<Deployment>,
-    /// Whether a request has run it since this host loaded it.
-    served: AtomicBool,
-}
-
-impl Function {
-    /// True for the first request served from this load of the function
-    /// (a cold start), false after.
-    pub fn cold(&self) -> bool {
-        !self.served.swap(true, Ordering::Relaxed)
-    }
 }
 
 pub struct Deployment {
@@ -127,6 +117,9 @@ pub struct Functions {
     metrics: Arc<Metrics>,
     limits: Limits,
     resolved: Mutex<HashMap<Lookup, Arc<Function>>>,
+    /// Deployments (function id, version) this host has served a request
+    /// of: a resolution forgotten and fetched again is not a cold start.
+    served: Mutex<HashSet<(String, i32)>>,
     /// Compiled components by sha256.
     compiled: Mutex<HashMap<String, Component>>,
     listening: AtomicBool,
@@ -161,6 +154,7 @@ impl Functions {
                 max_memory_mb: u32::try_from(max_memory_mb).unwrap_or(u32::MAX),
             },
             resolved: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashSet::new()),
             compiled: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
             telemetry: Arc::new(Telemetry::default()),
@@ -228,6 +222,16 @@ impl Functions {
             .lock()
             .expect("resolved functions poisoned")
             .clear();
+    }
+
+    /// True for the first request this host serves of a deployment (a cold
+    /// start), false after.
+    pub fn cold(&self, function_id: &str, version: i32) -> bool {
+        let mut served = self.served.lock().expect("served deployments poisoned");
+        if served.len() > 100_000 {
+            served.clear();
+        }
+        served.insert((function_id.to_owned(), version))
     }
 
     /// The function `lookup` names, if there is one.
@@ -357,7 +361,6 @@ impl Functions {
             name,
             public: row.try_get("public")?,
             deployment,
-            served: AtomicBool::new(false),
         }))
     }
 
