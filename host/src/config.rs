@@ -158,6 +158,9 @@ pub struct FunctionsConfig {
 pub struct SqlConfig {
     pub statement_timeout_ms: u64,
     pub max_rows: usize,
+    /// `maintenance_work_mem` of a background index build (an HNSW graph
+    /// that fits builds several times faster).
+    pub index_build_memory_mb: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,6 +309,7 @@ impl Default for SqlConfig {
         Self {
             statement_timeout_ms: 10_000,
             max_rows: 10_000,
+            index_build_memory_mb: 256,
         }
     }
 }
@@ -420,6 +424,10 @@ impl Config {
             "sql.statement_timeout_ms must be positive"
         );
         ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
+        ensure!(
+            (1..=65_536).contains(&self.sql.index_build_memory_mb),
+            "sql.index_build_memory_mb must be between 1 and 65536"
+        );
         let functions = &self.functions;
         ensure!(
             functions.timeout_ms > 0 && functions.timeout_ms <= functions.max_timeout_ms,

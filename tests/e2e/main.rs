@@ -5,6 +5,7 @@ mod auth;
 mod collections;
 mod external;
 mod functions;
+mod hnsw;
 mod http;
 mod lifecycle;
 mod observability;

@@ -35,16 +35,46 @@ struct KnnRequest {
     filter: Option<Map<String, Json>>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "snake_case")]
-enum Metric {
+pub(crate) enum Metric {
     #[default]
     L2,
     Cosine,
     InnerProduct,
 }
 
+/// A nearest-neighbour search as `/v1/knn` and `/v1/indexes/hnsw/search`
+/// take it: in a collection or a table, by one of its vector columns.
+pub(crate) struct Query<'a> {
+    pub collection: Option<&'a str>,
+    pub table: Option<&'a str>,
+    pub column: &'a str,
+    pub vector: &'a [f64],
+    pub k: i64,
+    pub metric: Metric,
+    pub filter: Option<&'a Map<String, Json>>,
+}
+
+/// How the neighbours are found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Every row compared; no index can change the answer.
+    Exact,
+    /// Ordered by the distance operator itself, so an HNSW index on the
+    /// column serves it.
+    Approximate,
+}
+
 impl Metric {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::L2 => "l2",
+            Self::Cosine => "cosine",
+            Self::InnerProduct => "inner_product",
+        }
+    }
+
     fn operator(self) -> &'static str {
         match self {
             Self::L2 => "<->",
@@ -57,36 +87,18 @@ impl Metric {
 /// `POST /v1/knn`
 pub fn knn(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: KnnRequest = request.json()?;
-    if !(1..=MAX_K).contains(&body.k) {
-        return Err(ApiError::unprocessable(format!(
-            "`k` must be between 1 and {MAX_K}, got {}",
-            body.k
-        )));
-    }
-    if body.vector.iter().any(|x| !x.is_finite()) {
-        return Err(ApiError::unprocessable("`vector` must hold finite numbers"));
-    }
-    if !valid_identifier(&body.column) {
-        return Err(ApiError::unprocessable(format!(
-            "`{}` is not a column name",
-            body.column
-        )));
-    }
-    let search = match (&body.collection, &body.table) {
-        (Some(name), None) => {
-            require(Resource::Collections, Some(name), Action::Read)?;
-            collection_search(name, &body)?
-        }
-        (None, Some(name)) => {
-            require(Resource::Tables, Some(name), Action::Read)?;
-            table_search(name, &body)?
-        }
-        _ => {
-            return Err(ApiError::unprocessable(
-                "name exactly one of `collection` and `table`",
-            ));
-        }
-    };
+    let search = search(
+        &Query {
+            collection: body.collection.as_deref(),
+            table: body.table.as_deref(),
+            column: &body.column,
+            vector: &body.vector,
+            k: body.k,
+            metric: body.metric,
+            filter: body.filter.as_ref(),
+        },
+        Order::Exact,
+    )?;
     let found = sql::execute_json(&search.statement, &search.params).map_err(sql_error)?;
     Ok(Response::json(
         200,
@@ -94,9 +106,52 @@ pub fn knn(request: &Request, _: &Params) -> Result<Response, ApiError> {
     ))
 }
 
-struct Search {
-    statement: String,
-    params: Vec<Value>,
+/// Checks what needs no database: `k`, the vector's numbers, the column
+/// name, and that exactly one of collection and table is named.
+pub(crate) fn check(query: &Query) -> Result<(), ApiError> {
+    if !(1..=MAX_K).contains(&query.k) {
+        return Err(ApiError::unprocessable(format!(
+            "`k` must be between 1 and {MAX_K}, got {}",
+            query.k
+        )));
+    }
+    if query.vector.iter().any(|x| !x.is_finite()) {
+        return Err(ApiError::unprocessable("`vector` must hold finite numbers"));
+    }
+    if !valid_identifier(query.column) {
+        return Err(ApiError::unprocessable(format!(
+            "`{}` is not a column name",
+            query.column
+        )));
+    }
+    if query.collection.is_some() == query.table.is_some() {
+        return Err(ApiError::unprocessable(
+            "name exactly one of `collection` and `table`",
+        ));
+    }
+    Ok(())
+}
+
+/// The statement that finds `query`'s neighbours, once the caller may read
+/// where it looks.
+pub(crate) fn search(query: &Query, order: Order) -> Result<Search, ApiError> {
+    check(query)?;
+    match (query.collection, query.table) {
+        (Some(name), _) => {
+            require(Resource::Collections, Some(name), Action::Read)?;
+            collection_search(name, query, order)
+        }
+        (_, Some(name)) => {
+            require(Resource::Tables, Some(name), Action::Read)?;
+            table_search(name, query, order)
+        }
+        (None, None) => unreachable!("checked above"),
+    }
+}
+
+pub(crate) struct Search {
+    pub statement: String,
+    pub params: Vec<Value>,
 }
 
 fn vector_param(vector: &[f64]) -> Value {
@@ -114,100 +169,114 @@ fn check_dimensions(dims: u32, vector: &[f64]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The ordering part of a search: exact keeps the distance out of reach
+/// of an index (a subquery Postgres does not flatten, ties broken by id);
+/// approximate orders by the operator itself, which an HNSW index serves.
+fn ordered(order: Order, select: &str, from: &str, distance: &str) -> String {
+    match order {
+        Order::Exact => format!(
+            "SELECT id, distance, document FROM (
+                SELECT {select} FROM {from} OFFSET 0
+             ) AS s ORDER BY distance, id LIMIT $2"
+        ),
+        Order::Approximate => format!("SELECT {select} FROM {from} ORDER BY {distance} LIMIT $2"),
+    }
+}
+
 /// In a collection: the column must be one of its projected vectors; the
 /// filter matches documents containing it (`document @> filter`).
-fn collection_search(name: &str, body: &KnnRequest) -> Result<Search, ApiError> {
+fn collection_search(name: &str, query: &Query, order: Order) -> Result<Search, ApiError> {
     let collection = collections::find(name)?;
-    let column = collection.projection.get(&body.column).ok_or_else(|| {
+    let column = collection.projection.get(query.column).ok_or_else(|| {
         ApiError::unprocessable(format!(
             "collection `{name}` projects no column `{}`",
-            body.column
+            query.column
         ))
     })?;
     let ColumnType::Vector(dims) = column.ty else {
         return Err(ApiError::unprocessable(format!(
             "column `{}` is {}, not a vector",
-            body.column,
+            query.column,
             column.ty.name()
         )));
     };
-    check_dimensions(dims, &body.vector)?;
+    check_dimensions(dims, query.vector)?;
     let mut params = vec![
-        vector_param(&body.vector),
-        Value::Scalar(Scalar::Int64(body.k)),
+        vector_param(query.vector),
+        Value::Scalar(Scalar::Int64(query.k)),
     ];
-    let filter = match &body.filter {
+    let filter = match query.filter {
         Some(filter) => {
             params.push(param_from_json(&Json::Object(filter.clone())));
             " AND document @> $3::jsonb"
         }
         None => "",
     };
-    let column = quoted(&body.column);
+    let column = quoted(query.column);
+    let distance = format!(
+        "({column} {op} $1::extensions.vector)",
+        op = query.metric.operator()
+    );
     Ok(Search {
-        statement: format!(
-            "SELECT id, distance, document FROM (
-                SELECT id, ({column} {op} $1::extensions.vector) AS distance, document
-                FROM {table} WHERE {column} IS NOT NULL{filter} OFFSET 0
-             ) AS s ORDER BY distance, id LIMIT $2",
-            op = body.metric.operator(),
-            table = quoted(name),
+        statement: ordered(
+            order,
+            &format!("id, {distance} AS distance, document"),
+            &format!(
+                "{table} WHERE {column} IS NOT NULL{filter}",
+                table = quoted(name)
+            ),
+            &distance,
         ),
         params,
     })
 }
 
-/// In a table of the tenant's: the column must be a vector column; the
-/// filter's keys are columns, each equal to its value. A row's `id` is its
-/// `id` column (null without one); its document, the row without the vector.
-fn table_search(name: &str, body: &KnnRequest) -> Result<Search, ApiError> {
+/// The dimension of table `name`'s vector column `column`: 404 without
+/// the table, 422 without the column or when it is no `vector(N)`.
+pub(crate) fn table_vector_dims(name: &str, column: &str) -> Result<u32, ApiError> {
     if !valid_identifier(name) {
         return Err(ApiError::not_found(format!("no table `{name}`")));
     }
     let described = sql::execute_json(
-        "SELECT format_type(a.atttypid, a.atttypmod) AS type
-         FROM pg_attribute a
-         WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-        &[param(quoted(name).as_str()), param(body.column.as_str())],
+        "SELECT to_regclass($1) IS NOT NULL AS found,
+                (SELECT format_type(a.atttypid, a.atttypmod)
+                 FROM pg_attribute a
+                 WHERE a.attrelid = to_regclass($1) AND a.attname = $2
+                   AND a.attnum > 0 AND NOT a.attisdropped) AS type",
+        &[param(quoted(name).as_str()), param(column)],
     )
     .map_err(sql_error)?;
-    let exists = sql::execute_json(
-        "SELECT to_regclass($1) IS NOT NULL AS found",
-        &[param(quoted(name).as_str())],
-    )
-    .map_err(sql_error)?;
-    if json_rows(&exists)
-        .pop()
-        .is_none_or(|row| row["found"] != true)
-    {
+    let row = json_rows(&described).pop().unwrap_or_default();
+    if row["found"] != true {
         return Err(ApiError::not_found(format!("no table `{name}`")));
     }
-    let Some(ty) = json_rows(&described)
-        .pop()
-        .and_then(|row| row["type"].as_str().map(str::to_owned))
-    else {
+    let Some(ty) = row["type"].as_str() else {
         return Err(ApiError::unprocessable(format!(
-            "table `{name}` has no column `{}`",
-            body.column
+            "table `{name}` has no column `{column}`"
         )));
     };
-    let dims = ty
-        .rsplit_once("vector(")
-        .and_then(|(_, rest)| rest.strip_suffix(')'))
+    ty.strip_prefix("vector(")
+        .and_then(|rest| rest.strip_suffix(')'))
         .and_then(|n| n.parse::<u32>().ok())
         .ok_or_else(|| {
             ApiError::unprocessable(format!(
-                "column `{}` is {ty}, not a vector with a dimension",
-                body.column
+                "column `{column}` is {ty}, not a vector with a dimension"
             ))
-        })?;
-    check_dimensions(dims, &body.vector)?;
+        })
+}
+
+/// In a table of the tenant's: the column must be a vector column; the
+/// filter's keys are columns, each equal to its value. A row's `id` is its
+/// `id` column (null without one); its document, the row without the vector.
+fn table_search(name: &str, query: &Query, order: Order) -> Result<Search, ApiError> {
+    let dims = table_vector_dims(name, query.column)?;
+    check_dimensions(dims, query.vector)?;
     let mut params = vec![
-        vector_param(&body.vector),
-        Value::Scalar(Scalar::Int64(body.k)),
+        vector_param(query.vector),
+        Value::Scalar(Scalar::Int64(query.k)),
     ];
     let mut filter = String::new();
-    for (key, value) in body.filter.iter().flatten() {
+    for (key, value) in query.filter.into_iter().flatten() {
         if !valid_identifier(key) {
             return Err(ApiError::unprocessable(format!(
                 "`{key}` is not a column name"
@@ -216,17 +285,23 @@ fn table_search(name: &str, body: &KnnRequest) -> Result<Search, ApiError> {
         params.push(param_from_json(value));
         filter.push_str(&format!(" AND t.{} = ${}", quoted(key), params.len()));
     }
-    let column = quoted(&body.column);
+    let column = quoted(query.column);
+    let distance = format!(
+        "(t.{column} {op} $1::extensions.vector)",
+        op = query.metric.operator()
+    );
     Ok(Search {
-        statement: format!(
-            "SELECT id, distance, document FROM (
-                SELECT to_jsonb(t) ->> 'id' AS id, (t.{column} {op} $1::extensions.vector) AS distance,
-                    to_jsonb(t) - {col} AS document
-                FROM {table} AS t WHERE t.{column} IS NOT NULL{filter} OFFSET 0
-             ) AS s ORDER BY distance, id LIMIT $2",
-            op = body.metric.operator(),
-            table = quoted(name),
-            col = format_args!("'{}'", body.column),
+        statement: ordered(
+            order,
+            &format!(
+                "to_jsonb(t) ->> 'id' AS id, {distance} AS distance, to_jsonb(t) - '{}' AS document",
+                query.column
+            ),
+            &format!(
+                "{table} AS t WHERE t.{column} IS NOT NULL{filter}",
+                table = quoted(name)
+            ),
+            &distance,
         ),
         params,
     })

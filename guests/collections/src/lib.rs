@@ -1,17 +1,19 @@
 //! The `collections` route group: JSON document collections in the caller's
 //! tenant, their projections, streamed ingest, and exact nearest-neighbour
-//! search (`/v1/collections`, `/v1/knn`).
+//! search, exact (`/v1/knn`) and by HNSW index (`/v1/indexes/hnsw`).
 //!
 //! A collection is a table of the tenant's own schema (`id`, `document`,
 //! the projected columns, times), queryable through `/v1/sql` too; its
 //! settings are a row of the tenant's `zatabase_collections` table. Every
-//! statement goes through the host's `sql` capability, as the tenant's role.
+//! statement goes through the host's `sql` capability, as the tenant's role;
+//! index builds, which outlive a request, through its `indexes` capability.
 
 // Natively (unit tests, lints) nothing calls the route group: its entry
 // point is the component export, which exists on wasm32 only.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 mod collections;
+mod hnsw;
 mod ingest;
 mod knn;
 mod projection;
@@ -40,6 +42,10 @@ impl RouteGroup for Collections {
             )
             .route("POST", "/v1/collections/:name/ingest", ingest::ingest)
             .route("POST", "/v1/knn", knn::knn)
+            .route("GET", "/v1/indexes/hnsw", hnsw::list)
+            .route("POST", "/v1/indexes/hnsw/build", hnsw::build)
+            .route("POST", "/v1/indexes/hnsw/search", hnsw::search)
+            .route("GET", "/v1/indexes/hnsw/:table/:column/stats", hnsw::stats)
             .handle(&request)
     }
 

@@ -31,7 +31,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::zatabase::platform::{auth, functions, log, platform_db, session, sql, types};
+pub use bindings::zatabase::platform::{
+    auth, functions, indexes, log, platform_db, session, sql, types,
+};
 
 /// A built-in route group: one function from request to response.
 pub trait RouteGroup {

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod functions;
+pub mod indexes;
 pub mod key_value;
 pub mod log;
 pub mod outbound;
@@ -35,12 +36,14 @@ wasmtime::component::bindgen!({
         "fermyon:spin/key-value": async | trappable,
         "spin:key-value/key-value@3.0.0": trappable,
         "zatabase:platform/sql.[method]transaction.execute": async | trappable,
+        "zatabase:platform/sql.[method]transaction.execute-json": async | trappable,
         "zatabase:platform/sql.[method]transaction.commit": async | trappable,
         "zatabase:platform/sql.[drop]transaction": async | trappable,
         "zatabase:platform/sql": async,
         "zatabase:platform/platform-db": async | trappable,
         "zatabase:platform/auth.hash-password": async | trappable,
         "zatabase:platform/auth": async,
+        "zatabase:platform/indexes": async,
     },
     with: {
         "zatabase:platform/platform-db.transaction": platform_db::Transaction,
@@ -64,16 +67,18 @@ pub enum Capability {
     Auth,
     Functions,
     Log,
+    Indexes,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Self::Session,
         Self::Sql,
         Self::PlatformDb,
         Self::Auth,
         Self::Functions,
         Self::Log,
+        Self::Indexes,
     ];
 
     /// The name used in `spin.toml`.
@@ -85,6 +90,7 @@ impl Capability {
             Self::Auth => "auth",
             Self::Functions => "functions",
             Self::Log => "log",
+            Self::Indexes => "indexes",
         }
     }
 
@@ -97,6 +103,7 @@ impl Capability {
             Self::Auth => "zatabase:platform/auth",
             Self::Functions => "zatabase:platform/functions",
             Self::Log => "zatabase:platform/log",
+            Self::Indexes => "zatabase:platform/indexes",
         }
     }
 
@@ -108,6 +115,7 @@ impl Capability {
             Self::Auth => auth::add_to_linker(linker),
             Self::Functions => functions::add_to_linker(linker),
             Self::Log => log::add_to_linker(linker),
+            Self::Indexes => indexes::add_to_linker(linker),
         }
     }
 }

@@ -123,6 +123,17 @@ impl HostTransaction for SqlState {
         Ok(denied_write(result, transaction.read_only).and_then(Fetched::typed))
     }
 
+    async fn execute_json(
+        &mut self,
+        tx: wasmtime::component::Resource<Transaction>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<JsonResult, SqlError>> {
+        let transaction = self.table.get_mut(&tx)?;
+        let result = transaction.tx.execute(&statement, &params).await;
+        Ok(denied_write(result, transaction.read_only).and_then(Fetched::json))
+    }
+
     async fn commit(
         &mut self,
         tx: wasmtime::component::Resource<Transaction>,

@@ -23,6 +23,7 @@ use crate::caps::types::{self as wit, ErrorKind, QueryResult, Scalar, SqlError, 
 pub struct Limits {
     pub statement_timeout: Duration,
     pub max_rows: usize,
+    pub index_build_memory_mb: u32,
 }
 
 /// Who the statements run as.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Executor, Postgres, SqlSafeStr};
 
 use crate::caps::types::{ErrorKind, SqlError, Value};
@@ -426,6 +426,41 @@ impl TenantSql {
             AcquireError::TimedOut => acquire_error(sqlx::Error::PoolTimedOut),
             AcquireError::Connect(e) => acquire_error(e),
         })
+    }
+
+    /// The tenant this runs in.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// A connection of the tenant's login role outside its pool, for work
+    /// that outlives a request (an index build): without the statement
+    /// timeout, with the configured `maintenance_work_mem`. The login role
+    /// has the owner role's rights; objects meant for the tenant's SQL are
+    /// created after `SET LOCAL ROLE` to the owner. Closed, never pooled,
+    /// when dropped.
+    pub async fn dedicated(&self) -> Result<PgConnection, SqlError> {
+        if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
+            tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
+            return Err(error(
+                ErrorKind::Unavailable,
+                "the tenant's database is not ready",
+            ));
+        }
+        let mut conn = self
+            .db
+            .tenant_pool(&self.tenant)
+            .connect_unpooled()
+            .await
+            .map_err(acquire_error)?;
+        let settings = format!(
+            "SET statement_timeout = 0; SET maintenance_work_mem = '{}MB'",
+            self.db.limits.index_build_memory_mb
+        );
+        conn.execute(sqlx::raw_sql(AssertSqlSafe(settings)))
+            .await
+            .map_err(acquire_error)?;
+        Ok(conn)
     }
 
     /// Opens a transaction in the tenant (`read_only`: a read-only one),

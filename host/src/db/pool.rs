@@ -128,6 +128,12 @@ impl TenantPool {
         idle.clear();
     }
 
+    /// A connection of the pool's role outside the pool (and its limit):
+    /// for work that outlives a request. Closed when dropped.
+    pub async fn connect_unpooled(&self) -> Result<PgConnection, sqlx::Error> {
+        PgConnection::connect_with(&self.options).await
+    }
+
     /// Open connections, idle or in use.
     pub fn size(&self) -> u32 {
         self.open.load(Ordering::Relaxed)

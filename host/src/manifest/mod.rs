@@ -120,8 +120,10 @@ impl Route {
             })
     }
 
-    fn shape(&self) -> String {
-        let mut shape: String = self
+    /// The paths the route matches, parameters unnamed: two routes sharing
+    /// one overlap. A wildcard route matches its prefix too.
+    fn shapes(&self) -> Vec<String> {
+        let base: String = self
             .segments
             .iter()
             .map(|s| match s {
@@ -129,10 +131,11 @@ impl Route {
                 Segment::Param(_) => "/:".to_owned(),
             })
             .collect();
+        let mut shapes = vec![base.clone()];
         if self.wildcard {
-            shape.push_str("/...");
+            shapes.push(format!("{base}/..."));
         }
-        shape
+        shapes
     }
 }
 
@@ -203,8 +206,10 @@ pub fn resolve(
             trigger.component
         );
         let route = parse_route(&trigger.route, &trigger.component)?;
-        if let Some(other) = shapes.insert(route.shape(), route.pattern.clone()) {
-            bail!("routes `{other}` and `{}` overlap", route.pattern);
+        for shape in route.shapes() {
+            if let Some(other) = shapes.insert(shape, route.pattern.clone()) {
+                bail!("routes `{other}` and `{}` overlap", route.pattern);
+            }
         }
         routes.push(route);
     }
