@@ -6,6 +6,11 @@
 //!   documents (id, document, vector) into a plain table.
 //! - Exact KNN (k = 10, L2): `POST /v1/knn` against the same exact query
 //!   sent by a native sqlx client, 32 concurrent, alternating rounds.
+//! - HNSW build: `POST /v1/indexes/hnsw/build` until its stats say ready,
+//!   against a direct `CREATE INDEX ... USING hnsw` of the same table,
+//!   alternating.
+//! - HNSW KNN (k = 10): `POST /v1/indexes/hnsw/search` against the same
+//!   ordered query with the same `ef_search`, sent directly.
 
 use std::io::Write;
 use std::process::Command;
@@ -19,6 +24,7 @@ const DOCUMENTS: usize = 100_000;
 const DIMENSIONS: usize = 128;
 const CONCURRENCY: u64 = 32;
 const ROUNDS: usize = 3;
+const BUILD_ROUNDS: usize = 2;
 
 /// A deterministic vector of two-decimal components.
 fn vector(seed: u64) -> Vec<f64> {
@@ -171,58 +177,194 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         )
         .into_boxed_str(),
     );
-    let script = work.join("knn.lua");
     let body = serde_json::json!({ "collection": "docs", "column": "embedding", "vector": query, "k": 10 });
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-        ),
-    )?;
-    let extra = vec![
-        "-H".to_owned(),
-        format!("Authorization: Bearer {token}"),
-        "-s".to_owned(),
-        script.display().to_string(),
-    ];
-    let url = format!("{base}/v1/knn");
-    let run_api = |secs: u64| {
-        let (url, extra) = (url.clone(), extra.clone());
-        tokio::task::spawn_blocking(move || {
-            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            wrk::run_args(&url, secs, CONCURRENCY, 2, &extra)
-        })
+    let target = Target {
+        base: &base,
+        token: &token,
+        work: &work,
+        pool: &pool,
+        seconds,
     };
-    run_api(2).await??;
-    crate::native::load(&pool, direct_sql, 2, CONCURRENCY).await;
-    let mut rounds = Vec::new();
-    for _ in 0..ROUNDS {
-        let api = run_api(seconds).await??;
-        anyhow::ensure!(api.errors == 0, "knn: {} errors", api.errors);
-        let native = crate::native::load(&pool, direct_sql, seconds, CONCURRENCY).await;
-        rounds.push(((api.requests_per_sec, api.p50_us, api.p99_us), native));
-    }
+    let line = target.compare("knn", &body, direct_sql).await?;
+    println!("exact KNN k=10 over {DOCUMENTS}, {line} (target >= 0.50)");
 
-    let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
-    let api = |i: usize| mean(rounds.iter().map(|(a, _)| [a.0, a.1, a.2][i]).collect());
-    let native = |i: usize| mean(rounds.iter().map(|(_, n)| [n.0, n.1, n.2][i]).collect());
-    let per_round: Vec<String> = rounds
-        .iter()
-        .map(|(a, n)| format!("{:.2}", a.0 / n.0))
-        .collect();
+    // HNSW build: through the API (202, then its stats until ready) against
+    // a direct CREATE INDEX of the same table with the same parameters and
+    // maintenance_work_mem (the host's default for builds), alternating.
+    let (m, ef_construction) = (24, 128);
+    let memory = zatabase::config::Config::default().sql.index_build_memory_mb;
+    run_psql(&format!("VACUUM ANALYZE \"{schema}\".docs"))?;
+    let mut builds = Vec::new();
+    for _ in 0..BUILD_ROUNDS {
+        let started = Instant::now();
+        run_psql(&format!(
+            "SET maintenance_work_mem = '{memory}MB'; \
+             CREATE INDEX anchor_hnsw ON \"{schema}\".docs USING hnsw (embedding extensions.vector_l2_ops) \
+             WITH (m = {m}, ef_construction = {ef_construction})"
+        ))?;
+        let direct = started.elapsed();
+        run_psql(&format!("DROP INDEX \"{schema}\".anchor_hnsw"))?;
+        let started = Instant::now();
+        let build_ms = tokio::task::spawn_blocking({
+            let (base, token) = (base.clone(), token.clone());
+            move || build_through_api(&base, &token, m, ef_construction)
+        })
+        .await??;
+        builds.push((started.elapsed().as_secs_f64(), build_ms as f64 / 1000.0, direct.as_secs_f64()));
+    }
+    let mean = |i: usize| builds.iter().map(|b| [b.0, b.1, b.2][i]).sum::<f64>() / builds.len() as f64;
+    let per_round: Vec<String> = builds.iter().map(|b| format!("{:.2}", b.0 / b.2)).collect();
     println!(
-        "exact KNN k=10 over {DOCUMENTS}, {CONCURRENCY} concurrent, {ROUNDS} rounds of {seconds} s: API {:.0} q/s (p50 {:.0} µs, p99 {:.0} µs); direct {:.0} q/s (p50 {:.0} µs, p99 {:.0} µs); ratio {:.2} ({}); p99 x{:.2} (target >= 0.50)",
-        api(0),
-        api(1),
-        api(2),
-        native(0),
-        native(1),
-        native(2),
-        api(0) / native(0),
+        "HNSW build over {DOCUMENTS} (m {m}, ef_construction {ef_construction}, maintenance_work_mem {memory} MB), {BUILD_ROUNDS} rounds: API {:.1} s to ready (the build itself {:.1} s, CREATE INDEX CONCURRENTLY); direct CREATE INDEX {:.1} s; ratio x{:.2} ({}) (target <= 1.10)",
+        mean(0),
+        mean(1),
+        mean(2),
+        mean(0) / mean(2),
         per_round.join(" "),
-        api(2) / native(2),
     );
+
+    // HNSW search: the API (its default ef_search) against the same
+    // ordered query on the same index, sent directly with the same
+    // ef_search.
+    let ef_search = 400;
+    let hnsw_pool = PgPoolOptions::new()
+        .max_connections(
+            zatabase::config::Config::default()
+                .pool
+                .tenant_max_connections,
+        )
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(
+                    conn,
+                    sqlx::AssertSqlSafe(format!("SET hnsw.ef_search = {ef_search}")),
+                )
+                .await
+                .map(drop)
+            })
+        })
+        .connect_with(
+            PgConnectOptions::new()
+                .socket(&socket)
+                .username("zatabase")
+                .database("zatabase"),
+        )
+        .await?;
+    let direct_sql: &'static str = Box::leak(
+        format!(
+            "SELECT id, (embedding OPERATOR(extensions.<->) '{v}'::extensions.vector) AS distance, document
+             FROM \"{schema}\".docs WHERE embedding IS NOT NULL
+             ORDER BY embedding OPERATOR(extensions.<->) '{v}'::extensions.vector LIMIT 10",
+            v = vector_text(&query)
+        )
+        .into_boxed_str(),
+    );
+    let target = Target {
+        pool: &hnsw_pool,
+        ..target
+    };
+    let line = target
+        .compare("indexes/hnsw/search", &body, direct_sql)
+        .await?;
+    println!("HNSW KNN k=10 (ef_search {ef_search}) over {DOCUMENTS}, {line} (target >= 0.50)");
+    hnsw_pool.close().await;
     pool.close().await;
     tokio::task::spawn_blocking(move || drop(host)).await?;
     Ok(())
+}
+
+/// Starts an HNSW build of `docs.embedding` and follows its stats until it
+/// is ready; returns the build time the host recorded (ms).
+fn build_through_api(base: &str, token: &str, m: u32, ef_construction: u32) -> anyhow::Result<i64> {
+    let bearer = format!("Bearer {token}");
+    let mut started = ureq::post(&format!("{base}/v1/indexes/hnsw/build"))
+        .header("authorization", &bearer)
+        .send_json(serde_json::json!({
+            "table": "docs", "column": "embedding", "m": m, "ef_construction": ef_construction,
+        }))?;
+    anyhow::ensure!(started.status() == 202, "build: {}", started.body_mut().read_to_string()?);
+    loop {
+        let mut stats = ureq::get(&format!("{base}/v1/indexes/hnsw/docs/embedding/stats"))
+            .header("authorization", &bearer)
+            .call()?;
+        let stats: serde_json::Value = stats.body_mut().read_json()?;
+        match stats["status"].as_str() {
+            Some("ready") => return Ok(stats["build_time_ms"].as_i64().unwrap_or_default()),
+            Some("building") => std::thread::sleep(Duration::from_millis(20)),
+            _ => anyhow::bail!("build: {stats}"),
+        }
+    }
+}
+
+/// Where the API side of a comparison runs, and the anchor's pool.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    base: &'a str,
+    token: &'a str,
+    work: &'a std::path::Path,
+    pool: &'a sqlx::PgPool,
+    seconds: u64,
+}
+
+impl Target<'_> {
+    /// `POST /v1/<route>` with `body` under wrk against `direct_sql` on
+    /// the pool, both at [`CONCURRENCY`], alternating for [`ROUNDS`]
+    /// rounds after a warm-up; the summary line.
+    async fn compare(
+        &self,
+        route: &str,
+        body: &serde_json::Value,
+        direct_sql: &'static str,
+    ) -> anyhow::Result<String> {
+        let script = self.work.join(format!("{}.lua", route.replace('/', "-")));
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+            ),
+        )?;
+        let extra = vec![
+            "-H".to_owned(),
+            format!("Authorization: Bearer {}", self.token),
+            "-s".to_owned(),
+            script.display().to_string(),
+        ];
+        let url = format!("{}/v1/{route}", self.base);
+        let run_api = |secs: u64| {
+            let (url, extra) = (url.clone(), extra.clone());
+            tokio::task::spawn_blocking(move || {
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                wrk::run_args(&url, secs, CONCURRENCY, 2, &extra)
+            })
+        };
+        run_api(2).await??;
+        crate::native::load(self.pool, direct_sql, 2, CONCURRENCY).await;
+        let mut rounds = Vec::new();
+        for _ in 0..ROUNDS {
+            let api = run_api(self.seconds).await??;
+            anyhow::ensure!(api.errors == 0, "{route}: {} errors", api.errors);
+            let native = crate::native::load(self.pool, direct_sql, self.seconds, CONCURRENCY).await;
+            rounds.push(((api.requests_per_sec, api.p50_us, api.p99_us), native));
+        }
+        let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
+        let api = |i: usize| mean(rounds.iter().map(|(a, _)| [a.0, a.1, a.2][i]).collect());
+        let native = |i: usize| mean(rounds.iter().map(|(_, n)| [n.0, n.1, n.2][i]).collect());
+        let per_round: Vec<String> = rounds
+            .iter()
+            .map(|(a, n)| format!("{:.2}", a.0 / n.0))
+            .collect();
+        Ok(format!(
+            "{CONCURRENCY} concurrent, {ROUNDS} rounds of {} s: API {:.0} q/s (p50 {:.0} µs, p99 {:.0} µs); direct {:.0} q/s (p50 {:.0} µs, p99 {:.0} µs); ratio {:.2} ({}); p99 x{:.2}",
+            self.seconds,
+            api(0),
+            api(1),
+            api(2),
+            native(0),
+            native(1),
+            native(2),
+            api(0) / native(0),
+            per_round.join(" "),
+            api(2) / native(2),
+        ))
+    }
 }
