@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::wrk;
-
 const DOCUMENTS: usize = 100_000;
 const DIMENSIONS: usize = 128;
 const CONCURRENCY: u64 = 32;
@@ -154,6 +152,9 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     );
     // Exact KNN: the API against the statement it runs, sent directly.
     let query = vector(u64::MAX);
+    // The anchor's client, as large as a tenant's pool; `hnsw.ef_search` is
+    // the API's default (exact queries do not read it).
+    let ef_search = 400;
     let pool = PgPoolOptions::new()
         .max_connections(
             zatabase::config::Config::default()
@@ -164,7 +165,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
             PgConnectOptions::new()
                 .socket(&socket)
                 .username("zatabase")
-                .database("zatabase"),
+                .database("zatabase")
+                .options([("hnsw.ef_search", ef_search.to_string())]),
         )
         .await?;
     let direct_sql: &'static str = Box::leak(
@@ -192,7 +194,9 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     // a direct CREATE INDEX of the same table with the same parameters and
     // maintenance_work_mem (the host's default for builds), alternating.
     let (m, ef_construction) = (24, 128);
-    let memory = zatabase::config::Config::default().sql.index_build_memory_mb;
+    let memory = zatabase::config::Config::default()
+        .sql
+        .index_build_memory_mb;
     run_psql(&format!("VACUUM ANALYZE \"{schema}\".docs"))?;
     let mut builds = Vec::new();
     for _ in 0..BUILD_ROUNDS {
@@ -210,9 +214,14 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
             move || build_through_api(&base, &token, m, ef_construction)
         })
         .await??;
-        builds.push((started.elapsed().as_secs_f64(), build_ms as f64 / 1000.0, direct.as_secs_f64()));
+        builds.push((
+            started.elapsed().as_secs_f64(),
+            build_ms as f64 / 1000.0,
+            direct.as_secs_f64(),
+        ));
     }
-    let mean = |i: usize| builds.iter().map(|b| [b.0, b.1, b.2][i]).sum::<f64>() / builds.len() as f64;
+    let mean =
+        |i: usize| builds.iter().map(|b| [b.0, b.1, b.2][i]).sum::<f64>() / builds.len() as f64;
     let per_round: Vec<String> = builds.iter().map(|b| format!("{:.2}", b.0 / b.2)).collect();
     println!(
         "HNSW build over {DOCUMENTS} (m {m}, ef_construction {ef_construction}, maintenance_work_mem {memory} MB), {BUILD_ROUNDS} rounds: API {:.1} s to ready (the build itself {:.1} s, CREATE INDEX CONCURRENTLY); direct CREATE INDEX {:.1} s; ratio x{:.2} ({}) (target <= 1.10)",
@@ -226,30 +235,6 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     // HNSW search: the API (its default ef_search) against the same
     // ordered query on the same index, sent directly with the same
     // ef_search.
-    let ef_search = 400;
-    let hnsw_pool = PgPoolOptions::new()
-        .max_connections(
-            zatabase::config::Config::default()
-                .pool
-                .tenant_max_connections,
-        )
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                sqlx::Executor::execute(
-                    conn,
-                    sqlx::AssertSqlSafe(format!("SET hnsw.ef_search = {ef_search}")),
-                )
-                .await
-                .map(drop)
-            })
-        })
-        .connect_with(
-            PgConnectOptions::new()
-                .socket(&socket)
-                .username("zatabase")
-                .database("zatabase"),
-        )
-        .await?;
     let direct_sql: &'static str = Box::leak(
         format!(
             "SELECT id, (embedding OPERATOR(extensions.<->) '{v}'::extensions.vector) AS distance, document
@@ -259,15 +244,10 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         )
         .into_boxed_str(),
     );
-    let target = Target {
-        pool: &hnsw_pool,
-        ..target
-    };
     let line = target
         .compare("indexes/hnsw/search", &body, direct_sql)
         .await?;
     println!("HNSW KNN k=10 (ef_search {ef_search}) over {DOCUMENTS}, {line} (target >= 0.50)");
-    hnsw_pool.close().await;
     pool.close().await;
     tokio::task::spawn_blocking(move || drop(host)).await?;
     Ok(())
@@ -282,7 +262,11 @@ fn build_through_api(base: &str, token: &str, m: u32, ef_construction: u32) -> a
         .send_json(serde_json::json!({
             "table": "docs", "column": "embedding", "m": m, "ef_construction": ef_construction,
         }))?;
-    anyhow::ensure!(started.status() == 202, "build: {}", started.body_mut().read_to_string()?);
+    anyhow::ensure!(
+        started.status() == 202,
+        "build: {}",
+        started.body_mut().read_to_string()?
+    );
     loop {
         let mut stats = ureq::get(&format!("{base}/v1/indexes/hnsw/docs/embedding/stats"))
             .header("authorization", &bearer)
@@ -307,64 +291,37 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// `POST /v1/<route>` with `body` under wrk against `direct_sql` on
-    /// the pool, both at [`CONCURRENCY`], alternating for [`ROUNDS`]
-    /// rounds after a warm-up; the summary line.
+    /// `POST /v1/<route>` with `body` against `direct_sql`; the summary.
     async fn compare(
         &self,
         route: &str,
         body: &serde_json::Value,
         direct_sql: &'static str,
     ) -> anyhow::Result<String> {
-        let script = self.work.join(format!("{}.lua", route.replace('/', "-")));
-        std::fs::write(
-            &script,
-            format!(
-                "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-            ),
-        )?;
-        let extra = vec![
-            "-H".to_owned(),
-            format!("Authorization: Bearer {}", self.token),
-            "-s".to_owned(),
-            script.display().to_string(),
-        ];
-        let url = format!("{}/v1/{route}", self.base);
-        let run_api = |secs: u64| {
-            let (url, extra) = (url.clone(), extra.clone());
-            tokio::task::spawn_blocking(move || {
-                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-                wrk::run_args(&url, secs, CONCURRENCY, 2, &extra)
-            })
-        };
-        run_api(2).await??;
-        crate::native::load(self.pool, direct_sql, 2, CONCURRENCY).await;
-        let mut rounds = Vec::new();
-        for _ in 0..ROUNDS {
-            let api = run_api(self.seconds).await??;
-            anyhow::ensure!(api.errors == 0, "{route}: {} errors", api.errors);
-            let native = crate::native::load(self.pool, direct_sql, self.seconds, CONCURRENCY).await;
-            rounds.push(((api.requests_per_sec, api.p50_us, api.p99_us), native));
-        }
-        let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
-        let api = |i: usize| mean(rounds.iter().map(|(a, _)| [a.0, a.1, a.2][i]).collect());
-        let native = |i: usize| mean(rounds.iter().map(|(_, n)| [n.0, n.1, n.2][i]).collect());
-        let per_round: Vec<String> = rounds
-            .iter()
-            .map(|(a, n)| format!("{:.2}", a.0 / n.0))
-            .collect();
+        let c = crate::native::compare(
+            &format!("{}/v1/{route}", self.base),
+            &body.to_string(),
+            self.token,
+            &self.work.join(format!("{}.lua", route.replace('/', "-"))),
+            self.pool,
+            direct_sql,
+            self.seconds,
+            CONCURRENCY,
+            ROUNDS,
+        )
+        .await?;
         Ok(format!(
             "{CONCURRENCY} concurrent, {ROUNDS} rounds of {} s: API {:.0} q/s (p50 {:.0} µs, p99 {:.0} µs); direct {:.0} q/s (p50 {:.0} µs, p99 {:.0} µs); ratio {:.2} ({}); p99 x{:.2}",
             self.seconds,
-            api(0),
-            api(1),
-            api(2),
-            native(0),
-            native(1),
-            native(2),
-            api(0) / native(0),
-            per_round.join(" "),
-            api(2) / native(2),
+            c.api[0],
+            c.api[1],
+            c.api[2],
+            c.direct[0],
+            c.direct[1],
+            c.direct[2],
+            c.ratio(),
+            c.per_round(),
+            c.api[2] / c.direct[2],
         ))
     }
 }

@@ -7,8 +7,6 @@
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::wrk;
-
 const CONCURRENCY: u64 = 32;
 const ROUNDS: usize = 3;
 
@@ -73,44 +71,25 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let hundred: &'static str =
         Box::leak(format!("SELECT * FROM \"{schema}\".products").into_boxed_str());
 
-    let header = format!("Authorization: Bearer {token}");
     let mut results = Vec::new();
     for (name, api_query, direct_query) in [
         ("SELECT 1", "SELECT 1", "SELECT 1"),
         ("100-row SELECT", "SELECT * FROM products", hundred),
     ] {
-        let script = host.data_dir.join("sql.lua");
-        std::fs::write(
-            &script,
-            format!(
-                "wrk.method = \"POST\"\nwrk.body = '{{\"query\":\"{api_query}\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-            ),
-        )?;
-        let url = format!("{base}/v1/sql");
-        let extra = vec![
-            "-H".to_owned(),
-            header.clone(),
-            "-s".to_owned(),
-            script.display().to_string(),
-        ];
-        let run_api = |secs: u64| {
-            let (url, extra) = (url.clone(), extra.clone());
-            tokio::task::spawn_blocking(move || {
-                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-                wrk::run_args(&url, secs, CONCURRENCY, 2, &extra)
-            })
-        };
-        run_api(2).await??;
-        crate::native::load(&pool, direct_query, 2, CONCURRENCY).await;
-        // Alternating rounds, so a slow spell of the machine hits both sides.
-        let mut rounds = Vec::new();
-        for _ in 0..ROUNDS {
-            let api = run_api(seconds).await??;
-            anyhow::ensure!(api.errors == 0, "{name}: {} errors", api.errors);
-            let native = crate::native::load(&pool, direct_query, seconds, CONCURRENCY).await;
-            rounds.push(((api.requests_per_sec, api.p50_us, api.p99_us), native));
-        }
-        results.push((name, rounds));
+        let body = serde_json::json!({ "query": api_query }).to_string();
+        let compared = crate::native::compare(
+            &format!("{base}/v1/sql"),
+            &body,
+            &token,
+            &host.data_dir.join("sql.lua"),
+            &pool,
+            direct_query,
+            seconds,
+            CONCURRENCY,
+            ROUNDS,
+        )
+        .await?;
+        results.push((name, compared));
     }
     println!(
         "POST /v1/sql vs a native sqlx client, {CONCURRENCY} concurrent, {ROUNDS} alternating rounds of {seconds} s (means)"
@@ -119,24 +98,17 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         "{:<16} {:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}  per round",
         "", "API q/s", "p50 µs", "p99 µs", "direct q/s", "p50 µs", "p99 µs", "ratio"
     );
-    let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
-    for (name, rounds) in &results {
-        let api = |i: usize| mean(rounds.iter().map(|(a, _)| [a.0, a.1, a.2][i]).collect());
-        let native = |i: usize| mean(rounds.iter().map(|(_, n)| [n.0, n.1, n.2][i]).collect());
-        let per_round: Vec<String> = rounds
-            .iter()
-            .map(|(a, n)| format!("{:.2}", a.0 / n.0))
-            .collect();
+    for (name, c) in &results {
         println!(
             "{name:<16} {:>12.0} {:>9.0} {:>9.0} {:>12.0} {:>9.0} {:>9.0} {:>7.2}  {}",
-            api(0),
-            api(1),
-            api(2),
-            native(0),
-            native(1),
-            native(2),
-            api(0) / native(0),
-            per_round.join(" ")
+            c.api[0],
+            c.api[1],
+            c.api[2],
+            c.direct[0],
+            c.direct[1],
+            c.direct[2],
+            c.ratio(),
+            c.per_round()
         );
     }
     println!("target: the API keeps >= 0.40 of the direct throughput");
