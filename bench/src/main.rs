@@ -9,6 +9,7 @@
 //! zatabase-bench sql        [--seconds N]
 //! zatabase-bench fn         [--seconds N]
 //! zatabase-bench collections [--seconds N]
+//! zatabase-bench zql        [--seconds N]
 //! ```
 //!
 //! `bench/run` builds everything, installs wrk and runs them all.
@@ -22,6 +23,7 @@ mod server;
 mod sql;
 mod wasm_path;
 mod wrk;
+mod zql;
 
 fn flag(args: &[String], name: &str, default: u64) -> u64 {
     args.windows(2)
@@ -45,9 +47,10 @@ fn main() -> anyhow::Result<()> {
         Some("sql") => runtime.block_on(sql::run(flag(&args, "--seconds", 10))),
         Some("fn") => functions::run(flag(&args, "--seconds", 10)),
         Some("collections") => runtime.block_on(collections::run(flag(&args, "--seconds", 10))),
+        Some("zql") => runtime.block_on(zql::run(flag(&args, "--seconds", 10))),
         _ => {
             eprintln!(
-                "usage: zatabase-bench wasm-path|cold-start|auth|sql|fn|collections [options]"
+                "usage: zatabase-bench wasm-path|cold-start|auth|sql|fn|collections|zql [options]"
             );
             std::process::exit(2);
         }

@@ -111,7 +111,7 @@ fn readiness_reports_a_stopped_postgres() {
     let ready = host.get("/health/ready");
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["checks"]["postgres"]["status"], "up");
-    assert_eq!(ready.json()["checks"]["components"]["loaded"], 4);
+    assert_eq!(ready.json()["checks"]["components"]["loaded"], 5);
 
     let postgres = host.postgres_pid().unwrap();
     rustix::process::kill_process(postgres, Signal::KILL).unwrap();

@@ -12,3 +12,4 @@ mod observability;
 mod permissions;
 mod runtime;
 mod sql;
+mod zql;
