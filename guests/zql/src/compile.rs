@@ -336,10 +336,17 @@ pub fn compile(statement: &Statement, params: &BTreeMap<String, Json>) -> Result
                 Some(v) => b.vector(v)?,
                 None => "NULL".to_owned(),
             };
+            // A buffered insert turns off the synchronous commit of its own
+            // transaction, in the same statement (one round trip).
+            let source = if *buffered {
+                " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS buffered"
+            } else {
+                ""
+            };
             (
                 format!(
                     "INSERT INTO zatabase_records (id, namespace, data, embedding, pending)
-                     VALUES ({id}, {namespace}, {data}::jsonb, {vector}, {buffered}) RETURNING id"
+                     SELECT {id}, {namespace}, {data}::jsonb, {vector}, {buffered}{source} RETURNING id"
                 ),
                 Shape::Write,
             )
@@ -605,6 +612,29 @@ mod tests {
             let error = compile(&statement(query).unwrap(), &BTreeMap::new()).unwrap_err();
             assert!(error.0.contains(message), "{query}: {}", error.0);
         }
+    }
+
+    #[test]
+    fn a_buffered_insert_turns_off_its_own_synchronous_commit() {
+        let durable = sql("INSERT INTO n {a: 1}");
+        assert!(
+            !durable.statement.contains("synchronous_commit"),
+            "{}",
+            durable.statement
+        );
+        assert!(
+            durable.statement.contains(", false RETURNING id"),
+            "{}",
+            durable.statement
+        );
+        let buffered = sql("INSERT INTO n {a: 1} BUFFERED");
+        assert!(
+            buffered.statement.ends_with(
+                ", true FROM (SELECT set_config('synchronous_commit', 'off', true)) AS buffered RETURNING id"
+            ),
+            "{}",
+            buffered.statement
+        );
     }
 
     #[test]

@@ -86,9 +86,8 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
             Ok(json!({ "results": rows }))
         }
         Shape::Write => {
-            let buffered = matches!(statement, Statement::Insert { buffered: true, .. });
             let written = match statement {
-                Statement::Insert { .. } => store::write(&sql.statement, &sql.params, !buffered)?,
+                Statement::Insert { .. } => store::insert(&sql.statement, &sql.params)?,
                 // Updates and deletes of a tenant with no records change none.
                 _ => match store::read(&sql.statement, &sql.params)? {
                     Some(result) => result,

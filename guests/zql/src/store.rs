@@ -71,26 +71,16 @@ pub fn read(statement: &str, params: &[Value]) -> Result<Option<JsonResult>, Api
     }
 }
 
-/// Runs a write, making the tables first if this is the tenant's first.
-pub fn write(statement: &str, params: &[Value], durable: bool) -> Result<JsonResult, ApiError> {
-    match write_once(statement, params, durable) {
+/// Runs an insert, making the tables first if this is the tenant's first.
+/// (A buffered insert sets its own transaction's `synchronous_commit`.)
+pub fn insert(statement: &str, params: &[Value]) -> Result<JsonResult, ApiError> {
+    match sql::execute_json(statement, params) {
         Err(e) if missing_table(&e) => {
             sql::execute(CREATE, &[]).map_err(sql_error)?;
-            write_once(statement, params, durable).map_err(sql_error)
+            sql::execute_json(statement, params).map_err(sql_error)
         }
         result => result.map_err(sql_error),
     }
-}
-
-fn write_once(statement: &str, params: &[Value], durable: bool) -> Result<JsonResult, SqlError> {
-    if durable {
-        return sql::execute_json(statement, params);
-    }
-    let tx = sql::begin()?;
-    tx.execute("SELECT set_config('synchronous_commit', 'off', true)", &[])?;
-    let result = tx.execute_json(statement, params)?;
-    tx.commit()?;
-    Ok(result)
 }
 
 /// Flushes every buffered write to disk; how many there were.
