@@ -6,6 +6,7 @@
 //! A request is bounded twice: an epoch deadline stops a guest spinning in
 //! its own code, a wall-clock timeout one waiting on the host.
 
+mod coalesce;
 pub mod output;
 
 use std::pin::Pin;
@@ -623,9 +624,18 @@ impl Dispatcher {
         })
         .await;
         let answered = match outcome {
-            Ok(Ok(answer)) => {
+            Ok(Ok(Ok(response))) => {
+                // A small body the guest has written by now leaves with
+                // the head, in one write.
+                let (response, running) = coalesce::written_body(response, run).await;
+                if let Some(run) = running {
+                    tokio::spawn(run);
+                }
+                Ok(Ok(response))
+            }
+            Ok(Ok(Err(code))) => {
                 tokio::spawn(run);
-                Ok(answer)
+                Ok(Err(code))
             }
             // The guest dropped its response slot unused: its own result says why.
             Ok(Err(_)) => match run.await {
