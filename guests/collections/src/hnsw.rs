@@ -19,6 +19,7 @@ use zatabase_guest_kit::values::{json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
 use crate::knn::{self, Metric, Order, Query};
+use crate::projection::valid_identifier;
 use crate::sql_error;
 
 /// Defaults that favour recall: on uniformly random 128-d vectors (the
@@ -51,6 +52,12 @@ struct BuildRequest {
 pub fn build(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: BuildRequest = request.json()?;
     require(Resource::Vectors, Some(&body.table), Action::Write)?;
+    if !valid_identifier(&body.column) {
+        return Err(ApiError::unprocessable(format!(
+            "`{}` is not a column name",
+            body.column
+        )));
+    }
     let dims = knn::table_vector_dims(&body.table, &body.column)?;
     if dims > MAX_DIMENSIONS {
         return Err(ApiError::unprocessable(format!(
@@ -75,6 +82,7 @@ pub fn build(request: &Request, _: &Params) -> Result<Response, ApiError> {
         _ => sql_error(e),
     })?;
     let state = find(&build.table, &build.column)?
+        .map(shape)
         .ok_or_else(|| ApiError::internal("the build was recorded but cannot be read"))?;
     Ok(Response::json(202, &state).with_header(
         "location",
@@ -92,17 +100,19 @@ SELECT i.table_name AS table, i.column_name AS column, i.index_name AS index,
        CASE WHEN i.status = 'building' AND i.heartbeat_at < now() - make_interval(secs => $1)
             THEN 'the build stopped: the host running it went away' ELSE i.error END AS reason,
        i.phase, i.progress, i.build_ms, i.started_at, i.finished_at,
+       i.replaces_metric, to_regclass(quote_ident(i.replaces)) IS NOT NULL AS fallback,
        CASE WHEN i.status = 'ready' THEN pg_relation_size(c.oid) END AS size_bytes,
        CASE WHEN i.status = 'ready' THEN c.reltuples::bigint END AS rows
 FROM zatabase_indexes i
 LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(i.index_name))";
 
-/// The state of the index on `table`.`column`, if one was ever built.
+/// The state of the index on `table`.`column` (as read), if one was ever
+/// built.
 fn find(table: &str, column: &str) -> Result<Option<Json>, ApiError> {
     Ok(all(Some((table, column)))?.pop())
 }
 
-/// Every index (or the one on a table and column), shaped for the API.
+/// Every index (or the one on a table and column), as read.
 fn all(only: Option<(&str, &str)>) -> Result<Vec<Json>, ApiError> {
     let mut params = vec![Value::Scalar(Scalar::Int64(i64::from(STALE_AFTER_SECS)))];
     let statement = match only {
@@ -118,7 +128,7 @@ fn all(only: Option<(&str, &str)>) -> Result<Vec<Json>, ApiError> {
         Err(e) if e.kind == ErrorKind::UndefinedObject => return Ok(Vec::new()),
         Err(e) => return Err(sql_error(e)),
     };
-    Ok(json_rows(&found).into_iter().map(shape).collect())
+    Ok(json_rows(&found))
 }
 
 /// A row as the API shows it: parameters together, progress only while
@@ -156,7 +166,8 @@ fn shape(row: Json) -> Json {
 /// `GET /v1/indexes/hnsw`
 pub fn list(_: &Request, _: &Params) -> Result<Response, ApiError> {
     require(Resource::Vectors, None, Action::Read)?;
-    Ok(Response::json(200, &json!({ "indexes": all(None)? })))
+    let indexes: Vec<Json> = all(None)?.into_iter().map(shape).collect();
+    Ok(Response::json(200, &json!({ "indexes": indexes })))
 }
 
 /// `GET /v1/indexes/hnsw/:table/:column/stats`
@@ -164,7 +175,7 @@ pub fn stats(_: &Request, params: &Params) -> Result<Response, ApiError> {
     let (table, column) = (params.get("table"), params.get("column"));
     require(Resource::Vectors, Some(table), Action::Read)?;
     let state = find(table, column)?.ok_or_else(|| no_index(table, column))?;
-    Ok(Response::json(200, &state))
+    Ok(Response::json(200, &shape(state)))
 }
 
 fn no_index(table: &str, column: &str) -> ApiError {
@@ -214,8 +225,15 @@ pub fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let table = query.collection.or(query.table).unwrap_or_default();
     require(Resource::Vectors, Some(table), Action::Read)?;
     let index = find(table, &body.column)?.ok_or_else(|| no_index(table, &body.column))?;
+    // While a rebuild runs, or after one failed, the index it replaces
+    // still serves.
+    let built_for = match index["status"].as_str() {
+        Some("ready") => index["metric"].as_str(),
+        _ if index["fallback"] == true => index["replaces_metric"].as_str(),
+        _ => None,
+    };
     match index["status"].as_str() {
-        Some("ready") => {}
+        _ if built_for.is_some() => {}
         Some("building") => {
             return Err(ApiError::new(
                 409,
@@ -237,7 +255,7 @@ pub fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ));
         }
     }
-    let built_for = index["metric"].as_str().unwrap_or_default();
+    let built_for = built_for.unwrap_or_default();
     match body.metric {
         Some(metric) if metric.name() != built_for => {
             return Err(ApiError::unprocessable(format!(

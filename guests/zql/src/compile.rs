@@ -457,8 +457,10 @@ fn aggregate_sql(
 ) -> Result<String> {
     let mut columns = Vec::new();
     let group = group_by.map(|path| (b.path(path), path_name(path)));
+    let mut taken = std::collections::BTreeSet::new();
     if let Some((expression, name)) = &group {
-        columns.push(format!("{expression} AS {}", quote_alias(name)));
+        taken.insert(name.clone());
+        columns.push(format!("{expression} AS {}", quote_alias(name)?));
     }
     for aggregate in aggregates {
         let (function, name) = match aggregate.function {
@@ -487,7 +489,10 @@ fn aggregate_sql(
             }
         };
         let alias = aggregate.alias.clone().unwrap_or(default_name);
-        columns.push(format!("{expression} AS {}", quote_alias(&alias)));
+        if !taken.insert(alias.clone()) {
+            return fail(format!("two results are named `{alias}`; name one with AS"));
+        }
+        columns.push(format!("{expression} AS {}", quote_alias(&alias)?));
     }
     let filter = b.filter(namespace, filter)?;
     let mut sql = format!(
@@ -519,9 +524,14 @@ fn path_name(path: &[Step]) -> String {
 
 /// An output column name, as a quoted identifier (the only text of the
 /// query that reaches the SQL outside a parameter, quoted by the rules).
-fn quote_alias(name: &str) -> String {
-    let cleaned: String = name.chars().filter(|c| *c != '\0').take(63).collect();
-    format!("\"{}\"", cleaned.replace('"', "\"\""))
+fn quote_alias(name: &str) -> Result<String> {
+    if name.is_empty() || name.contains('\0') || name.len() > 63 {
+        return fail(format!(
+            "`{}` cannot name a result: 1 to 63 bytes, no NUL",
+            name.escape_debug()
+        ));
+    }
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }
 
 #[cfg(test)]
@@ -608,6 +618,15 @@ mod tests {
             ("FIND NEAR ['a'] TOP 3", "non-empty array"),
             ("INSERT {a: 1} ID 5", "a record id must be a string"),
             ("FIND WHERE EXISTS @id", "EXISTS takes a data field"),
+            ("AGGREGATE count(*) AS ''", "cannot name a result"),
+            (
+                "AGGREGATE count(*), count(*)",
+                "two results are named `count`",
+            ),
+            (
+                "AGGREGATE count(*) GROUP BY count",
+                "two results are named `count`",
+            ),
         ] {
             let error = compile(&statement(query).unwrap(), &BTreeMap::new()).unwrap_err();
             assert!(error.0.contains(message), "{query}: {}", error.0);

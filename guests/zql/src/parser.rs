@@ -177,11 +177,18 @@ pub fn condition(text: &str) -> Result<Condition, SyntaxError> {
 
 /// How deeply conditions and values may nest (a guard on the stack).
 const MAX_DEPTH: u32 = 64;
+/// The most tests (comparisons, `IN`, `BETWEEN`, `EXISTS`) in one query:
+/// a chain of `AND`/`OR` is a tree as deep as it is long.
+const MAX_TESTS: u32 = 256;
 
 struct Parser {
     tokens: Vec<(Token, Position)>,
     at: usize,
     depth: u32,
+    /// Tests read so far, against [`MAX_TESTS`].
+    tests: u32,
+    /// Whether the last `next` moved (it stays on the end).
+    advanced: bool,
 }
 
 impl Parser {
@@ -190,6 +197,8 @@ impl Parser {
             tokens: tokens(text)?,
             at: 0,
             depth: 0,
+            tests: 0,
+            advanced: false,
         })
     }
 
@@ -203,10 +212,18 @@ impl Parser {
 
     fn next(&mut self) -> Token {
         let token = self.tokens[self.at].0.clone();
-        if self.at + 1 < self.tokens.len() {
+        self.advanced = self.at + 1 < self.tokens.len();
+        if self.advanced {
             self.at += 1;
         }
         token
+    }
+
+    /// Steps back over the token just read (the end is never stepped over).
+    fn unread(&mut self) {
+        if self.advanced {
+            self.at -= 1;
+        }
     }
 
     fn error<T>(&self, expected: &str) -> Result<T, SyntaxError> {
@@ -584,7 +601,7 @@ impl Parser {
                 match self.next() {
                     Token::Word(w) | Token::Quoted(w) => path.push(Step::Key(w)),
                     _ => {
-                        self.at -= 1;
+                        self.unread();
                         return self.error("a field name after `.`");
                     }
                 }
@@ -593,13 +610,13 @@ impl Parser {
                     Token::Number(n) => match n.parse::<i64>() {
                         Ok(index) => path.push(Step::Index(index)),
                         Err(_) => {
-                            self.at -= 1;
+                            self.unread();
                             return self.error("an integer index");
                         }
                     },
                     Token::Str(key) => path.push(Step::Key(key)),
                     _ => {
-                        self.at -= 1;
+                        self.unread();
                         return self.error("an integer index or a quoted key");
                     }
                 }
@@ -641,6 +658,13 @@ impl Parser {
     }
 
     fn primary(&mut self) -> Result<Condition, SyntaxError> {
+        self.tests += 1;
+        if self.tests > MAX_TESTS {
+            return Err(SyntaxError {
+                position: self.position(),
+                message: format!("the query has more than {MAX_TESTS} tests"),
+            });
+        }
         if self.eat_symbol("(") {
             let inner = self.condition()?;
             self.symbol(")")?;
@@ -741,7 +765,7 @@ impl Parser {
                         let key = match self.next() {
                             Token::Str(k) | Token::Word(k) | Token::Quoted(k) => k,
                             _ => {
-                                self.at -= 1;
+                                self.unread();
                                 return self.error("a key");
                             }
                         };
@@ -904,6 +928,23 @@ mod tests {
                 "{query}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn long_chains_are_bounded_and_errors_at_the_end_name_the_end() {
+        let chain = format!("FIND WHERE a = 1{}", " OR a = 1".repeat(300));
+        assert!(
+            statement(&chain)
+                .unwrap_err()
+                .message
+                .contains("more than 256 tests")
+        );
+        let error = statement("FIND WHERE a.").unwrap_err();
+        assert_eq!(
+            error.message,
+            "expected a field name after `.`, found the end of the query"
+        );
+        assert_eq!(error.position.column, 14);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use zatabase_guest_kit::types::{ErrorKind, JsonResult, SqlError, Value};
 use zatabase_guest_kit::values::json_rows;
 
 const CREATE: &str = "
+SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.zatabase_records'));
 CREATE TABLE IF NOT EXISTS zatabase_records (
     id text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 255),
     namespace text NOT NULL CHECK (length(namespace) BETWEEN 1 AND 255),
@@ -58,8 +59,10 @@ pub fn sql_error(error: SqlError) -> ApiError {
     }
 }
 
+/// `undefined_table`: the tenant has never written a record (not any other
+/// missing object, which is a real failure).
 fn missing_table(error: &SqlError) -> bool {
-    error.kind == ErrorKind::UndefinedObject
+    error.sqlstate.as_deref() == Some("42P01")
 }
 
 /// Runs a read; a tenant that never wrote a record has none.

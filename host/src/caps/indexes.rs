@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS {schema}.zatabase_indexes (
     column_name text NOT NULL,
     index_name text NOT NULL,
     replaces text,
+    replaces_metric text,
     metric text NOT NULL,
     m integer NOT NULL,
     ef_construction integer NOT NULL,
@@ -65,7 +66,8 @@ CREATE TABLE IF NOT EXISTS {schema}.zatabase_indexes (
     finished_at timestamptz,
     build_ms bigint,
     PRIMARY KEY (table_name, column_name)
-)";
+);
+ALTER TABLE {schema}.zatabase_indexes ADD COLUMN IF NOT EXISTS replaces_metric text";
 
 impl Metric {
     fn name(self) -> &'static str {
@@ -103,11 +105,14 @@ impl indexes::Host for SqlState {
             ));
         }
         check(&build)?;
+        // Both connections first: a build must not start without the one
+        // that reports it alive.
         let mut conn = tenant.dedicated().await?;
+        let watcher = tenant.dedicated().await?;
         let job = register(&mut conn, tenant.tenant(), &build)
             .await
             .map_err(|e| map_error(e, &Positions::none()))??;
-        tokio::spawn(run(conn, tenant.clone(), build, job));
+        tokio::spawn(run(conn, watcher, tenant.clone(), build, job));
         Ok(())
     }
 }
@@ -147,11 +152,13 @@ fn check(build: &HnswBuild) -> Result<(), SqlError> {
 struct Job {
     build_id: uuid::Uuid,
     index_name: String,
-    /// The ready index this one replaces, dropped once this one is ready.
-    replaces: Option<String>,
+    /// The ready index this one replaces, dropped once this one is ready
+    /// (searches use it meanwhile), and the metric it was built for.
+    replaces: Option<(String, String)>,
     /// What a build that failed or lost its host may have left (an invalid
-    /// index), dropped before this one starts.
-    leftover: Option<String>,
+    /// index), or a replaced index whose drop failed: dropped before this
+    /// build starts.
+    leftover: Vec<String>,
 }
 
 /// `<table>_<column>_hnsw_<8 hex>`, within Postgres's 63 bytes.
@@ -192,18 +199,22 @@ async fn register(
     .await?;
     let stale = format!("now() - interval '{STALE_AFTER_SECS} seconds'");
     let existing = sqlx::query(AssertSqlSafe(format!(
-        "SELECT status, index_name, replaces, heartbeat_at > {stale} AS alive
+        "SELECT status, index_name, metric, replaces, replaces_metric,
+                heartbeat_at > {stale} AS alive
          FROM {schema}.zatabase_indexes WHERE table_name = $1 AND column_name = $2"
     )))
     .bind(&build.table)
     .bind(&build.column)
     .fetch_optional(&mut *tx)
     .await?;
-    let (mut replaces, mut leftover) = (None, None);
+    let (mut replaces, mut leftover) = (None, Vec::new());
     if let Some(row) = existing {
         let status: String = row.try_get("status")?;
         let index: String = row.try_get("index_name")?;
-        let previous: Option<String> = row.try_get("replaces")?;
+        let metric: String = row.try_get("metric")?;
+        let previous = row
+            .try_get::<Option<String>, _>("replaces")?
+            .zip(row.try_get::<Option<String>, _>("replaces_metric")?);
         match status.as_str() {
             "building" if row.try_get::<bool, _>("alive")? => {
                 return Ok(Err(error(
@@ -214,11 +225,14 @@ async fn register(
                     ),
                 )));
             }
-            "ready" => replaces = Some(index),
+            "ready" => {
+                replaces = Some((index, metric));
+                leftover.extend(previous.map(|(name, _)| name));
+            }
             // Failed, or its host went away: what it left goes first; the
             // index it was to replace is still there, and still replaced.
             _ => {
-                leftover = Some(index);
+                leftover.push(index);
                 replaces = previous;
             }
         }
@@ -242,12 +256,14 @@ async fn register(
     let index_name = index_name(&build.table, &build.column, build_id);
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {schema}.zatabase_indexes AS i
-            (table_name, column_name, index_name, replaces, metric, m, ef_construction,
-             status, phase, progress, error, build_id, started_at, heartbeat_at, finished_at, build_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'building', 'waiting to start', 0, NULL, $8::uuid,
+            (table_name, column_name, index_name, replaces, replaces_metric, metric, m,
+             ef_construction, status, phase, progress, error, build_id, started_at, heartbeat_at,
+             finished_at, build_ms)
+         VALUES ($1, $2, $3, $4, $9, $5, $6, $7, 'building', 'waiting to start', 0, NULL, $8::uuid,
                  now(), now(), NULL, NULL)
          ON CONFLICT (table_name, column_name) DO UPDATE SET
             index_name = EXCLUDED.index_name, replaces = EXCLUDED.replaces,
+            replaces_metric = EXCLUDED.replaces_metric,
             metric = EXCLUDED.metric, m = EXCLUDED.m, ef_construction = EXCLUDED.ef_construction,
             status = EXCLUDED.status, phase = EXCLUDED.phase, progress = 0, error = NULL,
             build_id = EXCLUDED.build_id, started_at = now(), heartbeat_at = now(),
@@ -256,11 +272,12 @@ async fn register(
     .bind(&build.table)
     .bind(&build.column)
     .bind(&index_name)
-    .bind(&replaces)
+    .bind(replaces.as_ref().map(|(name, _)| name))
     .bind(build.metric.name())
     .bind(build.m as i32)
     .bind(build.ef_construction as i32)
     .bind(build_id.to_string())
+    .bind(replaces.as_ref().map(|(_, metric)| metric))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -273,17 +290,29 @@ async fn register(
 }
 
 /// Runs a registered build to its end and records how it ended.
-async fn run(mut conn: PgConnection, tenant: TenantSql, build: HnswBuild, job: Job) {
+async fn run(
+    mut conn: PgConnection,
+    watcher: PgConnection,
+    tenant: TenantSql,
+    build: HnswBuild,
+    job: Job,
+) {
     let started = Instant::now();
     let schema = ident(&tenant.tenant().schema);
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let watcher = tokio::spawn(watch(tenant.clone(), build.clone(), job.build_id, stopped));
+    let watcher = tokio::spawn(watch(
+        watcher,
+        schema.clone(),
+        build.clone(),
+        job.build_id,
+        stopped,
+    ));
     let outcome = async {
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut conn)
             .await?;
         let _ = stop.send(pid);
-        if let Some(leftover) = &job.leftover {
+        for leftover in &job.leftover {
             drop_index(&mut conn, &schema, leftover).await?;
         }
         let statement = format!(
@@ -307,10 +336,19 @@ async fn run(mut conn: PgConnection, tenant: TenantSql, build: HnswBuild, job: J
     let recorded = match &outcome {
         Ok(()) => {
             let marked = finish(&mut conn, &schema, &build, &job, build_ms, None).await;
-            if let Some(old) = &job.replaces
-                && let Err(e) = drop_index(&mut conn, &schema, old).await
-            {
-                tracing::warn!(error = %e, index = old, "dropping the replaced HNSW index");
+            // The replaced index is forgotten only once it is gone; a drop
+            // that failed is retried by the next build.
+            if let Some((old, _)) = &job.replaces {
+                match drop_index(&mut conn, &schema, old).await {
+                    Ok(()) => {
+                        if let Err(e) = forget_replaced(&mut conn, &schema, &job).await {
+                            tracing::warn!(error = %e, "forgetting the replaced HNSW index");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, index = old, "dropping the replaced HNSW index")
+                    }
+                }
             }
             marked
         }
@@ -365,7 +403,6 @@ async fn finish(
             status = CASE WHEN $4::text IS NULL THEN 'ready' ELSE 'failed' END,
             error = $4, phase = NULL,
             progress = CASE WHEN $4::text IS NULL THEN 1 ELSE progress END,
-            replaces = CASE WHEN $4::text IS NULL THEN NULL ELSE replaces END,
             finished_at = now(), heartbeat_at = now(), build_ms = $5
          WHERE table_name = $1 AND column_name = $2 AND build_id = $3::uuid"
     )))
@@ -379,24 +416,32 @@ async fn finish(
     .map(drop)
 }
 
+async fn forget_replaced(
+    conn: &mut PgConnection,
+    schema: &str,
+    job: &Job,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {schema}.zatabase_indexes SET replaces = NULL, replaces_metric = NULL
+         WHERE build_id = $1::uuid"
+    )))
+    .bind(job.build_id.to_string())
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Reports the build's phase and progress, and that it is alive, until
 /// it ends. `pg_stat_progress_create_index` shows a backend's progress to
 /// its own login role, which this connection is too.
 async fn watch(
-    tenant: TenantSql,
+    mut conn: PgConnection,
+    schema: String,
     build: HnswBuild,
     build_id: uuid::Uuid,
     pid: tokio::sync::oneshot::Receiver<i32>,
 ) {
     let Ok(pid) = pid.await else { return };
-    let schema = ident(&tenant.tenant().schema);
-    let mut conn = match tenant.dedicated().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::warn!(error = e.message, "watching an HNSW build");
-            return;
-        }
-    };
     // The heap scan is the graph's construction (each row is inserted as
     // it is read); validation, the second pass of a concurrent build, is
     // the last tenth.
