@@ -18,28 +18,16 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::common::vector_text;
+
 const DOCUMENTS: usize = 100_000;
 const DIMENSIONS: usize = 128;
 const CONCURRENCY: u64 = 32;
 const ROUNDS: usize = 3;
 const BUILD_ROUNDS: usize = 2;
 
-/// A deterministic vector of two-decimal components.
 fn vector(seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIMENSIONS)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state % 2001) as f64 - 1000.0) / 1000.0
-        })
-        .collect()
-}
-
-fn vector_text(v: &[f64]) -> String {
-    let items: Vec<String> = v.iter().map(f64::to_string).collect();
-    format!("[{}]", items.join(","))
+    crate::common::vector(seed, DIMENSIONS)
 }
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
@@ -74,11 +62,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let (token, schema, ingest_time) = tokio::task::spawn_blocking({
         let base = base.clone();
         move || -> anyhow::Result<(String, String, Duration)> {
-            let mut signup = ureq::post(&format!("{base}/v1/auth/signup")).send_json(
-                serde_json::json!({ "email": "collections@example.com", "password": "bench password 123" }),
-            )?;
-            let signup: serde_json::Value = signup.body_mut().read_json()?;
-            let token = signup["access_token"].as_str().unwrap_or_default().to_owned();
+            let token = crate::common::signup(&base, "collections@example.com")?;
             let bearer = format!("Bearer {token}");
             ureq::post(&format!("{base}/v1/collections"))
                 .header("authorization", &bearer)
@@ -101,7 +85,14 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
                 .header("authorization", &bearer)
                 .send_json(serde_json::json!({ "query": "SELECT current_schema() AS s" }))?;
             let schema: serde_json::Value = schema.body_mut().read_json()?;
-            Ok((token, schema["rows"][0]["s"].as_str().unwrap_or_default().to_owned(), elapsed))
+            Ok((
+                token,
+                schema["rows"][0]["s"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                elapsed,
+            ))
         }
     })
     .await??;

@@ -81,14 +81,7 @@ struct Client {
 
 impl Client {
     fn signup(base: &str) -> anyhow::Result<Self> {
-        let mut signup = ureq::post(&format!("{base}/v1/auth/signup")).send_json(
-            serde_json::json!({ "email": "fn@example.com", "password": "bench password 123" }),
-        )?;
-        let signup: serde_json::Value = signup.body_mut().read_json()?;
-        let token = signup["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let token = crate::common::signup(base, "fn@example.com")?;
         let mut me = ureq::get(&format!("{base}/v1/whoami"))
             .header("authorization", &format!("Bearer {token}"))
             .call()?;

@@ -17,6 +17,7 @@
 mod auth;
 mod cold_start;
 mod collections;
+mod common;
 mod functions;
 mod native;
 mod server;

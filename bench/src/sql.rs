@@ -42,11 +42,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let setup = tokio::task::spawn_blocking({
         let base = base.clone();
         move || -> anyhow::Result<(String, String)> {
-            let mut signup = ureq::post(&format!("{base}/v1/auth/signup")).send_json(
-                serde_json::json!({ "email": "sql@example.com", "password": "bench password 123" }),
-            )?;
-            let signup: serde_json::Value = signup.body_mut().read_json()?;
-            let token = signup["access_token"].as_str().unwrap_or_default().to_owned();
+            let token = crate::common::signup(&base, "sql@example.com")?;
             let url = format!("{base}/v1/sql");
             post(&url, &token, serde_json::json!({ "query":
                 "CREATE TABLE products (id int PRIMARY KEY, name text, price numeric(10,2), added timestamptz);
@@ -94,22 +90,9 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     println!(
         "POST /v1/sql vs a native sqlx client, {CONCURRENCY} concurrent, {ROUNDS} alternating rounds of {seconds} s (means)"
     );
-    println!(
-        "{:<16} {:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}  per round",
-        "", "API q/s", "p50 µs", "p99 µs", "direct q/s", "p50 µs", "p99 µs", "ratio"
-    );
+    println!("{}", crate::common::header("API q/s", "direct q/s"));
     for (name, c) in &results {
-        println!(
-            "{name:<16} {:>12.0} {:>9.0} {:>9.0} {:>12.0} {:>9.0} {:>9.0} {:>7.2}  {}",
-            c.api[0],
-            c.api[1],
-            c.api[2],
-            c.direct[0],
-            c.direct[1],
-            c.direct[2],
-            c.ratio(),
-            c.per_round()
-        );
+        println!("{}", crate::common::row(name, c));
     }
     println!("target: the API keeps >= 0.40 of the direct throughput");
     pool.close().await;

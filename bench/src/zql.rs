@@ -5,28 +5,13 @@
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::common::{self, vector_text};
+
 const CONCURRENCY: u64 = 32;
 const ROUNDS: usize = 3;
 /// Records searched by the `NEAR` comparison.
 const RECORDS: usize = 10_000;
 const DIMENSIONS: usize = 128;
-
-fn vector(seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIMENSIONS)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state % 2001) as f64 - 1000.0) / 1000.0
-        })
-        .collect()
-}
-
-fn vector_text(v: &[f64]) -> String {
-    let items: Vec<String> = v.iter().map(f64::to_string).collect();
-    format!("[{}]", items.join(","))
-}
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let host = tokio::task::spawn_blocking(|| {
@@ -103,7 +88,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let buffered_pool = pool(true).await?;
 
     let data = serde_json::json!({ "title": "a record", "n": 7, "tags": ["a", "b"] });
-    let embedding = vector(1);
+    let embedding = common::vector(1, DIMENSIONS);
     let insert_sql: &'static str = Box::leak(
         format!(
             "INSERT INTO \"{schema}\".zatabase_records (id, namespace, data, embedding, pending)
@@ -114,7 +99,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     );
     let buffered_sql: &'static str =
         Box::leak(insert_sql.replace(", false)", ", true)").into_boxed_str());
-    let query = vector(2);
+    let query = common::vector(2, DIMENSIONS);
     let near_sql: &'static str = Box::leak(
         format!(
             "SELECT id, namespace, data, created_at, updated_at,
@@ -172,22 +157,9 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     println!(
         "ZQL vs the equivalent SQL from a native sqlx client, {CONCURRENCY} concurrent, {ROUNDS} alternating rounds of {seconds} s (means; fsync on; NEAR over {RECORDS} records of {DIMENSIONS}-d)"
     );
-    println!(
-        "{:<16} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>7}  per round",
-        "", "API /s", "p50 µs", "p99 µs", "direct /s", "p50 µs", "p99 µs", "ratio"
-    );
+    println!("{}", common::header("API /s", "direct /s"));
     for (name, c) in &lines {
-        println!(
-            "{name:<16} {:>10.0} {:>9.0} {:>9.0} {:>11.0} {:>9.0} {:>9.0} {:>7.2}  {}",
-            c.api[0],
-            c.api[1],
-            c.api[2],
-            c.direct[0],
-            c.direct[1],
-            c.direct[2],
-            c.ratio(),
-            c.per_round()
-        );
+        println!("{}", common::row(name, c));
     }
     tokio::task::spawn_blocking(move || drop(host)).await?;
     Ok(())
