@@ -113,8 +113,8 @@ impl Builder<'_> {
         }
     }
 
-    /// A path into `data`, as a `text[]` parameter.
-    fn path(&mut self, steps: &[Step]) -> String {
+    /// A path's steps as a `text[]` parameter.
+    fn steps(&mut self, steps: &[Step]) -> String {
         let items = steps
             .iter()
             .map(|s| {
@@ -124,7 +124,12 @@ impl Builder<'_> {
                 }))
             })
             .collect();
-        format!("(data #> {}::text[])", self.bind(SqlValue::Array(items)))
+        format!("{}::text[]", self.bind(SqlValue::Array(items)))
+    }
+
+    /// The value at a path into `data`.
+    fn path(&mut self, steps: &[Step]) -> String {
+        format!("(data #> {})", self.steps(steps))
     }
 
     fn vector(&mut self, value: &Value) -> Result<String> {
@@ -358,18 +363,9 @@ pub fn compile(statement: &Statement, params: &BTreeMap<String, Json>) -> Result
         } => {
             let mut data = "data".to_owned();
             for (path, value) in set {
-                let path_param = b.bind(SqlValue::Array(
-                    path.iter()
-                        .map(|s| {
-                            Some(Scalar::Text(match s {
-                                Step::Key(k) => k.clone(),
-                                Step::Index(i) => i.to_string(),
-                            }))
-                        })
-                        .collect(),
-                ));
+                let steps = b.steps(path);
                 let value = b.json(value)?;
-                data = format!("jsonb_set({data}, {path_param}::text[], {value}, true)");
+                data = format!("jsonb_set({data}, {steps}, {value}, true)");
             }
             let filter = b.target(namespace.as_ref(), target)?;
             (
