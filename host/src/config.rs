@@ -79,8 +79,7 @@ pub struct Config {
     pub features: BTreeMap<String, bool>,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
-    /// Threads that run requests. None: one per core, less one for the
-    /// embedded Postgres when it shares the machine (see `worker_threads()`).
+    /// Threads that run requests. None: one per core.
     pub worker_threads: Option<usize>,
 }
 
@@ -315,23 +314,16 @@ impl Default for SqlConfig {
 }
 
 impl Config {
-    /// Defaults, then the file (relative paths in it are relative to it),
-    /// then flags and environment.
-    /// The request threads: as configured, else one per core, less one
-    /// when the embedded Postgres runs beside the host. On a two-core machine
-    /// a second worker cost more than it gave: the workers handed requests
-    /// across cores, each hand-off a wake-up on another core, and host CPU
-    /// per `POST /v1/sql` halved with one (bench/RESULTS.md).
+    /// The request threads: as configured, else one per core. (One less
+    /// beside the embedded Postgres was the default until per-request host
+    /// CPU fell enough for a second worker to pay: bench/RESULTS.md.)
     pub fn worker_threads(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.worker_threads
-            .unwrap_or(if self.database_url.is_none() {
-                cores.saturating_sub(1).max(1)
-            } else {
-                cores
-            })
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
+    /// Defaults, then the file (relative paths in it are relative to it),
+    /// then flags and environment.
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut config = match &args.config {
             Some(path) => Self::from_file(path)?,
@@ -512,15 +504,9 @@ mod tests {
     }
 
     #[test]
-    fn workers_leave_a_core_to_the_embedded_postgres() {
+    fn workers_default_to_one_per_core() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let embedded = Config::default();
-        assert_eq!(embedded.worker_threads(), cores.saturating_sub(1).max(1));
-        let external = Config {
-            database_url: Some("postgres://db/zatabase".into()),
-            ..Config::default()
-        };
-        assert_eq!(external.worker_threads(), cores);
+        assert_eq!(Config::default().worker_threads(), cores);
         let set = Config {
             worker_threads: Some(3),
             ..Config::default()

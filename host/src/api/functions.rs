@@ -232,26 +232,43 @@ fn spin_headers(
     path_info: &str,
     client: std::net::IpAddr,
 ) {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_owned();
-    let full_url = format!("http://{host}{}", request.uri());
+    let full_url = {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}{}", request.uri())
+    };
+    let values = [
+        ("spin-full-url", HeaderValue::try_from(full_url)),
+        ("spin-path-info", HeaderValue::try_from(path_info)),
+        (
+            "spin-matched-route",
+            HeaderValue::try_from(format!("/fn/{name}/...")),
+        ),
+        (
+            "spin-raw-component-route",
+            Ok(HeaderValue::from_static("/...")),
+        ),
+        ("spin-component-route", Ok(HeaderValue::from_static(""))),
+        (
+            "spin-base-path",
+            HeaderValue::try_from(format!("/fn/{name}")),
+        ),
+        (
+            "spin-client-addr",
+            HeaderValue::try_from(format!("{client}:0")),
+        ),
+    ];
     let headers = request.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::try_from(value) {
+    // Grow the map once, not rehash it on the way.
+    headers.reserve(values.len());
+    for (name, value) in values {
+        if let Ok(value) = value {
             headers.insert(HeaderName::from_static(name), value);
         }
-    };
-    set("spin-full-url", full_url);
-    set("spin-path-info", path_info.to_owned());
-    set("spin-matched-route", format!("/fn/{name}/..."));
-    set("spin-raw-component-route", "/...".to_owned());
-    set("spin-component-route", String::new());
-    set("spin-base-path", format!("/fn/{name}"));
-    set("spin-client-addr", format!("{client}:0"));
+    }
 }
 
 #[cfg(test)]
