@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Executor, Postgres, SqlSafeStr};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, Postgres};
 
 use crate::caps::types::{ErrorKind, SqlError, Value};
 use crate::secrets::MasterKey;
@@ -39,13 +39,20 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// for good, two stay idle.
 const WARM_CONNECTIONS: u32 = 4;
 
-/// A statement prepared on each new platform connection, with its number
-/// of text parameters: a fresh Postgres backend loads each table's catalog
-/// entries the first time a statement names it, and sqlx describes each
-/// statement once per connection; a few milliseconds that would otherwise
-/// land on the first requests after a start (a session check, a function
-/// lookup).
+/// A statement run once on each new platform connection, with its number
+/// of text parameters (each given the nil UUID, which matches nothing): a
+/// fresh Postgres backend loads each table's catalog entries the first
+/// time a statement names it and its indexes and statistics the first time
+/// one is planned, and sqlx describes each statement once per connection;
+/// a few milliseconds that would otherwise land on the first requests after
+/// a start (a session check, a function lookup).
 pub type WarmStatement = (&'static str, usize);
+
+/// What warm statements are run with.
+const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// How long a platform connection may sit idle before it is pinged on reuse.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Pool sizes and timeouts.
 #[derive(Debug, Clone)]
@@ -107,16 +114,28 @@ impl Db {
         let platform = PgPoolOptions::new()
             .max_connections(pools.platform_max_connections)
             .acquire_timeout(pools.acquire_timeout)
+            // sqlx pings a connection before handing it out by default: a
+            // round trip before every platform query. Only one idle for a
+            // while is worth it (Postgres may have restarted meanwhile).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     for (statement, params) in warm {
-                        let types = vec![sqlx::postgres::PgTypeInfo::with_name("text"); *params];
+                        let mut query = sqlx::query(*statement);
+                        for _ in 0..*params {
+                            query = query.bind(NIL_UUID);
+                        }
                         // Before the tables exist (a first start) this fails,
                         // harmlessly: the connection is only colder.
-                        if let Err(error) = conn
-                            .prepare_with(AssertSqlSafe(*statement).into_sql_str(), &types)
-                            .await
-                        {
+                        if let Err(error) = query.fetch_optional(&mut *conn).await {
                             tracing::debug!(%error, "warming a platform connection");
                         }
                     }
