@@ -586,6 +586,15 @@ fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
     let answered = anonymous("sandbox");
     assert_eq!(answered.status, 200, "{}", answered.text());
     assert_eq!(answered.text(), "hello from spin-sdk 5");
+    let invocations = || {
+        host.platform_sql(&format!(
+            "SELECT count(*) FROM zatabase.function_invocations WHERE function_id = '{id}'"
+        ))
+    };
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(10), || invocations() != "0"),
+        "the invocation was never stored"
+    );
     anonymous("live").expect_error(404);
     host.request(
         "GET",
@@ -607,6 +616,8 @@ fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
     fn_get(&host, &owner, "/fn/mine/hello").expect_error(404);
     anonymous("sandbox").expect_error(404);
     fn_get(&host, &owner, &format!("/v1/functions/{id}")).expect_error(404);
+    // Its telemetry went with it (a trigger, not a foreign key: migration 0009).
+    assert_eq!(invocations(), "0");
 }
 
 #[test]

@@ -329,6 +329,31 @@ impl Host {
             .and_then(rustix::process::Pid::from_raw)
     }
 
+    /// Runs `sql` on the platform database with the embedded Postgres's own
+    /// `psql`, as its superuser: for what no API shows (rows of schema
+    /// `zatabase`). Unaligned, tuples only.
+    pub fn platform_sql(&self, sql: &str) -> String {
+        let postmaster = self
+            .postgres_pid()
+            .expect("the embedded Postgres is running");
+        let bin = std::fs::read_link(format!("/proc/{}/exe", postmaster.as_raw_nonzero()))
+            .expect("the postmaster's binary");
+        let output = std::process::Command::new(bin.with_file_name("psql"))
+            .arg("-h")
+            .arg(self.data_dir.join("postgres"))
+            .args([
+                "-U", "zatabase", "-d", "zatabase", "-X", "-A", "-t", "-c", sql,
+            ])
+            .output()
+            .expect("running psql");
+        assert!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     /// What the host wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("host.log")).unwrap_or_default()

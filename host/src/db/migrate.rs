@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "function triggers",
         include_str!("../../migrations/0008_function_triggers.sql"),
     ),
+    (
+        9,
+        "telemetry without foreign keys",
+        include_str!("../../migrations/0009_telemetry_without_foreign_keys.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
