@@ -329,29 +329,15 @@ impl Host {
             .and_then(rustix::process::Pid::from_raw)
     }
 
-    /// Runs `sql` on the platform database with the embedded Postgres's own
-    /// `psql`, as its superuser: for what no API shows (rows of schema
-    /// `zatabase`). Unaligned, tuples only.
+    /// Runs `sql` on the platform database as its superuser, over the
+    /// embedded Postgres's socket: for what no API shows (rows of schema
+    /// `zatabase`). Unaligned, tuples only, trimmed.
     pub fn platform_sql(&self, sql: &str) -> String {
-        let postmaster = self
-            .postgres_pid()
-            .expect("the embedded Postgres is running");
-        let bin = std::fs::read_link(format!("/proc/{}/exe", postmaster.as_raw_nonzero()))
-            .expect("the postmaster's binary");
-        let output = std::process::Command::new(bin.with_file_name("psql"))
-            .arg("-h")
-            .arg(self.data_dir.join("postgres"))
-            .args([
-                "-U", "zatabase", "-d", "zatabase", "-X", "-A", "-t", "-c", sql,
-            ])
-            .output()
-            .expect("running psql");
-        assert!(
-            output.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        let socket = self.data_dir.join("postgres");
+        let socket = socket.to_str().expect("a UTF-8 data directory");
+        postgres::psql(&["-h", socket, "-U", "zatabase", "-d", "zatabase"], sql)
+            .trim()
+            .to_owned()
     }
 
     /// What the host wrote to stderr so far.

