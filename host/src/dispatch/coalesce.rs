@@ -91,6 +91,23 @@ where
         }
     }
     let body = if ended {
+        // The guest's body is all in hand: letting go of it tells the guest
+        // its response was read, and a guest with nothing left to do
+        // returns within a turn or two. Waiting for that here, before the
+        // response leaves, puts a kept instance back in its pool before the
+        // client can send its next request (which would otherwise, on
+        // another worker, find the pool empty and start a new instance).
+        drop(body);
+        for _ in 0..TURNS {
+            if !running {
+                break;
+            }
+            if poll_once(run.as_mut()).await.is_some() {
+                running = false;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
         Body::from(gathered.freeze())
     } else {
         Body::new(Prefixed {
