@@ -2,7 +2,8 @@
 //!
 //! A request's way: `server` (axum, the layer stack) → a host-native
 //! endpoint in `api`, or a route group from the `manifest` → `dispatch`
-//! (a fresh instance of a precompiled component from the `engine`) → the
+//! (an instance of a precompiled component from the `engine`, fresh or
+//! kept for the same caller) → the
 //! component calls the host's capabilities in `caps` → `db` (Postgres).
 //! `platform` starts and stops it all; `config` says how.
 

@@ -84,3 +84,70 @@ timeout_ms = 3000
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// How many instances of route group `component` the host has made.
+fn instantiations(host: &zatabase_tests::Host, component: &str) -> u64 {
+    let metrics = host.get("/metrics").text();
+    let sample =
+        format!("zatabase_component_instantiation_seconds_count{{component=\"{component}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&sample)?.parse().ok())
+        .unwrap_or_else(|| panic!("no `{sample}` in\n{metrics}"))
+}
+
+#[test]
+fn a_route_group_instance_serves_only_its_own_callers_next_requests() {
+    use serde_json::json;
+    let host = zatabase_tests::Host::start();
+    let first = host.signup("first@example.com", "a long test password");
+    let second = host.signup("second@example.com", "a long test password");
+    let sql = |account: &zatabase_tests::Account| {
+        let bearer = format!("Bearer {}", account.access_token);
+        let response = host.request(
+            "POST",
+            "/v1/sql",
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+            ],
+            serde_json::to_vec(&json!({ "query": "SELECT current_user AS who" })).unwrap(),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()["rows"][0]["who"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = instantiations(&host, "sql");
+    let first_role = sql(&first);
+    assert_eq!(instantiations(&host, "sql"), before + 1);
+    assert_eq!(sql(&first), first_role);
+    assert_eq!(
+        instantiations(&host, "sql"),
+        before + 1,
+        "the caller's second request is served by the instance of its first"
+    );
+    let second_role = sql(&second);
+    assert_ne!(second_role, first_role, "two organizations, two tenants");
+    assert_eq!(
+        instantiations(&host, "sql"),
+        before + 2,
+        "another caller never gets that instance"
+    );
+    assert_eq!(sql(&first), first_role);
+    assert_eq!(sql(&second), second_role);
+    assert_eq!(instantiations(&host, "sql"), before + 2);
+
+    // Anonymous requests (a route group's public routes) always get a
+    // fresh instance.
+    let auth_before = instantiations(&host, "auth");
+    for _ in 0..2 {
+        let response = host.post_json(
+            "/v1/auth/login",
+            &json!({ "email": "first@example.com", "password": "a long test password" }),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert_eq!(instantiations(&host, "auth"), auth_before + 2);
+}

@@ -1,8 +1,11 @@
 //! From an HTTP request to a component's response, independent of any socket.
 //!
-//! Each component is compiled once and pre-instantiated ([`LoadedComponent`]);
-//! every request gets a fresh instance in a fresh [`wasmtime::Store`] holding
-//! only that request's state, so nothing leaks between requests or tenants.
+//! Each component is compiled once and pre-instantiated ([`LoadedComponent`]).
+//! A request runs in an instance in a [`wasmtime::Store`] holding only that
+//! request's state: a fresh one, or one kept from an earlier request that
+//! the same instance may serve ([`WarmPool`]: a WASI 0.3 function's next
+//! request, a route group's next request from the same caller in the same
+//! tenant), so nothing a guest keeps crosses tenants or callers.
 //! A request is bounded twice: an epoch deadline stops a guest spinning in
 //! its own code, a wall-clock timeout one waiting on the host.
 
@@ -88,6 +91,11 @@ impl HostState {
     /// request id, a fresh deadline. What belongs to the function (tenant,
     /// variables, allow-list, limits) stays.
     fn begin(&mut self, ctx: &RequestContext) {
+        if ctx.function.is_none() {
+            // A route group's SQL runs under the caller's grants as they
+            // are now (the tenant is the same: see `Owner`).
+            self.sql.access = ctx.access.clone();
+        }
         self.session = SessionState {
             principal: ctx.principal.clone(),
             access: ctx.access.clone(),
@@ -97,6 +105,19 @@ impl HostState {
         self.log.request_id = ctx.request_id.clone();
         self.output_tag.set(ctx.request_id.clone());
         self.ticks_used = 0;
+    }
+}
+
+impl HostState {
+    /// Whether the guest holds no host resource (an open transaction, a
+    /// stream, ...) between requests: only then may its instance serve
+    /// another.
+    fn holds_nothing(&self) -> bool {
+        self.table.is_empty()
+            && self.sql.table.is_empty()
+            && self.platform_db.table.is_empty()
+            && self.postgres.table.is_empty()
+            && self.key_value.table.is_empty()
     }
 }
 
@@ -206,38 +227,79 @@ impl LoadedComponent {
     }
 }
 
-/// A WASI 0.3 instance between requests, with how many it has served.
+/// An instance between requests, with how many it has served.
 pub struct Warm {
     store: Store<HostState>,
-    service: wasmtime_wasi_http::p3::bindings::Service,
+    handler: Handler,
     served: u32,
+    /// The requests it may serve next.
+    owner: Owner,
 }
 
-/// Requests one WASI 0.3 instance serves before it is dropped (as
-/// `wasmtime serve` does), bounding what a guest can accumulate.
+/// An instantiated `wasi:http` handler of either version.
+enum Handler {
+    P2(wasmtime_wasi_http::p2::bindings::Proxy),
+    P3(wasmtime_wasi_http::p3::bindings::Service),
+}
+
+/// Whose requests a kept instance may serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// Any request of its deployment (a WASI 0.3 function: the tenant's
+    /// own code, serving the tenant's callers, as in Workers).
+    Deployment,
+    /// One caller's requests in one tenant (a route group: platform code
+    /// serving every tenant, so what it holds between requests must not
+    /// reach anyone else).
+    Caller {
+        user_id: String,
+        project_id: String,
+        environment: String,
+    },
+}
+
+impl Owner {
+    /// Who may share an instance with the request `ctx` describes; `None`
+    /// when its instance must be its own (a WASI 0.2 function, whose
+    /// authors expect Spin's fresh instance per request; an anonymous
+    /// request to a route group).
+    fn of(pre: &HandlerPre, ctx: &RequestContext) -> Option<Owner> {
+        match (pre, &ctx.function, &ctx.principal) {
+            (HandlerPre::P3(_), _, _) => Some(Owner::Deployment),
+            (HandlerPre::P2(_), Some(_), _) | (HandlerPre::P2(_), None, None) => None,
+            (HandlerPre::P2(_), None, Some(principal)) => Some(Owner::Caller {
+                user_id: principal.user_id.clone(),
+                project_id: principal.project_id.clone(),
+                environment: principal.environment.clone(),
+            }),
+        }
+    }
+}
+
+/// Requests one instance serves before it is dropped (as `wasmtime serve`
+/// does), bounding what a guest can accumulate.
 const MAX_REUSE: u32 = 128;
-/// Instances kept idle per deployment, and in the whole host: each holds
+/// Instances kept idle per component, and in the whole host: each holds
 /// an instance slot and its resident memory.
 const WARM_PER_COMPONENT: usize = 32;
 const WARM_IN_HOST: usize = 64;
 static WARM_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// A deployment's idle WASI 0.3 instances. A WASI 0.3 handler is written to
-/// serve many requests (the model of `wasmtime serve` and of Workers), so
-/// an instance that answered cleanly serves the next request of the same
-/// deployment, one request at a time; one that trapped or ran out of time
-/// is never reused. WASI 0.2 components get a fresh instance per request,
-/// as in Spin.
+/// A component's idle instances. An instance that answered cleanly serves a
+/// later request its [`Owner`] allows, one request at a time, with that
+/// request's caller, request id and deadline swapped in; one that trapped,
+/// ran out of time or kept a host resource is never reused.
 #[derive(Default)]
 pub struct WarmPool(std::sync::Mutex<Vec<Warm>>);
 
 impl WarmPool {
-    fn take(&self) -> Option<Warm> {
-        let warm = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        if warm.is_some() {
-            WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        warm
+    /// The most recently kept instance `owner` may use.
+    fn take(&self, owner: &Owner) -> Option<Warm> {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = idle.iter().rposition(|warm| &warm.owner == owner)?;
+        let warm = idle.remove(at);
+        WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Some(warm)
     }
 
     fn keep(&self, warm: Warm) {
@@ -246,6 +308,9 @@ impl WarmPool {
         }
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= WARM_PER_COMPONENT {
+            // The least recently kept makes room.
+            idle.remove(0);
+            idle.push(warm);
             return;
         }
         let total = WARM_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -547,7 +612,8 @@ impl Dispatcher {
         store
     }
 
-    /// Runs one request through a fresh instance of `component`.
+    /// Runs one request through an instance of `component`: a kept one
+    /// the request may use, else a fresh one.
     pub async fn dispatch(
         &self,
         component: &Arc<LoadedComponent>,
@@ -567,11 +633,26 @@ impl Dispatcher {
         // The guest's run, and its answer: the response (which may come
         // before the run ends, its body still being written) or the
         // `wasi:http` error code it answered with.
+        let owner = Owner::of(&component.pre, &ctx);
+        let instance = match owner.as_ref().and_then(|owner| component.warm.take(owner)) {
+            Some(mut warm) => {
+                warm.store.data_mut().begin(&ctx);
+                warm.store.set_epoch_deadline(YIELD_TICKS);
+                Instance::Warm(warm)
+            }
+            None => Instance::Fresh(self.store(component, &ctx)),
+        };
         let (run, receiver) = match &component.pre {
             HandlerPre::P2(pre) => {
-                let store = self.store(component, &ctx);
                 let (sender, receiver) = tokio::sync::oneshot::channel();
-                let run = run_p2(pre.clone(), store, request, sender, instantiations);
+                let run = run_p2(
+                    pre.clone(),
+                    component.clone(),
+                    (instance, owner),
+                    request,
+                    sender,
+                    instantiations,
+                );
                 let answer = receiver.map(|answer| {
                     answer.map(|answer| {
                         answer
@@ -582,14 +663,6 @@ impl Dispatcher {
                 (run.boxed(), answer.boxed())
             }
             HandlerPre::P3(pre) => {
-                let instance = match component.warm.take() {
-                    Some(mut warm) => {
-                        warm.store.data_mut().begin(&ctx);
-                        warm.store.set_epoch_deadline(YIELD_TICKS);
-                        Instance::Warm(warm)
-                    }
-                    None => Instance::Fresh(self.store(component, &ctx)),
-                };
                 let (sender, receiver) = tokio::sync::oneshot::channel();
                 let run = run_p3(
                     pre.clone(),
@@ -681,34 +754,58 @@ fn body_error(error: axum::Error) -> wasmtime_wasi_http::Error {
 
 /// Runs a WASI 0.2 component: `incoming-handler.handle` with a response
 /// out-parameter the guest sets (perhaps before it has finished writing
-/// the body: the call then runs on until it has).
+/// the body: the call then runs on until it has). An instance that may
+/// serve its owner again is kept once the call has returned and the guest
+/// holds no host resource.
 async fn run_p2(
     pre: ProxyPre<HostState>,
-    mut store: Store<HostState>,
+    component: Arc<LoadedComponent>,
+    (instance, owner): (Instance, Option<Owner>),
     request: http::Request<IncomingBody>,
     answer: Outparam,
     instantiations: prometheus_client::metrics::histogram::Histogram,
 ) -> anyhow::Result<()> {
+    let (mut store, proxy, served) = match instance {
+        Instance::Warm(Warm {
+            store,
+            handler: Handler::P2(proxy),
+            served,
+            ..
+        }) => (store, proxy, served),
+        Instance::Warm(Warm { mut store, .. }) | Instance::Fresh(mut store) => {
+            let started = Instant::now();
+            let proxy = pre.instantiate_async(&mut store).await?;
+            instantiations.observe(started.elapsed().as_secs_f64());
+            (store, proxy, 0)
+        }
+    };
     let (incoming, outparam) = {
         let mut http = store.data_mut().http();
         let incoming = http.new_incoming_request(Scheme::Http, request)?;
         (incoming, http.new_response_outparam(answer)?)
     };
-    let started = Instant::now();
-    let proxy = pre.instantiate_async(&mut store).await?;
-    instantiations.observe(started.elapsed().as_secs_f64());
     proxy
         .wasi_http_incoming_handler()
         .call_handle(&mut store, incoming, outparam)
         .await?;
+    if let Some(owner) = owner
+        && store.data().holds_nothing()
+    {
+        component.warm.keep(Warm {
+            store,
+            handler: Handler::P2(proxy),
+            served: served + 1,
+            owner,
+        });
+    }
     Ok(())
 }
 
-/// A WASI 0.3 instance to serve a request with.
+/// An instance to serve a request with.
 enum Instance {
     /// A new store; the component is instantiated in it.
     Fresh(Store<HostState>),
-    /// An instance kept from an earlier request of the same deployment.
+    /// An instance kept from an earlier request it may serve after.
     Warm(Warm),
 }
 
@@ -725,8 +822,13 @@ async fn run_p3(
     instantiations: prometheus_client::metrics::histogram::Histogram,
 ) -> anyhow::Result<()> {
     let (mut store, service, served) = match instance {
-        Instance::Warm(warm) => (warm.store, warm.service, warm.served),
-        Instance::Fresh(mut store) => {
+        Instance::Warm(Warm {
+            store,
+            handler: Handler::P3(service),
+            served,
+            ..
+        }) => (store, service, served),
+        Instance::Warm(Warm { mut store, .. }) | Instance::Fresh(mut store) => {
             let started = Instant::now();
             let service = pre.instantiate_async(&mut store).await?;
             instantiations.observe(started.elapsed().as_secs_f64());
@@ -774,8 +876,9 @@ async fn run_p3(
     handled??;
     component.warm.keep(Warm {
         store,
-        service,
+        handler: Handler::P3(service),
         served: served + 1,
+        owner: Owner::Deployment,
     });
     Ok(())
 }
