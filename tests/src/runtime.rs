@@ -10,6 +10,7 @@
 //! method = "GET"              # default GET
 //! path = "/loop"
 //! body = "..."                # optional
+//! request_id = "..."          # sent as `x-request-id`, optional
 //! status = 504
 //! body_contains = "..."       # optional
 //! ```
@@ -63,12 +64,11 @@ pub fn run_case(name: &str) {
             .unwrap_or("GET");
         let path = request["path"].as_str().expect("request.path");
         let body = request.get("body").and_then(|b| b.as_str()).unwrap_or("");
-        let response = host.request(
-            method,
-            path,
-            &[("content-type", "application/json")],
-            body.as_bytes().to_vec(),
-        );
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(id) = request.get("request_id").and_then(|i| i.as_str()) {
+            headers.push(("x-request-id", id));
+        }
+        let response = host.request(method, path, &headers, body.as_bytes().to_vec());
         let status = request["status"].as_integer().expect("request.status") as u16;
         assert_eq!(
             response.status,

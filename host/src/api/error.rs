@@ -61,13 +61,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<DispatchError> for ApiError {
+impl ApiError {
     /// Every way a component can fail, decided here; the client gets a plain
-    /// sentence, the log gets the detail.
-    fn from(error: DispatchError) -> Self {
+    /// sentence, the log gets the detail and the request's id.
+    pub fn dispatch_failed(error: DispatchError, request_id: &str) -> Self {
         match error {
             DispatchError::Timeout { component, after } => {
-                tracing::warn!(component, ?after, "component timed out");
+                tracing::warn!(request_id, component, ?after, "component timed out");
                 ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -77,21 +77,30 @@ impl From<DispatchError> for ApiError {
                 )
             }
             DispatchError::MemoryLimit { component, error } => {
-                tracing::warn!(component, %error, "component hit its memory limit");
+                tracing::warn!(request_id, component, %error, "component hit its memory limit");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("`{component}`: {error}"),
                 )
             }
             DispatchError::Failed { component, error } => {
-                tracing::error!(component, error = format!("{error:?}"), "component failed");
+                tracing::error!(
+                    request_id,
+                    component,
+                    error = format!("{error:?}"),
+                    "component failed"
+                );
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("`{component}` failed: {}", error.root_cause()),
                 )
             }
             DispatchError::Host(error) => {
-                tracing::error!(error = format!("{error:?}"), "dispatch failed in the host");
+                tracing::error!(
+                    request_id,
+                    error = format!("{error:?}"),
+                    "dispatch failed in the host"
+                );
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
         }

@@ -211,7 +211,7 @@ pub(crate) async fn run(
     let started = std::time::Instant::now();
     let mut response = match state.dispatcher.dispatch(component, ctx, request).await {
         Ok(response) => response,
-        Err(error) => ApiError::from(error).into_response(),
+        Err(error) => ApiError::dispatch_failed(error, &request_id).into_response(),
     };
     state.functions.telemetry().invocation(
         &function.id,

@@ -187,10 +187,10 @@ async fn serve_component(
     let client = middleware::client_address(&request);
     let mut response = match principal(&state, public, caller).await {
         Ok(caller) => {
-            let ctx = RequestContext::new(request_id, caller, client, None);
+            let ctx = RequestContext::new(request_id.clone(), caller, client, None);
             match state.dispatcher.dispatch(&component, ctx, request).await {
                 Ok(response) => response,
-                Err(error) => ApiError::from(error).into_response(),
+                Err(error) => ApiError::dispatch_failed(error, &request_id).into_response(),
             }
         }
         Err(error) => api::refuse(error, request).await,
