@@ -128,11 +128,20 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
 
     let echo = assert_echoes(&host, &token, "greeter", "method=Method::Patch");
     assert_eq!(echo.header("x-echoed"), Some("yes"));
-    assert!(
-        echo.text().contains("uri=") && echo.text().contains("/fn/greeter/echo?x=1&y=two"),
-        "{}",
-        echo.text()
-    );
+    let full_url = format!("{}/fn/greeter/echo?x=1&y=two", host.base);
+    for line in [
+        format!("uri={full_url}\n"),
+        // Spin's request headers.
+        format!("full_url={full_url}\n"),
+        "base_path=/fn/greeter\n".to_owned(),
+        "matched_route=/fn/greeter/...\n".to_owned(),
+    ] {
+        assert!(
+            echo.text().contains(&line),
+            "`{line}` not in {}",
+            echo.text()
+        );
+    }
 
     // Variables and secrets are the function's Spin variables.
     assert_variables(&host, &token, "greeter", "bonjour");

@@ -140,12 +140,13 @@ impl Request {
         // Not opening the body stream saves the host a body reader. A
         // request has a body when it declares a length, or (chunked, whose
         // header the host does not pass on) when its method carries one.
-        let declared = headers
+        let declared: Option<u64> = headers
             .iter()
             .find(|(name, _)| name == "content-length")
-            .map(|(_, value)| value.as_slice() != b"0");
+            .map(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok())
+            .unwrap_or(None);
         let carries_body = matches!(method.as_str(), "POST" | "PUT" | "PATCH");
-        let (body, stream) = if !declared.unwrap_or(carries_body) {
+        let (body, stream) = if !declared.map_or(carries_body, |n| n > 0) {
             (Vec::new(), None)
         } else if streams(&method, &path) {
             let (body, stream) = open_body(&request)?;
@@ -156,7 +157,7 @@ impl Request {
             };
             (Vec::new(), Some(std::rc::Rc::new(reader)))
         } else {
-            (read_body(&request)?, None)
+            (read_body(&request, declared)?, None)
         };
         Ok(Self {
             method,
@@ -243,10 +244,13 @@ fn open_body(
     Ok((body, stream))
 }
 
-fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
+/// The whole body; `declared` is its length when the request says it (the
+/// host has checked it), so reading stops there rather than asking once
+/// more only to learn the stream has ended.
+fn read_body(request: &IncomingRequest, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {
     let (body, stream) = open_body(request)?;
-    let mut bytes = Vec::new();
-    loop {
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n.min(64 * 1024) as usize));
+    while declared.is_none_or(|n| (bytes.len() as u64) < n) {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => {
                 bytes.extend_from_slice(&chunk);
@@ -269,8 +273,9 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
             }
         }
     }
+    // No trailers are read: dropping the body is all it takes.
     drop(stream);
-    drop(IncomingBody::finish(body));
+    drop(body);
     Ok(bytes)
 }
 

@@ -232,41 +232,46 @@ fn spin_headers(
     path_info: &str,
     client: std::net::IpAddr,
 ) {
+    // Names made at compile time, values with one allocation each.
+    const FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
+    const PATH_INFO: HeaderName = HeaderName::from_static("spin-path-info");
+    const MATCHED_ROUTE: HeaderName = HeaderName::from_static("spin-matched-route");
+    const RAW_COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-raw-component-route");
+    const COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-component-route");
+    const BASE_PATH: HeaderName = HeaderName::from_static("spin-base-path");
+    const CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
     let full_url = {
         let host = request
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
-        format!("http://{host}{}", request.uri())
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut url = String::with_capacity("http://".len() + host.len() + target.len());
+        url.push_str("http://");
+        url.push_str(host);
+        url.push_str(target);
+        url
     };
+    let base_path = format!("/fn/{name}");
     let values = [
-        ("spin-full-url", HeaderValue::try_from(full_url)),
-        ("spin-path-info", HeaderValue::try_from(path_info)),
+        (FULL_URL, HeaderValue::try_from(full_url)),
+        (PATH_INFO, HeaderValue::try_from(path_info)),
         (
-            "spin-matched-route",
-            HeaderValue::try_from(format!("/fn/{name}/...")),
+            MATCHED_ROUTE,
+            HeaderValue::try_from(format!("{base_path}/...")),
         ),
-        (
-            "spin-raw-component-route",
-            Ok(HeaderValue::from_static("/...")),
-        ),
-        ("spin-component-route", Ok(HeaderValue::from_static(""))),
-        (
-            "spin-base-path",
-            HeaderValue::try_from(format!("/fn/{name}")),
-        ),
-        (
-            "spin-client-addr",
-            HeaderValue::try_from(format!("{client}:0")),
-        ),
+        (RAW_COMPONENT_ROUTE, Ok(HeaderValue::from_static("/..."))),
+        (COMPONENT_ROUTE, Ok(HeaderValue::from_static(""))),
+        (BASE_PATH, HeaderValue::try_from(base_path)),
+        (CLIENT_ADDR, HeaderValue::try_from(format!("{client}:0"))),
     ];
     let headers = request.headers_mut();
     // Grow the map once, not rehash it on the way.
     headers.reserve(values.len());
     for (name, value) in values {
         if let Ok(value) = value {
-            headers.insert(HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     }
 }

@@ -41,10 +41,13 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             };
             let body = String::from_utf8_lossy(request.body()).into_owned();
             let text = format!(
-                "method={:?}\nuri={}\npath_info={}\nquery={}\nx-probe={}\nauthorization={}\nbody={}",
+                "method={:?}\nuri={}\npath_info={}\nfull_url={}\nbase_path={}\nmatched_route={}\nquery={}\nx-probe={}\nauthorization={}\nbody={}",
                 request.method(),
                 request.uri(),
                 path_info,
+                header("spin-full-url"),
+                header("spin-base-path"),
+                header("spin-matched-route"),
                 request.query(),
                 header("x-probe"),
                 header("authorization"),
