@@ -7,7 +7,7 @@ use std::path::Path;
 use axum::Router;
 use zatabase::config::Config;
 use zatabase::platform::Platform;
-use zatabase::server::{AppState, router_with};
+use zatabase::server::{AppState, app_with};
 
 /// The configuration benchmarks start from: a throwaway data directory, no
 /// rate limit, no fsync.
@@ -25,13 +25,15 @@ pub fn config(data_dir: &Path) -> Config {
 /// returns it and its base URL.
 pub async fn start(config: Config, extra: Router<AppState>) -> anyhow::Result<(Platform, String)> {
     let platform = Platform::start(config).await?;
-    let app = router_with(AppState::new(&platform), extra);
+    let app = app_with(AppState::new(&platform), extra);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
         )
         .await;
     });

@@ -103,6 +103,20 @@ fn oversize_bodies_answer_413_whether_declared_or_streamed() {
     );
     // A body under the limit is fine.
     host.sql_ok("INSERT INTO big VALUES ($1)", &[json!("small")]);
+
+    // Functions' routes have the host's limit too, checked before anything
+    // else (even whether the function exists).
+    for path in [
+        "/fn/anything/at/all",
+        "/v1/functions/00000000-0000-0000-0000-000000000000/invoke",
+    ] {
+        let message = host
+            .authed("POST", path, &[], filler.clone().into_bytes())
+            .expect_error(413);
+        assert!(message.contains("1024"), "{path}: {message}");
+    }
+    host.authed("POST", "/fn/anything", &[], b"small".to_vec())
+        .expect_error(404);
 }
 
 #[test]

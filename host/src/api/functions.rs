@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 
@@ -27,7 +27,7 @@ const PROJECT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-project")
 const ENVIRONMENT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-environment");
 
 /// `ANY /fn/:function_name/*path`.
-pub async fn call(State(state): State<AppState>, request: Request) -> Response {
+pub async fn call(state: AppState, request: Request) -> Response {
     let (name, path_info) = split_fn_path(request.uri().path());
     let name = name.to_owned();
     let path_info = path_info.to_owned();
@@ -63,7 +63,7 @@ pub async fn call(State(state): State<AppState>, request: Request) -> Response {
 
 /// `POST /v1/functions/:id/invoke`: the function's response to the request
 /// body, sent to it as `POST /fn/<name>` with the same content type.
-pub async fn invoke(State(state): State<AppState>, request: Request) -> Response {
+pub async fn invoke(state: AppState, request: Request) -> Response {
     let id = request
         .uri()
         .path()

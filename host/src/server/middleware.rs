@@ -168,13 +168,20 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// Bodies above the limit answer 413: at once when `Content-Length` says
-/// so, or as soon as a streamed body crosses it (whatever the handler made
-/// of the cut-off body is replaced).
+/// Runs `handler` on `request` with its body cut at `limit` bytes. Bodies
+/// above the limit answer 413: at once when `Content-Length` says so, or as
+/// soon as a streamed body crosses it (whatever the handler made of the
+/// cut-off body is replaced).
 ///
 /// The limit is the host's (`http.body_limit_bytes`) or, on a route group's
-/// routes, the route group's own (`body_limit_mb` in spin.toml).
-pub async fn body_limit(limit: usize, request: Request, next: Next) -> Response {
+/// routes, the route group's own (`body_limit_mb` in spin.toml). It is a
+/// call in the handlers that read bodies rather than a layer on every
+/// route: a layer costs a boxed service and future per request.
+pub async fn body_limit<F: Future<Output = Response>>(
+    limit: usize,
+    request: Request,
+    handler: impl FnOnce(Request) -> F,
+) -> Response {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -200,7 +207,7 @@ pub async fn body_limit(limit: usize, request: Request, next: Next) -> Response 
             e
         }))
     });
-    let response = next.run(request).await;
+    let response = handler(request).await;
     if crossed.load(Ordering::Relaxed) {
         return too_large();
     }
