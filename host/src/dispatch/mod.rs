@@ -106,9 +106,7 @@ impl HostState {
         self.output_tag.set(ctx.request_id.clone());
         self.ticks_used = 0;
     }
-}
 
-impl HostState {
     /// Whether the guest holds no host resource (an open transaction, a
     /// stream, ...) between requests: only then may its instance serve
     /// another.
@@ -287,8 +285,10 @@ static WARM_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 
 /// A component's idle instances. An instance that answered cleanly serves a
 /// later request its [`Owner`] allows, one request at a time, with that
-/// request's caller, request id and deadline swapped in; one that trapped,
-/// ran out of time or kept a host resource is never reused.
+/// request's caller, request id and deadline swapped in; one that trapped
+/// or ran out of time is never reused, nor a route group's that still holds
+/// a host resource (a function may keep its own, as a Worker keeps its
+/// globals: they are its tenant's).
 #[derive(Default)]
 pub struct WarmPool(std::sync::Mutex<Vec<Warm>>);
 
