@@ -215,7 +215,6 @@ pub(crate) async fn run(
     };
     state.functions.telemetry().invocation(
         &function.id,
-        &request_id,
         response.status().as_u16(),
         started.elapsed(),
         cold,

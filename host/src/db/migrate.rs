@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "telemetry without foreign keys",
         include_str!("../../migrations/0009_telemetry_without_foreign_keys.sql"),
     ),
+    (
+        10,
+        "invocation batches",
+        include_str!("../../migrations/0010_invocation_batches.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
