@@ -268,7 +268,8 @@ mod tests {
         assert_eq!(pending.invocation_count, 3);
         let batches = Batches::of(&pending.invocations);
         assert_eq!(batches.statuses.len(), 3);
-        let mut rows: Vec<(&str, Vec<i16>, Vec<i64>, Vec<bool>)> = (0..batches.functions.len())
+        type Row<'a> = (&'a str, Vec<i16>, Vec<i64>, Vec<bool>);
+        let mut rows: Vec<Row> = (0..batches.functions.len())
             .map(|i| {
                 let range = batches.first[i] as usize - 1..batches.last[i] as usize;
                 (
