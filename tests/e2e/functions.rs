@@ -42,7 +42,7 @@ fn fn_get(host: &Host, token: &str, path: &str) -> Resp {
 }
 
 /// Method, path, query, headers and body reach function `name`'s `/echo`;
-/// the caller's token does not.
+/// the caller's token and the platform's routing headers do not.
 fn assert_echoes(host: &Host, token: &str, name: &str, method_line: &str) -> Resp {
     let bearer = format!("Bearer {token}");
     let echo = host.request(
@@ -51,6 +51,8 @@ fn assert_echoes(host: &Host, token: &str, name: &str, method_line: &str) -> Res
         &[
             ("authorization", bearer.as_str()),
             ("x-probe", "probe-value"),
+            ("x-zatabase-project", "ignored-with-a-token"),
+            ("x-zatabase-environment", "sandbox"),
         ],
         b"the body".to_vec(),
     );
@@ -62,6 +64,7 @@ fn assert_echoes(host: &Host, token: &str, name: &str, method_line: &str) -> Res
         "query=x=1&y=two",
         "x-probe=probe-value",
         "authorization=\n",
+        "routing=\n",
         "body=the body",
     ] {
         assert!(text.contains(line), "`{line}` not in:\n{text}");

@@ -204,6 +204,11 @@ pub(crate) async fn run(
         .get::<RequestId>()
         .map_or_else(|| Arc::from("-"), |id| id.0.clone());
     let client = crate::server::client_address(&request);
+    // The platform's routing headers chose the function; they are not part
+    // of the request the function was sent (nor work for it to parse).
+    let headers = request.headers_mut();
+    headers.remove(PROJECT_HEADER);
+    headers.remove(ENVIRONMENT_HEADER);
     spin_headers(&mut request, &function.name, path_info, client);
     let ctx = RequestContext::new(request_id, caller, client, Some(context.clone()));
     let request_id = ctx.request_id.clone();

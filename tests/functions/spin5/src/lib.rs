@@ -2,7 +2,7 @@
 //! dispatching on Spin's `spin-path-info` header (the path when absent):
 //!
 //! - `/hello`: a plain text greeting
-//! - `/`, `/echo`: what arrived (method, uri, path info, query, a header, body) as JSON-ish text
+//! - `/`, `/echo`: what arrived (method, uri, path info, query, some headers, body) as JSON-ish text
 //! - `/var/<name>`: the Spin variable `<name>` (404 when undefined)
 //! - `/log`: a line on stdout and one on stderr
 //! - `/fetch`: an outbound GET of the URL in the `x-target` header; its
@@ -41,7 +41,7 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             };
             let body = String::from_utf8_lossy(request.body()).into_owned();
             let text = format!(
-                "method={:?}\nuri={}\npath_info={}\nfull_url={}\nbase_path={}\nmatched_route={}\nquery={}\nx-probe={}\nauthorization={}\nbody={}",
+                "method={:?}\nuri={}\npath_info={}\nfull_url={}\nbase_path={}\nmatched_route={}\nquery={}\nx-probe={}\nauthorization={}\nrouting={}{}\nbody={}",
                 request.method(),
                 request.uri(),
                 path_info,
@@ -51,6 +51,8 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 request.query(),
                 header("x-probe"),
                 header("authorization"),
+                header("x-zatabase-project"),
+                header("x-zatabase-environment"),
                 body
             );
             Response::builder()

@@ -3,7 +3,7 @@
 //! header (the path when absent):
 //!
 //! - `/hello`: a plain text greeting
-//! - `/`, `/echo`: what arrived (method, uri, path info, query, a header, body)
+//! - `/`, `/echo`: what arrived (method, uri, path info, query, some headers, body)
 //! - `/var/<name>`: the Spin variable `<name>` (`spin:variables@3.0.0`; 404 when undefined)
 //! - `/kv`: counts its calls in the default key-value store and lists its keys
 //!   (`spin:key-value@3.0.0`)
@@ -65,6 +65,7 @@ async fn handle(request: Request) -> Answer {
         "/" | "/echo" => {
             let (method, uri) = (request.method().clone(), request.uri().clone());
             let (probe, authorization) = (header("x-probe"), header("authorization"));
+            let routing = header("x-zatabase-project") + &header("x-zatabase-environment");
             let body = match request.into_body().bytes().await {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(error) => return text(400, format!("reading the body: {error:?}")),
@@ -72,7 +73,7 @@ async fn handle(request: Request) -> Answer {
             text(
                 201,
                 format!(
-                    "method={method}\nuri={uri}\npath_info={path_info}\nquery={}\nx-probe={probe}\nauthorization={authorization}\nbody={body}",
+                    "method={method}\nuri={uri}\npath_info={path_info}\nquery={}\nx-probe={probe}\nauthorization={authorization}\nrouting={routing}\nbody={body}",
                     uri.query().unwrap_or(""),
                 ),
             )
