@@ -574,6 +574,9 @@ fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
     // Anonymous: only a public function, its project (and environment:
     // sessions start in `sandbox`, anonymous calls default to `live`) named.
     host.get("/fn/mine/hello").expect_error(401);
+    // A path naming no function is no route at all.
+    host.get("/fn/").expect_error(404);
+    host.get("/fn//hello").expect_error(404);
     let anonymous = |environment: &str| {
         host.request(
             "GET",
