@@ -1,8 +1,12 @@
-//! The cross-cutting layers, each a plain async function.
+//! The cross-cutting layers: the edge every request passes (id, caller,
+//! metrics, logs), the rate limit, the body limit, and panics.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -17,6 +21,7 @@ use super::AppState;
 use crate::api::ApiError;
 use crate::auth::AuthError;
 use crate::caps::zatabase::platform::session::Principal;
+use crate::metrics::Metrics;
 
 /// The request's id: the client's `x-request-id` when it is sane, else new.
 #[derive(Debug, Clone)]
@@ -42,20 +47,16 @@ pub fn client_address(request: &Request) -> IpAddr {
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let caller = match request.headers().get(header::AUTHORIZATION) {
+/// What the `Authorization` header establishes (a verified token is not
+/// yet a live session: routes that need the principal check that).
+fn authenticate(state: &AppState, request: &Request) -> Caller {
+    match request.headers().get(header::AUTHORIZATION) {
         None => Caller::Anonymous,
         Some(value) => match state.auth.verify_header(value.as_bytes()) {
             Ok(principal) => Caller::Verified(principal),
             Err(error) => Caller::Rejected(error),
         },
-    };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    }
 }
 
 /// Which route group answered, for metrics; set on responses.
@@ -64,8 +65,9 @@ pub struct RouteGroup(pub Arc<str>);
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-pub async fn request_id(mut request: Request, next: Next) -> Response {
-    let id: Arc<str> = request
+/// The client's `x-request-id` when it is sane, else a new one.
+fn request_id(request: &Request) -> Arc<str> {
+    request
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -75,54 +77,116 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    // A span costs a few microseconds a request (its fields formatted, entered
-    // and left at every poll), so only when debugging; the lines that matter
-    // without it (a failed component, a server error) name the id themselves.
-    let span = tracing::debug_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = next.run(request).instrument(span).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
-    }
-    response
+        .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from)
 }
 
-/// Counts and times every response, by route group and status, and logs
-/// server errors.
-pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone());
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    let group = response
-        .extensions()
-        .get::<RouteGroup>()
-        .map_or("host", |g| &g.0);
-    state
-        .metrics
-        .observe_request(group, status.as_u16(), elapsed);
-    if status.is_server_error() {
-        tracing::warn!(
-            request_id = id.as_deref().unwrap_or("-"),
-            status = status.as_u16(),
-            group,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "answered"
-        );
-    } else {
-        tracing::debug!(
-            status = status.as_u16(),
-            group,
-            elapsed_us = elapsed.as_micros() as u64,
-            "answered"
-        );
+/// The outermost layer: gives every request its id and its [`Caller`], and
+/// on the way back stamps the id on the response, counts and times it by
+/// route group and status (refusals included), and logs server errors.
+///
+/// Written as a service rather than with `axum::middleware::from_fn`, which
+/// clones and boxes everything inside it on every request (three such
+/// layers cloned the stack below them three times per request).
+#[derive(Clone)]
+pub struct EdgeLayer(pub AppState);
+
+impl<S> tower::Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            state: self.0.clone(),
+            inner,
+        }
     }
-    response
+}
+
+#[derive(Clone)]
+pub struct Edge<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Edge<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let id = request_id(&request);
+        let caller = authenticate(&self.state, &request);
+        request.extensions_mut().insert(RequestId(id.clone()));
+        request.extensions_mut().insert(caller);
+        // A span costs a few microseconds a request (its fields formatted,
+        // entered and left at every poll), so only when debugging; the lines
+        // that matter without it (a failed component, a server error) name
+        // the id themselves.
+        let span = tracing::debug_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+        EdgeFuture {
+            inner: self.inner.call(request).instrument(span),
+            id,
+            started: Instant::now(),
+            metrics: self.state.metrics.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Edge`]'s response: the inner one, stamped, counted and logged.
+    pub struct EdgeFuture<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        id: Arc<str>,
+        started: Instant,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        let elapsed = this.started.elapsed();
+        let status = response.status();
+        let group = response
+            .extensions()
+            .get::<RouteGroup>()
+            .map_or("host", |g| &g.0);
+        this.metrics
+            .observe_request(group, status.as_u16(), elapsed);
+        if status.is_server_error() {
+            tracing::warn!(
+                request_id = &**this.id,
+                status = status.as_u16(),
+                group,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "answered"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                group,
+                elapsed_us = elapsed.as_micros() as u64,
+                "answered"
+            );
+        }
+        if let Ok(value) = HeaderValue::from_str(this.id) {
+            response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Health and metrics are never rate limited: probes must always get through.
@@ -195,6 +259,10 @@ pub async fn body_limit<F: Future<Output = Response>>(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
+    }
+    if http_body::Body::is_end_stream(request.body()) {
+        // No body (a GET, or a declared length of 0): nothing to count.
+        return handler(request).await;
     }
     let crossed = Arc::new(AtomicBool::new(false));
     let flag = crossed.clone();

@@ -86,11 +86,11 @@ impl AppState {
 }
 
 /// The whole HTTP application: the routes behind the layers every request
-/// passes, outermost first: request id (every response carries one) →
-/// observe (metrics and logs see everything, refusals included) → CORS (so
-/// a browser can read even a 429) → authenticate (verifies a bearer token if
-/// there is one, so limits can be per organization) → rate limit (when
-/// enabled) → panic catcher → the router (body limits are per route).
+/// passes, outermost first: the edge (request id, the caller from a bearer
+/// token if there is one, and on the way back metrics and logs: they see
+/// everything, refusals included) → CORS (so a browser can read even a 429)
+/// → rate limit (when enabled; per organization for a verified caller) →
+/// panic catcher → [`front`] (body limits are per route).
 ///
 /// The layers wrap the router once rather than each of its routes
 /// (`Router::layer`), so a request pays for each layer once, not for a boxed
@@ -122,16 +122,8 @@ pub fn app_with(
         .is_some()
         .then(|| axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit));
     tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(middleware::request_id))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe,
-        ))
+        .layer(middleware::EdgeLayer(state.clone()))
         .layer(cors(&state.config))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::authenticate,
-        ))
         .option_layer(rate_limit)
         .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
