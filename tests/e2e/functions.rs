@@ -392,6 +392,8 @@ fn the_smallest_spin_function_answers_every_method_and_path() {
         ("GET", "/fn/hello"),
         ("POST", "/fn/hello/"),
         ("DELETE", "/fn/hello/a/b?c=d"),
+        // Not a CORS preflight (no Origin): the function's to answer.
+        ("OPTIONS", "/fn/hello/x"),
     ] {
         let answer = host.request(method, path, &[("authorization", bearer.as_str())], vec![]);
         assert_eq!(answer.status, 200, "{method} {path}: {}", answer.text());

@@ -137,6 +137,9 @@ fn cors_preflight_and_exposed_headers() {
     );
     assert_eq!(preflight.status, 200, "{}", preflight.text());
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(preflight.header("access-control-allow-methods"), Some("*"));
+    assert_eq!(preflight.header("access-control-allow-headers"), Some("*"));
+    assert!(preflight.header("x-request-id").is_some());
     let actual = host.request(
         "GET",
         "/health",
@@ -146,6 +149,34 @@ fn cors_preflight_and_exposed_headers() {
     assert_eq!(actual.header("access-control-allow-origin"), Some("*"));
     let exposed = actual.header("access-control-expose-headers").unwrap();
     assert!(exposed.contains("x-ratelimit-remaining"), "{exposed}");
+}
+
+#[test]
+fn cors_with_listed_origins_answers_only_those() {
+    let host = Host::builder()
+        .config("[http]\ncors_allowed_origins = [\"https://app.example\"]\n")
+        .start();
+    let from = |origin: &str| host.request("GET", "/health", &[("origin", origin)], Vec::new());
+    let listed = from("https://app.example");
+    assert_eq!(
+        listed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(listed.header("vary"), Some("origin"));
+    let other = from("https://elsewhere.example");
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(other.header("access-control-expose-headers"), None);
+    let preflight = host.request(
+        "OPTIONS",
+        "/v1/sql",
+        &[
+            ("origin", "https://elsewhere.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        Vec::new(),
+    );
+    assert_eq!(preflight.header("access-control-allow-origin"), None);
 }
 
 #[test]

@@ -27,15 +27,15 @@ const PROJECT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-project")
 const ENVIRONMENT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-environment");
 
 /// `ANY /fn/:function_name/*path`.
-pub async fn call(state: AppState, request: Request) -> Response {
+pub async fn call(state: &AppState, request: Request) -> Response {
     let (name, path_info) = split_fn_path(request.uri().path());
     let name = name.to_owned();
     let path_info = path_info.to_owned();
     let token = request.extensions().get::<Caller>().cloned();
-    let anonymous = anonymous_project(&state, &request)
+    let anonymous = anonymous_project(state, &request)
         .and_then(|project| Ok((project, anonymous_environment(&request)?)));
     let outcome = async {
-        let caller = caller(&state, token).await?;
+        let caller = caller(state, token).await?;
         let lookup = match &caller {
             Some((principal, _)) => Lookup::Name {
                 project_id: principal.project_id.clone(),
@@ -51,12 +51,12 @@ pub async fn call(state: AppState, request: Request) -> Response {
                 }
             }
         };
-        let function = resolve(&state, &lookup, &name).await?;
+        let function = resolve(state, &lookup, &name).await?;
         Ok::<_, ApiError>((caller, function))
     }
     .await;
     match outcome {
-        Ok((caller, function)) => run(&state, caller, &function, &path_info, request).await,
+        Ok((caller, function)) => run(state, caller, &function, &path_info, request).await,
         Err(error) => super::refuse(error, request).await,
     }
 }

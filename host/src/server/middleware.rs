@@ -80,13 +80,45 @@ fn request_id(request: &Request) -> Arc<str> {
         .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from)
 }
 
-/// The outermost layer: gives every request its id and its [`Caller`], and
-/// on the way back stamps the id on the response, counts and times it by
-/// route group and status (refusals included), and logs server errors.
+/// Which origins may read the API's responses from a browser: every one
+/// (`*`, the default) or those listed (`http.cors_allowed_origins`).
+pub struct CorsPolicy {
+    any: bool,
+    origins: Vec<HeaderValue>,
+}
+
+/// The response headers a browser's script may read.
+const EXPOSED: HeaderValue = HeaderValue::from_static(
+    "x-request-id,x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset",
+);
+
+impl CorsPolicy {
+    pub fn new(origins: &[String]) -> Self {
+        Self {
+            any: origins.iter().any(|o| o == "*"),
+            origins: origins.iter().filter_map(|o| o.parse().ok()).collect(),
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` for a request from `origin`, if
+    /// it is allowed.
+    fn allow(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        if self.any {
+            return Some(HeaderValue::from_static("*"));
+        }
+        origin.filter(|o| self.origins.contains(o)).cloned()
+    }
+}
+
+/// The outermost layer: gives every request its id and its [`Caller`],
+/// answers CORS preflights, and on the way back stamps the id and the CORS
+/// headers on the response, counts and times it by route group and status
+/// (refusals included), and logs server errors.
 ///
-/// Written as a service rather than with `axum::middleware::from_fn`, which
-/// clones and boxes everything inside it on every request (three such
-/// layers cloned the stack below them three times per request).
+/// Written as a service rather than with `axum::middleware::from_fn` and
+/// `tower_http`'s CORS layer: `from_fn` clones and boxes everything inside
+/// it on every request, and hyper clones the whole stack for every request
+/// too, so each layer's state was copied several times per request.
 #[derive(Clone)]
 pub struct EdgeLayer(pub AppState);
 
@@ -121,17 +153,29 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let id = request_id(&request);
-        let caller = authenticate(&self.state, &request);
-        request.extensions_mut().insert(RequestId(id.clone()));
-        request.extensions_mut().insert(caller);
-        // A span costs a few microseconds a request (its fields formatted,
-        // entered and left at every poll), so only when debugging; the lines
-        // that matter without it (a failed component, a server error) name
-        // the id themselves.
-        let span = tracing::debug_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+        let headers = request.headers();
+        let allow_origin = self.state.cors.allow(headers.get(header::ORIGIN));
+        // A CORS preflight, as the Fetch standard defines it; any other
+        // OPTIONS request is the route's.
+        let preflight = request.method() == http::Method::OPTIONS
+            && headers.contains_key(header::ORIGIN)
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let inner = (!preflight).then(|| {
+            let caller = authenticate(&self.state, &request);
+            request.extensions_mut().insert(RequestId(id.clone()));
+            request.extensions_mut().insert(caller);
+            // A span costs a few microseconds a request (its fields
+            // formatted, entered and left at every poll), so only when
+            // debugging; the lines that matter without it (a failed
+            // component, a server error) name the id themselves.
+            let span = tracing::debug_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+            self.inner.call(request).instrument(span)
+        });
         EdgeFuture {
-            inner: self.inner.call(request).instrument(span),
+            inner,
             id,
+            allow_origin,
+            vary: !self.state.cors.any,
             started: Instant::now(),
             metrics: self.state.metrics.clone(),
         }
@@ -139,11 +183,14 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// [`Edge`]'s response: the inner one, stamped, counted and logged.
+    /// [`Edge`]'s response: the inner one (none for a preflight), stamped,
+    /// counted and logged.
     pub struct EdgeFuture<F> {
         #[pin]
-        inner: tracing::instrument::Instrumented<F>,
+        inner: Option<tracing::instrument::Instrumented<F>>,
         id: Arc<str>,
+        allow_origin: Option<HeaderValue>,
+        vary: bool,
         started: Instant,
         metrics: Arc<Metrics>,
     }
@@ -157,7 +204,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        let preflight = this.inner.is_none();
+        let mut response = match this.inner.as_pin_mut() {
+            Some(inner) => {
+                let Ok(response) = std::task::ready!(inner.poll(cx));
+                response
+            }
+            None => {
+                let mut response = StatusCode::OK.into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("*"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("*"),
+                );
+                response
+            }
+        };
         let elapsed = this.started.elapsed();
         let status = response.status();
         let group = response
@@ -182,8 +248,19 @@ where
                 "answered"
             );
         }
+        let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(this.id) {
-            response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+            headers.insert(X_REQUEST_ID.clone(), value);
+        }
+        if let Some(origin) = this.allow_origin.take() {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            if !preflight {
+                headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
+            }
+        }
+        if *this.vary {
+            // The answer depends on the origin: caches must not mix them.
+            headers.append(header::VARY, HeaderValue::from_static("origin"));
         }
         Poll::Ready(Ok(response))
     }

@@ -17,7 +17,6 @@ use axum::routing::any;
 use tokio::net::TcpListener;
 use tower::Service;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{self, ApiError};
 use crate::auth::{Access, Auth, AuthError};
@@ -47,6 +46,7 @@ pub struct Shared {
     pub components: HashMap<String, Arc<LoadedComponent>>,
     pub openapi: Arc<serde_json::Value>,
     pub rate_limiter: Option<RateLimiter>,
+    pub cors: middleware::CorsPolicy,
 }
 
 impl Deref for AppState {
@@ -68,6 +68,7 @@ impl AppState {
             rate_limiter: config.rate_limit.enabled.then(|| {
                 RateLimiter::new(config.rate_limit.requests, config.rate_limit.window_secs)
             }),
+            cors: middleware::CorsPolicy::new(&config.http.cors_allowed_origins),
             openapi: Arc::new(api::openapi::assemble(&platform.app)),
             app: Arc::new(App {
                 name: platform.app.name.clone(),
@@ -87,10 +88,11 @@ impl AppState {
 
 /// The whole HTTP application: the routes behind the layers every request
 /// passes, outermost first: the edge (request id, the caller from a bearer
-/// token if there is one, and on the way back metrics and logs: they see
-/// everything, refusals included) → CORS (so a browser can read even a 429)
-/// → rate limit (when enabled; per organization for a verified caller) →
-/// panic catcher → [`front`] (body limits are per route).
+/// token if there is one, CORS preflights; on the way back CORS headers, so
+/// a browser can read even a 429, and metrics and logs, which see
+/// everything, refusals included) → rate limit (when enabled; per
+/// organization for a verified caller) → panic catcher → [`front`] (body
+/// limits are per route).
 ///
 /// The layers wrap the router once rather than each of its routes
 /// (`Router::layer`), so a request pays for each layer once, not for a boxed
@@ -123,7 +125,6 @@ pub fn app_with(
         .then(|| axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit));
     tower::ServiceBuilder::new()
         .layer(middleware::EdgeLayer(state.clone()))
-        .layer(cors(&state.config))
         .option_layer(rate_limit)
         .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
@@ -143,10 +144,12 @@ fn front(
 + Sync
 + 'static {
     let functions = state.config.feature_enabled("functions");
+    // One reference count per request, not one per part.
+    let shared = Arc::new((state, router));
     tower::service_fn(move |request: Request| {
-        let state = state.clone();
-        let mut router = router.clone();
+        let shared = shared.clone();
         async move {
+            let (state, router) = &*shared;
             let named = request
                 .uri()
                 .path()
@@ -155,7 +158,7 @@ fn front(
             if functions && named {
                 Ok(call_function(state, request).await)
             } else {
-                router.call(request).await
+                router.clone().call(request).await
             }
         }
     })
@@ -195,7 +198,7 @@ fn routes(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn call_function(state: AppState, request: Request) -> Response {
+async fn call_function(state: &AppState, request: Request) -> Response {
     let limit = state.config.http.body_limit_bytes;
     middleware::body_limit(limit, request, |request| {
         api::functions::call(state, request)
@@ -209,25 +212,6 @@ async fn invoke_function(State(state): State<AppState>, request: Request) -> Res
         api::functions::invoke(state, request)
     })
     .await
-}
-
-fn cors(config: &Config) -> CorsLayer {
-    let origins = &config.http.cors_allowed_origins;
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods(tower_http::cors::Any)
-        .allow_headers(tower_http::cors::Any)
-        .expose_headers([
-            http::HeaderName::from_static("x-request-id"),
-            http::HeaderName::from_static("x-ratelimit-limit"),
-            http::HeaderName::from_static("x-ratelimit-remaining"),
-            http::HeaderName::from_static("x-ratelimit-reset"),
-        ])
 }
 
 async fn serve_component(
