@@ -168,8 +168,9 @@ impl Platform {
             async move { functions.listen(pool).await }
         });
         let telemetry_writer = tokio::spawn({
-            let (functions, pool) = (functions.clone(), db.platform_pool().clone());
-            async move { functions.telemetry().run(pool).await }
+            let (functions, db) = (functions.clone(), db.clone());
+            let low_priority = embedded.is_some();
+            async move { functions.telemetry().run(db, low_priority).await }
         });
         let idle_sweeper = tokio::spawn({
             let db = db.clone();
@@ -211,10 +212,12 @@ impl Platform {
         self.session_listener.abort();
         self.function_listener.abort();
         self.telemetry_writer.abort();
-        self.functions
-            .telemetry()
-            .flush(self.db.platform_pool())
-            .await;
+        match self.db.platform_pool().acquire().await {
+            Ok(mut conn) => {
+                self.functions.telemetry().flush(&mut conn).await;
+            }
+            Err(error) => tracing::warn!(%error, "function telemetry not written at shut-down"),
+        }
         self.idle_sweeper.abort();
         self.db.close().await;
         if let Some(embedded) = self.embedded {

@@ -6,7 +6,11 @@
 //! the batch every quarter second in one statement per table, so a function
 //! call never waits on a write. Invocations are stored one row per function
 //! per batch, as arrays (migration 0010): a row per call cost Postgres more
-//! than the call itself, in bursts that took a core from the requests. A host keeps at most `MAX_PENDING_BYTES` of
+//! than the call itself, in bursts that took a core from the requests. The
+//! writer has a connection of its own, whose server process runs at the
+//! lowest CPU priority on the embedded Postgres ([`Db::background_connection`]):
+//! the writes (Postgres compresses the arrays) wait for idle CPU rather
+//! than delay requests. A host keeps at most `MAX_PENDING_BYTES` of
 //! unwritten lines (Postgres away, a function logging without pause) and
 //! drops the rest, counting them in its log. Rows older than seven days are
 //! pruned.
@@ -15,7 +19,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use sqlx::PgPool;
+use std::sync::Arc;
+
+use sqlx::PgConnection;
+
+use crate::db::Db;
 
 use crate::caps::zatabase::platform::log::Level;
 
@@ -110,30 +118,52 @@ impl Telemetry {
         calls.cold.push(cold);
     }
 
-    /// Writes what is pending; until the process ends.
-    pub async fn run(&self, pool: PgPool) {
+    /// Writes what is pending; until the process ends. `low_priority`: see
+    /// [`Db::background_connection`].
+    pub async fn run(&self, db: Arc<Db>, low_priority: bool) {
         let mut last_prune = std::time::Instant::now();
+        let mut connection: Option<PgConnection> = None;
         loop {
             tokio::time::sleep(FLUSH_EVERY).await;
-            self.flush(&pool).await;
-            if last_prune.elapsed() > PRUNE_EVERY {
+            let conn = match &mut connection {
+                Some(conn) => conn,
+                None => match db.background_connection(low_priority).await {
+                    Ok(conn) => connection.insert(conn),
+                    Err(error) => {
+                        // What is pending waits (up to its bounds) for the next try.
+                        tracing::warn!(%error, "connecting the telemetry writer");
+                        continue;
+                    }
+                },
+            };
+            let mut written = self.flush(conn).await;
+            if written && last_prune.elapsed() > PRUNE_EVERY {
                 last_prune = std::time::Instant::now();
                 for table in ["function_invocation_batches", "function_logs"] {
                     let prune = format!(
                         "DELETE FROM zatabase.{table} WHERE at < now() - interval '7 days'"
                     );
-                    if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(prune)).execute(&pool).await
+                    if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(prune))
+                        .execute(&mut *conn)
+                        .await
                     {
                         tracing::warn!(%error, table, "pruning function telemetry");
+                        written = false;
                     }
                 }
+            }
+            if !written {
+                // Perhaps the connection broke: a new one next time.
+                connection = None;
             }
         }
     }
 
-    /// Writes what is pending now (also at shut-down). A batch that fails
-    /// is dropped and said so: telemetry never holds up requests.
-    pub async fn flush(&self, pool: &PgPool) {
+    /// Writes what is pending now (also at shut-down); whether it all went.
+    /// A batch that fails is dropped and said so: telemetry never holds up
+    /// requests.
+    pub async fn flush(&self, conn: &mut PgConnection) -> bool {
+        let mut ok = true;
         let Pending {
             invocations,
             invocation_count,
@@ -165,10 +195,11 @@ impl Telemetry {
             .bind(&batches.statuses)
             .bind(&batches.durations_us)
             .bind(&batches.cold)
-            .execute(pool)
+            .execute(&mut *conn)
             .await;
             if let Err(error) = written {
                 tracing::warn!(%error, count = invocation_count, "writing function invocations");
+                ok = false;
             }
         }
         if !logs.is_empty() {
@@ -197,12 +228,14 @@ impl Telemetry {
                     .collect::<Vec<_>>(),
             )
             .bind(logs.iter().map(|l| timestamp(l.at)).collect::<Vec<_>>())
-            .execute(pool)
+            .execute(&mut *conn)
             .await;
             if let Err(error) = written {
                 tracing::warn!(%error, count = logs.len(), "writing function logs");
+                ok = false;
             }
         }
+        ok
     }
 }
 
