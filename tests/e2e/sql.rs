@@ -360,3 +360,49 @@ fn every_mapped_type_round_trips_through_parameters() {
         json!([{ "n": 1 }])
     );
 }
+
+#[test]
+fn what_a_request_leaves_on_its_connection_is_gone_for_the_next() {
+    // One connection, so every request below gets the one before's.
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    let first = host.sql_ok(
+        "SELECT current_user AS role, current_schema() AS schema, current_setting('statement_timeout') AS timeout",
+        &[],
+    );
+    let login = host.sql_ok("SELECT session_user AS login", &[])["rows"][0]["login"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for left in [
+        "SET statement_timeout = '1min'".to_owned(),
+        "SET search_path = public".to_owned(),
+        format!("SELECT set_config('role', '{login}', false)"),
+        "SET ROLE NONE".to_owned(),
+        // Temporary tables are the login role's (the owner role may not).
+        "RESET ROLE; CREATE TEMP TABLE scratch (x int)".to_owned(),
+        "DECLARE held CURSOR WITH HOLD FOR SELECT 1".to_owned(),
+    ] {
+        host.sql_ok(&left, &[]);
+        let next = host.sql_ok(
+            "SELECT current_user AS role, current_schema() AS schema, current_setting('statement_timeout') AS timeout",
+            &[],
+        );
+        assert_eq!(next["rows"], first["rows"], "after `{left}`");
+        // Nothing of the temporary table or the cursor is left either.
+        host.sql_ok("RESET ROLE; CREATE TEMP TABLE scratch (x int)", &[]);
+        host.sql_ok("DECLARE held CURSOR WITH HOLD FOR SELECT 1", &[]);
+    }
+    // A lock that would outlive the request is not the tenant's to take;
+    // one that ends with its transaction is.
+    for session_lock in [
+        "SELECT pg_advisory_lock(42)",
+        "SELECT pg_try_advisory_lock(42)",
+        "SELECT pg_advisory_lock_shared(1, 2)",
+    ] {
+        host.sql(session_lock, &[]).expect_error(403);
+    }
+    let locked = host.sql_ok("SELECT pg_try_advisory_xact_lock(42) AS locked", &[]);
+    assert_eq!(locked["rows"], json!([{ "locked": true }]));
+}

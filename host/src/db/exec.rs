@@ -35,6 +35,9 @@ pub struct Scope<'a> {
     pub search_path: Option<&'a [&'a str]>,
     /// Whether to clear session state an earlier request may have left.
     pub reset_session: bool,
+    /// With `reset_session`: whether session-level advisory locks must be
+    /// released too (the client may still take them: see migration 0011).
+    pub release_locks: bool,
     pub read_only: bool,
 }
 
@@ -210,44 +213,49 @@ pub const SESSION_SETTINGS: [(&str, &str); 5] = [
     ("extra_float_digits", "1"),
 ];
 
-/// The statement sent before the client's (one: each statement of a simple
-/// query costs Postgres about as much as a small SELECT), and how many
-/// statements that is.
+/// The statements sent before the client's, and how many there are.
 ///
-/// Every function is schema-qualified: the client may have left any
-/// `search_path` behind, and names are resolved before the reset runs.
+/// Utility commands wherever they do: Postgres runs one for a fraction of
+/// what a `SELECT` costs it (a `SELECT` of `set_config` and a reset
+/// function was about a third of Postgres's work per `SELECT 1` request).
+/// The one `SELECT` kept is for read-only transactions: it takes the
+/// transaction's first snapshot, after which Postgres refuses to make the
+/// transaction read-write again.
 fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
-    let mut calls = Vec::new();
+    let mut statements: Vec<String> = Vec::new();
     if scope.reset_session {
-        // Settings back to the connection's defaults, temporary tables,
-        // cursors, listens and advisory locks gone (migration 0005).
-        calls.push("extensions.zatabase_reset_session()::text".to_owned());
+        // Settings back to the connection's defaults (the role among them),
+        // temporary tables, cursors and listens gone.
+        statements
+            .extend(["RESET ALL", "DISCARD TEMP", "CLOSE ALL", "UNLISTEN *"].map(str::to_owned));
+        if scope.release_locks {
+            statements.push("SELECT pg_catalog.pg_advisory_unlock_all()".to_owned());
+        }
     }
     // Names and values are the host's own, never a client's; quoted anyway.
-    let mut set = |name: &str, value: &str| {
-        let value = sqltext::quote_literal(value).expect("settings hold no NUL");
-        calls.push(format!("pg_catalog.set_config('{name}', {value}, true)"));
-    };
     if let Some(role) = scope.role {
-        set("role", role);
+        statements.push(format!("SET LOCAL ROLE {}", super::tenant::ident(role)));
     }
     if let Some(path) = scope.search_path {
-        let path: Vec<String> = path.iter().map(|s| format!("\"{s}\"")).collect();
-        set("search_path", &path.join(", "));
+        let path: Vec<String> = path.iter().map(|s| super::tenant::ident(s)).collect();
+        statements.push(format!("SET LOCAL search_path TO {}", path.join(", ")));
     }
     if !scope.reset_session {
         // A reset connection is back at its default timeout already.
-        set(
-            "statement_timeout",
-            &format!("{}ms", limits.statement_timeout.as_millis()),
-        );
+        statements.push(format!(
+            "SET LOCAL statement_timeout = {}",
+            limits.statement_timeout.as_millis()
+        ));
     }
     if scope.read_only {
-        // This SELECT has taken the transaction's first snapshot, so from
-        // here on Postgres refuses to make the transaction read-write again.
-        set("transaction_read_only", "on");
+        statements
+            .push("SELECT pg_catalog.set_config('transaction_read_only', 'on', true)".to_owned());
     }
-    (format!("SELECT {};\n", calls.join(", ")), 1)
+    let mut text = statements.join(";\n");
+    if !statements.is_empty() {
+        text.push_str(";\n");
+    }
+    (text, statements.len())
 }
 
 /// The kept statement's result, as Postgres's text.

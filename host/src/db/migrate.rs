@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "invocation batches",
         include_str!("../../migrations/0010_invocation_batches.sql"),
     ),
+    (
+        11,
+        "session advisory locks",
+        include_str!("../../migrations/0011_session_advisory_locks.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

@@ -15,6 +15,7 @@ pub mod sqltext;
 pub mod tenant;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +76,9 @@ pub struct Db {
     limits: Limits,
     key: MasterKey,
     pools: PoolConfig,
+    /// Whether tenants are kept from session-level advisory locks
+    /// (migration 0011); until known, assume not.
+    session_locks_revoked: AtomicBool,
 }
 
 impl std::fmt::Debug for Db {
@@ -161,6 +165,7 @@ impl Db {
             limits,
             key,
             pools,
+            session_locks_revoked: AtomicBool::new(false),
         }))
     }
 
@@ -199,7 +204,22 @@ impl Db {
 
     /// Applies the platform's migrations (schema `zatabase`).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        migrate::run(&self.platform).await
+        migrate::run(&self.platform).await?;
+        // Whether migration 0011 took: if tenants can still take
+        // session-level advisory locks, each request releases them first.
+        let revoked: bool = sqlx::query_scalar(
+            "SELECT NOT has_function_privilege('public', 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE')
+                AND NOT has_function_privilege('public', 'pg_catalog.pg_try_advisory_lock(bigint)', 'EXECUTE')",
+        )
+        .fetch_one(&self.platform)
+        .await?;
+        if !revoked {
+            tracing::warn!(
+                "tenants can take session-level advisory locks on this server (the platform role could not revoke them): each request releases them first"
+            );
+        }
+        self.session_locks_revoked.store(revoked, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether every migration the binary knows is applied.
@@ -429,6 +449,7 @@ impl TenantSql {
             // The connection's own default (see `Db::tenant_pool`).
             search_path: None,
             reset_session: true,
+            release_locks: !self.db.session_locks_revoked.load(Ordering::Relaxed),
             read_only,
         };
         let limits = self.db.limits;
@@ -536,6 +557,7 @@ fn platform_scope() -> Scope<'static> {
         role: None,
         search_path: Some(&PLATFORM_SEARCH_PATH),
         reset_session: false,
+        release_locks: false,
         read_only: false,
     }
 }
@@ -634,6 +656,7 @@ impl Tx {
                 role: Some(&tenant.owner_role),
                 search_path: None,
                 reset_session: false,
+                release_locks: false,
                 read_only: *read_only,
             },
         };
