@@ -222,40 +222,42 @@ pub const SESSION_SETTINGS: [(&str, &str); 5] = [
 /// transaction's first snapshot, after which Postgres refuses to make the
 /// transaction read-write again.
 fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
-    let mut statements: Vec<String> = Vec::new();
+    let mut text = String::with_capacity(192);
+    let mut count = 0;
+    let mut add = |statement: &str| {
+        text.push_str(statement);
+        text.push_str(";\n");
+        count += 1;
+    };
     if scope.reset_session {
         // Settings back to the connection's defaults (the role among them),
         // temporary tables, cursors and listens gone.
-        statements
-            .extend(["RESET ALL", "DISCARD TEMP", "CLOSE ALL", "UNLISTEN *"].map(str::to_owned));
+        for statement in ["RESET ALL", "DISCARD TEMP", "CLOSE ALL", "UNLISTEN *"] {
+            add(statement);
+        }
         if scope.release_locks {
-            statements.push("SELECT pg_catalog.pg_advisory_unlock_all()".to_owned());
+            add("SELECT pg_catalog.pg_advisory_unlock_all()");
         }
     }
     // Names and values are the host's own, never a client's; quoted anyway.
     if let Some(role) = scope.role {
-        statements.push(format!("SET LOCAL ROLE {}", super::tenant::ident(role)));
+        add(&format!("SET LOCAL ROLE {}", super::tenant::ident(role)));
     }
     if let Some(path) = scope.search_path {
         let path: Vec<String> = path.iter().map(|s| super::tenant::ident(s)).collect();
-        statements.push(format!("SET LOCAL search_path TO {}", path.join(", ")));
+        add(&format!("SET LOCAL search_path TO {}", path.join(", ")));
     }
     if !scope.reset_session {
         // A reset connection is back at its default timeout already.
-        statements.push(format!(
+        add(&format!(
             "SET LOCAL statement_timeout = {}",
             limits.statement_timeout.as_millis()
         ));
     }
     if scope.read_only {
-        statements
-            .push("SELECT pg_catalog.set_config('transaction_read_only', 'on', true)".to_owned());
+        add("SELECT pg_catalog.set_config('transaction_read_only', 'on', true)");
     }
-    let mut text = statements.join(";\n");
-    if !statements.is_empty() {
-        text.push_str(";\n");
-    }
-    (text, statements.len())
+    (text, count)
 }
 
 /// The kept statement's result, as Postgres's text.
