@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests by route group and status, latency
 //! histograms, component instantiations, database pool gauges.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -36,6 +36,66 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
 }
 
+/// The statuses a route group's counters are kept at hand for (a status
+/// outside them, which `http` allows up to 999, is looked up).
+const FIRST_STATUS: u16 = 100;
+const LAST_STATUS: u16 = 599;
+
+/// One route group's request series: its latency histogram, and its
+/// counter per status once that status has been answered (so the
+/// exposition lists the statuses seen, as the family alone would).
+pub struct GroupSeries {
+    name: Arc<str>,
+    latency: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    by_status: Box<[OnceLock<Counter>]>,
+}
+
+impl GroupSeries {
+    fn new(
+        requests: &Family<RequestLabels, Counter>,
+        latency: &HistogramFamily<GroupLabels>,
+        group: &str,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name: Arc::from(group),
+            latency: latency
+                .get_or_create(&GroupLabels {
+                    group: group.to_owned(),
+                })
+                .clone(),
+            requests: requests.clone(),
+            by_status: (FIRST_STATUS..=LAST_STATUS)
+                .map(|_| OnceLock::new())
+                .collect(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts and times one request.
+    pub fn observe(&self, status: u16, elapsed: Duration) {
+        let create = || {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    group: self.name.to_string(),
+                    status,
+                })
+                .clone()
+        };
+        match self
+            .by_status
+            .get(usize::from(status.wrapping_sub(FIRST_STATUS)))
+        {
+            Some(counter) => counter.get_or_init(create).inc(),
+            None => create().inc(),
+        };
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// The host's metrics registry.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +103,9 @@ pub struct Metrics {
     latency: HistogramFamily<GroupLabels>,
     instantiations: HistogramFamily<ComponentLabels>,
     pool_connections: Family<PoolLabels, Gauge>,
+    /// Requests no route group answered (the host's own routes, refusals
+    /// at the edge).
+    host: Arc<GroupSeries>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,27 +151,26 @@ impl Metrics {
             "Database connections held by the host, by pool and state",
             pool_connections.clone(),
         );
+        let host = GroupSeries::new(&requests, &latency, "host");
         Self {
             registry,
             requests,
             latency,
             instantiations,
             pool_connections,
+            host,
         }
     }
 
-    pub fn observe_request(&self, group: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                group: group.to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&GroupLabels {
-                group: group.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+    /// The request series of the route group `group`, to keep and record
+    /// into without a lookup per request.
+    pub fn group(&self, group: &str) -> Arc<GroupSeries> {
+        GroupSeries::new(&self.requests, &self.latency, group)
+    }
+
+    /// The series of requests no route group answered.
+    pub fn host(&self) -> &Arc<GroupSeries> {
+        &self.host
     }
 
     /// The instantiation-time histogram of one component, to keep and
@@ -139,5 +201,32 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Metrics;
+
+    #[test]
+    fn a_groups_series_counts_every_status_it_answers() {
+        let metrics = Metrics::new();
+        let sql = metrics.group("sql");
+        sql.observe(200, Duration::from_millis(1));
+        metrics.group("sql").observe(200, Duration::from_millis(1));
+        sql.observe(999, Duration::from_millis(1));
+        metrics.host().observe(404, Duration::from_millis(1));
+        let text = metrics.render(None);
+        for line in [
+            r#"zatabase_http_requests_total{group="sql",status="200"} 2"#,
+            r#"zatabase_http_requests_total{group="sql",status="999"} 1"#,
+            r#"zatabase_http_requests_total{group="host",status="404"} 1"#,
+            r#"zatabase_http_request_duration_seconds_count{group="sql"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains(r#"group="sql",status="404""#), "{text}");
     }
 }

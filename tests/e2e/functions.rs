@@ -886,6 +886,18 @@ fn a_functions_logs_and_metrics_are_recorded() {
     let p50 = metrics["duration_ms"]["p50"].as_f64().unwrap();
     let p99 = metrics["duration_ms"]["p99"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 <= p99, "{metrics}");
+    // The host's own metrics count them under the `fn` group.
+    let exposition = host.get("/metrics").text();
+    for line in [
+        r#"zatabase_http_requests_total{group="fn",status="200"} 4"#,
+        r#"zatabase_http_requests_total{group="fn",status="500"} 1"#,
+        r#"zatabase_http_request_duration_seconds_count{group="fn"} 5"#,
+    ] {
+        assert!(
+            exposition.lines().any(|l| l == line),
+            "{line} in\n{exposition}"
+        );
+    }
 
     // Another tenant sees neither; bad parameters are 400.
     let other = host

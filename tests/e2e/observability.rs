@@ -87,8 +87,20 @@ fn parse_metrics(text: &str) -> Vec<(String, String, f64)> {
 fn metrics_parse_and_count_requests_by_group_and_status() {
     let host = Host::start();
     host.sql_ok("SELECT 1", &[]);
+    let not_found = |text: &str| {
+        parse_metrics(text)
+            .into_iter()
+            .find(|(n, l, _)| {
+                n == "zatabase_http_requests_total" && l == r#"group="host",status="404""#
+            })
+            .map_or(0.0, |(_, _, v)| v)
+    };
+    let before = not_found(&host.get("/metrics").text());
     host.get("/nowhere");
+    host.get("/nowhere/either");
     let response = host.get("/metrics");
+    // Both refusals counted, once each, under the host's group.
+    assert_eq!(not_found(&response.text()) - before, 2.0);
     assert_eq!(response.status, 200);
     assert!(
         response

@@ -187,12 +187,7 @@ pub(crate) async fn run(
     path_info: &str,
     mut request: Request,
 ) -> Response {
-    let Some(Deployment {
-        component,
-        context,
-        version,
-    }) = &function.deployment
-    else {
+    let Some(deployment) = &function.deployment else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             format!("function `{}` has no active deployment", function.name),
@@ -209,10 +204,13 @@ pub(crate) async fn run(
     let headers = request.headers_mut();
     headers.remove(PROJECT_HEADER);
     headers.remove(ENVIRONMENT_HEADER);
-    spin_headers(&mut request, &function.name, path_info, client);
+    spin_headers(&mut request, function, path_info, client);
+    let Deployment {
+        component, context, ..
+    } = deployment;
     let ctx = RequestContext::new(request_id, caller, client, Some(context.clone()));
     let request_id = ctx.request_id.clone();
-    let cold = state.functions.cold(&function.id, *version);
+    let cold = state.functions.cold(&function.id, deployment);
     let started = std::time::Instant::now();
     let mut response = match state.dispatcher.dispatch(component, ctx, request).await {
         Ok(response) => response,
@@ -226,17 +224,18 @@ pub(crate) async fn run(
     );
     response
         .extensions_mut()
-        .insert(RouteGroup(Arc::from("functions")));
+        .insert(RouteGroup(component.requests.clone()));
     response
 }
 
 fn spin_headers(
     request: &mut Request<Body>,
-    name: &str,
+    function: &Function,
     path_info: &str,
     client: std::net::IpAddr,
 ) {
-    // Names made at compile time, values with one allocation each.
+    // Names made at compile time, values with one allocation each (the
+    // function's routes none: they are made when it is resolved).
     const FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
     const PATH_INFO: HeaderName = HeaderName::from_static("spin-path-info");
     const MATCHED_ROUTE: HeaderName = HeaderName::from_static("spin-matched-route");
@@ -257,18 +256,24 @@ fn spin_headers(
         url.push_str(target);
         url
     };
-    let base_path = format!("/fn/{name}");
+    let client = {
+        use std::io::Write;
+        // The longest IPv6 address and the port.
+        let mut text = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let written = write!(cursor, "{client}:0").map(|()| cursor.position() as usize);
+        written.map_or(Ok(HeaderValue::from_static("")), |n| {
+            HeaderValue::from_bytes(&text[..n])
+        })
+    };
     let values = [
         (FULL_URL, HeaderValue::try_from(full_url)),
         (PATH_INFO, HeaderValue::try_from(path_info)),
-        (
-            MATCHED_ROUTE,
-            HeaderValue::try_from(format!("{base_path}/...")),
-        ),
+        (MATCHED_ROUTE, Ok(function.matched_route.clone())),
         (RAW_COMPONENT_ROUTE, Ok(HeaderValue::from_static("/..."))),
         (COMPONENT_ROUTE, Ok(HeaderValue::from_static(""))),
-        (BASE_PATH, HeaderValue::try_from(base_path)),
-        (CLIENT_ADDR, HeaderValue::try_from(format!("{client}:0"))),
+        (BASE_PATH, Ok(function.base_path.clone())),
+        (CLIENT_ADDR, client),
     ];
     let headers = request.headers_mut();
     // Grow the map once, not rehash it on the way.

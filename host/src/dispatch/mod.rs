@@ -210,6 +210,9 @@ pub struct LoadedComponent {
     /// The largest request body its routes take, when not the host's.
     pub body_limit: Option<usize>,
     instantiations: prometheus_client::metrics::histogram::Histogram,
+    /// The request series its responses are counted in: the route group's
+    /// own, or `fn` for every user's function.
+    pub requests: Arc<crate::metrics::GroupSeries>,
     pre: HandlerPre,
     /// WASI 0.3 instances kept between requests.
     warm: WarmPool,
@@ -377,6 +380,7 @@ pub fn load(
         public_routes: spec.public_routes.clone(),
         body_limit: spec.body_limit_bytes,
         instantiations: metrics.instantiations(&id),
+        requests: metrics.group(&id),
         timeout: spec.timeout.unwrap_or(defaults.timeout),
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         pre,
@@ -403,6 +407,7 @@ pub fn load_function(
         public_routes: Vec::new(),
         body_limit: None,
         instantiations: metrics.instantiations("fn"),
+        requests: metrics.group("fn"),
         timeout,
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         pre,

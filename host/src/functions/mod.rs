@@ -102,12 +102,19 @@ pub struct Function {
     pub public: bool,
     /// None until its first deployment.
     pub deployment: Option<Deployment>,
+    /// Spin's `spin-base-path` and `spin-matched-route` for it
+    /// (`/fn/<name>`, `/fn/<name>/...`), made once rather than per request.
+    pub base_path: http::HeaderValue,
+    pub matched_route: http::HeaderValue,
 }
 
 pub struct Deployment {
     pub version: i32,
     pub component: Arc<LoadedComponent>,
     pub context: Arc<FunctionContext>,
+    /// Whether this resolution of it has served a request (after which
+    /// [`Functions::cold`] need not look it up again).
+    served: AtomicBool,
 }
 
 pub struct Functions {
@@ -226,12 +233,16 @@ impl Functions {
 
     /// True for the first request this host serves of a deployment (a cold
     /// start), false after.
-    pub fn cold(&self, function_id: &str, version: i32) -> bool {
+    pub fn cold(&self, function_id: &str, deployment: &Deployment) -> bool {
+        if deployment.served.load(Ordering::Relaxed) {
+            return false;
+        }
+        deployment.served.store(true, Ordering::Relaxed);
         let mut served = self.served.lock().expect("served deployments poisoned");
         if served.len() > 100_000 {
             served.clear();
         }
-        served.insert((function_id.to_owned(), version))
+        served.insert((function_id.to_owned(), deployment.version))
     }
 
     /// The function `lookup` names, if there is one.
@@ -353,10 +364,13 @@ impl Functions {
                             .filter_map(|entry| AllowedHost::parse(entry))
                             .collect(),
                     }),
+                    served: AtomicBool::new(false),
                 })
             }
         };
         Ok(Some(Function {
+            base_path: http::HeaderValue::try_from(format!("/fn/{name}"))?,
+            matched_route: http::HeaderValue::try_from(format!("/fn/{name}/..."))?,
             id,
             name,
             public: row.try_get("public")?,

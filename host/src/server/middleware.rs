@@ -21,7 +21,7 @@ use super::AppState;
 use crate::api::ApiError;
 use crate::auth::AuthError;
 use crate::caps::zatabase::platform::session::Principal;
-use crate::metrics::Metrics;
+use crate::metrics::{GroupSeries, Metrics};
 
 /// The request's id: the client's `x-request-id` when it is sane, else new.
 #[derive(Debug, Clone)]
@@ -59,9 +59,10 @@ fn authenticate(state: &AppState, request: &Request) -> Caller {
     }
 }
 
-/// Which route group answered, for metrics; set on responses.
-#[derive(Debug, Clone)]
-pub struct RouteGroup(pub Arc<str>);
+/// Which route group answered (its request series), for metrics and logs;
+/// set on responses.
+#[derive(Clone)]
+pub struct RouteGroup(pub Arc<GroupSeries>);
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
@@ -77,7 +78,13 @@ fn request_id(request: &Request) -> Arc<str> {
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from)
+        .map_or_else(
+            || {
+                let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+                Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text))
+            },
+            Arc::from,
+        )
 }
 
 /// Which origins may read the API's responses from a browser: every one
@@ -226,12 +233,12 @@ where
         };
         let elapsed = this.started.elapsed();
         let status = response.status();
-        let group = response
+        let series = response
             .extensions()
             .get::<RouteGroup>()
-            .map_or("host", |g| &g.0);
-        this.metrics
-            .observe_request(group, status.as_u16(), elapsed);
+            .map_or(this.metrics.host(), |g| &g.0);
+        series.observe(status.as_u16(), elapsed);
+        let group = series.name();
         if status.is_server_error() {
             tracing::warn!(
                 request_id = &**this.id,

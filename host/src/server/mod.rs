@@ -265,7 +265,7 @@ async fn serve_component(
     };
     response
         .extensions_mut()
-        .insert(RouteGroup(component.name.clone()));
+        .insert(RouteGroup(component.requests.clone()));
     response
 }
 
