@@ -120,7 +120,7 @@ impl Platform {
         let rest = async {
             let db = Db::connect(
                 options,
-                pool_config(&config),
+                pool_config(&config, embedded.is_some()),
                 limits(&config),
                 key,
                 &WARM_STATEMENTS,
@@ -169,8 +169,7 @@ impl Platform {
         });
         let telemetry_writer = tokio::spawn({
             let (functions, db) = (functions.clone(), db.clone());
-            let low_priority = embedded.is_some();
-            async move { functions.telemetry().run(db, low_priority).await }
+            async move { functions.telemetry().run(db).await }
         });
         let idle_sweeper = tokio::spawn({
             let db = db.clone();
@@ -263,12 +262,13 @@ fn embedded_config(config: &Config) -> embedded::Config {
     }
 }
 
-fn pool_config(config: &Config) -> db::PoolConfig {
+fn pool_config(config: &Config, local_server: bool) -> db::PoolConfig {
     db::PoolConfig {
         platform_max_connections: config.pool.max_connections,
         tenant_max_connections: config.pool.tenant_max_connections,
         acquire_timeout: Duration::from_millis(config.pool.acquire_timeout_ms),
         tenant_idle_timeout: Duration::from_secs(config.pool.tenant_idle_timeout_secs),
+        local_server,
     }
 }
 

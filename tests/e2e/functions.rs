@@ -1369,29 +1369,3 @@ fn the_sdk_example_reaches_the_tenant_and_the_log() {
         "{logs}"
     );
 }
-
-#[test]
-fn the_telemetry_writer_runs_at_the_lowest_cpu_priority() {
-    let host = Host::start();
-    let writer = || {
-        host.platform_sql(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'zatabase-background'",
-        )
-    };
-    assert!(
-        zatabase_tests::eventually(std::time::Duration::from_secs(10), || !writer().is_empty()),
-        "the telemetry writer never connected"
-    );
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", writer())).unwrap();
-    // The fields after the command name: state is the first, nice the 17th.
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
-    assert_eq!(nice, 19, "{stat}");
-    // The platform's other connections keep the normal priority.
-    let other = host.platform_sql(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'zatabase' LIMIT 1",
-    );
-    let stat = std::fs::read_to_string(format!("/proc/{other}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    assert_eq!(after_name.split(' ').nth(16), Some("0"), "{stat}");
-}

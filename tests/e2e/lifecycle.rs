@@ -142,3 +142,38 @@ fn a_second_host_cannot_share_a_data_directory() {
         "the first host is unharmed"
     );
 }
+
+/// The scheduling policy (0 normal, 3 batch) and nice value of a process,
+/// from `/proc/<pid>/stat`.
+fn scheduling(pid: &str) -> (u32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name: state is the 3rd field of the
+    // line, nice the 19th, policy the 41st.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (fields[38].parse().unwrap(), fields[16].parse().unwrap())
+}
+
+#[test]
+fn the_hosts_backends_run_as_batch_work_and_its_writer_at_the_lowest_priority() {
+    let host = Host::start();
+    host.sql_ok("SELECT 1", &[]);
+    let backend = |application: &str| {
+        host.platform_sql(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = '{application}' LIMIT 1"
+        ))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            !backend("zatabase-background").is_empty()
+        }),
+        "the telemetry writer never connected"
+    );
+    const BATCH: u32 = 3;
+    assert_eq!(scheduling(&backend("zatabase-background")), (BATCH, 19));
+    assert_eq!(scheduling(&backend("zatabase")), (BATCH, 0));
+    assert_eq!(scheduling(&backend("zatabase-tenant")), (BATCH, 0));
+    // Postgres itself, and so any other client's backend, as it started.
+    let pid_file = std::fs::read_to_string(host.data_dir.join("postgres/postmaster.pid")).unwrap();
+    let postmaster = pid_file.lines().next().unwrap();
+    assert_eq!(scheduling(postmaster), (0, 0));
+}

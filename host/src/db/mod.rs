@@ -6,6 +6,8 @@
 
 pub mod decode;
 pub mod embedded;
+
+use embedded::Backend;
 pub mod exec;
 pub mod install;
 pub mod json;
@@ -62,6 +64,17 @@ pub struct PoolConfig {
     pub tenant_max_connections: u32,
     pub acquire_timeout: Duration,
     pub tenant_idle_timeout: Duration,
+    /// The server is the embedded Postgres, on this machine and the host's
+    /// to manage: the processes serving the host's connections are then
+    /// scheduled as batch work ([`embedded::schedule_backend`]).
+    pub local_server: bool,
+}
+
+/// The server process behind `conn`.
+async fn backend_pid(conn: &mut PgConnection) -> sqlx::Result<i32> {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
 }
 
 /// The database: connections, limits, and the key tenant passwords derive from.
@@ -115,6 +128,7 @@ impl Db {
         // Statements are never logged: the SQL the host renders can hold
         // parameter values (hashes, digests, user data).
         let options = options.disable_statement_logging();
+        let local_server = pools.local_server;
         let platform = PgPoolOptions::new()
             .max_connections(pools.platform_max_connections)
             .acquire_timeout(pools.acquire_timeout)
@@ -132,6 +146,9 @@ impl Db {
             })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    if local_server {
+                        embedded::schedule_backend(backend_pid(conn).await?, Backend::Request);
+                    }
                     for (statement, params) in warm {
                         let mut query = sqlx::query(*statement);
                         for _ in 0..*params {
@@ -299,6 +316,7 @@ impl Db {
                     self.pools.tenant_max_connections,
                     self.pools.acquire_timeout,
                     self.pools.tenant_idle_timeout,
+                    self.pools.local_server,
                 )
             })
             .clone()
@@ -333,13 +351,9 @@ impl Db {
         &self.platform
     }
 
-    /// A platform connection of its own, for a background writer. With
-    /// `low_priority` (the embedded Postgres, whose server processes are
-    /// this host's to manage), its server process runs at the lowest CPU
-    /// priority: background writes then use idle CPU instead of competing
-    /// with requests (Postgres compressing a telemetry batch raised
-    /// `/fn` p99 latency at saturation by ~6 %).
-    pub async fn background_connection(&self, low_priority: bool) -> sqlx::Result<PgConnection> {
+    /// A platform connection of its own, for a background writer; on the
+    /// embedded Postgres its server process runs as [`Backend::Background`].
+    pub async fn background_connection(&self) -> sqlx::Result<PgConnection> {
         let mut conn = PgConnection::connect_with(
             &self
                 .options
@@ -348,16 +362,8 @@ impl Db {
                 .options([("search_path", "zatabase, extensions, public")]),
         )
         .await?;
-        if low_priority {
-            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-                .fetch_one(&mut conn)
-                .await?;
-            let niced = rustix::process::Pid::from_raw(pid)
-                .ok_or(rustix::io::Errno::SRCH)
-                .and_then(|pid| rustix::process::setpriority_process(Some(pid), 19));
-            if let Err(error) = niced {
-                tracing::debug!(%error, pid, "lowering a background connection's priority");
-            }
+        if self.pools.local_server {
+            embedded::schedule_backend(backend_pid(&mut conn).await?, Backend::Background);
         }
         Ok(conn)
     }

@@ -17,6 +17,8 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::embedded::{Backend, schedule_backend};
+
 /// How long a connection may sit idle before it is pinged on reuse.
 const PING_AFTER: Duration = Duration::from_secs(1);
 
@@ -42,6 +44,9 @@ pub struct TenantPool {
     open: AtomicU32,
     acquire_timeout: Duration,
     idle_timeout: Duration,
+    /// Whether its backends are scheduled as request work
+    /// ([`schedule_backend`]).
+    local_server: bool,
 }
 
 impl TenantPool {
@@ -50,6 +55,7 @@ impl TenantPool {
         max_connections: u32,
         acquire_timeout: Duration,
         idle_timeout: Duration,
+        local_server: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             options,
@@ -58,6 +64,7 @@ impl TenantPool {
             open: AtomicU32::new(0),
             acquire_timeout,
             idle_timeout,
+            local_server,
         })
     }
 
@@ -74,10 +81,12 @@ impl TenantPool {
                 let mut conn = PgConnection::connect_with(&self.options)
                     .await
                     .map_err(AcquireError::Connect)?;
-                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-                    .fetch_one(&mut conn)
+                let pid = super::backend_pid(&mut conn)
                     .await
                     .map_err(AcquireError::Connect)?;
+                if self.local_server {
+                    schedule_backend(pid, Backend::Request);
+                }
                 self.open.fetch_add(1, Ordering::Relaxed);
                 (conn, pid)
             }
@@ -131,7 +140,11 @@ impl TenantPool {
     /// A connection of the pool's role outside the pool (and its limit):
     /// for work that outlives a request. Closed when dropped.
     pub async fn connect_unpooled(&self) -> Result<PgConnection, sqlx::Error> {
-        PgConnection::connect_with(&self.options).await
+        let mut conn = PgConnection::connect_with(&self.options).await?;
+        if self.local_server {
+            schedule_backend(super::backend_pid(&mut conn).await?, Backend::Request);
+        }
+        Ok(conn)
     }
 
     /// Open connections, idle or in use.

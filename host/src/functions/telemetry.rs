@@ -118,16 +118,16 @@ impl Telemetry {
         calls.cold.push(cold);
     }
 
-    /// Writes what is pending; until the process ends. `low_priority`: see
-    /// [`Db::background_connection`].
-    pub async fn run(&self, db: Arc<Db>, low_priority: bool) {
+    /// Writes what is pending, on a [`Db::background_connection`]; until
+    /// the process ends.
+    pub async fn run(&self, db: Arc<Db>) {
         let mut last_prune = std::time::Instant::now();
         let mut connection: Option<PgConnection> = None;
         loop {
             tokio::time::sleep(FLUSH_EVERY).await;
             let conn = match &mut connection {
                 Some(conn) => conn,
-                None => match db.background_connection(low_priority).await {
+                None => match db.background_connection().await {
                     Ok(conn) => connection.insert(conn),
                     Err(error) => {
                         // What is pending waits (up to its bounds) for the next try.
