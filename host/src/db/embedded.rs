@@ -6,7 +6,8 @@
 //! fast shutdown), so even a SIGKILLed host takes its Postgres down; the next
 //! start recovers the cluster from its WAL. Postgres refuses to run as root:
 //! a root host runs it as an unprivileged user (`nobody` by default) and
-//! gives that user the cluster's directory.
+//! gives that user the cluster's directory. The backends of the host's own
+//! connections are scheduled as batch work ([`schedule_backend`]).
 
 #![allow(unsafe_code)] // `pre_exec` (see `spawn`) and `sched_setscheduler` (see `schedule_backend`).
 
@@ -422,8 +423,8 @@ pub enum Backend {
 }
 
 /// Schedules the server process `pid` (of the embedded Postgres) as `kind`
-/// says. Best effort: a
-/// process that cannot be changed runs as Postgres started it.
+/// says. Best effort: a process that cannot be changed runs as Postgres
+/// started it.
 pub fn schedule_backend(pid: i32, kind: Backend) {
     let normal = libc::sched_param { sched_priority: 0 };
     // SAFETY: a plain system call on a process id; `normal` outlives it.
