@@ -84,8 +84,8 @@ impl Decoder {
             Self::Uuid => Scalar::Uuid(text.to_owned()),
             Self::Date => Scalar::Date(text.to_owned()),
             Self::Time => Scalar::Time(text.to_owned()),
-            Self::Timestamp => Scalar::Timestamp(text.replacen(' ', "T", 1)),
-            Self::Timestamptz => Scalar::Timestamptz(iso_offset(&text.replacen(' ', "T", 1))),
+            Self::Timestamp => Scalar::Timestamp(iso_timestamp(text, false).collect()),
+            Self::Timestamptz => Scalar::Timestamptz(iso_timestamp(text, true).collect()),
             Self::Interval => Scalar::Interval(text.to_owned()),
             Self::Json => Scalar::Json(text.to_owned()),
             Self::Vector => parse_vector(text).map_or_else(other, Scalar::Vector),
@@ -248,19 +248,30 @@ impl TypeCache {
     }
 }
 
-/// `+00` → `+00:00`, leaving `+05:30` (and `infinity`) alone.
-fn iso_offset(ts: &str) -> String {
-    let bytes = ts.as_bytes();
+/// Postgres's ISO text of a timestamp as ISO 8601, in pieces to append:
+/// `T` for the space between date and time and, with `offset`, a
+/// whole-hour offset completed (`+00` → `+00:00`; `+05:30` and `infinity`
+/// stay as they are).
+pub fn iso_timestamp(text: &str, offset: bool) -> impl Iterator<Item = &str> {
+    let (date, time) = match text.split_once(' ') {
+        Some((date, time)) => (date, Some(time)),
+        None => (text, None),
+    };
+    let bytes = text.as_bytes();
     let n = bytes.len();
-    if n >= 3
+    let whole_hour = offset
+        && n >= 3
         && matches!(bytes[n - 3], b'+' | b'-')
         && bytes[n - 2].is_ascii_digit()
-        && bytes[n - 1].is_ascii_digit()
-    {
-        format!("{ts}:00")
-    } else {
-        ts.to_owned()
-    }
+        && bytes[n - 1].is_ascii_digit();
+    [
+        Some(date),
+        time.map(|_| "T"),
+        time,
+        whole_hour.then_some(":00"),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 fn parse_vector(text: &str) -> Option<Vec<f32>> {

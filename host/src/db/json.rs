@@ -72,6 +72,19 @@ impl Decoder {
                     let _ = write_string(out, text);
                     return;
                 }
+                // Digits, separators and perhaps `infinity` or `BC`: their
+                // ISO form is a JSON string's content as it is.
+                Decoder::Timestamp | Decoder::Timestamptz
+                    if text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                        && !text.contains(['"', '\\']) =>
+                {
+                    out.push(b'"');
+                    for piece in super::decode::iso_timestamp(text, self == Decoder::Timestamptz) {
+                        out.extend_from_slice(piece.as_bytes());
+                    }
+                    out.push(b'"');
+                    return;
+                }
                 Decoder::Boolean => match text {
                     "t" => Some("true"),
                     "f" => Some("false"),
@@ -210,6 +223,14 @@ mod tests {
             (Json, false, "{broken"),
             (Float64, false, "NaN"),
             (Timestamptz, false, "2024-03-01 12:30:00+00"),
+            (Timestamptz, false, "2024-03-01 12:30:00.123456+05:30"),
+            (Timestamptz, false, "1900-01-01 00:00:00+00:09:21"),
+            (Timestamptz, false, "0044-03-15 12:00:00+00 BC"),
+            (Timestamptz, false, "-infinity"),
+            (Timestamp, false, "2024-03-01 12:30:00.5"),
+            (Timestamp, false, "infinity"),
+            (Timestamp, false, "odd \"text\""),
+            (Timestamptz, true, "{\"2024-03-01 12:30:00+00\",NULL}"),
             (Int32, true, "{1,NULL,3}"),
         ];
         for (decoder, is_array, text) in cases {
@@ -220,5 +241,8 @@ mod tests {
             let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
             assert_eq!(parsed(&fast), parsed(&typed), "{decoder:?} {text}");
         }
+        let mut out = Vec::new();
+        Timestamptz.write_json(false, "2024-03-01 12:30:00+00", &mut out);
+        assert_eq!(out, b"\"2024-03-01T12:30:00+00:00\"");
     }
 }
