@@ -106,6 +106,9 @@ pub struct Metrics {
     /// Requests no route group answered (the host's own routes, refusals
     /// at the edge).
     host: Arc<GroupSeries>,
+    /// Calls of users' functions, all of them (`fn`): one series shared by
+    /// every resolved function rather than one each.
+    functions: Arc<GroupSeries>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,6 +155,7 @@ impl Metrics {
             pool_connections.clone(),
         );
         let host = GroupSeries::new(&requests, &latency, "host");
+        let functions = GroupSeries::new(&requests, &latency, "fn");
         Self {
             registry,
             requests,
@@ -159,6 +163,7 @@ impl Metrics {
             instantiations,
             pool_connections,
             host,
+            functions,
         }
     }
 
@@ -171,6 +176,11 @@ impl Metrics {
     /// The series of requests no route group answered.
     pub fn host(&self) -> &Arc<GroupSeries> {
         &self.host
+    }
+
+    /// The series of users' function calls.
+    pub fn functions(&self) -> &Arc<GroupSeries> {
+        &self.functions
     }
 
     /// The instantiation-time histogram of one component, to keep and
@@ -218,11 +228,13 @@ mod tests {
         metrics.group("sql").observe(200, Duration::from_millis(1));
         sql.observe(999, Duration::from_millis(1));
         metrics.host().observe(404, Duration::from_millis(1));
+        metrics.functions().observe(200, Duration::from_millis(1));
         let text = metrics.render(None);
         for line in [
             r#"zatabase_http_requests_total{group="sql",status="200"} 2"#,
             r#"zatabase_http_requests_total{group="sql",status="999"} 1"#,
             r#"zatabase_http_requests_total{group="host",status="404"} 1"#,
+            r#"zatabase_http_requests_total{group="fn",status="200"} 1"#,
             r#"zatabase_http_request_duration_seconds_count{group="sql"} 3"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

@@ -407,7 +407,7 @@ pub fn load_function(
         public_routes: Vec::new(),
         body_limit: None,
         instantiations: metrics.instantiations("fn"),
-        requests: metrics.group("fn"),
+        requests: metrics.functions().clone(),
         timeout,
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         pre,
