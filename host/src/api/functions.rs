@@ -256,16 +256,6 @@ fn spin_headers(
         url.push_str(target);
         url
     };
-    let client = {
-        use std::io::Write;
-        // The longest IPv6 address and the port.
-        let mut text = [0u8; 48];
-        let mut cursor = std::io::Cursor::new(&mut text[..]);
-        let written = write!(cursor, "{client}:0").map(|()| cursor.position() as usize);
-        written.map_or(Ok(HeaderValue::from_static("")), |n| {
-            HeaderValue::from_bytes(&text[..n])
-        })
-    };
     let values = [
         (FULL_URL, HeaderValue::try_from(full_url)),
         (PATH_INFO, HeaderValue::try_from(path_info)),
@@ -273,7 +263,7 @@ fn spin_headers(
         (RAW_COMPONENT_ROUTE, Ok(HeaderValue::from_static("/..."))),
         (COMPONENT_ROUTE, Ok(HeaderValue::from_static(""))),
         (BASE_PATH, Ok(function.base_path.clone())),
-        (CLIENT_ADDR, client),
+        (CLIENT_ADDR, HeaderValue::try_from(format!("{client}:0"))),
     ];
     let headers = request.headers_mut();
     // Grow the map once, not rehash it on the way.

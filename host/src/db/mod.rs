@@ -6,8 +6,6 @@
 
 pub mod decode;
 pub mod embedded;
-
-use embedded::Backend;
 pub mod exec;
 pub mod install;
 pub mod json;
@@ -28,6 +26,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, Postgres};
 
 use crate::caps::types::{ErrorKind, SqlError, Value};
 use crate::secrets::MasterKey;
+use embedded::Backend;
 pub use exec::Fetched;
 use exec::{Limits, Scope, error};
 use pool::{AcquireError, TenantPool};

@@ -16,16 +16,13 @@
 //! pruned.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-
-use std::sync::Arc;
 
 use sqlx::PgConnection;
 
-use crate::db::Db;
-
 use crate::caps::zatabase::platform::log::Level;
+use crate::db::Db;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
