@@ -147,6 +147,73 @@ fn a_statement_that_turns_its_timeout_off_is_still_cut_and_its_backend_ended() {
 }
 
 #[test]
+fn a_client_that_hangs_up_mid_statement_leaves_its_connection_to_the_pool() {
+    use std::io::Write;
+    use std::time::Duration;
+    let host = Host::start();
+    // The backends running `query` now.
+    let running = |query: &str| -> Vec<i64> {
+        let found = host.sql_ok(
+            // As the login role, which sees its own backends' queries.
+            &format!(
+                "RESET ROLE; SELECT pid FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE '%{query}%' AND pid <> pg_backend_pid()"
+            ),
+            &[],
+        );
+        found["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["pid"].as_i64().unwrap())
+            .collect()
+    };
+    // Sends `query`, hangs up while Postgres runs it, and says which
+    // backend runs it.
+    let hang_up_during = |query: &str| -> i64 {
+        let token = host.token();
+        let body = json!({ "query": query }).to_string();
+        let address = host.base.trim_start_matches("http://").to_owned();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "POST /v1/sql HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut pid = None;
+        assert!(
+            zatabase_tests::eventually(Duration::from_secs(5), || {
+                pid = running(query).first().copied();
+                pid.is_some()
+            }),
+            "`{query}` never started"
+        );
+        pid.unwrap()
+    };
+
+    // The abandoned statement finishes a moment later, and its connection,
+    // back in the pool last, serves the next request.
+    let pid = hang_up_during("SELECT pg_sleep(0.3) AS short_nap");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        host.sql_ok("SELECT pg_backend_pid() AS pid", &[])["rows"][0]["pid"],
+        json!(pid),
+        "the connection was closed, not drained back into the pool"
+    );
+
+    // One still running after the drain's short wait is ended with its
+    // backend instead of holding the connection.
+    hang_up_during("SELECT pg_sleep(600) AS long_nap");
+    assert!(
+        zatabase_tests::eventually(Duration::from_secs(5), || running("long_nap").is_empty()),
+        "the abandoned statement is still running"
+    );
+    host.sql_ok("SELECT 1", &[]);
+}
+
+#[test]
 fn a_pooled_connection_whose_backend_died_is_not_handed_to_a_request() {
     let host = Host::start();
     // Two requests at once: the tenant's pool holds two connections.

@@ -449,6 +449,9 @@ impl TenantSql {
         read_only: bool,
     ) -> Result<Fetched, SqlError> {
         let mut conn = self.connect().await?;
+        // One simple query: a client that hangs up mid-run leaves a
+        // connection worth draining, not closing.
+        conn.drain_when_abandoned();
         let scope = Scope {
             role: Some(&self.tenant.owner_role),
             // The connection's own default (see `Db::tenant_pool`).
@@ -475,8 +478,9 @@ impl TenantSql {
                 }
                 result
             }
-            // Dropped unfinished, the connection is closed and its backend
-            // ended (see `pool::Pooled`).
+            // Dropped unfinished, the connection gets a moment to finish
+            // the run, else is closed and its backend ended (see
+            // `pool::Pooled`).
             Err(_) => Err(error(
                 ErrorKind::Timeout,
                 "the database did not answer in time",

@@ -5,7 +5,10 @@
 //! as the request's own SQL. This pool skips them because the host knows how
 //! each use ended: a connection whose last run finished (with a result or
 //! with Postgres's error) is put back as is; one dropped mid-run (a deadline,
-//! a lost socket) is closed. Only a connection idle for over a second is
+//! a lost socket) is closed, unless each of its runs was a whole transaction
+//! of its own: then it is drained (the run left to finish, briefly) and put
+//! back, so a client that hangs up does not cost the pool a new connection
+//! and its authentication. Only a connection idle for over a second is
 //! pinged before reuse (Postgres may have restarted meanwhile). Connections
 //! idle past the idle timeout are closed by [`TenantPool::sweep`].
 
@@ -21,6 +24,9 @@ use super::embedded::{Backend, schedule_backend};
 
 /// How long a connection may sit idle before it is pinged on reuse.
 const PING_AFTER: Duration = Duration::from_secs(1);
+/// How long a run whose caller went away may take to finish before its
+/// backend is ended instead ([`Pooled::drain_when_abandoned`]).
+const DRAIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// Why a connection could not be had.
 #[derive(Debug)]
@@ -95,8 +101,9 @@ impl TenantPool {
             conn: Some(conn),
             backend_pid,
             finished: false,
+            drainable: false,
             pool: self.clone(),
-            _permit: permit,
+            permit: Some(permit),
         })
     }
 
@@ -117,6 +124,34 @@ impl TenantPool {
                 return Some(candidate);
             }
             self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts a connection ready for its next query back, most recent last.
+    fn put_back(&self, conn: PgConnection, backend_pid: i32) {
+        self.idle.lock().expect("pool poisoned").push(Idle {
+            conn,
+            backend_pid,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes a connection that cannot be reused, and ends its backend:
+    /// closing the socket is not enough, since Postgres notices only when
+    /// it next talks to the client, and a statement can outlive the timeout
+    /// (the client may have turned `statement_timeout` off for its
+    /// transaction). The backend is ended from a connection of the same
+    /// tenant role, which can signal its own backends and nobody else's.
+    fn discard(&self, conn: PgConnection, backend_pid: i32) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        drop(conn);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let options = self.options.clone();
+            runtime.spawn(async move {
+                if let Err(error) = terminate(&options, backend_pid).await {
+                    tracing::warn!(%error, pid = backend_pid, "ending an abandoned tenant backend");
+                }
+            });
         }
     }
 
@@ -154,13 +189,17 @@ impl TenantPool {
 }
 
 /// A connection in use. It goes back to the pool only if [`Pooled::finish`]
-/// says its last run completed; dropped otherwise, it is closed.
+/// says its last run completed, or, for one marked with
+/// [`Pooled::drain_when_abandoned`], once the run it was dropped in has;
+/// otherwise it is closed.
 pub struct Pooled {
     conn: Option<PgConnection>,
     backend_pid: i32,
     finished: bool,
+    drainable: bool,
     pool: Arc<TenantPool>,
-    _permit: OwnedSemaphorePermit,
+    /// Held until the connection is back or closed (a drain included).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Pooled {
@@ -173,6 +212,17 @@ impl Pooled {
     /// ready for the next query.
     pub fn finish(&mut self) {
         self.finished = true;
+    }
+
+    /// Declares that every run on this connection is a whole transaction
+    /// of its own (one simple query, no transaction control), so Postgres is
+    /// out of any transaction once it has answered. Dropped mid-run (its
+    /// caller went away), the connection is then drained: the run is left
+    /// up to [`DRAIN_WITHIN`] to finish, and the connection goes back to the
+    /// pool; a run still going after that is ended with its backend, as any
+    /// other abandoned connection's.
+    pub fn drain_when_abandoned(&mut self) {
+        self.drainable = true;
     }
 }
 
@@ -191,33 +241,29 @@ impl std::ops::DerefMut for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
+        let (pool, pid) = (self.pool.clone(), self.backend_pid);
         if self.finished {
-            self.pool.idle.lock().expect("pool poisoned").push(Idle {
-                conn,
-                backend_pid: self.backend_pid,
-                since: Instant::now(),
-            });
-        } else {
-            // Dropped mid-run: closing the socket is not enough, since
-            // Postgres notices only when it next talks to the client, and a
-            // statement can outlive the timeout (the client may have turned
-            // `statement_timeout` off for its transaction). So the backend
-            // is ended too, from a connection of the same tenant role (which
-            // can signal its own backends and nobody else's).
-            self.pool.open.fetch_sub(1, Ordering::Relaxed);
-            drop(conn);
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let options = self.pool.options.clone();
-                let pid = self.backend_pid;
+            pool.put_back(conn, pid);
+            return;
+        }
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if self.drainable => {
+                let permit = self.permit.take();
                 runtime.spawn(async move {
-                    if let Err(error) = terminate(&options, pid).await {
-                        tracing::warn!(%error, pid, "ending an abandoned tenant backend");
+                    // Reads what the run still sends, up to its
+                    // ReadyForQuery, then one Sync's.
+                    match tokio::time::timeout(DRAIN_WITHIN, conn.ping()).await {
+                        Ok(Ok(())) => pool.put_back(conn, pid),
+                        _ => pool.discard(conn, pid),
                     }
+                    drop(permit);
                 });
             }
+            _ => pool.discard(conn, pid),
         }
     }
 }
