@@ -35,6 +35,9 @@ pub use tenant::Tenant;
 /// How long past the statement timeout the host waits for Postgres before
 /// it gives the connection up for lost.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+/// How long an abandoned transaction's rollback may wait for the statement
+/// it was cut off in ([`TxConn::roll_back`]).
+const ROLLBACK_WITHIN: Duration = Duration::from_secs(2);
 
 /// Platform connections opened at start-up, so the first requests do not
 /// wait for one: the two listeners (sessions, functions) take two of them
@@ -641,11 +644,22 @@ impl TxConn {
         }
     }
 
-    /// Rolls back; the connection goes back only if that worked.
+    /// Rolls back; the connection goes back only if that worked within
+    /// [`ROLLBACK_WITHIN`]. A statement still running (its request was cut
+    /// off mid-statement, and the statement may have turned its timeout
+    /// off) is not waited for: the connection is closed instead, a tenant's
+    /// backend ended with it (see `pool::Pooled`).
     async fn roll_back(mut self) {
-        match self.conn().execute("ROLLBACK").await {
-            Ok(_) => self.release(),
-            Err(_) => self.discard(),
+        match tokio::time::timeout(ROLLBACK_WITHIN, self.conn().execute("ROLLBACK")).await {
+            Ok(Ok(_)) => self.release(),
+            Ok(Err(_)) => self.discard(),
+            Err(_) => {
+                tracing::warn!(
+                    within = ?ROLLBACK_WITHIN,
+                    "a transaction's rollback waited on a statement still running; its connection is closed"
+                );
+                self.discard();
+            }
         }
     }
 }
