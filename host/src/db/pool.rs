@@ -244,15 +244,14 @@ impl Drop for Pooled {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        let (pool, pid) = (self.pool.clone(), self.backend_pid);
+        let pid = self.backend_pid;
         if self.finished {
-            pool.put_back(conn, pid);
+            self.pool.put_back(conn, pid);
             return;
         }
-        let runtime = tokio::runtime::Handle::try_current();
-        match runtime {
+        match tokio::runtime::Handle::try_current() {
             Ok(runtime) if self.drainable => {
-                let permit = self.permit.take();
+                let (pool, permit) = (self.pool.clone(), self.permit.take());
                 runtime.spawn(async move {
                     // Reads what the run still sends, up to its
                     // ReadyForQuery, then one Sync's.
@@ -263,7 +262,7 @@ impl Drop for Pooled {
                     drop(permit);
                 });
             }
-            _ => pool.discard(conn, pid),
+            _ => self.pool.discard(conn, pid),
         }
     }
 }
