@@ -452,7 +452,8 @@ impl TenantSql {
         read_only: bool,
     ) -> Result<Fetched, SqlError> {
         let mut conn = self.connect().await?;
-        // One simple query: a client that hangs up mid-run leaves a
+        // Each run a transaction of its own (no transaction control gets
+        // past `exec::read`): a client that hangs up mid-run leaves a
         // connection worth draining, not closing.
         conn.drain_when_abandoned();
         let scope = Scope {
@@ -469,25 +470,30 @@ impl TenantSql {
             Ok(result) => {
                 // Postgres answered, with rows or with its error: the
                 // connection is ready for the next request. A lost socket
-                // or a result the host could not read says otherwise.
-                if !matches!(
+                // or a result the host could not read says otherwise: not
+                // drained either, but closed.
+                if matches!(
                     &result,
                     Err(SqlError {
                         kind: ErrorKind::Unavailable | ErrorKind::Internal,
                         ..
                     })
                 ) {
+                    conn.close_on_drop();
+                } else {
                     conn.finish();
                 }
                 result
             }
-            // Dropped unfinished, the connection gets a moment to finish
-            // the run, else is closed and its backend ended (see
-            // `pool::Pooled`).
-            Err(_) => Err(error(
-                ErrorKind::Timeout,
-                "the database did not answer in time",
-            )),
+            // Silent well past its own statement timeout: not worth a
+            // drain; closed and its backend ended (see `pool::Pooled`).
+            Err(_) => {
+                conn.close_on_drop();
+                Err(error(
+                    ErrorKind::Timeout,
+                    "the database did not answer in time",
+                ))
+            }
         }
     }
 }
@@ -746,7 +752,12 @@ impl Drop for Tx {
     /// cut off) still must not return an open transaction to the pool.
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            tokio::spawn(conn.roll_back());
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(conn.roll_back())),
+                // No runtime to roll back on (a host shutting down): the
+                // connection is closed, its transaction with it.
+                Err(_) => conn.discard(),
+            }
         }
     }
 }

@@ -118,12 +118,20 @@ impl TenantPool {
                 idle.pop()?
             };
             let idle_for = candidate.since.elapsed();
-            if idle_for < self.idle_timeout
-                && (idle_for < PING_AFTER || candidate.conn.ping().await.is_ok())
-            {
+            if idle_for >= self.idle_timeout {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            if idle_for < PING_AFTER {
                 return Some(candidate);
             }
-            self.open.fetch_sub(1, Ordering::Relaxed);
+            // Counted out however the ping ends, the acquire cancelled
+            // mid-ping (its caller gone) included, unless it succeeds.
+            let mut counted = Uncount(Some(&self.open));
+            if candidate.conn.ping().await.is_ok() {
+                counted.0 = None;
+                return Some(candidate);
+            }
         }
     }
 
@@ -224,6 +232,14 @@ impl Pooled {
     pub fn drain_when_abandoned(&mut self) {
         self.drainable = true;
     }
+
+    /// Closes the connection when dropped, drained or not: its caller
+    /// found it unusable (a lost socket, a reply it could not read) or
+    /// stuck past any reasonable wait.
+    pub fn close_on_drop(&mut self) {
+        self.finished = false;
+        self.drainable = false;
+    }
 }
 
 impl std::ops::Deref for Pooled {
@@ -263,6 +279,18 @@ impl Drop for Pooled {
                 });
             }
             _ => self.pool.discard(conn, pid),
+        }
+    }
+}
+
+/// Takes one connection off the open count when dropped, unless defused
+/// (its `Option` emptied).
+struct Uncount<'a>(Option<&'a AtomicU32>);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        if let Some(open) = self.0 {
+            open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
