@@ -203,6 +203,16 @@ fn a_client_that_hangs_up_mid_statement_leaves_its_connection_to_the_pool() {
         "the connection was closed, not drained back into the pool"
     );
 
+    // So does one whose abandoned statement ends in an error (a division
+    // by zero once the nap is over).
+    let pid = hang_up_during("SELECT 1 / length(pg_sleep(0.3)::text) AS erring_nap");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        host.sql_ok("SELECT pg_backend_pid() AS pid", &[])["rows"][0]["pid"],
+        json!(pid),
+        "the connection whose run failed was closed, not drained back into the pool"
+    );
+
     // One still running after the drain's short wait is ended with its
     // backend instead of holding the connection.
     hang_up_during("SELECT pg_sleep(600) AS long_nap");

@@ -270,8 +270,16 @@ impl Drop for Pooled {
                 let (pool, permit) = (self.pool.clone(), self.permit.take());
                 runtime.spawn(async move {
                     // Reads what the run still sends, up to its
-                    // ReadyForQuery, then one Sync's.
-                    match tokio::time::timeout(DRAIN_WITHIN, conn.ping()).await {
+                    // ReadyForQuery, then one Sync's. A run that ended in
+                    // an error (its statement timeout, say) has that error
+                    // read first, as the ping's: the next ping reads on.
+                    let drained = async {
+                        match conn.ping().await {
+                            Err(sqlx::Error::Database(_)) => conn.ping().await,
+                            other => other,
+                        }
+                    };
+                    match tokio::time::timeout(DRAIN_WITHIN, drained).await {
                         Ok(Ok(())) => pool.put_back(conn, pid),
                         _ => pool.discard(conn, pid),
                     }
