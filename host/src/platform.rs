@@ -163,6 +163,7 @@ impl Platform {
             config.components.max_memory_mb,
             function_secrets,
         )?);
+        functions.preload().await;
         let function_listener = tokio::spawn({
             let (functions, pool) = (functions.clone(), db.platform_pool().clone());
             async move { functions.listen(pool).await }

@@ -1369,3 +1369,28 @@ fn the_sdk_example_reaches_the_tenant_and_the_log() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_restarted_host_loads_active_deployments_before_it_listens() {
+    let mut host = Host::start();
+    let token = host.token();
+    install(&host, &token, "hello", "greeter", json!({}));
+    assert_eq!(fn_get(&host, &token, "/fn/greeter").status, 200);
+    host.keep_data();
+    let data_dir = host.data_dir.clone();
+    drop(host);
+
+    let again = Host::builder().data_dir(&data_dir).start();
+    assert!(
+        again
+            .log()
+            .lines()
+            .any(|line| line.contains("function components preloaded") && line.contains("count=1")),
+        "the active deployment was not loaded at start:\n{}",
+        again.log()
+    );
+    let answered = fn_get(&again, &token, "/fn/greeter");
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    drop(again);
+    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}
