@@ -194,24 +194,24 @@ fn a_client_that_hangs_up_mid_statement_leaves_its_connection_to_the_pool() {
     };
 
     // The abandoned statement finishes a moment later, and its connection,
-    // back in the pool last, serves the next request.
-    let pid = hang_up_during("SELECT pg_sleep(0.3) AS short_nap");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        host.sql_ok("SELECT pg_backend_pid() AS pid", &[])["rows"][0]["pid"],
-        json!(pid),
-        "the connection was closed, not drained back into the pool"
-    );
-
-    // So does one whose abandoned statement ends in an error (a division
-    // by zero once the nap is over).
-    let pid = hang_up_during("SELECT 1 / length(pg_sleep(0.3)::text) AS erring_nap");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        host.sql_ok("SELECT pg_backend_pid() AS pid", &[])["rows"][0]["pid"],
-        json!(pid),
-        "the connection whose run failed was closed, not drained back into the pool"
-    );
+    // back in the pool last, serves the next request. So does one whose
+    // abandoned statement ends in an error (a division by zero once the nap
+    // is over).
+    for (query, what) in [
+        ("SELECT pg_sleep(0.3) AS short_nap", "the connection"),
+        (
+            "SELECT 1 / length(pg_sleep(0.3)::text) AS erring_nap",
+            "the connection whose run failed",
+        ),
+    ] {
+        let pid = hang_up_during(query);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            host.sql_ok("SELECT pg_backend_pid() AS pid", &[])["rows"][0]["pid"],
+            json!(pid),
+            "{what} was closed, not drained back into the pool"
+        );
+    }
 
     // One still running after the drain's short wait is ended with its
     // backend instead of holding the connection.
