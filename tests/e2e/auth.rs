@@ -232,6 +232,11 @@ fn switching_environment_moves_to_separate_data() {
         .status,
         200
     );
+    let sandbox_schema = sql(&sandbox.access_token, "SELECT current_schema() AS s").json()["rows"]
+        [0]["s"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let switched = post_as(
         &host,
@@ -254,6 +259,16 @@ fn switching_environment_moves_to_separate_data() {
     get_as(&host, "/v1/whoami", &sandbox.access_token).expect_error(401);
 
     sql(&live.access_token, "SELECT * FROM only_in_sandbox").expect_error(400);
+    // Named with its schema, the sandbox's table is walled off by Postgres.
+    let denied = sql(
+        &live.access_token,
+        &format!("SELECT * FROM \"{sandbox_schema}\".only_in_sandbox"),
+    )
+    .expect_error(403);
+    assert!(
+        denied.contains(&format!("permission denied for schema {sandbox_schema}")),
+        "{denied}"
+    );
     let back = post_as(
         &host,
         "/v1/auth/switch",
@@ -291,22 +306,106 @@ fn tenants_do_not_see_each_other() {
         .status,
         200
     );
-    let schema = sql(&a.access_token, "SELECT current_schema() AS s").json()["rows"][0]["s"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    sql(&b.access_token, "SELECT * FROM secrets").expect_error(400);
-    let qualified = sql(
-        &b.access_token,
-        &format!("SELECT * FROM \"{schema}\".secrets"),
-    );
-    assert!(
-        qualified.status == 403 || qualified.status == 400,
-        "{}",
-        qualified.text()
-    );
-    let mine = sql(&a.access_token, "SELECT s FROM secrets").json();
+    let who = sql(
+        &a.access_token,
+        "SELECT current_schema() AS schema, current_user AS owner, session_user AS login",
+    )
+    .json()["rows"][0]
+        .clone();
+    let text = |key: &str| who[key].as_str().unwrap().to_owned();
+    let (schema, owner, login) = (text("schema"), text("owner"), text("login"));
+    // B's own search path does not hold A's table.
+    let unqualified = sql(&b.access_token, "SELECT * FROM secrets").expect_error(400);
+    assert!(unqualified.contains("does not exist"), "{unqualified}");
+    // Every way B could name or become A is refused by Postgres, for the
+    // reason named.
+    let no_schema = format!("permission denied for schema {schema}");
+    for (attack, status, says) in [
+        (
+            format!("SELECT * FROM \"{schema}\".secrets"),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!("INSERT INTO \"{schema}\".secrets VALUES ('b')"),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!("UPDATE \"{schema}\".secrets SET s = 'b'"),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!("DELETE FROM \"{schema}\".secrets"),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!("ALTER TABLE \"{schema}\".secrets ADD COLUMN y int"),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!("DROP TABLE \"{schema}\".secrets"),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!("CREATE TABLE \"{schema}\".planted (x int)"),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!(
+                "CREATE FUNCTION \"{schema}\".planted() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+            ),
+            403,
+            no_schema.clone(),
+        ),
+        (
+            format!("RESET ROLE; SELECT * FROM \"{schema}\".secrets"),
+            403,
+            no_schema.clone(),
+        ),
+        // A schema the role may not use is skipped in the search path.
+        (
+            format!("SET search_path = \"{schema}\"; SELECT * FROM secrets"),
+            400,
+            "relation \"secrets\" does not exist".to_owned(),
+        ),
+        (
+            format!("SET ROLE \"{owner}\""),
+            403,
+            format!("permission denied to set role \"{owner}\""),
+        ),
+        (
+            format!("SET SESSION AUTHORIZATION \"{login}\""),
+            403,
+            "permission denied to set session authorization".to_owned(),
+        ),
+        (
+            format!("GRANT \"{owner}\" TO CURRENT_USER"),
+            403,
+            format!("permission denied to grant role \"{owner}\""),
+        ),
+    ] {
+        let message = sql(&b.access_token, &attack).expect_error(status);
+        assert!(message.contains(&says), "{attack}: {message}");
+    }
+    // A's table is as A left it: its one column, its one row, nothing added.
+    let mine = sql(&a.access_token, "SELECT * FROM secrets").json();
     assert_eq!(mine["rows"], json!([{ "s": "a" }]));
+    let planted = sql(
+        &a.access_token,
+        "SELECT to_regclass('planted') IS NULL AS no_table, \
+         NOT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'planted') AS no_function",
+    )
+    .json();
+    assert_eq!(
+        planted["rows"],
+        json!([{ "no_table": true, "no_function": true }])
+    );
 }
 
 /// Claims a token of this host would carry, for `account`'s session.
