@@ -78,8 +78,11 @@ pub fn store(
     let size = Value::Scalar(Scalar::Int64(i64::try_from(info.size).unwrap_or(i64::MAX)));
     db::tx(
         tx,
+        // Locked when it exists (a no-op update), so that a deletion
+        // collecting unused components cannot remove it before this
+        // deployment refers to it.
         "INSERT INTO zatabase.function_blobs (sha256, size, wasm) VALUES ($1, $2, $3)
-         ON CONFLICT (sha256) DO NOTHING",
+         ON CONFLICT (sha256) DO UPDATE SET size = EXCLUDED.size",
         &[
             param(&info.sha256),
             size.clone(),

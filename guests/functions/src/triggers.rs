@@ -11,7 +11,7 @@ use zatabase_guest_kit::types::{Scalar, Value};
 use zatabase_guest_kit::values::{json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, db};
 
-use crate::functions::{find, name, uuid_or_nil};
+use crate::functions::{find, name, not_found, uuid_or_nil};
 
 const MAX_TRIGGERS: usize = 20;
 
@@ -64,6 +64,16 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
     let next = functions::next_run(&body.schedule)
         .map_err(|e| ApiError::unprocessable(format!("`schedule`: {e}")))?;
     let tx = db::begin()?;
+    // The function locked (or gone meanwhile: 404), so that concurrent
+    // creations count each other's triggers.
+    let locked = db::tx(
+        &tx,
+        "SELECT id FROM zatabase.functions WHERE id = $1::uuid FOR UPDATE",
+        &[param(id)],
+    )?;
+    if locked.rows.is_empty() {
+        return Err(not_found(id));
+    }
     let existing = db::tx(
         &tx,
         "SELECT count(*) AS n FROM zatabase.function_triggers WHERE function_id = $1::uuid",

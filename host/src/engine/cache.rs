@@ -9,6 +9,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -70,6 +71,12 @@ impl CompileCache {
             .ok()
     }
 
+    /// Removes the entry of `sha256` (a component compiled for an upload
+    /// that was then refused).
+    pub fn remove(&self, sha256: &str) {
+        let _ = std::fs::remove_file(self.path(sha256));
+    }
+
     fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
     }
@@ -98,11 +105,66 @@ impl CompileCache {
             .precompile_component(wasm)
             .map_err(anyhow::Error::from)
             .context("compiling the component")?;
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &compiled)?;
-        std::fs::rename(&tmp, &path)?;
+        // Written aside under a name no other writer uses (another thread
+        // may be compiling the same component), then renamed into place.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let tmp = path.with_extension(format!(
+            "tmp-{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&tmp, &compiled)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
         // SAFETY: as above; this is the file just written from `compiled`.
         let component = unsafe { Component::deserialize_file(engine, &path) }?;
         Ok((component, Origin::Compiled))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest component: its header and nothing else.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn threads_compiling_one_component_at_once_all_get_it() {
+        let dir = std::env::temp_dir().join(format!("zatabase-cache-test-{}", std::process::id()));
+        let engine = wasmtime::Engine::default();
+        let cache = CompileCache::new(&dir, &engine).unwrap();
+        for _ in 0..20 {
+            cache.remove(&hex::encode(Sha256::digest(EMPTY_COMPONENT)));
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                let loads: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            cache
+                                .load(&engine, EMPTY_COMPONENT)
+                                .map(|(_, origin)| origin)
+                        })
+                    })
+                    .collect();
+                for load in loads {
+                    if let Err(error) = load.join().unwrap() {
+                        panic!("a concurrent load failed: {error:#}");
+                    }
+                }
+            });
+        }
+        let (_, origin) = cache.load(&engine, EMPTY_COMPONENT).unwrap();
+        assert_eq!(origin, Origin::Cached);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.contains(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! Every half second each host claims the triggers that are due
 //! (`FOR UPDATE SKIP LOCKED`) and moves their `next_run` to the schedule's
-//! next time after now in the same transaction, so a tick runs once however
-//! many hosts share the database, and ticks missed while no host ran are
-//! skipped, not run late one after another. The function gets
+//! next time after now, by the database's clock as the claim is, in the
+//! same transaction, so a tick runs once however many hosts share the
+//! database, and ticks missed while no host ran are skipped, not run late
+//! one after another. The function gets
 //! `POST /fn/<name><path>` with `x-zatabase-trigger: cron` and
 //! `x-zatabase-schedule`, anonymously; its status is kept as `last_status`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Body;
 use http_body_util::BodyExt;
@@ -45,17 +46,12 @@ pub async fn run(state: AppState) {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 async fn claim(state: &AppState) -> Result<Vec<Due>, sqlx::Error> {
     let mut tx = state.db.platform_pool().begin().await?;
     let rows = sqlx::query(
         "SELECT t.id::text AS id, t.schedule, t.path, f.id::text AS function_id,
-           f.project_id::text AS project_id, f.environment
+           f.project_id::text AS project_id, f.environment,
+           floor(extract(epoch FROM now()))::int8 AS now
          FROM zatabase.function_triggers t JOIN zatabase.functions f ON f.id = t.function_id
          WHERE t.next_run <= now()
          ORDER BY t.next_run LIMIT $1
@@ -68,11 +64,16 @@ async fn claim(state: &AppState) -> Result<Vec<Due>, sqlx::Error> {
     for row in rows {
         let trigger: String = row.try_get("id")?;
         let schedule: String = row.try_get("schedule")?;
-        // A schedule that no longer parses or never fires again is parked.
+        // The next time after the database's clock, the one that said the
+        // tick is due: after this host's, a host behind it would leave
+        // `next_run` where it is (the tick claimed again), one ahead of it
+        // would skip ticks. A schedule that no longer parses or never fires
+        // again is parked.
+        let now: i64 = row.try_get("now")?;
         let next = schedule
             .parse::<Schedule>()
             .ok()
-            .and_then(|s| s.next_after(now()));
+            .and_then(|s| s.next_after(now));
         sqlx::query(
             "UPDATE zatabase.function_triggers SET last_run = now(),
                next_run = coalesce(to_timestamp($2::float8), 'infinity')

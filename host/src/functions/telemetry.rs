@@ -65,12 +65,16 @@ pub struct Telemetry {
 impl Telemetry {
     /// A line the function `function_id` logged while serving `request_id`.
     pub fn log(&self, function_id: &str, request_id: &str, level: Level, message: &str) {
+        // What the line holds in memory, not only its text: empty lines
+        // logged without pause must reach the bound too.
+        let size =
+            std::mem::size_of::<Line>() + function_id.len() + request_id.len() + message.len();
         let mut pending = self.pending.lock().expect("telemetry poisoned");
-        if pending.log_bytes + message.len() > MAX_PENDING_BYTES {
+        if pending.log_bytes + size > MAX_PENDING_BYTES {
             pending.dropped += 1;
             return;
         }
-        pending.log_bytes += message.len();
+        pending.log_bytes += size;
         pending.logs.push(Line {
             function_id: function_id.to_owned(),
             request_id: request_id.to_owned(),
@@ -282,6 +286,28 @@ fn timestamp(at: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_lines_count_against_the_pending_bound() {
+        let telemetry = Telemetry::default();
+        let lines = MAX_PENDING_BYTES / 16;
+        for _ in 0..lines {
+            telemetry.log(
+                "0b7e8f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+                "req",
+                Level::Info,
+                "",
+            );
+        }
+        let pending = telemetry.pending.lock().unwrap();
+        assert!(
+            pending.logs.len() < lines,
+            "{} lines kept",
+            pending.logs.len()
+        );
+        assert_eq!(pending.dropped as usize, lines - pending.logs.len());
+        assert!(pending.log_bytes <= MAX_PENDING_BYTES);
+    }
 
     #[test]
     fn each_function_gets_its_own_slice_of_the_calls_in_order() {
