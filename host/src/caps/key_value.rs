@@ -3,7 +3,7 @@
 //! One store per function, `default`, kept in the function's own tenant
 //! (table `zatabase_kv` of its schema, created on first use), so Postgres
 //! keeps one tenant's keys from another's; each call is one statement as
-//! the tenant's role.
+//! the tenant's role (listing the keys, one per thousand of them).
 
 use std::sync::Arc;
 
@@ -21,6 +21,10 @@ use crate::dispatch::{FunctionContext, HostState};
 const DEFAULT_STORE: &str = "default";
 const MAX_KEY_BYTES: usize = 1024;
 const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Keys listed per statement (below any row cap an operator would set),
+/// and the most one listing holds in all.
+const KEYS_PER_PAGE: usize = 1000;
+const MAX_LISTED_BYTES: usize = 64 << 20;
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS zatabase_kv (
     function_id uuid NOT NULL,
@@ -75,10 +79,16 @@ impl Store {
                 kind: ErrorKind::UndefinedObject,
                 ..
             }) => {
-                self.tenant
-                    .execute(CREATE, &[], false)
-                    .await
-                    .map_err(failed)?;
+                match self.tenant.execute(CREATE, &[], false).await {
+                    // Another call created it at the same moment
+                    // (`IF NOT EXISTS` does not cover a concurrent create).
+                    Ok(_)
+                    | Err(SqlError {
+                        kind: ErrorKind::UniqueViolation,
+                        ..
+                    }) => {}
+                    Err(error) => return Err(failed(error)),
+                }
                 self.tenant.execute(statement, &params, false).await
             }
             other => other,
@@ -158,21 +168,53 @@ impl Store {
         Ok(!found.rows.is_empty())
     }
 
+    /// Every key, in order: read a page at a time (each page after the
+    /// last key of the one before), so the host's row cap on a result
+    /// does not cut the list short.
     async fn keys(&self) -> Result<Vec<String>, Failure> {
-        let found = self
-            .run(
-                "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid ORDER BY key",
-                vec![],
-            )
-            .await?;
-        Ok(found
-            .rows
-            .into_iter()
-            .filter_map(|row| match row.into_iter().next() {
-                Some(Value::Scalar(Scalar::Text(key))) => Some(key),
-                _ => None,
-            })
-            .collect())
+        let mut keys: Vec<String> = Vec::new();
+        let mut listed_bytes = 0;
+        loop {
+            let page = match keys.last() {
+                None => {
+                    self.run(
+                        &format!(
+                            "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid
+                             ORDER BY key LIMIT {KEYS_PER_PAGE}"
+                        ),
+                        vec![],
+                    )
+                    .await?
+                }
+                Some(last) => {
+                    self.run(
+                        &format!(
+                            "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid AND key > $2
+                             ORDER BY key LIMIT {KEYS_PER_PAGE}"
+                        ),
+                        vec![Value::Scalar(Scalar::Text(last.clone()))],
+                    )
+                    .await?
+                }
+            };
+            let full = page.rows.len() == KEYS_PER_PAGE || page.truncated;
+            let read = page.rows.len();
+            for row in page.rows {
+                if let Some(Value::Scalar(Scalar::Text(key))) = row.into_iter().next() {
+                    listed_bytes += key.len();
+                    keys.push(key);
+                }
+            }
+            if listed_bytes > MAX_LISTED_BYTES {
+                return Err(Failure::Other(format!(
+                    "the store's keys come to more than {} MiB, more than one listing returns",
+                    MAX_LISTED_BYTES >> 20
+                )));
+            }
+            if read == 0 || !full {
+                return Ok(keys);
+            }
+        }
     }
 }
 

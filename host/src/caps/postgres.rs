@@ -91,7 +91,13 @@ impl v3::HostConnection for PostgresState {
         Ok(self
             .run_v3(&connection, &statement, params)
             .await?
-            .map(row_set))
+            .and_then(|result| {
+                if result.truncated {
+                    Err(v3::Error::Other(overflow(result.rows.len())))
+                } else {
+                    Ok(row_set(result))
+                }
+            }))
     }
 
     async fn execute(
@@ -110,6 +116,16 @@ impl v3::HostConnection for PostgresState {
         self.table.delete(connection)?;
         Ok(())
     }
+}
+
+/// Why a query's rows are not returned: more came than the host's row cap
+/// (`sql.max_rows`) lets it hold. Said rather than cut short silently, as
+/// Spin's interface has no way to say a result is partial.
+fn overflow(cap: usize) -> String {
+    format!(
+        "the result has more than {cap} rows, the most this host returns at once; select \
+         fewer (LIMIT, or a narrower WHERE). A statement that writes has made its changes all the same"
+    )
 }
 
 fn failed(error: SqlError) -> v3::Error {
@@ -239,13 +255,25 @@ fn db_value(value: Value) -> v3::DbValue {
     }
 }
 
+/// A date's text (`2024-03-01`, `0044-03-15 BC`) as Spin's tuple, whose
+/// year is astronomical as chrono's is (1 BC is year 0).
 fn date(text: &str) -> Option<(i32, u8, u8)> {
+    let (text, bc) = before_christ(text);
     let mut parts = text.splitn(3, '-');
+    let year: i32 = parts.next()?.parse().ok()?;
     Some((
-        parts.next()?.parse().ok()?,
+        if bc { 1 - year } else { year },
         parts.next()?.parse().ok()?,
         parts.next()?.get(..2)?.parse().ok()?,
     ))
+}
+
+/// The text without Postgres's ` BC` suffix, and whether it had one.
+fn before_christ(text: &str) -> (&str, bool) {
+    match text.strip_suffix(" BC") {
+        Some(text) => (text, true),
+        None => (text, false),
+    }
 }
 
 fn time(text: &str) -> Option<(u8, u8, u8, u32)> {
@@ -268,8 +296,10 @@ fn time(text: &str) -> Option<(u8, u8, u8, u32)> {
 }
 
 fn datetime(text: &str) -> Option<(i32, u8, u8, u8, u8, u8, u32)> {
+    let (text, bc) = before_christ(text);
     let (day, clock) = text.split_once('T')?;
     let (y, m, d) = date(day)?;
+    let y = if bc { 1 - y } else { y };
     let (h, mi, s, ns) = time(clock)?;
     Some((y, m, d, h, mi, s, ns))
 }
@@ -428,6 +458,9 @@ async fn query_v4(
     params: Vec<v4::ParameterValue>,
 ) -> Result<(Vec<v4::Column>, Vec<Vec<v4::DbValue>>), v4::Error> {
     let result = run_v4(connection, statement, params).await?;
+    if result.truncated {
+        return Err(v4::Error::Other(overflow(result.rows.len())));
+    }
     let columns: Vec<v4::Column> = result
         .columns
         .iter()
@@ -655,11 +688,12 @@ fn db_value_v4(value: Value, type_name: &str) -> v4::DbValue {
 
 type Bound<T> = Option<(T, v4::RangeBoundKind)>;
 
-/// Reads a range's text form (`[1,5)`, `(,10]`, `empty`).
+/// Reads a range's text form (`[1,5)`, `(,10]`); not `empty`, which Spin cannot say.
 fn range<T: std::str::FromStr>(text: &str) -> Option<(Bound<T>, Bound<T>)> {
     use v4::RangeBoundKind::{Exclusive, Inclusive};
+    // Spin's tuple has no empty range: `(None, None)` is the unbounded one.
     if text == "empty" {
-        return Some((None, None));
+        return None;
     }
     let lower_kind = match text.chars().next()? {
         '[' => Inclusive,
@@ -763,6 +797,21 @@ mod tests {
     }
 
     #[test]
+    fn dates_before_christ_keep_their_era() {
+        assert_eq!(date("2024-03-01"), Some((2024, 3, 1)));
+        assert_eq!(date("0044-03-15 BC"), Some((-43, 3, 15)));
+        assert_eq!(date("0001-01-01 BC"), Some((0, 1, 1)));
+        assert_eq!(
+            datetime("0044-03-15T12:30:00+00:00 BC"),
+            Some((-43, 3, 15, 12, 30, 0, 0))
+        );
+        assert_eq!(
+            datetime("2024-03-01T12:30:00.5"),
+            Some((2024, 3, 1, 12, 30, 0, 500_000_000))
+        );
+    }
+
+    #[test]
     fn ranges_round_trip_through_their_text_form() {
         use v4::RangeBoundKind::{Exclusive, Inclusive};
         assert_eq!(
@@ -770,7 +819,7 @@ mod tests {
             Some((Some((1, Inclusive)), Some((5, Exclusive))))
         );
         assert_eq!(range::<i64>("(,10]"), Some((None, Some((10, Inclusive)))));
-        assert_eq!(range::<i32>("empty"), Some((None, None)));
+        assert_eq!(range::<i32>("empty"), None);
         assert_eq!(range::<i32>("[a,b)"), None);
         assert_eq!(
             range_text(Some((1, Inclusive)), Some((5, Exclusive))),
