@@ -10,6 +10,8 @@ use anyhow::{Context, ensure};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::caps::outbound::BlockedNetwork;
+
 /// Zatabase: a self-hostable serverless platform with a database API.
 #[derive(Debug, Parser)]
 #[command(name = "zatabase", version, about)]
@@ -150,6 +152,11 @@ pub struct FunctionsConfig {
     /// With a base domain, a public function also answers anonymous
     /// requests for `<project-slug>.<base_domain>`.
     pub base_domain: Option<String>,
+    /// Networks no function's outbound HTTP reaches, whatever its
+    /// `allowed_outbound_hosts` say: `private` (loopback, private,
+    /// link-local, ...) and CIDR blocks. `[]` lets a function reach what
+    /// its list names, this machine's own services included.
+    pub blocked_networks: Vec<BlockedNetwork>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +306,7 @@ impl Default for FunctionsConfig {
             max_timeout_ms: 60_000,
             memory_mb: 64,
             base_domain: None,
+            blocked_networks: vec![BlockedNetwork::Private],
         }
     }
 }

@@ -154,12 +154,10 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
     );
 
     // The fixture imports Spin's Redis interface, which this host does not
-    // provide: it still deployed and serves; using Redis fails clearly.
-    let redis = fn_get(&host, &token, "/fn/greeter/redis").expect_error(500);
-    assert!(
-        redis.contains("not supported on this platform") && redis.contains("redis"),
-        "{redis}"
-    );
+    // provide: it still deployed and serves; using Redis fails clearly, as
+    // an error the function handles (its 502), not a trap.
+    let redis = fn_get(&host, &token, "/fn/greeter/redis");
+    unsupported_redis(&redis);
     assert_eq!(fn_get(&host, &token, "/fn/greeter/hello").status, 200);
 
     // A settings change reaches the next request.
@@ -197,7 +195,10 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
 
 #[test]
 fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
-    let host = Host::start();
+    // Loopback is a blocked network by default; this test's server is there.
+    let host = Host::builder()
+        .config("[functions]\nblocked_networks = []\n")
+        .start();
     let token = host.token();
     let port = pong_server();
     let function = create(
@@ -314,12 +315,9 @@ fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
         );
     }
 
-    // Spin's Redis is linked but not provided: a clear error, no trap at load.
-    let redis = fn_get(&host, &token, "/fn/async/redis").expect_error(500);
-    assert!(
-        redis.contains("not supported on this platform") && redis.contains("redis"),
-        "{redis}"
-    );
+    // Spin's Redis is linked but not provided: a clear error, no trap at
+    // load nor at the call.
+    unsupported_redis(&fn_get(&host, &token, "/fn/async/redis"));
 
     // Faults: a trap is a 500, a spin past the timeout a 504; it serves on.
     let trapped = fn_get(&host, &token, "/fn/async/panic").expect_error(500);
@@ -463,10 +461,9 @@ fn an_older_deployment_can_be_activated_again() {
     let v2 = deploy(&host, &token, &id, std::fs::read(fixture("hello")).unwrap());
     assert_eq!(v2.status, 201, "{}", v2.text());
     assert_eq!(v2.json()["version"], 2);
-    assert_ne!(
-        fn_get(&host, &token, "/fn/versions/hello").text(),
-        "hello from spin-sdk 5"
-    );
+    let served = fn_get(&host, &token, "/fn/versions/hello");
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.json(), json!({ "hello": "world" }));
 
     let back = call(
         &host,
@@ -519,8 +516,12 @@ fn a_failing_function_gets_the_right_status_and_others_keep_serving() {
         .to_owned();
     assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
 
+    // A panic aborts: the trap is the `unreachable` it compiles to.
     let trapped = fn_get(&host, &token, "/fn/faulty/panic").expect_error(500);
-    assert!(trapped.contains("faulty"), "{trapped}");
+    assert!(
+        trapped.contains("`faulty` failed:") && trapped.contains("unreachable"),
+        "{trapped}"
+    );
     let started = std::time::Instant::now();
     fn_get(&host, &token, "/fn/faulty/loop").expect_error(504);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -570,8 +571,29 @@ fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
         fn_get(&host, &other, "/v1/functions").json()["functions"],
         json!([])
     );
-    // Their own function of the same name is theirs alone.
-    create(&host, &other, json!({ "name": "mine" }));
+    // Nothing of the refused calls reached the owner's function.
+    let deployments = fn_get(&host, &owner, &format!("/v1/functions/{id}/deployments")).json();
+    assert_eq!(
+        deployments["deployments"].as_array().map(Vec::len),
+        Some(1),
+        "{deployments}"
+    );
+    // Their own function of the same name is theirs alone: each caller's
+    // `/fn/mine` is the function of their own tenant.
+    let theirs = create(&host, &other, json!({ "name": "mine" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hello = std::fs::read(fixture("hello")).unwrap();
+    assert_eq!(deploy(&host, &other, &theirs, hello).status, 201);
+    assert_eq!(
+        fn_get(&host, &other, "/fn/mine/hello").json(),
+        json!({ "hello": "world" })
+    );
+    assert_eq!(
+        fn_get(&host, &owner, "/fn/mine/hello").text(),
+        "hello from spin-sdk 5"
+    );
 
     // Anonymous: only a public function, its project (and environment:
     // sessions start in `sandbox`, anonymous calls default to `live`) named.
@@ -734,6 +756,19 @@ fn bad_function_settings_are_refused_and_write_nothing() {
     );
 }
 
+/// What a fixture's `/redis` answers on this host: Spin's Redis refused
+/// as the interface's own error, which the fixture turns into its 502.
+fn unsupported_redis(response: &Resp) {
+    let text = response.text();
+    assert_eq!(response.status, 502, "{text}");
+    assert!(
+        text.starts_with("redis failed")
+            && text.contains("not supported on this platform")
+            && text.contains("redis"),
+        "{text}"
+    );
+}
+
 /// A loopback HTTP server answering `pong` to every request, for as long as
 /// the test runs; its port.
 fn pong_server() -> u16 {
@@ -758,7 +793,10 @@ fn pong_server() -> u16 {
 
 #[test]
 fn outbound_http_reaches_only_the_allowed_hosts() {
-    let host = Host::start();
+    // Loopback is a blocked network by default; this test's servers are there.
+    let host = Host::builder()
+        .config("[functions]\nblocked_networks = []\n")
+        .start();
     let token = host.token();
     let port = pong_server();
     let allowed = format!("http://127.0.0.1:{port}");
@@ -790,20 +828,21 @@ fn outbound_http_reaches_only_the_allowed_hosts() {
     assert_eq!(reached.status, 200, "{}", reached.text());
     assert_eq!(reached.text(), "status=200 body=pong");
 
+    // Each of these would reach a server (another pong server, the host
+    // itself) or hang (an address nothing answers) were it let through;
+    // the host's log says it refused each one.
+    let other_port = pong_server();
     let started = std::time::Instant::now();
     for (function, target) in [
         ("closed", format!("http://127.0.0.1:{port}/ping")),
         ("caller", format!("http://localhost:{port}/ping")),
         ("caller", format!("https://127.0.0.1:{port}/ping")),
+        ("caller", format!("http://127.0.0.1:{other_port}/ping")),
         (
             "caller",
-            format!("http://127.0.0.1:{}/ping", port.wrapping_add(1)),
+            format!("http://127.0.0.1:{port}@127.0.0.1:{other_port}/ping"),
         ),
-        (
-            "caller",
-            format!("http://127.0.0.1:{port}@evil.example/ping"),
-        ),
-        ("caller", "/fn/caller/hello".to_owned()),
+        ("caller", "http://10.255.255.1/ping".to_owned()),
         ("caller", host.url("/health")),
     ] {
         let denied = fetch(function, &target);
@@ -818,11 +857,106 @@ fn outbound_http_reaches_only_the_allowed_hosts() {
             "{}",
             denied.text()
         );
+        assert!(
+            host.log()
+                .lines()
+                .any(|line| line.contains("outbound request denied")
+                    && line.contains(&format!("uri={target}"))),
+            "no denial of {target} in the host's log"
+        );
     }
+    // A URL without a host names none that could be allowed (Spin's
+    // CVE-2024-32980 sent such a request to the app itself).
+    let relative = fetch("caller", "/fn/caller/hello");
+    assert_eq!(relative.status, 502, "{}", relative.text());
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "a denied request fails at once"
     );
+}
+
+#[test]
+fn spins_interfaces_are_never_cut_short_by_the_row_cap() {
+    let host = Host::builder().config("[sql]\nmax_rows = 1\n").start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "capped" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin7()).status, 201);
+    // Key-value lists every key (two, over a cap of one), a page at a time.
+    assert_eq!(
+        fn_get(&host, &token, "/fn/capped/kv").text(),
+        "calls=1 keys=calls,seen"
+    );
+    // A query with more rows than the cap fails saying so, rather than
+    // answering with the first of them.
+    assert_eq!(
+        fn_get(&host, &token, "/fn/capped/pg").text(),
+        "inserted=1\n1:from spin-sdk 7"
+    );
+    let over = fn_get(&host, &token, "/fn/capped/pg");
+    assert_eq!(over.status, 500, "{}", over.text());
+    assert!(
+        over.text().starts_with("postgres failed")
+            && over.text().contains("the most this host returns at once"),
+        "{}",
+        over.text()
+    );
+}
+
+#[test]
+fn outbound_http_never_reaches_a_blocked_network() {
+    // The default: `private` blocked, whatever a function's list allows.
+    let host = Host::start();
+    let token = host.token();
+    let port = pong_server();
+    let id = create(
+        &host,
+        &token,
+        json!({
+            "name": "inward",
+            "allowed_outbound_hosts": [
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}"),
+                "http://169.254.169.254",
+                "http://2130706433",
+            ]
+        }),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let bearer = format!("Bearer {token}");
+    for target in [
+        format!("http://127.0.0.1:{port}/ping"),
+        // A name, resolved by the host: its address is what is checked.
+        format!("http://localhost:{port}/ping"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        // 127.0.0.1 as one number, as resolvers read it.
+        "http://2130706433/".to_owned(),
+    ] {
+        let refused = host.request(
+            "GET",
+            "/fn/inward/fetch",
+            &[("authorization", bearer.as_str()), ("x-target", &target)],
+            vec![],
+        );
+        assert_eq!(refused.status, 502, "{target}: {}", refused.text());
+        assert!(
+            refused.text().starts_with("outbound failed"),
+            "{}",
+            refused.text()
+        );
+        assert!(
+            host.log()
+                .lines()
+                .any(|line| line.contains("a blocked network")
+                    && line.contains(&format!("uri={target}"))),
+            "no refusal of {target} in the host's log"
+        );
+    }
 }
 
 #[test]
@@ -924,10 +1058,18 @@ fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert!(
-        names.contains(&"hello") && names.contains(&"webhook"),
-        "{names:?}"
-    );
+    // Every template folder is listed (each is also installed and called
+    // by a test of its own), and nothing else.
+    let mut folders: Vec<String> = std::fs::read_dir(zatabase_tests::workspace().join("templates"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("template.toml").is_file())
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, folders);
     let webhook = templates.iter().find(|t| t["name"] == "webhook").unwrap();
     let secret = webhook["parameters"]
         .as_array()
@@ -1223,6 +1365,35 @@ fn the_kv_counter_template_counts_in_its_own_store() {
     // The store lives in the tenant's schema.
     let keys = host.sql_ok("SELECT key FROM zatabase_kv ORDER BY key", &[]);
     assert_eq!(keys["rows"], json!([{ "key": "counter:visits" }]));
+
+    // Another tenant's function of the same name counts in a store of its
+    // own, in its own schema; neither sees the other's counts.
+    let other = host
+        .signup(&unique_email("kv"), "a long test password")
+        .access_token;
+    install(&host, &other, "kv-counter", "counter", json!({}));
+    for n in 1..=2 {
+        assert_eq!(
+            send(&host, &other, "POST", "/fn/counter/visits", None).json()["count"],
+            n
+        );
+    }
+    assert_eq!(
+        send(&host, &token, "GET", "/fn/counter/visits", None).json()["count"],
+        1
+    );
+    let theirs = call(
+        &host,
+        "POST",
+        "/v1/sql",
+        &other,
+        Some(&json!({ "query": "SELECT key, convert_from(value, 'UTF8') AS count FROM zatabase_kv" })),
+    )
+    .json();
+    assert_eq!(
+        theirs["rows"],
+        json!([{ "key": "counter:visits", "count": "2" }])
+    );
 }
 
 #[test]

@@ -6,7 +6,17 @@
 //! header (wasmtime's default list), a request without an authority names
 //! no allowed host, and there is no `self` (Spin's CVE-2024-32980 let a
 //! relative URL reach the app's own routes).
+//!
+//! Whatever a function's list says, the operator's `blocked_networks` (by
+//! default `private`: loopback, private, link-local, shared and unique-local
+//! addresses) are never reached: the name is resolved here, every address it
+//! resolves to checked, and a plain-HTTP request sent to the address checked
+//! (its `Host` header keeps the name), so a name that resolves elsewhere a
+//! moment later (DNS rebinding) changes nothing. An HTTPS request connects
+//! by name, as its certificate must match it, which a rebound address's
+//! server cannot present.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,9 +93,177 @@ impl AllowedHost {
     }
 }
 
-/// The `wasi:http` hooks of one request: its allow-list (empty: nothing).
+/// A network no outbound request reaches (`functions.blocked_networks`):
+/// `private`, or a CIDR block (`10.0.0.0/8`, `fd00::/8`, a single address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum BlockedNetwork {
+    /// Loopback, RFC 1918 private, link-local (the cloud metadata address
+    /// among them), shared (CGNAT), unique-local, multicast, unspecified
+    /// and reserved addresses.
+    Private,
+    Block {
+        network: IpAddr,
+        prefix: u8,
+    },
+}
+
+impl TryFrom<String> for BlockedNetwork {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if text == "private" {
+            return Ok(Self::Private);
+        }
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.as_str(), None),
+        };
+        let network: IpAddr = address
+            .parse()
+            .map_err(|_| format!("`{text}` is neither `private` nor an address or CIDR block"))?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("`{text}`: the prefix must be 0 to {bits}"))?,
+        };
+        Ok(Self::Block { network, prefix })
+    }
+}
+
+impl BlockedNetwork {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is that
+        // IPv4 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (*self, ip) {
+            (Self::Private, IpAddr::V4(v4)) => private_v4(v4),
+            (Self::Private, IpAddr::V6(v6)) => private_v6(v6),
+            (
+                Self::Block {
+                    network: IpAddr::V4(net),
+                    prefix,
+                },
+                IpAddr::V4(v4),
+            ) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(v4) & mask == u32::from(net) & mask
+            }
+            (
+                Self::Block {
+                    network: IpAddr::V6(net),
+                    prefix,
+                },
+                IpAddr::V6(v6),
+            ) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(v6) & mask == u128::from(net) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn private_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || a == 0
+        // Shared address space (carrier-grade NAT), 100.64.0.0/10.
+        || (a == 100 && (64..128).contains(&b))
+        // IETF protocol assignments, 192.0.0.0/24.
+        || (a == 192 && b == 0 && c == 0)
+        // Benchmarking, 198.18.0.0/15.
+        || (a == 198 && (b == 18 || b == 19))
+        // Reserved, 240.0.0.0/4.
+        || a >= 240
+}
+
+fn private_v6(ip: Ipv6Addr) -> bool {
+    let segments = ip.segments();
+    let embedded_v4 = |high: u16, low: u16| {
+        Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+    };
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        // Unique local, fc00::/7, and link-local, fe80::/10.
+        || (segments[0] & 0xfe00) == 0xfc00
+        || (segments[0] & 0xffc0) == 0xfe80
+        // 6to4 (2002::/16) and NAT64 (64:ff9b::/96) carry an IPv4 address.
+        || (segments[0] == 0x2002 && private_v4(embedded_v4(segments[1], segments[2])))
+        || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            && private_v4(embedded_v4(segments[6], segments[7])))
+}
+
+/// The `wasi:http` hooks of one request: its allow-list (empty: nothing)
+/// and the networks it may not reach whatever that list says.
 pub struct OutboundHttp {
     pub allowed: Arc<[AllowedHost]>,
+    pub blocked: Arc<[BlockedNetwork]>,
+}
+
+/// `request` once its host is resolved and every address checked against
+/// `blocked`; a plain-HTTP request is sent to the first address checked.
+async fn resolve_outside<B>(
+    mut request: http::Request<B>,
+    blocked: &[BlockedNetwork],
+) -> Result<http::Request<B>, Error> {
+    if blocked.is_empty() {
+        return Ok(request);
+    }
+    let uri = request.uri();
+    let https = uri.scheme() == Some(&Scheme::HTTPS);
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = uri.host().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|error| Error::DnsError {
+                rcode: Some(error.to_string()),
+                info_code: None,
+            })?
+            .collect(),
+    };
+    let Some(first) = addresses.first().copied() else {
+        return Err(Error::DestinationNotFound);
+    };
+    if let Some(denied) = addresses
+        .iter()
+        .find(|address| blocked.iter().any(|network| network.contains(address.ip())))
+    {
+        tracing::info!(
+            uri = %uri,
+            address = %denied.ip(),
+            "outbound request denied: a blocked network"
+        );
+        return Err(Error::DestinationIpProhibited);
+    }
+    if !https {
+        let mut parts = uri.clone().into_parts();
+        parts.authority = Some(
+            first
+                .to_string()
+                .parse()
+                .map_err(|_| Error::HttpRequestUriInvalid)?,
+        );
+        *request.uri_mut() =
+            http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
+    }
+    Ok(request)
 }
 
 /// Bounds on an outbound request the guest did not bound itself, so a
@@ -94,9 +272,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl OutboundHttp {
     fn permits(&self, uri: &http::Uri) -> bool {
-        let Some(host) = uri.host() else {
+        let Some(authority) = uri.authority() else {
             return false;
         };
+        // The connector resolves the whole authority, user info included:
+        // what it reaches must be exactly the host checked.
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        let host = authority.host();
         let scheme = match uri.scheme() {
             Some(s) if *s == Scheme::HTTPS => "https",
             Some(s) if *s == Scheme::HTTP => "http",
@@ -134,8 +318,10 @@ impl WasiHttpHooks for OutboundHttp {
         }
         let mut options = options.unwrap_or_default();
         options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        let blocked = self.blocked.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
+            let request = resolve_outside(request, &blocked).await?;
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((
@@ -157,6 +343,7 @@ mod tests {
             .collect();
         OutboundHttp {
             allowed: allowed.into(),
+            blocked: Arc::from([]),
         }
         .permits(&uri.parse().unwrap())
     }
@@ -211,5 +398,130 @@ mod tests {
     #[test]
     fn a_request_without_an_authority_names_no_host() {
         assert!(!permits(&["*://*:*"], "/relative/path"));
+    }
+
+    #[test]
+    fn user_info_in_the_authority_is_refused() {
+        assert!(permits(
+            &["http://api.example.com"],
+            "http://api.example.com/"
+        ));
+        for uri in [
+            "http://x@api.example.com/",
+            "http://evil:80@api.example.com/",
+            "http://api.example.com:80@api.example.com/",
+        ] {
+            assert!(!permits(&["http://api.example.com"], uri), "{uri}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod blocked_networks {
+    use super::*;
+
+    fn network(text: &str) -> BlockedNetwork {
+        BlockedNetwork::try_from(text.to_owned()).unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn private_covers_every_internal_range_and_no_public_address() {
+        let private = network("private");
+        for internal in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "fd00::1",
+            "fe80::1",
+            "2002:7f00:1::",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(private.contains(ip(internal)), "{internal}");
+        }
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700:4700::1111",
+            "2002:0808:0808::",
+        ] {
+            assert!(!private.contains(ip(public)), "{public}");
+        }
+    }
+
+    #[test]
+    fn blocks_are_cidr_prefixes() {
+        let block = network("203.0.113.0/24");
+        assert!(block.contains(ip("203.0.113.77")));
+        assert!(!block.contains(ip("203.0.114.1")));
+        assert!(block.contains(ip("::ffff:203.0.113.1")));
+        assert!(network("2001:db8::/32").contains(ip("2001:db8:1::5")));
+        assert!(!network("2001:db8::/32").contains(ip("2001:db9::5")));
+        assert!(network("198.51.100.7").contains(ip("198.51.100.7")));
+        assert!(!network("198.51.100.7").contains(ip("198.51.100.8")));
+        assert!(network("0.0.0.0/0").contains(ip("8.8.8.8")));
+        for bad in [
+            "",
+            "local",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.0/x",
+        ] {
+            assert!(BlockedNetwork::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_into_a_blocked_network_is_refused() {
+        let blocked = [BlockedNetwork::Private];
+        let request = |uri: &str| http::Request::get(uri).body(()).unwrap();
+        for uri in [
+            "http://localhost:8080/",
+            "http://127.0.0.1/",
+            "http://[::1]:80/",
+            "http://2130706433/",
+            "https://169.254.169.254/latest/meta-data/",
+        ] {
+            assert!(
+                matches!(
+                    resolve_outside(request(uri), &blocked).await,
+                    Err(Error::DestinationIpProhibited)
+                ),
+                "{uri}"
+            );
+        }
+        // Nothing blocked: the request goes as it came.
+        let kept = resolve_outside(request("http://localhost:8080/x"), &[])
+            .await
+            .unwrap();
+        assert_eq!(kept.uri(), "http://localhost:8080/x");
+        // A plain-HTTP request goes to the address checked.
+        let pinned = resolve_outside(
+            request("http://localhost:8080/x?y"),
+            &[network("203.0.113.0/24")],
+        )
+        .await
+        .unwrap();
+        let host = pinned.uri().host().unwrap();
+        assert!(host == "127.0.0.1" || host == "[::1]", "{}", pinned.uri());
+        assert_eq!(pinned.uri().path_and_query().unwrap(), "/x?y");
     }
 }

@@ -18,17 +18,17 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, Val};
 
 use crate::caps::log::FunctionLog;
-use crate::caps::outbound::AllowedHost;
+use crate::caps::outbound::{AllowedHost, BlockedNetwork};
 use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo, Template};
 use crate::caps::{self, Capability};
 use crate::config::FunctionsConfig;
 use crate::db::{Db, Tenant};
 use crate::dispatch::{self, FunctionContext, HostState, Linking, LoadedComponent};
 use crate::engine::Engine;
-use crate::engine::cache::CompileCache;
+use crate::engine::cache::{CompileCache, Origin};
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
 use telemetry::Telemetry;
@@ -43,6 +43,10 @@ const FUNCTION_CHANGED: &str = "zatabase_function_changed";
 /// listens, and the most time it spends on them.
 const PRELOAD_AT_MOST: i64 = 64;
 const PRELOAD_WITHIN: Duration = Duration::from_secs(1);
+/// Compiled components kept in memory; past it they are dropped and read
+/// again from the on-disk cache when next resolved (a resolved function
+/// holds its own).
+const COMPILED_AT_MOST: usize = 256;
 
 /// What `/fn` needs of a function, joined with its active deployment.
 macro_rules! lookup {
@@ -127,19 +131,72 @@ pub struct Functions {
     cache: CompileCache,
     metrics: Arc<Metrics>,
     limits: Limits,
-    resolved: Mutex<HashMap<Lookup, Arc<Function>>>,
+    resolved: Mutex<Resolved>,
     /// Deployments (function id, version) this host has served a request
     /// of: a resolution forgotten and fetched again is not a cold start.
     served: Mutex<HashSet<(String, i32)>>,
-    /// Compiled components by sha256.
+    /// Compiled components by sha256 (at most `COMPILED_AT_MOST`).
     compiled: Mutex<HashMap<String, Component>>,
+    /// One load of a component at a time: the requests of a burst on a
+    /// host that has not loaded it wait for the first one's, rather than
+    /// each compiling it.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     listening: AtomicBool,
     telemetry: Arc<Telemetry>,
     /// What every function is linked against, built once.
     linker: Linker<HostState>,
     /// Seals secrets at rest, opens them for the function they belong to.
     secrets: SecretBox,
+    /// Networks no function's outbound HTTP reaches.
+    blocked_networks: Arc<[BlockedNetwork]>,
     templates: Vec<templates::Embedded>,
+}
+
+/// What this host resolved, by lookup. An answer is remembered only if
+/// nothing was forgotten while it was being fetched: a change notified
+/// then (a deletion, another version activated) must not be overwritten by
+/// the answer read before it.
+#[derive(Default)]
+struct Resolved {
+    by_lookup: HashMap<Lookup, Arc<Function>>,
+    /// Counts every forgetting; an answer fetched across one is stale.
+    generation: u64,
+}
+
+/// When a fetch was started, for [`Resolved::remember`].
+#[derive(Debug, Clone, Copy)]
+struct Asked(u64);
+
+impl Resolved {
+    /// The remembered answer, or when to say the fetch for it started.
+    fn get(&self, lookup: &Lookup) -> Result<Arc<Function>, Asked> {
+        self.by_lookup
+            .get(lookup)
+            .cloned()
+            .ok_or(Asked(self.generation))
+    }
+
+    fn remember(&mut self, asked: Asked, lookup: &Lookup, function: &Arc<Function>) {
+        if asked.0 != self.generation {
+            return;
+        }
+        if self.by_lookup.len() > 10_000 {
+            self.by_lookup.clear();
+        }
+        self.by_lookup.insert(lookup.clone(), function.clone());
+    }
+
+    /// Forgets the function `id`, or everything.
+    fn forget(&mut self, id: Option<&str>) {
+        self.generation += 1;
+        match id {
+            // Ids are UUIDs: the API accepts them in either case.
+            Some(id) => self
+                .by_lookup
+                .retain(|_, function| !function.id.eq_ignore_ascii_case(id)),
+            None => self.by_lookup.clear(),
+        }
+    }
 }
 
 impl Functions {
@@ -164,13 +221,15 @@ impl Functions {
                 default_memory_mb: config.memory_mb,
                 max_memory_mb: u32::try_from(max_memory_mb).unwrap_or(u32::MAX),
             },
-            resolved: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(Resolved::default()),
             served: Mutex::new(HashSet::new()),
             compiled: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
             telemetry: Arc::new(Telemetry::default()),
             linker,
             secrets,
+            blocked_networks: config.blocked_networks.iter().copied().collect(),
             templates: templates::load()?,
         })
     }
@@ -213,10 +272,7 @@ impl Functions {
             tokio::task::spawn_blocking(move || inspect(&engine, &cache, &linker, &wasm))
                 .await
                 .map_err(|e| format!("the component could not be checked: {e}"))??;
-        self.compiled
-            .lock()
-            .expect("compiled components poisoned")
-            .insert(info.sha256.clone(), component);
+        self.keep_compiled(info.sha256.clone(), component);
         Ok(info)
     }
 
@@ -258,10 +314,9 @@ impl Functions {
         .await
         .unwrap_or_default();
         let count = loaded.len();
-        self.compiled
-            .lock()
-            .expect("compiled components poisoned")
-            .extend(loaded);
+        for (sha256, component) in loaded {
+            self.keep_compiled(sha256, component);
+        }
         tracing::info!(
             count,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -275,14 +330,14 @@ impl Functions {
         self.resolved
             .lock()
             .expect("resolved functions poisoned")
-            .retain(|_, function| function.id != id);
+            .forget(Some(id));
     }
 
     fn forget_all(&self) {
         self.resolved
             .lock()
             .expect("resolved functions poisoned")
-            .clear();
+            .forget(None);
     }
 
     /// True for the first request this host serves of a deployment (a cold
@@ -301,27 +356,26 @@ impl Functions {
 
     /// The function `lookup` names, if there is one.
     pub async fn resolve(&self, lookup: &Lookup) -> anyhow::Result<Option<Arc<Function>>> {
-        if let Some(found) = self
+        let asked = match self
             .resolved
             .lock()
             .expect("resolved functions poisoned")
             .get(lookup)
         {
-            return Ok(Some(found.clone()));
-        }
-        // Whether the answer may be remembered is decided before asking, so
-        // a change notified meanwhile is not lost.
-        let listening = self.listening.load(Ordering::Acquire);
+            Ok(found) => return Ok(Some(found)),
+            Err(asked) => asked,
+        };
         let Some(function) = self.fetch(lookup).await? else {
             return Ok(None);
         };
         let function = Arc::new(function);
-        if listening && self.listening.load(Ordering::Acquire) {
-            let mut resolved = self.resolved.lock().expect("resolved functions poisoned");
-            if resolved.len() > 10_000 {
-                resolved.clear();
-            }
-            resolved.insert(lookup.clone(), function.clone());
+        // Remembered only while a notification of its next change would
+        // reach this host.
+        if self.listening.load(Ordering::Acquire) {
+            self.resolved
+                .lock()
+                .expect("resolved functions poisoned")
+                .remember(asked, lookup, &function);
         }
         Ok(Some(function))
     }
@@ -417,6 +471,7 @@ impl Functions {
                             .iter()
                             .filter_map(|entry| AllowedHost::parse(entry))
                             .collect(),
+                        blocked_networks: self.blocked_networks.clone(),
                     }),
                     served: AtomicBool::new(false),
                 })
@@ -435,35 +490,65 @@ impl Functions {
     /// The compiled component of `sha256`: in memory, in the on-disk cache,
     /// or compiled from the stored bytes.
     async fn component(&self, sha256: &str) -> anyhow::Result<Component> {
-        if let Some(component) = self
-            .compiled
-            .lock()
-            .expect("compiled components poisoned")
-            .get(sha256)
-        {
-            return Ok(component.clone());
+        if let Some(component) = self.compiled(sha256) {
+            return Ok(component);
         }
-        let component = match self.cache.load_compiled(self.engine.wasmtime(), sha256) {
-            Some(component) => component,
-            None => {
-                let wasm: Vec<u8> = sqlx::query_scalar(
-                    "SELECT wasm FROM zatabase.function_blobs WHERE sha256 = $1",
-                )
+        let gate = self
+            .loading
+            .lock()
+            .expect("loading components poisoned")
+            .entry(sha256.to_owned())
+            .or_default()
+            .clone();
+        let loading = gate.lock().await;
+        // Loaded by the request this one waited for.
+        if let Some(component) = self.compiled(sha256) {
+            return Ok(component);
+        }
+        let loaded = self.load(sha256).await;
+        if let Ok(component) = &loaded {
+            self.keep_compiled(sha256.to_owned(), component.clone());
+        }
+        drop(loading);
+        self.loading
+            .lock()
+            .expect("loading components poisoned")
+            .remove(sha256);
+        loaded
+    }
+
+    async fn load(&self, sha256: &str) -> anyhow::Result<Component> {
+        if let Some(component) = self.cache.load_compiled(self.engine.wasmtime(), sha256) {
+            return Ok(component);
+        }
+        let wasm: Vec<u8> =
+            sqlx::query_scalar("SELECT wasm FROM zatabase.function_blobs WHERE sha256 = $1")
                 .bind(sha256)
                 .fetch_one(self.db.platform_pool())
                 .await
                 .with_context(|| format!("loading component {sha256}"))?;
-                let (engine, cache) = (self.engine.clone(), self.cache.clone());
-                tokio::task::spawn_blocking(move || cache.load(engine.wasmtime(), &wasm))
-                    .await??
-                    .0
-            }
-        };
+        let (engine, cache) = (self.engine.clone(), self.cache.clone());
+        Ok(
+            tokio::task::spawn_blocking(move || cache.load(engine.wasmtime(), &wasm))
+                .await??
+                .0,
+        )
+    }
+
+    fn compiled(&self, sha256: &str) -> Option<Component> {
         self.compiled
             .lock()
             .expect("compiled components poisoned")
-            .insert(sha256.to_owned(), component.clone());
-        Ok(component)
+            .get(sha256)
+            .cloned()
+    }
+
+    fn keep_compiled(&self, sha256: String, component: Component) {
+        let mut compiled = self.compiled.lock().expect("compiled components poisoned");
+        if compiled.len() >= COMPILED_AT_MOST && !compiled.contains_key(&sha256) {
+            compiled.clear();
+        }
+        compiled.insert(sha256, component);
     }
 
     /// Listens for changed functions until the process ends, reconnecting
@@ -544,17 +629,26 @@ fn linker_for(
                         "`{interface}#{name}` is not supported on this platform (functions get \
                          Spin's variables, key-value and postgres)"
                     );
+                    // Answered as the function's own error where its type
+                    // has one that carries a message (Spin's `other`, ...),
+                    // so the guest can handle it; else a trap naming it.
+                    let is_async = func.async_();
+                    let answer = move |results: &mut [Val]| match refusal(&func, &message) {
+                        Some(error) if results.len() == 1 => {
+                            results[0] = error;
+                            Ok(())
+                        }
+                        _ => Err(wasmtime::format_err!("{message}")),
+                    };
                     // An `async func` (Spin 3.x interfaces) needs a host
                     // function of the concurrent kind.
-                    if func.async_() {
-                        defined.func_new_concurrent(name, move |_, _, _, _| {
-                            let error = wasmtime::format_err!("{message}");
-                            Box::pin(async move { Err(error) })
+                    if is_async {
+                        defined.func_new_concurrent(name, move |_, _, _, results| {
+                            let answered = answer(results);
+                            Box::pin(async move { answered })
                         })?;
                     } else {
-                        defined.func_new(name, move |_, _, _, _| {
-                            Err(wasmtime::format_err!("{message}"))
-                        })?;
+                        defined.func_new(name, move |_, _, _, results| answer(results))?;
                     }
                 }
                 ComponentItem::Resource(_) => {
@@ -569,6 +663,37 @@ fn linker_for(
         }
     }
     Ok(Some(linker))
+}
+
+/// The error value a stubbed function answers with `message`, when its
+/// result is `result<_, E>` and `E` can carry a message: a string, or a
+/// variant with a string case (Spin's `other`, else `runtime-error` or
+/// `io`, else the first).
+fn refusal(func: &wasmtime::component::types::ComponentFunc, message: &str) -> Option<Val> {
+    use wasmtime::component::types::Type;
+    let mut results = func.results();
+    let (Some(Type::Result(result)), None) = (results.next(), results.next()) else {
+        return None;
+    };
+    let error = match result.err()? {
+        Type::String => Val::String(message.to_owned()),
+        Type::Variant(variant) => {
+            let case = variant
+                .cases()
+                .filter(|case| matches!(case.ty, Some(Type::String)))
+                .min_by_key(|case| match case.name {
+                    "other" => 0,
+                    "runtime-error" | "io" => 1,
+                    _ => 2,
+                })?;
+            Val::Variant(
+                case.name.to_owned(),
+                Some(Box::new(Val::String(message.to_owned()))),
+            )
+        }
+        _ => return None,
+    };
+    Some(Val::Result(Err(Some(Box::new(error)))))
 }
 
 /// The first eight bytes of a WebAssembly binary: magic, then the version
@@ -598,9 +723,30 @@ fn inspect(
         _ => return Err("the body is not a WebAssembly component (no `\\0asm` header)".to_owned()),
     }
     let sha256 = hex::encode(Sha256::digest(wasm));
-    let (component, _) = cache
+    let (component, origin) = cache
         .load(engine.wasmtime(), wasm)
         .map_err(|e| format!("the component does not validate: {}", chain(&e)))?;
+    let checked = check(engine, linker, &component).map(|(handler, imports)| ComponentInfo {
+        sha256: sha256.clone(),
+        size: wasm.len() as u64,
+        handler,
+        imports,
+    });
+    // A refused upload leaves nothing in the compile cache.
+    if checked.is_err() && origin == Origin::Compiled {
+        cache.remove(&sha256);
+    }
+    Ok((checked?, component))
+}
+
+/// What `inspect` asks of a compiled component: that it exports a
+/// `wasi:http` handler (which one is returned, with its imports) and that
+/// this host can link and pre-instantiate it.
+fn check(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> Result<(String, Vec<String>), String> {
     let ty = component.component_type();
     let wasmtime = engine.wasmtime();
     let exports: Vec<String> = ty
@@ -625,7 +771,7 @@ fn inspect(
         .map(|(name, _)| name.to_owned())
         .collect();
     let linking = Linking::function();
-    caps::check_imports(wasmtime, &component, "function", linking.grants).map_err(|e| {
+    caps::check_imports(wasmtime, component, "function", linking.grants).map_err(|e| {
         e.to_string().replace(
             "; grant them in spin.toml under [component.function.tool.zatabase] capabilities",
             &format!(
@@ -636,17 +782,11 @@ fn inspect(
             ),
         )
     })?;
-    let stubbed = linker_for(engine, linker, &component)
+    let stubbed = linker_for(engine, linker, component)
         .map_err(|e| format!("the component cannot run here: {}", chain(&e)))?;
-    dispatch::pre_instantiate(stubbed.as_ref().unwrap_or(linker), &component)
+    dispatch::pre_instantiate(stubbed.as_ref().unwrap_or(linker), component)
         .map_err(|e| format!("the component cannot run here: {}", chain(&e)))?;
-    let info = ComponentInfo {
-        sha256,
-        size: wasm.len() as u64,
-        handler: handler.clone(),
-        imports,
-    };
-    Ok((info, component))
+    Ok((handler.clone(), imports))
 }
 
 /// An error and its causes on one line.
@@ -656,4 +796,80 @@ fn chain(error: &anyhow::Error) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function(id: &str, name: &str) -> Arc<Function> {
+        Arc::new(Function {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            public: false,
+            deployment: None,
+            base_path: http::HeaderValue::from_static("/fn/x"),
+            matched_route: http::HeaderValue::from_static("/fn/x/..."),
+        })
+    }
+
+    fn ask(resolved: &Resolved, lookup: &Lookup) -> Asked {
+        match resolved.get(lookup) {
+            Ok(_) => panic!("{lookup:?} is remembered"),
+            Err(asked) => asked,
+        }
+    }
+
+    fn by_name(name: &str) -> Lookup {
+        Lookup::Name {
+            project_id: "p".to_owned(),
+            environment: "live".to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_answer_fetched_across_a_change_is_not_remembered() {
+        let mut resolved = Resolved::default();
+        let lookup = by_name("hello");
+        let asked = ask(&resolved, &lookup);
+        // The function is deleted (or another version activated) while the
+        // first request still reads and compiles what it was.
+        resolved.forget(Some("0b7e8f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"));
+        resolved.remember(
+            asked,
+            &lookup,
+            &function("0b7e8f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "hello"),
+        );
+        assert!(resolved.get(&lookup).is_err(), "a stale answer was kept");
+        // Asked again after the change, the answer is kept until the next.
+        let asked = ask(&resolved, &lookup);
+        resolved.remember(
+            asked,
+            &lookup,
+            &function("0b7e8f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "hello"),
+        );
+        assert!(resolved.get(&lookup).is_ok());
+        // Forgetting everything (the listener reconnecting) counts too.
+        let other = by_name("other");
+        let asked = ask(&resolved, &other);
+        resolved.forget(None);
+        resolved.remember(asked, &other, &function("1", "other"));
+        assert!(resolved.get(&other).is_err());
+        assert!(resolved.get(&lookup).is_err());
+    }
+
+    #[test]
+    fn a_function_is_forgotten_whatever_case_its_id_is_named_in() {
+        let mut resolved = Resolved::default();
+        let lookup = by_name("hello");
+        let asked = ask(&resolved, &lookup);
+        resolved.remember(
+            asked,
+            &lookup,
+            &function("0b7e8f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "hello"),
+        );
+        resolved.forget(Some("0B7E8F3A-1C2D-4E5F-8A9B-0C1D2E3F4A5B"));
+        assert!(resolved.get(&lookup).is_err());
+    }
 }
