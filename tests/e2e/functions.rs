@@ -37,6 +37,17 @@ fn deploy(host: &Host, token: &str, id: &str, wasm: Vec<u8>) -> Resp {
     )
 }
 
+/// A function created with `settings` and `wasm` deployed to it; its id.
+fn deployed(host: &Host, token: &str, settings: Value, wasm: Vec<u8>) -> String {
+    let id = create(host, token, settings)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deployed = deploy(host, token, &id, wasm);
+    assert_eq!(deployed.status, 201, "{}", deployed.text());
+    id
+}
+
 fn fn_get(host: &Host, token: &str, path: &str) -> Resp {
     call(host, "GET", path, token, None)
 }
@@ -332,11 +343,7 @@ fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
 fn a_wasi_0_3_instance_serves_requests_in_turn_until_it_fails() {
     let host = Host::start();
     let token = host.token();
-    let id = create(&host, &token, json!({ "name": "kept" }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin7()).status, 201);
+    let id = deployed(&host, &token, json!({ "name": "kept" }), spin7());
     let served = || fn_get(&host, &token, "/fn/kept/served").text();
     assert_eq!(served(), "1");
     assert_eq!(
@@ -404,11 +411,7 @@ fn the_smallest_spin_function_answers_every_method_and_path() {
 fn bad_deployments_are_refused_and_the_previous_version_keeps_serving() {
     let host = Host::start();
     let token = host.token();
-    let id = create(&host, &token, json!({ "name": "steady" }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let id = deployed(&host, &token, json!({ "name": "steady" }), spin5());
 
     let garbage = deploy(&host, &token, &id, b"definitely not wasm".to_vec()).expect_error(422);
     assert!(garbage.contains("not a WebAssembly component"), "{garbage}");
@@ -452,11 +455,7 @@ fn bad_deployments_are_refused_and_the_previous_version_keeps_serving() {
 fn an_older_deployment_can_be_activated_again() {
     let host = Host::start();
     let token = host.token();
-    let id = create(&host, &token, json!({ "name": "versions" }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let id = deployed(&host, &token, json!({ "name": "versions" }), spin5());
     // Version 2: another component (answers JSON to everything).
     let v2 = deploy(&host, &token, &id, std::fs::read(fixture("hello")).unwrap());
     assert_eq!(v2.status, 201, "{}", v2.text());
@@ -506,15 +505,12 @@ fn an_older_deployment_can_be_activated_again() {
 fn a_failing_function_gets_the_right_status_and_others_keep_serving() {
     let host = Host::start();
     let token = host.token();
-    let id = create(
+    deployed(
         &host,
         &token,
         json!({ "name": "faulty", "timeout_ms": 1000, "memory_mb": 16 }),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+        spin5(),
+    );
 
     // A panic aborts: the trap is the `unreachable` it compiles to.
     let trapped = fn_get(&host, &token, "/fn/faulty/panic").expect_error(500);
@@ -534,11 +530,12 @@ fn a_failing_function_gets_the_right_status_and_others_keep_serving() {
 fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
     let host = Host::start();
     let owner = host.token();
-    let id = create(&host, &owner, json!({ "name": "mine", "public": false }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &owner, &id, spin5()).status, 201);
+    let id = deployed(
+        &host,
+        &owner,
+        json!({ "name": "mine", "public": false }),
+        spin5(),
+    );
     let project = fn_get(&host, &owner, "/v1/whoami").json()["project_id"]
         .as_str()
         .unwrap()
@@ -800,20 +797,13 @@ fn outbound_http_reaches_only_the_allowed_hosts() {
     let token = host.token();
     let port = pong_server();
     let allowed = format!("http://127.0.0.1:{port}");
-    let id = create(
+    deployed(
         &host,
         &token,
         json!({ "name": "caller", "allowed_outbound_hosts": [allowed] }),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
-    let closed = create(&host, &token, json!({ "name": "closed" }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &closed, spin5()).status, 201);
+        spin5(),
+    );
+    deployed(&host, &token, json!({ "name": "closed" }), spin5());
 
     let bearer = format!("Bearer {token}");
     let fetch = |function: &str, target: &str| {
@@ -879,11 +869,7 @@ fn outbound_http_reaches_only_the_allowed_hosts() {
 fn spins_interfaces_are_never_cut_short_by_the_row_cap() {
     let host = Host::builder().config("[sql]\nmax_rows = 1\n").start();
     let token = host.token();
-    let id = create(&host, &token, json!({ "name": "capped" }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin7()).status, 201);
+    deployed(&host, &token, json!({ "name": "capped" }), spin7());
     // Key-value lists every key (two, over a cap of one), a page at a time.
     assert_eq!(
         fn_get(&host, &token, "/fn/capped/kv").text(),
@@ -911,7 +897,7 @@ fn outbound_http_never_reaches_a_blocked_network() {
     let host = Host::start();
     let token = host.token();
     let port = pong_server();
-    let id = create(
+    deployed(
         &host,
         &token,
         json!({
@@ -923,11 +909,8 @@ fn outbound_http_never_reaches_a_blocked_network() {
                 "http://2130706433",
             ]
         }),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+        spin5(),
+    );
     let bearer = format!("Bearer {token}");
     for target in [
         format!("http://127.0.0.1:{port}/ping"),
@@ -963,11 +946,7 @@ fn outbound_http_never_reaches_a_blocked_network() {
 fn a_functions_logs_and_metrics_are_recorded() {
     let host = Host::start();
     let token = host.token();
-    let id = create(&host, &token, json!({ "name": "chatty" }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let id = deployed(&host, &token, json!({ "name": "chatty" }), spin5());
     let logged = fn_get(&host, &token, "/fn/chatty/log");
     assert_eq!(logged.status, 200, "{}", logged.text());
     let request_id = logged.header("x-request-id").unwrap().to_owned();
@@ -1400,11 +1379,7 @@ fn the_kv_counter_template_counts_in_its_own_store() {
 fn a_cron_trigger_calls_the_function_on_schedule() {
     let host = Host::start();
     let token = host.token();
-    let id = create(&host, &token, json!({ "name": "ticker" }))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(deploy(&host, &token, &id, spin5()).status, 201);
+    let id = deployed(&host, &token, json!({ "name": "ticker" }), spin5());
     let triggers = format!("/v1/functions/{id}/triggers");
 
     // Bad triggers are refused and leave none.

@@ -146,28 +146,25 @@ impl BlockedNetwork {
         match (*self, ip) {
             (Self::Private, IpAddr::V4(v4)) => private_v4(v4),
             (Self::Private, IpAddr::V6(v6)) => private_v6(v6),
-            (
-                Self::Block {
-                    network: IpAddr::V4(net),
-                    prefix,
-                },
-                IpAddr::V4(v4),
-            ) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                u32::from(v4) & mask == u32::from(net) & mask
+            (Self::Block { network, prefix }, ip) => {
+                let ((width, network), (ip_width, ip)) = (bits(network), bits(ip));
+                // The bits past the prefix are shifted out; nothing left to
+                // differ is a match (a prefix of 0 matches every address).
+                width == ip_width
+                    && (network ^ ip)
+                        .checked_shr(width - u32::from(prefix))
+                        .unwrap_or(0)
+                        == 0
             }
-            (
-                Self::Block {
-                    network: IpAddr::V6(net),
-                    prefix,
-                },
-                IpAddr::V6(v6),
-            ) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                u128::from(v6) & mask == u128::from(net) & mask
-            }
-            _ => false,
         }
+    }
+}
+
+/// An address's width in bits, and its bits.
+fn bits(ip: IpAddr) -> (u32, u128) {
+    match ip {
+        IpAddr::V4(v4) => (32, u32::from(v4).into()),
+        IpAddr::V6(v6) => (128, v6.into()),
     }
 }
 
