@@ -891,6 +891,69 @@ fn spins_interfaces_are_never_cut_short_by_the_row_cap() {
     );
 }
 
+/// A loopback HTTP server (IPv4, and IPv6 on the same port where it can)
+/// answering `host=<its Host header>` to every request; its port.
+fn host_echo_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let v6 = std::net::TcpListener::bind(("::1", port)).ok();
+    for listener in std::iter::once(v4).chain(v6) {
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut line, mut host) = (String::new(), String::new());
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("host")
+                    {
+                        host = value.trim().to_owned();
+                    }
+                    line.clear();
+                }
+                let body = format!("host={host}");
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+    }
+    port
+}
+
+#[test]
+fn a_request_checked_against_blocked_networks_goes_to_the_address_checked() {
+    // Blocked: a network loopback is not in. The name is resolved and
+    // checked, and the request sent to the address found, under its name.
+    let host = Host::builder()
+        .config("[functions]\nblocked_networks = [\"203.0.113.0/24\"]\n")
+        .start();
+    let token = host.token();
+    let port = host_echo_server();
+    deployed(
+        &host,
+        &token,
+        json!({ "name": "named", "allowed_outbound_hosts": [format!("http://localhost:{port}")] }),
+        spin5(),
+    );
+    let bearer = format!("Bearer {token}");
+    let target = format!("http://localhost:{port}/who?x=1");
+    let reached = host.request(
+        "GET",
+        "/fn/named/fetch",
+        &[("authorization", bearer.as_str()), ("x-target", &target)],
+        vec![],
+    );
+    assert_eq!(reached.status, 200, "{}", reached.text());
+    assert_eq!(
+        reached.text(),
+        format!("status=200 body=host=localhost:{port}")
+    );
+}
+
 #[test]
 fn outbound_http_never_reaches_a_blocked_network() {
     // The default: `private` blocked, whatever a function's list allows.

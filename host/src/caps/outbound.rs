@@ -10,11 +10,13 @@
 //! Whatever a function's list says, the operator's `blocked_networks` (by
 //! default `private`: loopback, private, link-local, shared and unique-local
 //! addresses) are never reached: the name is resolved here, every address it
-//! resolves to checked, and a plain-HTTP request sent to the address checked
-//! (its `Host` header keeps the name), so a name that resolves elsewhere a
-//! moment later (DNS rebinding) changes nothing. An HTTPS request connects
-//! by name, as its certificate must match it, which a rebound address's
-//! server cannot present.
+//! resolves to checked, and a plain-HTTP request sent to the first address
+//! checked (its `Host` header keeps the name), so a name that resolves
+//! elsewhere a moment later (DNS rebinding) changes nothing. An HTTPS request
+//! connects by name, resolved again by the connector: a name rebound in
+//! between gets a connection and a TLS handshake it cannot complete (the
+//! server there cannot present the name's certificate), so no request
+//! reaches it, though whether the connection opened can be told apart.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -131,7 +133,18 @@ impl TryFrom<String> for BlockedNetwork {
                 .filter(|p| *p <= bits)
                 .ok_or_else(|| format!("`{text}`: the prefix must be 0 to {bits}"))?,
         };
-        Ok(Self::Block { network, prefix })
+        // An IPv4 block written as IPv6 (`::ffff:10.0.0.0/104`) is that
+        // IPv4 block, as the addresses it is checked against are.
+        Ok(match network {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::Block {
+                    network: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                },
+                None => Self::Block { network, prefix },
+            },
+            _ => Self::Block { network, prefix },
+        })
     }
 }
 
@@ -195,13 +208,19 @@ fn private_v6(ip: Ipv6Addr) -> bool {
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
-        // Unique local, fc00::/7, and link-local, fe80::/10.
+        // Unique local, fc00::/7; link-local, fe80::/10; site-local (old),
+        // fec0::/10.
         || (segments[0] & 0xfe00) == 0xfc00
         || (segments[0] & 0xffc0) == 0xfe80
-        // 6to4 (2002::/16) and NAT64 (64:ff9b::/96) carry an IPv4 address.
+        || (segments[0] & 0xffc0) == 0xfec0
+        // Local-use NAT64, 64:ff9b:1::/48.
+        || segments[..3] == [0x64, 0xff9b, 1]
+        // 6to4 (2002::/16), NAT64 (64:ff9b::/96) and IPv4-compatible
+        // (::/96) addresses carry an IPv4 address.
         || (segments[0] == 0x2002 && private_v4(embedded_v4(segments[1], segments[2])))
         || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
             && private_v4(embedded_v4(segments[6], segments[7])))
+        || (segments[..6] == [0; 6] && private_v4(embedded_v4(segments[6], segments[7])))
 }
 
 /// The `wasi:http` hooks of one request: its allow-list (empty: nothing)
@@ -216,6 +235,7 @@ pub struct OutboundHttp {
 async fn resolve_outside<B>(
     mut request: http::Request<B>,
     blocked: &[BlockedNetwork],
+    within: Duration,
 ) -> Result<http::Request<B>, Error> {
     if blocked.is_empty() {
         return Ok(request);
@@ -227,8 +247,9 @@ async fn resolve_outside<B>(
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare, port))
+        Err(_) => tokio::time::timeout(within, tokio::net::lookup_host((bare, port)))
             .await
+            .map_err(|_| Error::DnsTimeout)?
             .map_err(|error| Error::DnsError {
                 rcode: Some(error.to_string()),
                 info_code: None,
@@ -316,9 +337,10 @@ impl WasiHttpHooks for OutboundHttp {
         let mut options = options.unwrap_or_default();
         options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
         let blocked = self.blocked.clone();
+        let within = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
         Box::new(async move {
             use http_body_util::BodyExt;
-            let request = resolve_outside(request, &blocked).await?;
+            let request = resolve_outside(request, &blocked, within).await?;
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((
@@ -448,6 +470,9 @@ mod blocked_networks {
             "fe80::1",
             "2002:7f00:1::",
             "64:ff9b::a00:1",
+            "64:ff9b:1::8.8.8.8",
+            "::7f00:1",
+            "fec0::1",
         ] {
             assert!(private.contains(ip(internal)), "{internal}");
         }
@@ -469,6 +494,9 @@ mod blocked_networks {
         assert!(block.contains(ip("203.0.113.77")));
         assert!(!block.contains(ip("203.0.114.1")));
         assert!(block.contains(ip("::ffff:203.0.113.1")));
+        let mapped = network("::ffff:203.0.113.0/120");
+        assert_eq!(mapped, block);
+        assert!(mapped.contains(ip("203.0.113.9")));
         assert!(network("2001:db8::/32").contains(ip("2001:db8:1::5")));
         assert!(!network("2001:db8::/32").contains(ip("2001:db9::5")));
         assert!(network("198.51.100.7").contains(ip("198.51.100.7")));
@@ -499,21 +527,26 @@ mod blocked_networks {
         ] {
             assert!(
                 matches!(
-                    resolve_outside(request(uri), &blocked).await,
+                    resolve_outside(request(uri), &blocked, Duration::from_secs(5)).await,
                     Err(Error::DestinationIpProhibited)
                 ),
                 "{uri}"
             );
         }
         // Nothing blocked: the request goes as it came.
-        let kept = resolve_outside(request("http://localhost:8080/x"), &[])
-            .await
-            .unwrap();
+        let kept = resolve_outside(
+            request("http://localhost:8080/x"),
+            &[],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(kept.uri(), "http://localhost:8080/x");
         // A plain-HTTP request goes to the address checked.
         let pinned = resolve_outside(
             request("http://localhost:8080/x?y"),
             &[network("203.0.113.0/24")],
+            Duration::from_secs(5),
         )
         .await
         .unwrap();
