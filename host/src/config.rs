@@ -157,6 +157,9 @@ pub struct FunctionsConfig {
     /// link-local, ...) and CIDR blocks. `[]` lets a function reach what
     /// its list names, this machine's own services included.
     pub blocked_networks: Vec<BlockedNetwork>,
+    /// PEM files of certificate authorities a function's HTTPS trusts
+    /// besides Mozilla's (a private CA's, say).
+    pub root_certificates: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +310,7 @@ impl Default for FunctionsConfig {
             memory_mb: 64,
             base_domain: None,
             blocked_networks: vec![BlockedNetwork::Private],
+            root_certificates: Vec::new(),
         }
     }
 }

@@ -954,6 +954,141 @@ fn a_request_checked_against_blocked_networks_goes_to_the_address_checked() {
     );
 }
 
+/// An HTTPS server on loopback (both families, one port) with a
+/// certificate for `localhost` from `tests/certs` (its authority in
+/// `ca.pem`), answering the name the client asked for (SNI) and its `Host`
+/// header. Returns its port and how many requests it has read.
+fn tls_echo_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
+    let chain = CertificateDer::pem_file_iter(format!("{certs}/localhost.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{certs}/localhost.key")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let served = Arc::new(AtomicUsize::new(0));
+    let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let v6 = std::net::TcpListener::bind(("::1", port)).ok();
+    for listener in std::iter::once(v4).chain(v6) {
+        let (config, served) = (config.clone(), served.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                let mut host = String::new();
+                let mut reader = BufReader::new(&mut tls);
+                let mut line = String::new();
+                let mut read = false;
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    read = true;
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("host")
+                    {
+                        host = value.trim().to_owned();
+                    }
+                    line.clear();
+                }
+                if !read {
+                    continue;
+                }
+                served.fetch_add(1, Ordering::SeqCst);
+                let sni = tls.conn.server_name().unwrap_or("none").to_owned();
+                let body = format!("sni={sni} host={host}");
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        });
+    }
+    (port, served)
+}
+
+#[test]
+fn https_goes_to_the_address_checked_under_its_name_and_its_certificate() {
+    use std::sync::atomic::Ordering;
+    let (port, served) = tls_echo_server();
+    let allowed = json!([format!("https://localhost:{port}")]);
+    let target = format!("https://localhost:{port}/who");
+    let fetch = |host: &Host, token: &str| {
+        let bearer = format!("Bearer {token}");
+        ["five", "seven"].map(|name| {
+            host.request(
+                "GET",
+                &format!("/fn/{name}/fetch"),
+                &[("authorization", bearer.as_str()), ("x-target", &target)],
+                vec![],
+            )
+        })
+    };
+    // Loopback is let through; the test CA is trusted besides Mozilla's.
+    let trusting = Host::builder()
+        .config(&format!(
+            "[functions]\nblocked_networks = [\"203.0.113.0/24\"]\nroot_certificates = [\"{}\"]\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/certs/ca.pem")
+        ))
+        .start();
+    let token = trusting.token();
+    for (name, wasm) in [("five", spin5()), ("seven", spin7())] {
+        deployed(
+            &trusting,
+            &token,
+            json!({ "name": name, "allowed_outbound_hosts": allowed }),
+            wasm,
+        );
+    }
+    for reached in fetch(&trusting, &token) {
+        assert_eq!(reached.status, 200, "{}", reached.text());
+        assert_eq!(
+            reached.text(),
+            format!("status=200 body=sni=localhost host=localhost:{port}")
+        );
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    // Without the test CA the certificate is refused, and no request is
+    // sent.
+    let doubting = Host::builder()
+        .config("[functions]\nblocked_networks = [\"203.0.113.0/24\"]\n")
+        .start();
+    let token = doubting.token();
+    for (name, wasm) in [("five", spin5()), ("seven", spin7())] {
+        deployed(
+            &doubting,
+            &token,
+            json!({ "name": name, "allowed_outbound_hosts": allowed }),
+            wasm,
+        );
+    }
+    for refused in fetch(&doubting, &token) {
+        assert_eq!(refused.status, 502, "{}", refused.text());
+        assert!(
+            refused.text().to_ascii_lowercase().contains("tls"),
+            "{}",
+            refused.text()
+        );
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+}
+
 #[test]
 fn outbound_http_never_reaches_a_blocked_network() {
     // The default: `private` blocked, whatever a function's list allows.

@@ -10,20 +10,19 @@
 //! Whatever a function's list says, the operator's `blocked_networks` (by
 //! default `private`: loopback, private, link-local, shared and unique-local
 //! addresses) are never reached: the name is resolved here, every address it
-//! resolves to checked, and a plain-HTTP request sent to the first address
-//! checked (its `Host` header keeps the name), so a name that resolves
-//! elsewhere a moment later (DNS rebinding) changes nothing. An HTTPS request
-//! connects by name, resolved again by the connector: a name rebound in
-//! between gets a connection and a TLS handshake it cannot complete (the
-//! server there cannot present the name's certificate), so no request
-//! reaches it, though whether the connection opened can be told apart.
+//! resolves to checked, and the request sent to those addresses only
+//! ([`send`]), so a name that resolves elsewhere a moment later (DNS
+//! rebinding) changes nothing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+mod send;
 
 /// One `allowed_outbound_hosts` entry: `scheme://host[:port]`, with `*`
 /// allowed for the scheme, the port, the whole host or its leftmost labels
@@ -223,24 +222,71 @@ fn private_v6(ip: Ipv6Addr) -> bool {
         || (segments[..6] == [0; 6] && private_v4(embedded_v4(segments[6], segments[7])))
 }
 
-/// The `wasi:http` hooks of one request: its allow-list (empty: nothing)
-/// and the networks it may not reach whatever that list says.
-pub struct OutboundHttp {
-    pub allowed: Arc<[AllowedHost]>,
-    pub blocked: Arc<[BlockedNetwork]>,
+/// What every function's outbound HTTP goes through, built once: the
+/// networks it never reaches, and the certificate authorities its HTTPS
+/// trusts (Mozilla's, as `webpki-roots` carries them, and the operator's
+/// `functions.root_certificates`).
+pub struct Egress {
+    blocked: Vec<BlockedNetwork>,
+    tls: tokio_rustls::TlsConnector,
 }
 
-/// `request` once its host is resolved and every address checked against
-/// `blocked`; a plain-HTTP request is sent to the first address checked.
-async fn resolve_outside<B>(
-    mut request: http::Request<B>,
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress")
+            .field("blocked", &self.blocked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Egress {
+    pub fn new(
+        blocked: Vec<BlockedNetwork>,
+        root_certificates: &[PathBuf],
+    ) -> anyhow::Result<Self> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for path in root_certificates {
+            let read = CertificateDer::pem_file_iter(path)
+                .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+                .map_err(|error| {
+                    anyhow::anyhow!("functions.root_certificates: {}: {error}", path.display())
+                })?;
+            anyhow::ensure!(
+                !read.is_empty(),
+                "functions.root_certificates: {} holds no PEM certificate",
+                path.display()
+            );
+            for certificate in read {
+                roots.add(certificate).map_err(|error| {
+                    anyhow::anyhow!("functions.root_certificates: {}: {error}", path.display())
+                })?;
+            }
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            blocked,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+}
+
+/// The addresses `uri`'s host resolves to, once every one of them is
+/// checked against `blocked`.
+async fn destinations(
+    uri: &http::Uri,
     blocked: &[BlockedNetwork],
     within: Duration,
-) -> Result<http::Request<B>, Error> {
-    if blocked.is_empty() {
-        return Ok(request);
-    }
-    let uri = request.uri();
+) -> Result<Vec<SocketAddr>, Error> {
     let https = uri.scheme() == Some(&Scheme::HTTPS);
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let host = uri.host().unwrap_or_default();
@@ -256,9 +302,9 @@ async fn resolve_outside<B>(
             })?
             .collect(),
     };
-    let Some(first) = addresses.first().copied() else {
+    if addresses.is_empty() {
         return Err(Error::DestinationNotFound);
-    };
+    }
     if let Some(denied) = addresses
         .iter()
         .find(|address| blocked.iter().any(|network| network.contains(address.ip())))
@@ -270,31 +316,28 @@ async fn resolve_outside<B>(
         );
         return Err(Error::DestinationIpProhibited);
     }
-    if !https {
-        let mut parts = uri.clone().into_parts();
-        parts.authority = Some(
-            first
-                .to_string()
-                .parse()
-                .map_err(|_| Error::HttpRequestUriInvalid)?,
-        );
-        *request.uri_mut() =
-            http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
-    }
-    Ok(request)
+    Ok(addresses)
 }
 
 /// Bounds on an outbound request the guest did not bound itself, so a
 /// silent peer cannot hold a request past its own timeout for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The `wasi:http` hooks of one request: its allow-list (empty: nothing)
+/// and, for a function, the way out (a route group has none).
+pub struct OutboundHttp {
+    pub allowed: Arc<[AllowedHost]>,
+    pub egress: Option<Arc<Egress>>,
+}
 
 impl OutboundHttp {
     fn permits(&self, uri: &http::Uri) -> bool {
         let Some(authority) = uri.authority() else {
             return false;
         };
-        // The connector resolves the whole authority, user info included:
-        // what it reaches must be exactly the host checked.
+        // What is reached must be exactly the host checked: no user info
+        // for anything to read as the host instead.
         if authority.as_str().contains('@') {
             return false;
         }
@@ -318,35 +361,33 @@ impl WasiHttpHooks for OutboundHttp {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), Error>> + Send>,
-                    ),
-                    Error,
-                >,
-            > + Send,
-    > {
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, send::Exchange), Error>> + Send>
+    {
         _ = fut;
-        if !self.permits(request.uri()) {
-            tracing::info!(uri = %request.uri(), "outbound request denied: not an allowed host");
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
-        let mut options = options.unwrap_or_default();
-        options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
-        let blocked = self.blocked.clone();
-        let within = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let egress = match &self.egress {
+            Some(egress) if self.permits(request.uri()) => egress.clone(),
+            _ => {
+                tracing::info!(uri = %request.uri(), "outbound request denied: not an allowed host");
+                return Box::new(async { Err(Error::HttpRequestDenied) });
+            }
+        };
+        let options = options.unwrap_or_default();
+        let timeouts = send::Timeouts {
+            connect: options.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+            first_byte: options.first_byte_timeout.unwrap_or(RESPONSE_TIMEOUT),
+            between_bytes: options.between_bytes_timeout.unwrap_or(RESPONSE_TIMEOUT),
+        };
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let request = resolve_outside(request, &blocked, within).await?;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            let uri = request.uri();
+            let addresses = destinations(uri, &egress.blocked, timeouts.connect).await?;
+            let tls = match uri.scheme() == Some(&Scheme::HTTPS) {
+                true => Some((
+                    &egress.tls,
+                    send::server_name(uri.host().unwrap_or_default())?,
+                )),
+                false => None,
+            };
+            send::send(request, &addresses, tls, timeouts).await
         })
     }
 }
@@ -362,7 +403,7 @@ mod tests {
             .collect();
         OutboundHttp {
             allowed: allowed.into(),
-            blocked: Arc::from([]),
+            egress: None,
         }
         .permits(&uri.parse().unwrap())
     }
@@ -517,7 +558,7 @@ mod blocked_networks {
     #[tokio::test]
     async fn a_name_resolving_into_a_blocked_network_is_refused() {
         let blocked = [BlockedNetwork::Private];
-        let request = |uri: &str| http::Request::get(uri).body(()).unwrap();
+        let within = Duration::from_secs(5);
         for uri in [
             "http://localhost:8080/",
             "http://127.0.0.1/",
@@ -527,31 +568,41 @@ mod blocked_networks {
         ] {
             assert!(
                 matches!(
-                    resolve_outside(request(uri), &blocked, Duration::from_secs(5)).await,
+                    destinations(&uri.parse().unwrap(), &blocked, within).await,
                     Err(Error::DestinationIpProhibited)
                 ),
                 "{uri}"
             );
         }
-        // Nothing blocked: the request goes as it came.
-        let kept = resolve_outside(
-            request("http://localhost:8080/x"),
-            &[],
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        assert_eq!(kept.uri(), "http://localhost:8080/x");
-        // A plain-HTTP request goes to the address checked.
-        let pinned = resolve_outside(
-            request("http://localhost:8080/x?y"),
-            &[network("203.0.113.0/24")],
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        let host = pinned.uri().host().unwrap();
-        assert!(host == "127.0.0.1" || host == "[::1]", "{}", pinned.uri());
-        assert_eq!(pinned.uri().path_and_query().unwrap(), "/x?y");
+        // What is reached is the addresses checked, on the URI's port.
+        let uri = "https://localhost:8443/x".parse().unwrap();
+        let checked = destinations(&uri, &[network("203.0.113.0/24")], within)
+            .await
+            .unwrap();
+        assert!(!checked.is_empty());
+        for address in checked {
+            assert!(address.ip().is_loopback(), "{address}");
+            assert_eq!(address.port(), 8443);
+        }
+        let uri = "http://[::1]/".parse().unwrap();
+        assert_eq!(
+            destinations(&uri, &[], within).await.unwrap(),
+            ["[::1]:80".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn root_certificates_must_be_pem_certificates() {
+        let dir = std::env::temp_dir().join(format!("zatabase-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = Egress::new(vec![], &[empty]).err().unwrap().to_string();
+        assert!(error.contains("holds no PEM certificate"), "{error}");
+        let missing = dir.join("missing.pem");
+        let error = Egress::new(vec![], &[missing]).err().unwrap().to_string();
+        assert!(error.contains("missing.pem"), "{error}");
+        assert!(Egress::new(vec![BlockedNetwork::Private], &[]).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

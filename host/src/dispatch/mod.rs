@@ -40,7 +40,7 @@ use crate::caps::{
     key_value::KeyValueState,
     log::FunctionLog,
     log::LogState,
-    outbound::{AllowedHost, BlockedNetwork, OutboundHttp},
+    outbound::{AllowedHost, Egress, OutboundHttp},
     platform_db::PlatformDbState,
     postgres::PostgresState,
     session::SessionState,
@@ -190,9 +190,9 @@ pub struct FunctionContext {
     pub variables: std::collections::HashMap<String, String>,
     /// Where its outbound HTTP may go (nowhere when empty).
     pub allowed_outbound_hosts: Arc<[AllowedHost]>,
-    /// Where it may not go whatever that list says (the host's
-    /// `functions.blocked_networks`).
-    pub blocked_networks: Arc<[BlockedNetwork]>,
+    /// How it gets there: the networks it never reaches whatever that
+    /// list says, the certificate authorities it trusts.
+    pub egress: Arc<Egress>,
     /// Its own logs.
     pub log: FunctionLog,
 }
@@ -536,10 +536,7 @@ impl Dispatcher {
                     .function
                     .as_ref()
                     .map_or_else(|| Arc::from([]), |f| f.allowed_outbound_hosts.clone()),
-                blocked: ctx
-                    .function
-                    .as_ref()
-                    .map_or_else(|| Arc::from([]), |f| f.blocked_networks.clone()),
+                egress: ctx.function.as_ref().map(|f| f.egress.clone()),
             },
             limiter: MemoryLimiter {
                 max_memory: component.memory_bytes,

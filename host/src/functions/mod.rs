@@ -21,7 +21,7 @@ use sqlx::postgres::{PgListener, PgPool};
 use wasmtime::component::{Component, Linker, Val};
 
 use crate::caps::log::FunctionLog;
-use crate::caps::outbound::{AllowedHost, BlockedNetwork};
+use crate::caps::outbound::{AllowedHost, Egress};
 use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo, Template};
 use crate::caps::{self, Capability};
 use crate::config::FunctionsConfig;
@@ -147,8 +147,8 @@ pub struct Functions {
     linker: Linker<HostState>,
     /// Seals secrets at rest, opens them for the function they belong to.
     secrets: SecretBox,
-    /// Networks no function's outbound HTTP reaches.
-    blocked_networks: Arc<[BlockedNetwork]>,
+    /// Where functions' outbound HTTP may go, and how.
+    egress: Arc<Egress>,
     templates: Vec<templates::Embedded>,
 }
 
@@ -229,7 +229,10 @@ impl Functions {
             telemetry: Arc::new(Telemetry::default()),
             linker,
             secrets,
-            blocked_networks: config.blocked_networks.iter().copied().collect(),
+            egress: Arc::new(Egress::new(
+                config.blocked_networks.clone(),
+                &config.root_certificates,
+            )?),
             templates: templates::load()?,
         })
     }
@@ -471,7 +474,7 @@ impl Functions {
                             .iter()
                             .filter_map(|entry| AllowedHost::parse(entry))
                             .collect(),
-                        blocked_networks: self.blocked_networks.clone(),
+                        egress: self.egress.clone(),
                     }),
                     served: AtomicBool::new(false),
                 })
