@@ -567,6 +567,35 @@ fn every_mapped_type_round_trips_through_parameters() {
             "months": "P1Y1M2DT0.5S", "back": "PT-1H-30M"
         })
     );
+    // Before Christ: as Postgres's own `to_json` writes it, a form it reads
+    // back (it reads no signed year).
+    let ancient = host.sql_ok(
+        "SELECT '0044-03-15 12:00:00+00 BC'::timestamptz AS tstz, \
+         '0044-03-15 12:00:00 BC'::timestamp AS ts, '0044-03-15 BC'::date AS d",
+        &[],
+    )["rows"][0]
+        .clone();
+    assert_eq!(
+        ancient,
+        json!({
+            "tstz": "0044-03-15T12:00:00+00:00 BC", "ts": "0044-03-15T12:00:00 BC",
+            "d": "0044-03-15 BC"
+        })
+    );
+    let back = host.sql_ok(
+        "SELECT $1::timestamptz = '0044-03-15 12:00:00+00 BC' AS tstz, \
+         $2::timestamp = '0044-03-15 12:00:00 BC' AS ts, $3::date = '0044-03-15 BC' AS d, \
+         to_json($1::timestamptz)::text = to_json('0044-03-15 12:00:00+00 BC'::timestamptz)::text AS same",
+        &[
+            ancient["tstz"].clone(),
+            ancient["ts"].clone(),
+            ancient["d"].clone(),
+        ],
+    );
+    assert_eq!(
+        back["rows"],
+        json!([{ "tstz": true, "ts": true, "d": true, "same": true }])
+    );
     // A value of the wrong type is the client's error, and nothing is written.
     host.sql(
         "INSERT INTO typed (i4) VALUES ($1)",

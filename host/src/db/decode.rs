@@ -251,8 +251,14 @@ impl TypeCache {
 /// Postgres's ISO text of a timestamp as ISO 8601, in pieces to append:
 /// `T` for the space between date and time and, with `offset`, a
 /// whole-hour offset completed (`+00` → `+00:00`; `+05:30` and `infinity`
-/// stay as they are).
+/// stay as they are). A year before Christ keeps its ` BC` suffix, as
+/// Postgres's own JSON has it (`to_json`): Postgres reads no signed year,
+/// so that form is the one that goes back in.
 pub fn iso_timestamp(text: &str, offset: bool) -> impl Iterator<Item = &str> {
+    let (text, bc) = match text.strip_suffix(" BC") {
+        Some(text) => (text, true),
+        None => (text, false),
+    };
     let (date, time) = match text.split_once(' ') {
         Some((date, time)) => (date, Some(time)),
         None => (text, None),
@@ -269,6 +275,7 @@ pub fn iso_timestamp(text: &str, offset: bool) -> impl Iterator<Item = &str> {
         time.map(|_| "T"),
         time,
         whole_hour.then_some(":00"),
+        bc.then_some(" BC"),
     ]
     .into_iter()
     .flatten()
@@ -363,6 +370,15 @@ mod tests {
         );
         assert!(matches!(Decoder::Timestamp.scalar("2024-01-02 03:04:05"),
             Scalar::Timestamp(s) if s == "2024-01-02T03:04:05"));
+        // As Postgres's `to_json` writes them, and reads them back.
+        assert!(
+            matches!(Decoder::Timestamptz.scalar("0044-03-15 12:00:00+00 BC"),
+            Scalar::Timestamptz(s) if s == "0044-03-15T12:00:00+00:00 BC")
+        );
+        assert!(
+            matches!(Decoder::Timestamp.scalar("0044-03-15 12:00:00 BC"),
+            Scalar::Timestamp(s) if s == "0044-03-15T12:00:00 BC")
+        );
     }
 
     #[test]
