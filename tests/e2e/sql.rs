@@ -288,6 +288,16 @@ fn results_are_capped() {
     assert_eq!(body["truncated"], true);
     let small = host.sql_ok("SELECT generate_series(1, 5) AS n", &[]);
     assert!(small.get("truncated").is_none(), "{small}");
+    // The cap is on tenants' results, not on the platform's own lists.
+    let token = host.token();
+    for n in 0..7 {
+        let body = json!({ "name": format!("listed-{n}") });
+        let created = host.call("POST", "/v1/functions", &token, Some(&body));
+        assert_eq!(created.status, 201, "{}", created.text());
+    }
+    let listed = host.call("GET", "/v1/functions", &token, None);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["functions"].as_array().unwrap().len(), 7);
 }
 
 #[test]

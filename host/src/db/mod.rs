@@ -395,17 +395,17 @@ impl Db {
     }
 }
 
-/// Runs client SQL on `conn` in `scope`, bounded by the statement timeout
-/// plus a grace period; past it the connection is closed rather than
-/// returned to the pool in an unknown state.
-async fn run_bounded(
+/// Runs the platform's SQL on `conn` in `scope`, bounded by the statement
+/// timeout plus a grace period; past it the connection is closed rather
+/// than returned to the pool in an unknown state.
+async fn run_platform(
     db: &Db,
     conn: &mut PoolConnection<Postgres>,
     scope: Scope<'_>,
     statement: &str,
     params: &[Value],
 ) -> Result<Fetched, SqlError> {
-    let limits = db.limits;
+    let limits = db.platform_limits();
     let work = exec::run(conn, &db.types, scope, limits, statement, params);
     match tokio::time::timeout(limits.statement_timeout + TIMEOUT_GRACE, work).await {
         Ok(result) => result,
@@ -570,6 +570,20 @@ impl TenantSql {
 
 const PLATFORM_SEARCH_PATH: [&str; 2] = ["zatabase", "extensions"];
 
+/// The most rows one platform query returns: `sql.max_rows` is the
+/// operator's bound on tenants' results, not on the platform's own lists
+/// (which page with `LIMIT` themselves).
+const PLATFORM_MAX_ROWS: usize = 100_000;
+
+impl Db {
+    fn platform_limits(&self) -> Limits {
+        Limits {
+            max_rows: PLATFORM_MAX_ROWS,
+            ..self.limits
+        }
+    }
+}
+
 fn platform_scope() -> Scope<'static> {
     Scope {
         role: None,
@@ -593,7 +607,7 @@ impl PlatformSql {
 
     pub async fn execute(&self, statement: &str, params: &[Value]) -> Result<Fetched, SqlError> {
         let mut conn = self.db.platform.acquire().await.map_err(acquire_error)?;
-        run_bounded(&self.db, &mut conn, platform_scope(), statement, params).await
+        run_platform(&self.db, &mut conn, platform_scope(), statement, params).await
     }
 
     pub async fn begin(&self) -> Result<Tx, SqlError> {
@@ -679,17 +693,19 @@ impl Tx {
         let Some(conn) = self.conn.as_mut() else {
             return Err(error(ErrorKind::InvalidInput, "the transaction has ended"));
         };
-        let scope = match &self.tenant {
-            None => platform_scope(),
-            Some((tenant, read_only)) => Scope {
-                role: Some(&tenant.owner_role),
-                search_path: None,
-                reset_session: false,
-                release_locks: false,
-                read_only: *read_only,
-            },
+        let (scope, limits) = match &self.tenant {
+            None => (platform_scope(), self.db.platform_limits()),
+            Some((tenant, read_only)) => (
+                Scope {
+                    role: Some(&tenant.owner_role),
+                    search_path: None,
+                    reset_session: false,
+                    release_locks: false,
+                    read_only: *read_only,
+                },
+                self.db.limits,
+            ),
         };
-        let limits = self.db.limits;
         let work = exec::run(
             conn.conn(),
             &self.db.types,
