@@ -175,28 +175,23 @@ impl Store {
         let mut keys: Vec<String> = Vec::new();
         let mut listed_bytes = 0;
         loop {
-            let page = match keys.last() {
-                None => {
-                    self.run(
-                        &format!(
-                            "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid
-                             ORDER BY key LIMIT {KEYS_PER_PAGE}"
-                        ),
-                        vec![],
-                    )
-                    .await?
-                }
-                Some(last) => {
-                    self.run(
-                        &format!(
-                            "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid AND key > $2
-                             ORDER BY key LIMIT {KEYS_PER_PAGE}"
-                        ),
-                        vec![Value::Scalar(Scalar::Text(last.clone()))],
-                    )
-                    .await?
-                }
+            // Each page starts after the last key listed.
+            let (after, params) = match keys.last() {
+                None => ("", vec![]),
+                Some(last) => (
+                    " AND key > $2",
+                    vec![Value::Scalar(Scalar::Text(last.clone()))],
+                ),
             };
+            let page = self
+                .run(
+                    &format!(
+                        "SELECT key FROM zatabase_kv WHERE function_id = $1::uuid{after}
+                         ORDER BY key LIMIT {KEYS_PER_PAGE}"
+                    ),
+                    params,
+                )
+                .await?;
             let full = page.rows.len() == KEYS_PER_PAGE || page.truncated;
             let read = page.rows.len();
             for row in page.rows {
