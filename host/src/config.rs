@@ -366,6 +366,9 @@ impl Config {
         if let Some(manifest) = &mut config.manifest {
             *manifest = std::path::absolute(&*manifest)?;
         }
+        for certificates in &mut config.functions.root_certificates {
+            *certificates = std::path::absolute(&*certificates)?;
+        }
         Ok(config)
     }
 
@@ -387,6 +390,11 @@ impl Config {
         if let Some(dir) = &mut config.postgres.install_dir {
             rebase(dir);
         }
+        config
+            .functions
+            .root_certificates
+            .iter_mut()
+            .for_each(rebase);
         Ok(config)
     }
 
@@ -513,6 +521,25 @@ mod tests {
             ..Config::default()
         };
         assert!(no_workers.validate().is_err());
+    }
+
+    #[test]
+    fn paths_in_a_file_are_relative_to_it() {
+        let dir = std::env::temp_dir().join(format!("zatabase-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("zatabase.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"state\"\n[functions]\nroot_certificates = [\"ca.pem\", \"/etc/abs.pem\"]\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&file).unwrap();
+        assert_eq!(config.data_dir, dir.join("state"));
+        assert_eq!(
+            config.functions.root_certificates,
+            [dir.join("ca.pem"), PathBuf::from("/etc/abs.pem")]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -28,7 +28,11 @@ pub type Exchange = Box<dyn Future<Output = Result<(), Error>> + Send>;
 /// How long each step may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// Connecting, TLS and the HTTP handshake, over all addresses tried.
+    /// Connecting, TLS and the HTTP handshake, over all addresses tried
+    /// (the name's lookup before them has a bound of its own, the same).
+    /// Only a refused or silent connection moves on to the next address:
+    /// one that connects and then fails its TLS handshake fails the
+    /// request.
     pub connect: Duration,
     /// From the request sent to the response's head.
     pub first_byte: Duration,
@@ -61,7 +65,7 @@ pub async fn send(
             let stream = tokio::time::timeout_at(deadline, connector.connect(name, stream))
                 .await
                 .map_err(|_| Error::ConnectionTimeout)?
-                .map_err(Error::Tls)?;
+                .map_err(tls_error)?;
             exchange(stream, request, deadline, timeouts).await
         }
     }
@@ -149,6 +153,22 @@ where
     Ok((http::Response::from_parts(parts, body.boxed_unsync()), rest))
 }
 
+/// A failed handshake as the error the guest can tell apart: the
+/// certificate refused, an alert from the server, or anything else.
+fn tls_error(error: std::io::Error) -> Error {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => Error::TlsCertificateError,
+        Some(rustls::Error::AlertReceived(alert)) => Error::TlsAlertReceived {
+            alert_id: Some(u8::from(*alert)),
+            alert_message: Some(format!("{alert:?}")),
+        },
+        _ => Error::Tls(error),
+    }
+}
+
 fn response_error(error: hyper::Error) -> Error {
     if error.is_timeout() {
         Error::HttpResponseTimeout
@@ -209,6 +229,193 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/certs");
+
+    fn timeouts(first_byte: Duration, between_bytes: Duration) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte,
+            between_bytes,
+        }
+    }
+
+    fn get(uri: &str) -> http::Request<WasiBody> {
+        let empty = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        http::Request::get(uri).body(empty).unwrap()
+    }
+
+    /// Reads a request's head off `stream`.
+    async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    /// A loopback server that runs `serve` on its first connection.
+    async fn server<F, Fut>(serve: F) -> SocketAddr
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream).await;
+        });
+        address
+    }
+
+    fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(format!("{CERTS}/localhost.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{CERTS}/localhost.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    }
+
+    /// An HTTPS server answering its request's first line and the name the
+    /// client asked for.
+    async fn tls_server() -> SocketAddr {
+        let acceptor = tls_acceptor();
+        server(|stream| async move {
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let head = read_head(&mut tls).await;
+            let sni = tls.get_ref().1.server_name().unwrap_or("none").to_owned();
+            let body = format!("{} sni={sni}", head.lines().next().unwrap_or_default());
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(answer.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        })
+        .await
+    }
+
+    async fn body_text(
+        response: http::Response<WasiBody>,
+        rest: Exchange,
+    ) -> Result<String, Error> {
+        tokio::spawn(Box::into_pin(rest));
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn https_goes_to_the_address_given_under_the_name_given() {
+        // The URI's host cannot resolve: reaching the server at all shows
+        // that nothing looked it up again.
+        let address = tls_server().await;
+        let ca = PathBuf::from(format!("{CERTS}/ca.pem"));
+        let egress = super::super::Egress::new(vec![], &[ca]).unwrap();
+        let name = server_name("localhost").unwrap();
+        let (response, rest) = send(
+            get(&format!("https://pinned.invalid:{}/x?y=1", address.port())),
+            &[address],
+            Some((&egress.tls, name)),
+            timeouts(Duration::from_secs(5), Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            body_text(response, rest).await.unwrap(),
+            "GET /x?y=1 HTTP/1.1 sni=localhost"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_an_unknown_authority_is_refused_as_such() {
+        let address = tls_server().await;
+        let egress = super::super::Egress::new(vec![], &[]).unwrap();
+        let sent = send(
+            get(&format!("https://localhost:{}/", address.port())),
+            &[address],
+            Some((&egress.tls, server_name("localhost").unwrap())),
+            timeouts(Duration::from_secs(5), Duration::from_secs(5)),
+        )
+        .await;
+        assert!(
+            matches!(sent, Err(Error::TlsCertificateError)),
+            "{:?}",
+            sent.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_before_and_during_the_body() {
+        let short = Duration::from_millis(100);
+        // Nothing ever answers.
+        let address = server(|mut stream| async move {
+            read_head(&mut stream).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let uri = format!("http://localhost:{}/", address.port());
+        let sent = send(get(&uri), &[address], None, timeouts(short, short)).await;
+        assert!(
+            matches!(sent, Err(Error::ConnectionReadTimeout)),
+            "{:?}",
+            sent.err()
+        );
+        // A head and part of the body, then nothing.
+        let address = server(|mut stream| async move {
+            read_head(&mut stream).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+                .await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let uri = format!("http://localhost:{}/", address.port());
+        let (response, rest) = send(get(&uri), &[address], None, timeouts(short, short))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(matches!(
+            body_text(response, rest).await,
+            Err(Error::ConnectionReadTimeout)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_hangs_up_is_an_error_not_a_wait() {
+        let address = server(|mut stream| async move {
+            read_head(&mut stream).await;
+        })
+        .await;
+        let uri = format!("http://localhost:{}/", address.port());
+        let long = Duration::from_secs(30);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(5),
+            send(get(&uri), &[address], None, timeouts(long, long)),
+        )
+        .await
+        .expect("the request waited on a closed connection");
+        assert!(matches!(sent, Err(Error::Hyper(_))), "{:?}", sent.err());
+    }
 
     #[tokio::test]
     async fn an_address_that_refuses_leaves_the_next_its_turn() {
