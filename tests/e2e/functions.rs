@@ -1029,7 +1029,13 @@ fn https_reaches_an_allowed_host_under_its_name_with_its_certificate_checked() {
     let (port, served) = tls_echo_server();
     let allowed = json!([format!("https://localhost:{port}")]);
     let target = format!("https://localhost:{port}/who");
-    let fetch = |host: &Host, token: &str| {
+    // Both spin-sdk lines deployed on `host`, each asked to fetch `target`.
+    let fetch = |host: &Host| {
+        let token = host.token();
+        for (name, wasm) in [("five", spin5()), ("seven", spin7())] {
+            let settings = json!({ "name": name, "allowed_outbound_hosts": allowed });
+            deployed(host, &token, settings, wasm);
+        }
         let bearer = format!("Bearer {token}");
         ["five", "seven"].map(|name| {
             host.request(
@@ -1047,16 +1053,7 @@ fn https_reaches_an_allowed_host_under_its_name_with_its_certificate_checked() {
             concat!(env!("CARGO_MANIFEST_DIR"), "/certs/ca.pem")
         ))
         .start();
-    let token = trusting.token();
-    for (name, wasm) in [("five", spin5()), ("seven", spin7())] {
-        deployed(
-            &trusting,
-            &token,
-            json!({ "name": name, "allowed_outbound_hosts": allowed }),
-            wasm,
-        );
-    }
-    for reached in fetch(&trusting, &token) {
+    for reached in fetch(&trusting) {
         assert_eq!(reached.status, 200, "{}", reached.text());
         assert_eq!(
             reached.text(),
@@ -1069,16 +1066,7 @@ fn https_reaches_an_allowed_host_under_its_name_with_its_certificate_checked() {
     let doubting = Host::builder()
         .config("[functions]\nblocked_networks = [\"203.0.113.0/24\"]\n")
         .start();
-    let token = doubting.token();
-    for (name, wasm) in [("five", spin5()), ("seven", spin7())] {
-        deployed(
-            &doubting,
-            &token,
-            json!({ "name": name, "allowed_outbound_hosts": allowed }),
-            wasm,
-        );
-    }
-    for refused in fetch(&doubting, &token) {
+    for refused in fetch(&doubting) {
         assert_eq!(refused.status, 502, "{}", refused.text());
         assert!(
             refused.text().contains("TlsCertificateError"),
