@@ -395,18 +395,17 @@ impl Db {
     }
 }
 
-/// Runs the platform's SQL on `conn` in `scope`, bounded by the statement
-/// timeout plus a grace period; past it the connection is closed rather
-/// than returned to the pool in an unknown state.
+/// Runs the platform's SQL on `conn`, bounded by the statement timeout
+/// plus a grace period; past it the connection is closed rather than
+/// returned to the pool in an unknown state.
 async fn run_platform(
     db: &Db,
     conn: &mut PoolConnection<Postgres>,
-    scope: Scope<'_>,
     statement: &str,
     params: &[Value],
 ) -> Result<Fetched, SqlError> {
     let limits = db.platform_limits();
-    let work = exec::run(conn, &db.types, scope, limits, statement, params);
+    let work = exec::run(conn, &db.types, platform_scope(), limits, statement, params);
     match tokio::time::timeout(limits.statement_timeout + TIMEOUT_GRACE, work).await {
         Ok(result) => result,
         Err(_) => {
@@ -607,7 +606,7 @@ impl PlatformSql {
 
     pub async fn execute(&self, statement: &str, params: &[Value]) -> Result<Fetched, SqlError> {
         let mut conn = self.db.platform.acquire().await.map_err(acquire_error)?;
-        run_platform(&self.db, &mut conn, platform_scope(), statement, params).await
+        run_platform(&self.db, &mut conn, statement, params).await
     }
 
     pub async fn begin(&self) -> Result<Tx, SqlError> {
