@@ -280,6 +280,11 @@ impl Egress {
     }
 }
 
+/// A URI's host without the brackets an IPv6 address is written in.
+fn unbracketed(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// The addresses `uri`'s host resolves to, once every one of them is
 /// checked against `blocked`.
 async fn destinations(
@@ -290,7 +295,7 @@ async fn destinations(
     let https = uri.scheme() == Some(&Scheme::HTTPS);
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let host = uri.host().unwrap_or_default();
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = unbracketed(host);
     let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::time::timeout(within, tokio::net::lookup_host((bare, port)))

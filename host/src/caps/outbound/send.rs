@@ -219,7 +219,7 @@ impl Body for TimedBody {
 /// The name a server's certificate must carry: the URI's host, an address
 /// when it is one.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = super::unbracketed(host);
     match bare.parse::<IpAddr>() {
         Ok(ip) => Ok(ServerName::IpAddress(ip.into())),
         Err(_) => ServerName::try_from(bare.to_owned()).map_err(|_| Error::HttpRequestUriInvalid),
