@@ -604,3 +604,115 @@ fn collections_refuse_no_token_malformed_and_mistyped_bodies() {
     );
     assert_eq!(listed["collections"][0]["projection"], json!({}));
 }
+
+/// `{"a": {"a": … 1 …}}`, `levels` objects deep.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
+#[test]
+fn what_cannot_be_stored_or_read_back_is_refused_by_line_and_searches_check_their_input() {
+    let host = Host::start();
+    let token = host.token();
+    let body = json!({
+        "name": "docs",
+        "projection": {
+            "e": { "type": "vector(3)", "path": "$.e" },
+            "first": { "type": "vector(2)", "path": "$.vs.0" },
+            "n": { "type": "integer", "path": "$.a[0]" }
+        }
+    });
+    assert_eq!(
+        call(&host, "POST", "/v1/collections", &token, Some(&body)).status,
+        201
+    );
+
+    // Each of these once failed the whole request (a 500 and nothing
+    // stored) or was stored but broke every search that found it.
+    let deep = json!({ "id": "deep", "e": [1, 0, 0], "d": nested(99) });
+    let too_deep = json!({ "id": "too-deep", "e": [1, 0, 0], "d": nested(110) });
+    let long_id = json!({ "id": "x".repeat(4000), "e": [0, 1, 0] });
+    let key_as_index = json!({ "id": "k", "vs": [[1, 2, 3]] });
+    let index_as_key = json!({ "id": "i", "a": { "0": "x" } });
+    let fine = json!({ "id": "fine", "vs": [[1, 2]], "a": { "0": 5 } });
+    let ndjson = [deep, too_deep, long_id, key_as_index, index_as_key, fine]
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let answer = ingest(&host, &token, "docs", "application/x-ndjson", &ndjson);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = answer.json();
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let errors: Vec<(i64, String)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_i64().unwrap(), e["message"].to_string()))
+        .collect();
+    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
+    assert!(errors[0].1.contains("deeper than 100 levels"), "{errors:?}");
+    assert!(errors[1].1.contains("1-255 characters"), "{errors:?}");
+    assert!(
+        errors[2].1.contains("expected 2 dimensions, got 3"),
+        "{errors:?}"
+    );
+    assert!(errors[3].1.contains("expected an integer"), "{errors:?}");
+    let stored = host.sql_ok(
+        "SELECT id, first::text AS first, n FROM docs ORDER BY id",
+        &[],
+    )["rows"]
+        .clone();
+    assert_eq!(
+        stored,
+        json!([
+            { "id": "deep", "first": null, "n": null },
+            { "id": "fine", "first": "[1,2]", "n": 5 },
+        ])
+    );
+
+    // The deepest document stored comes back whole from a search.
+    let search = json!({ "collection": "docs", "column": "e", "vector": [1, 0, 0], "k": 5 });
+    let found = call(&host, "POST", "/v1/knn", &token, Some(&search));
+    assert_eq!(found.status, 200, "{}", found.text());
+    assert_eq!(found.json()["results"][0]["document"]["d"], nested(99));
+
+    // Search input Postgres would refuse is the caller's error, not ours.
+    host.sql_ok(
+        "CREATE TABLE items (id int, price numeric, e vector(3));
+         INSERT INTO items VALUES (1, 10, '[1,0,0]'), (2, NULL, '[0,1,0]')",
+        &[],
+    );
+    for (body, fragment) in [
+        (
+            json!({ "collection": "docs", "column": "e", "vector": [1e39, 0, 0], "k": 1 }),
+            "float4",
+        ),
+        (
+            json!({ "collection": "docs", "column": "e", "vector": [0, 0, 0], "k": 1, "metric": "cosine" }),
+            "zero",
+        ),
+        (
+            json!({ "table": "items", "column": "e", "vector": [1, 0, 0], "k": 1, "filter": { "nope": 1 } }),
+            "nope",
+        ),
+        (
+            json!({ "table": "items", "column": "e", "vector": [1, 0, 0], "k": 1, "filter": { "price": "abc" } }),
+            "abc",
+        ),
+    ] {
+        let refused = call(&host, "POST", "/v1/knn", &token, Some(&body)).expect_error(422);
+        assert!(refused.contains(fragment), "{body}: {refused}");
+    }
+    // A null filter value is IS NULL.
+    let body = json!({ "table": "items", "column": "e", "vector": [1, 0, 0], "k": 5, "filter": { "price": null } });
+    let found = call(&host, "POST", "/v1/knn", &token, Some(&body));
+    assert_eq!(found.status, 200, "{}", found.text());
+    let ids: Vec<Value> = found.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("2")]);
+}

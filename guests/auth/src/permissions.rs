@@ -36,7 +36,7 @@ pub fn list(_: &Request, _: &Params) -> Result<Response, ApiError> {
     )?;
     Ok(Response::json(
         200,
-        &json!({ "project_id": caller.project_id, "grants": json_rows(&found) }),
+        &json!({ "project_id": caller.project_id, "grants": json_rows(&found)? }),
     ))
 }
 
@@ -173,7 +173,7 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ),
             &key,
         )?;
-        let Some(mut grant) = json_rows(&gone).pop() else {
+        let Some(mut grant) = json_rows(&gone)?.pop() else {
             return Err(ApiError::not_found("no such grant to revoke"));
         };
         grant["actions"] = json!([]);
@@ -197,7 +197,7 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ),
             &params,
         )?;
-        let mut grant = json_rows(&saved)
+        let mut grant = json_rows(&saved)?
             .pop()
             .ok_or_else(|| ApiError::internal("the grant was not saved"))?;
         let created = match &mut grant {

@@ -169,7 +169,7 @@ fn describe(collection: &Collection) -> Result<Json, ApiError> {
         ],
     )
     .map_err(sql_error)?;
-    let stats = json_rows(&stats).pop().unwrap_or_default();
+    let stats = json_rows(&stats)?.pop().unwrap_or_default();
     Ok(json!({
         "name": collection.name,
         "document_count": stats["document_count"],
@@ -403,7 +403,7 @@ fn backfill(collection: &Collection) -> Result<i64, ApiError> {
                 std::slice::from_ref(&version),
             )
             .map_err(sql_error)?;
-            return Ok(json_rows(&left)
+            return Ok(json_rows(&left)?
                 .pop()
                 .and_then(|row| row["n"].as_i64())
                 .unwrap_or(0));

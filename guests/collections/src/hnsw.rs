@@ -128,7 +128,7 @@ fn all(only: Option<(&str, &str)>) -> Result<Vec<Json>, ApiError> {
         Err(e) if e.kind == ErrorKind::UndefinedObject => return Ok(Vec::new()),
         Err(e) => return Err(sql_error(e)),
     };
-    Ok(json_rows(&found))
+    json_rows(&found)
 }
 
 /// A row as the API shows it: parameters together, progress only while
@@ -199,8 +199,9 @@ struct SearchRequest {
 
 /// `POST /v1/indexes/hnsw/search`: the k nearest by the column's ready
 /// index (with `ef_search` candidates), nearest first. A filter is applied
-/// while the index is walked (pgvector's strict iterative scan), so it
-/// still yields k rows when k match.
+/// while the index is walked (pgvector's strict iterative scan, which
+/// stops after `hnsw.max_scan_tuples`), so it yields k rows when k match
+/// among the rows it scans.
 pub fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: SearchRequest = request.json()?;
     let mut query = Query {
@@ -220,6 +221,13 @@ pub fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
     if !(1..=MAX_EF_SEARCH).contains(&ef_search) {
         return Err(ApiError::unprocessable(format!(
             "`ef_search` must be between 1 and {MAX_EF_SEARCH}, got {ef_search}"
+        )));
+    }
+    if i64::from(ef_search) < body.k {
+        // pgvector returns at most `ef_search` rows: fewer than asked for.
+        return Err(ApiError::unprocessable(format!(
+            "`ef_search` ({ef_search}) must be at least `k` ({})",
+            body.k
         )));
     }
     let table = query.collection.or(query.table).unwrap_or_default();
@@ -283,11 +291,12 @@ pub fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
         .map_err(sql_error)?;
     let found = tx
         .execute_json(&search.statement, &search.params)
-        .map_err(sql_error)?;
+        .map_err(knn::search_error)?;
     drop(tx);
-    Ok(Response::json(
+    // The rows go out as the host wrote them, however deeply they nest.
+    Ok(Response::json_text(
         200,
-        &json!({ "results": json_rows(&found), "ef_search": ef_search }),
+        format!("{{\"results\":{},\"ef_search\":{ef_search}}}", found.rows),
     ))
 }
 

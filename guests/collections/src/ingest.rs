@@ -16,6 +16,7 @@ use zatabase_guest_kit::access::require;
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::sql::{self, Transaction};
 use zatabase_guest_kit::types::{Scalar, Value};
+use zatabase_guest_kit::values;
 use zatabase_guest_kit::{ApiError, BodyReader, Params, Request, Response};
 
 use crate::collections::{self, Collection, quoted};
@@ -29,6 +30,8 @@ const BATCH_BYTES: usize = 4 << 20;
 const MAX_DOCUMENT: usize = 4 << 20;
 /// Errors listed in the answer (all are counted).
 const MAX_ERRORS: usize = 100;
+/// The longest document id, in characters (as ZQL's record ids).
+const MAX_ID_CHARS: usize = 255;
 const CHUNK: u64 = 256 << 10;
 
 /// What is done with each document found in the body: its line (or
@@ -150,8 +153,20 @@ fn check(text: &[u8], collection: &Collection) -> Result<String, String> {
     let Json::Object(fields) = &document else {
         return Err("a document must be a JSON object".to_owned());
     };
+    if values::depth(&document) > values::MAX_DEPTH {
+        return Err(format!(
+            "the document nests deeper than {} levels",
+            values::MAX_DEPTH
+        ));
+    }
     match fields.get("id") {
-        None | Some(Json::String(_)) => {}
+        None => {}
+        // Postgres's index keeps keys to a third of a page: a long id
+        // would fail the whole batch.
+        Some(Json::String(id)) if (1..=MAX_ID_CHARS).contains(&id.chars().count()) => {}
+        Some(Json::String(_)) => {
+            return Err(format!("`id` must be 1-{MAX_ID_CHARS} characters"));
+        }
         Some(Json::Number(n)) if n.is_i64() || n.is_u64() => {}
         Some(_) => return Err("`id` must be a string or an integer".to_owned()),
     }

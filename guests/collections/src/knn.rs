@@ -7,11 +7,11 @@
 //! does not flatten), so an HNSW index never changes this answer.
 
 use serde::Deserialize;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 use zatabase_guest_kit::access::require;
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::sql;
-use zatabase_guest_kit::types::{Scalar, Value};
+use zatabase_guest_kit::types::{ErrorKind, Scalar, SqlError, Value};
 use zatabase_guest_kit::values::{json_rows, param, param_from_json};
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
@@ -99,11 +99,23 @@ pub fn knn(request: &Request, _: &Params) -> Result<Response, ApiError> {
         },
         Order::Exact,
     )?;
-    let found = sql::execute_json(&search.statement, &search.params).map_err(sql_error)?;
-    Ok(Response::json(
+    let found = sql::execute_json(&search.statement, &search.params).map_err(search_error)?;
+    // The rows go out as the host wrote them, however deeply they nest.
+    Ok(Response::json_text(
         200,
-        &json!({ "results": json_rows(&found) }),
+        format!("{{\"results\":{}}}", found.rows),
     ))
+}
+
+/// Postgres's verdict on a search: a table filter naming no column, or
+/// holding a value its column cannot take, is the caller's to fix (422).
+pub(crate) fn search_error(error: SqlError) -> ApiError {
+    match error.kind {
+        ErrorKind::UndefinedObject | ErrorKind::InvalidInput => {
+            ApiError::unprocessable(format!("`filter`: {}", error.message))
+        }
+        _ => sql_error(error),
+    }
 }
 
 /// Checks what needs no database: `k`, the vector's numbers, the column
@@ -115,8 +127,20 @@ pub(crate) fn check(query: &Query) -> Result<(), ApiError> {
             query.k
         )));
     }
-    if query.vector.iter().any(|x| !x.is_finite()) {
-        return Err(ApiError::unprocessable("`vector` must hold finite numbers"));
+    // float4, as pgvector stores them.
+    if query
+        .vector
+        .iter()
+        .any(|x| !x.is_finite() || x.abs() > f64::from(f32::MAX))
+    {
+        return Err(ApiError::unprocessable(
+            "`vector` must hold finite numbers within float4's range",
+        ));
+    }
+    if query.metric == Metric::Cosine && query.vector.iter().all(|x| *x == 0.0) {
+        return Err(ApiError::unprocessable(
+            "a zero `vector` has no direction: cosine distance is undefined for it",
+        ));
     }
     if !valid_identifier(query.column) {
         return Err(ApiError::unprocessable(format!(
@@ -246,7 +270,7 @@ pub(crate) fn table_vector_dims(name: &str, column: &str) -> Result<u32, ApiErro
         &[param(quoted(name).as_str()), param(column)],
     )
     .map_err(sql_error)?;
-    let row = json_rows(&described).pop().unwrap_or_default();
+    let row = json_rows(&described)?.pop().unwrap_or_default();
     if row["found"] != true {
         return Err(ApiError::not_found(format!("no table `{name}`")));
     }
@@ -281,6 +305,10 @@ fn table_search(name: &str, query: &Query, order: Order) -> Result<Search, ApiEr
             return Err(ApiError::unprocessable(format!(
                 "`{key}` is not a column name"
             )));
+        }
+        if value.is_null() {
+            filter.push_str(&format!(" AND t.{} IS NULL", quoted(key)));
+            continue;
         }
         params.push(param_from_json(value));
         filter.push_str(&format!(" AND t.{} = ${}", quoted(key), params.len()));

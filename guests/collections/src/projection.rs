@@ -201,13 +201,29 @@ pub fn specs(projection: &Projection) -> BTreeMap<String, ColumnSpec> {
         .collect()
 }
 
-/// The value at a column's path in `document` (None when absent).
+/// The value at a column's path in `document` (None when absent), read
+/// as Postgres's `#>` reads it in the statement that stores it: a step is
+/// a key on an object and an index on an array (negative from the end),
+/// whether it was written `.0` or `[0]`.
 pub fn extract<'a>(document: &'a Json, path: &[PathStep]) -> Option<&'a Json> {
     let mut value = document;
     for step in path {
-        value = match step {
-            PathStep::Key(key) => value.get(key)?,
-            PathStep::Index(index) => value.get(index)?,
+        let text = match step {
+            PathStep::Key(key) => std::borrow::Cow::Borrowed(key.as_str()),
+            PathStep::Index(index) => std::borrow::Cow::Owned(index.to_string()),
+        };
+        value = match value {
+            Json::Object(fields) => fields.get(text.as_ref())?,
+            Json::Array(items) => {
+                let index: i64 = text.parse().ok()?;
+                let index = if index < 0 {
+                    i64::try_from(items.len()).ok()? + index
+                } else {
+                    index
+                };
+                items.get(usize::try_from(index).ok()?)?
+            }
+            _ => return None,
         };
     }
     Some(value)
@@ -403,6 +419,22 @@ mod tests {
         for bad in ["a.b", "$", "$.", "$.a'b", "$[x]", "$.a[1", "$..a"] {
             assert!(parse_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn paths_are_read_as_postgres_reads_them() {
+        let read =
+            |path: &str, document: Json| extract(&document, &parse_path(path).unwrap()).cloned();
+        // A key step indexes an array, an index step names an object's key.
+        assert_eq!(read("$.vs.0", json!({"vs": [[1, 2]]})), Some(json!([1, 2])));
+        assert_eq!(read("$.a[0]", json!({"a": {"0": "x"}})), Some(json!("x")));
+        assert_eq!(read("$.a.-1", json!({"a": [1, 2, 3]})), Some(json!(3)));
+        assert_eq!(read("$.a.-4", json!({"a": [1, 2, 3]})), None);
+        assert_eq!(read("$.a.x", json!({"a": [1]})), None);
+        assert_eq!(read("$.a.b", json!({"a": "text"})), None);
+        // So the check refuses what the cast would fail on.
+        assert!(check(&json!({"vs": [[1, 2]]}), &column("vector(3)", "$.vs.0")).is_err());
+        assert!(check(&json!({"a": {"0": "x"}}), &column("integer", "$.a[0]")).is_err());
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub fn list(_: &Request, params: &Params) -> Result<Response, ApiError> {
     )?;
     Ok(Response::json(
         200,
-        &json!({ "function_id": id, "deployments": json_rows(&found) }),
+        &json!({ "function_id": id, "deployments": json_rows(&found)? }),
     ))
 }
 
@@ -165,7 +165,7 @@ fn one(function: &str, deployment: &str) -> Result<serde_json::Value, ApiError> 
         &format!("SELECT {DEPLOYMENT} WHERE d.function_id = $1::uuid AND d.id = $2::uuid"),
         &[param(function), param(deployment)],
     )?;
-    json_rows(&found)
+    json_rows(&found)?
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("the deployment just written is missing"))

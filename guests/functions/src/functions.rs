@@ -89,7 +89,7 @@ pub fn list(_: &Request, _: &Params) -> Result<Response, ApiError> {
     )?;
     Ok(Response::json(
         200,
-        &json!({ "functions": json_rows(&found) }),
+        &json!({ "functions": json_rows(&found)? }),
     ))
 }
 
@@ -209,7 +209,7 @@ pub fn find(caller: &Principal, id: &str) -> Result<Json, ApiError> {
             param(&caller.environment),
         ],
     )?;
-    json_rows(&found)
+    json_rows(&found)?
         .into_iter()
         .next()
         .ok_or_else(|| not_found(id))

@@ -47,7 +47,7 @@ pub fn logs(request: &Request, params: &Params) -> Result<Response, ApiError> {
     )?;
     Ok(Response::json(
         200,
-        &json!({ "function_id": id, "logs": json_rows(&found) }),
+        &json!({ "function_id": id, "logs": json_rows(&found)? }),
     ))
 }
 
@@ -72,14 +72,14 @@ pub fn metrics(request: &Request, params: &Params) -> Result<Response, ApiError>
          WHERE function_id = $1::uuid AND at > now() - make_interval(hours => $2::int)",
         &[param(id), Value::Scalar(Scalar::Int64(hours))],
     )?;
-    let row = json_rows(&found).into_iter().next().unwrap_or_default();
+    let row = json_rows(&found)?.into_iter().next().unwrap_or_default();
     let statuses = db::query_json(
         "SELECT status::text AS status, count(*) AS n FROM zatabase.function_invocations
          WHERE function_id = $1::uuid AND at > now() - make_interval(hours => $2::int)
          GROUP BY status ORDER BY status",
         &[param(id), Value::Scalar(Scalar::Int64(hours))],
     )?;
-    let by_status: serde_json::Map<String, serde_json::Value> = json_rows(&statuses)
+    let by_status: serde_json::Map<String, serde_json::Value> = json_rows(&statuses)?
         .into_iter()
         .map(|r| {
             (

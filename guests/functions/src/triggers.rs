@@ -115,7 +115,7 @@ pub fn list(_: &Request, params: &Params) -> Result<Response, ApiError> {
     )?;
     Ok(Response::json(
         200,
-        &json!({ "function_id": id, "triggers": json_rows(&found) }),
+        &json!({ "function_id": id, "triggers": json_rows(&found)? }),
     ))
 }
 
@@ -144,7 +144,7 @@ fn one(function: &str, trigger: &str) -> Result<serde_json::Value, ApiError> {
         &format!("SELECT {TRIGGER} WHERE function_id = $1::uuid AND id = $2::uuid"),
         &[param(function), param(trigger)],
     )?;
-    json_rows(&found)
+    json_rows(&found)?
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("the trigger just written is missing"))

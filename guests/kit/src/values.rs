@@ -29,10 +29,29 @@ pub fn param_from_json(json: &Json) -> Value {
     }
 }
 
+/// How deeply a document the API stores may nest (MongoDB's bound too).
+/// Rows come back to a route group wrapped a few levels deeper, and its
+/// JSON parser stops at 128.
+pub const MAX_DEPTH: usize = 100;
+
+/// How deeply `json` nests: 0 for a scalar, 1 for a flat array or object.
+pub fn depth(json: &Json) -> usize {
+    match json {
+        Json::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Json::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// The rows of a JSON result, parsed (for a route group that reshapes them;
-/// one that answers them as they are embeds `rows` as text).
-pub fn json_rows(result: &JsonResult) -> Vec<Json> {
-    serde_json::from_str(&result.rows).expect("the host writes rows as a JSON array")
+/// one that answers them as they are embeds `rows` as text). Fails only on
+/// a value nested deeper than a route group reads (stored by plain SQL).
+pub fn json_rows(result: &JsonResult) -> Result<Vec<Json>, crate::ApiError> {
+    serde_json::from_str(&result.rows).map_err(|e| {
+        crate::ApiError::internal(format!(
+            "a stored value could not be read back: {e} (documents nest at most {MAX_DEPTH} levels)"
+        ))
+    })
 }
 
 /// The value of column `name` in row `row`, if both exist.

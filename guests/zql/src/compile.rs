@@ -398,9 +398,14 @@ fn find_sql(b: &mut Builder, find: &Find) -> Result<String> {
     let mut select = RECORD_COLUMNS.to_owned();
     let mut filter = b.filter(find.namespace.as_ref(), find.filter.as_ref())?;
     let mut order = Vec::new();
-    let mut limit = match &find.limit {
-        Some(limit) => b.integer(limit, "LIMIT", 0..=MAX_LIMIT)?,
-        None => DEFAULT_LIMIT,
+    let given_limit = match &find.limit {
+        Some(limit) => Some(b.integer(limit, "LIMIT", 0..=MAX_LIMIT)?),
+        None => None,
+    };
+    let mut limit = given_limit.unwrap_or(DEFAULT_LIMIT);
+    let offset = match &find.offset {
+        Some(offset) => b.integer(offset, "OFFSET", 0..=i64::from(i32::MAX))?,
+        None => 0,
     };
     if let Some(Near {
         vector,
@@ -414,7 +419,9 @@ fn find_sql(b: &mut Builder, find: &Find) -> Result<String> {
         select.push_str(&format!(", {distance} AS score"));
         filter.push_str(" AND embedding IS NOT NULL");
         order.push("score".to_owned());
-        limit = limit.min(top);
+        // The nearest `top` are the result set: a page of them never
+        // reaches past them, and without LIMIT the page is all of them.
+        limit = given_limit.unwrap_or(top).min((top - offset).max(0));
     }
     for (field, direction) in &find.order {
         let key = match field {
@@ -432,10 +439,6 @@ fn find_sql(b: &mut Builder, find: &Find) -> Result<String> {
         order.push(format!("{key} {direction}"));
     }
     order.push("id".to_owned());
-    let offset = match &find.offset {
-        Some(offset) => b.integer(offset, "OFFSET", 0..=i64::from(i32::MAX))?,
-        None => 0,
-    };
     let limit = b.bind(SqlValue::Scalar(Scalar::Int64(limit)));
     let offset = b.bind(SqlValue::Scalar(Scalar::Int64(offset)));
     Ok(format!(
@@ -559,6 +562,41 @@ mod tests {
                 SqlValue::Scalar(Scalar::Json("\"x'; DROP TABLE t\"".into()))
             )
         );
+    }
+
+    #[test]
+    fn near_keeps_its_top_k_whatever_the_page() {
+        let limit_and_offset = |zql: &str| {
+            let compiled = sql(zql);
+            let n = compiled.params.len();
+            format!("{:?}", &compiled.params[n - 2..])
+        };
+        let ints = |limit: i64, offset: i64| {
+            format!(
+                "{:?}",
+                [
+                    SqlValue::Scalar(Scalar::Int64(limit)),
+                    SqlValue::Scalar(Scalar::Int64(offset))
+                ]
+            )
+        };
+        // Without LIMIT, all of the top k (not the default page of 100).
+        assert_eq!(limit_and_offset("FIND NEAR [1, 0] TOP 500"), ints(500, 0));
+        // A page never reaches past the top k.
+        assert_eq!(
+            limit_and_offset("FIND NEAR [1, 0] TOP 2 OFFSET 1"),
+            ints(1, 1)
+        );
+        assert_eq!(
+            limit_and_offset("FIND NEAR [1, 0] TOP 2 OFFSET 5"),
+            ints(0, 5)
+        );
+        assert_eq!(
+            limit_and_offset("FIND NEAR [1, 0] TOP 9 LIMIT 3 OFFSET 3"),
+            ints(3, 3)
+        );
+        assert_eq!(limit_and_offset("FIND LIMIT 3 OFFSET 3"), ints(3, 3));
+        assert_eq!(limit_and_offset("FIND"), ints(100, 0));
     }
 
     #[test]

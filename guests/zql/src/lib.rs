@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 use zatabase_guest_kit::access::require;
 use zatabase_guest_kit::session::{Action, Resource};
-use zatabase_guest_kit::values::{json_rows, param};
+use zatabase_guest_kit::values::{self, json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, RouteGroup, Router};
 
 use compile::{CompileError, RECORD_COLUMNS, Shape, compile};
@@ -76,6 +76,7 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
         Shape::Records | Shape::Values => {
             let rows = store::read(&sql.statement, &sql.params)?
                 .map(|r| json_rows(&r))
+                .transpose()?
                 .unwrap_or_default();
             // A count or an aggregate over no table is over no records.
             let rows = if rows.is_empty() && sql.shape == Shape::Values {
@@ -95,7 +96,7 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
                 },
             };
             let results = if matches!(statement, Statement::Insert { .. }) {
-                json_rows(&written)
+                json_rows(&written)?
             } else {
                 Vec::new()
             };
@@ -112,6 +113,18 @@ fn empty_values(statement: &Statement) -> Vec<Json> {
     }
 }
 
+/// 422 for a value nested deeper than a record may be (it could be stored,
+/// but not read back).
+fn shallow_enough(value: &Json, what: &str) -> Result<(), ApiError> {
+    if values::depth(value) > values::MAX_DEPTH {
+        return Err(ApiError::unprocessable(format!(
+            "{what} nests deeper than {} levels",
+            values::MAX_DEPTH
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryRequest {
@@ -123,6 +136,9 @@ struct QueryRequest {
 /// `POST /api/zql/query`
 fn query(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: QueryRequest = request.json()?;
+    for (name, value) in &body.params {
+        shallow_enough(value, &format!("`params.{name}`"))?;
+    }
     let statement = parser::statement(&body.query).map_err(syntax)?;
     let answer = run(&statement, &body.params)?;
     let status = if matches!(statement, Statement::Insert { .. }) {
@@ -151,9 +167,11 @@ fn yes() -> bool {
 /// `POST /api/zql/insert` → 201 `{"id"}`
 fn insert(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: InsertRequest = request.json()?;
+    let data = Json::Object(body.data);
+    shallow_enough(&data, "`data`")?;
     let statement = Statement::Insert {
         namespace: body.namespace.map(|n| Value::Json(Json::String(n))),
-        data: Value::Json(Json::Object(body.data)),
+        data: Value::Json(data),
         vector: body
             .vector
             .map(|v| Value::Json(Json::Array(v.into_iter().map(Json::from).collect()))),
@@ -235,7 +253,9 @@ fn get_record(_: &Request, params: &Params) -> Result<Response, ApiError> {
         &[param(id)],
     )?;
     let mut record = found
-        .and_then(|r| json_rows(&r).pop())
+        .map(|r| json_rows(&r))
+        .transpose()?
+        .and_then(|mut rows| rows.pop())
         .ok_or_else(|| no_record(id))?;
     if record["vector"].is_null()
         && let Some(fields) = record.as_object_mut()
@@ -273,6 +293,7 @@ fn info(_: &Request, _: &Params) -> Result<Response, ApiError> {
         &[],
     )?
     .map(|r| json_rows(&r))
+    .transpose()?
     .unwrap_or_default();
     let storage = store::read(
         "SELECT pg_total_relation_size('zatabase_records') AS storage_bytes,
@@ -285,7 +306,9 @@ fn info(_: &Request, _: &Params) -> Result<Response, ApiError> {
                  WHERE i.indrelid = 'zatabase_records'::regclass) AS indexes",
         &[],
     )?
-    .and_then(|r| json_rows(&r).pop());
+    .map(|r| json_rows(&r))
+    .transpose()?
+    .and_then(|mut rows| rows.pop());
     let total: u64 = namespaces
         .iter()
         .filter_map(|n| n["records"].as_u64())

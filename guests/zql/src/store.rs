@@ -103,6 +103,7 @@ pub fn flush() -> Result<u64, ApiError> {
     )?;
     Ok(flushed
         .map(|r| json_rows(&r))
+        .transpose()?
         .and_then(|rows| rows.first().and_then(|r| r["flushed"].as_u64()))
         .unwrap_or(0))
 }
