@@ -2,7 +2,7 @@
 //! grant lets a second user do in someone else's project.
 
 use serde_json::{Value, json};
-use zatabase_tests::{Account, Host, Resp, unique_email};
+use zatabase_tests::{Account, Host, Resp, function_fixture, unique_email};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -325,4 +325,125 @@ fn bad_grants_are_refused_and_change_nothing() {
     assert_eq!(role.status, 201, "{}", role.text());
     assert_eq!(role.json()["actions"], json!(["Read"]));
     assert_eq!(grants(&host, &alice.access_token).len(), 1);
+}
+
+/// `who`'s request to `/fn/{name}/hello`.
+fn call_function(host: &Host, who: &str, name: &str) -> Resp {
+    call(host, "GET", &format!("/fn/{name}/hello"), who, None)
+}
+
+#[test]
+fn a_read_only_grant_reads_and_reaches_nothing_more() {
+    // One connection per tenant: each request gets the one before's.
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let bob = host.signup(&unique_email("bob"), PASSWORD);
+    let project = project_of(&host, &alice);
+    let created = sql(
+        &host,
+        &alice.access_token,
+        "CREATE TABLE orders (id int PRIMARY KEY, total numeric); INSERT INTO orders VALUES (1, 29.99)",
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    let wasm = std::fs::read(function_fixture("spin5")).unwrap();
+    for (name, public) in [("private", false), ("open", true)] {
+        let function = call(
+            &host,
+            "POST",
+            "/v1/functions",
+            &alice.access_token,
+            Some(&json!({ "name": name, "public": public })),
+        );
+        assert_eq!(function.status, 201, "{}", function.text());
+        let id = function.json()["id"].as_str().unwrap().to_owned();
+        let bearer = format!("Bearer {}", alice.access_token);
+        let deployed = host.request(
+            "POST",
+            &format!("/v1/functions/{id}/deployments"),
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/wasm"),
+            ],
+            wasm.clone(),
+        );
+        assert_eq!(deployed.status, 201, "{}", deployed.text());
+    }
+    let granted = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": ["Read"] }),
+    );
+    assert_eq!(granted.status, 201, "{}", granted.text());
+    let switched = switch_into(&host, &bob, &project, &alice.environment);
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let bob_id = bob.user_id.clone();
+    let bob = Account::from(&switched.json()).access_token;
+
+    // A setting left on the connection does not change how the next
+    // request is read. With backslashes escaping in plain strings, Postgres
+    // once read this as a SELECT, a COMMIT, and an INSERT outside the
+    // read-only transaction, where the host saw one SELECT.
+    let left = sql(
+        &host,
+        &bob,
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+    );
+    assert_eq!(left.status, 200, "{}", left.text());
+    let read = sql(&host, &bob, r"SELECT 'a\' AS s");
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["rows"], json!([{ "s": "a\\" }]));
+    sql(
+        &host,
+        &bob,
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+    );
+    let smuggled = sql(
+        &host,
+        &bob,
+        r"SELECT 'a\'' ; COMMIT; INSERT INTO orders VALUES (9, 9); --'",
+    );
+    // Read as the host reads it: one string, nothing run.
+    assert_eq!(smuggled.status, 200, "{}", smuggled.text());
+    assert_eq!(
+        smuggled.json()["rows"][0]["?column?"],
+        r"a\' ; COMMIT; INSERT INTO orders VALUES (9, 9); --"
+    );
+
+    // Nor does a word the host's splitter once took for the start of a
+    // function body hide transaction control behind it (alice may write).
+    for hidden in [
+        "CREATE TEMP TABLE z (begin int); COMMIT; INSERT INTO orders VALUES (8, 8); SELECT 1/0",
+        "CREATE TEMP TABLE z (begin int); BEGIN; INSERT INTO orders VALUES (7, 7)",
+    ] {
+        let refused = sql(&host, &alice.access_token, hidden).expect_error(400);
+        assert!(
+            refused.contains("is not available here"),
+            "{hidden}: {refused}"
+        );
+    }
+    let after = sql(
+        &host,
+        &alice.access_token,
+        "SELECT id FROM orders ORDER BY id",
+    );
+    assert_eq!(after.status, 200, "{}", after.text());
+    assert_eq!(after.json()["rows"], json!([{ "id": 1 }]));
+
+    // A function that is not public needs Read on Functions at /fn too, as
+    // at /v1/functions/:id/invoke; a public one answers anyone.
+    forbidden(&call_function(&host, &bob, "private"), "Read on Functions");
+    assert_eq!(call_function(&host, &bob, "open").status, 200);
+    assert_eq!(
+        call_function(&host, &alice.access_token, "private").status,
+        200
+    );
+    let granted = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob_id, "resource": "Functions", "resource_id": "private", "actions": ["Read"] }),
+    );
+    assert_eq!(granted.status, 201, "{}", granted.text());
+    assert_eq!(call_function(&host, &bob, "private").status, 200);
 }

@@ -2,7 +2,7 @@
 //! tenant: results, errors, limits, and the tenant's walls.
 
 use serde_json::json;
-use zatabase_tests::Host;
+use zatabase_tests::{Host, unique_email};
 
 #[test]
 fn values_come_back_typed() {
@@ -664,4 +664,51 @@ fn what_a_request_leaves_on_its_connection_is_gone_for_the_next() {
     }
     let locked = host.sql_ok("SELECT pg_try_advisory_xact_lock(42) AS locked", &[]);
     assert_eq!(locked["rows"], json!([{ "locked": true }]));
+}
+
+#[test]
+fn a_tenant_cannot_change_how_results_are_typed_for_anyone() {
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    // Its own `=` for the operand types the host's type lookup compares,
+    // found first on the search path it leaves behind, and a type named
+    // like a built-in one.
+    host.sql_ok(
+        "CREATE FUNCTION yes_oid(oid, oid) RETURNS bool LANGUAGE sql AS 'SELECT true';
+         CREATE OPERATOR = (LEFTARG = oid, RIGHTARG = oid, FUNCTION = yes_oid);
+         CREATE FUNCTION yes_char(\"char\", \"char\") RETURNS bool LANGUAGE sql AS 'SELECT true';
+         CREATE OPERATOR = (LEFTARG = \"char\", RIGHTARG = \"char\", FUNCTION = yes_char);
+         CREATE TYPE mood AS ENUM ('fine');
+         CREATE TYPE jsonb AS ENUM ('not json')",
+        &[],
+    );
+    let schema = host.sql_ok("SELECT current_schema() AS s", &[])["rows"][0]["s"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let own = host.sql_ok(
+        &format!(
+            "SELECT set_config('search_path', '\"{schema}\", pg_catalog', false);
+             SELECT 'fine'::mood AS mood, 'not json'::\"{schema}\".jsonb AS j"
+        ),
+        &[],
+    );
+    assert_eq!(own["rows"], json!([{ "mood": "fine", "j": "not json" }]));
+    assert_eq!(own["columns"][1]["type"], "jsonb");
+
+    // Another tenant's results are typed as ever.
+    host.use_token(
+        &host
+            .signup(&unique_email("other"), "a long test password")
+            .access_token,
+    );
+    let other = host.sql_ok(
+        "SELECT ARRAY[1, 2]::int4[] AS a, '{\"k\": [1]}'::jsonb AS j, ARRAY['x']::text[] AS t, 'c'::\"char\" AS c",
+        &[],
+    );
+    assert_eq!(
+        other["rows"],
+        json!([{ "a": [1, 2], "j": { "k": [1] }, "t": ["x"], "c": "c" }])
+    );
 }

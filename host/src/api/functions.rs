@@ -52,6 +52,15 @@ pub async fn call(state: &AppState, request: Request) -> Response {
             }
         };
         let function = resolve(state, &lookup, &name).await?;
+        // A public function answers anyone; any other needs Read on it,
+        // as `invoke` does (a token must not reach less than no token).
+        if let Some((_, access)) = &caller
+            && !function.public
+        {
+            access
+                .check(Resource::Functions, Some(&function.name), Action::Read)
+                .map_err(|message| ApiError::new(StatusCode::FORBIDDEN, message))?;
+        }
         Ok::<_, ApiError>((caller, function))
     }
     .await;

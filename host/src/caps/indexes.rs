@@ -183,16 +183,20 @@ async fn register(
 ) -> Result<Result<Job, SqlError>, sqlx::Error> {
     let schema = ident(&tenant.schema);
     let mut tx = conn.begin().await?;
+    // A tenant's registrations one at a time (its table may not exist
+    // yet), under a lock no tenant can take (migration 0012).
+    sqlx::query(
+        "INSERT INTO zatabase.ddl_locks VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name",
+    )
+    .bind(format!("indexes:{}", tenant.schema))
+    .execute(&mut *tx)
+    .await?;
     // The table belongs to the owner role, which the tenant's SQL acts as.
     tx.execute(sqlx::raw_sql(AssertSqlSafe(format!(
         "SET LOCAL ROLE {}",
         ident(&tenant.owner_role)
     ))))
     .await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("{}.zatabase_indexes", tenant.schema))
-        .execute(&mut *tx)
-        .await?;
     tx.execute(sqlx::raw_sql(AssertSqlSafe(
         CREATE_TABLE.replace("{schema}", &schema),
     )))

@@ -217,6 +217,14 @@ impl TypeCache {
     }
 
     /// Looks up the OIDs not known yet.
+    ///
+    /// This runs on a tenant's connection, in whatever session state its
+    /// last statement left (a `search_path` that puts its own schema before
+    /// `pg_catalog`, its own `=` operators), and its answer is shared by
+    /// every tenant: every operator is `pg_catalog`'s, only the OIDs asked
+    /// for are kept, and a type is decoded by its base's name only when that
+    /// base is the platform's (`pg_catalog`, or `extensions` for pgvector),
+    /// so a tenant's type named `jsonb` stays text.
     pub async fn resolve(&self, conn: &mut PgConnection, oids: &[u32]) -> Result<(), sqlx::Error> {
         let missing: Vec<i64> = oids
             .iter()
@@ -226,23 +234,36 @@ impl TypeCache {
         if missing.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(
-            "SELECT t.oid::int8, t.typname::text, \
-                    coalesce(e.typname, b.typname)::text, t.typcategory = 'A' AND e.oid IS NOT NULL \
+        let rows: Vec<(i64, String, String, bool, bool)> = sqlx::query_as(
+            "SELECT t.oid::pg_catalog.int8, t.typname::pg_catalog.text, b.typname::pg_catalog.text, \
+                    n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,extensions}'::pg_catalog.name[]), \
+                    e.oid IS NOT NULL \
              FROM pg_catalog.pg_type t \
-             LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
-             LEFT JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd' \
-             WHERE t.oid = ANY($1::int8[]::oid[])",
+             LEFT JOIN pg_catalog.pg_type e ON e.oid OPERATOR(pg_catalog.=) t.typelem \
+                  AND t.typcategory OPERATOR(pg_catalog.=) 'A'::pg_catalog.\"char\" \
+             LEFT JOIN pg_catalog.pg_type d ON d.oid OPERATOR(pg_catalog.=) t.typbasetype \
+                  AND t.typtype OPERATOR(pg_catalog.=) 'd'::pg_catalog.\"char\" \
+             JOIN pg_catalog.pg_type b \
+                  ON b.oid OPERATOR(pg_catalog.=) coalesce(e.oid, d.oid, t.oid) \
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) b.typnamespace \
+             WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]::pg_catalog.oid[])",
         )
         .bind(&missing)
         .fetch_all(&mut *conn)
         .await?;
         let mut types = self.types.write().expect("type cache poisoned");
-        for (oid, name, base, is_array) in rows {
-            let base = base.unwrap_or_else(|| name.clone());
-            if let Ok(oid) = u32::try_from(oid) {
-                types.insert(oid, Arc::new(TypeDesc::new(&name, &base, is_array)));
+        for (oid, name, base, platforms, is_array) in rows {
+            let Ok(oid) = u32::try_from(oid) else {
+                continue;
+            };
+            if !missing.contains(&i64::from(oid)) {
+                continue;
             }
+            let mut desc = TypeDesc::new(&name, &base, is_array);
+            if !platforms {
+                desc.decoder = Decoder::Other;
+            }
+            types.insert(oid, Arc::new(desc));
         }
         Ok(())
     }

@@ -84,7 +84,8 @@ pub async fn run(
     let literals = render_params(conn, types, &statements, params).await?;
     let (body, substitutions) = sqltext::interpolate(sql, &statements, &literals);
     let (prefix, prefix_statements) = prefix(scope, limits);
-    let sent = format!("{prefix}{body}");
+    let suffix = if scope.reset_session { SUFFIX } else { "" };
+    let sent = format!("{prefix}{body}{suffix}");
     let target = prefix_statements + statements.len() - 1;
     let positions = Positions {
         prefix_chars: prefix.chars().count(),
@@ -203,15 +204,26 @@ pub fn read<'a>(sql: &'a str, params: &[Value]) -> Result<Vec<Statement<'a>>, Sq
 }
 
 /// Settings every connection starts with (startup parameters, so they are
-/// the session defaults `RESET ALL` returns to): the output formats the
-/// decoder reads.
-pub const SESSION_SETTINGS: [(&str, &str); 5] = [
+/// the session defaults `RESET ALL` returns to, whatever a role's own
+/// defaults say): the output formats the decoder reads, and string literals
+/// as the host's lexer reads them (`sqltext`: a backslash in `'...'` is
+/// just a backslash), which decides what is refused.
+pub const SESSION_SETTINGS: [(&str, &str); 6] = [
     ("DateStyle", "ISO, YMD"),
     ("IntervalStyle", "iso_8601"),
     ("TimeZone", "UTC"),
     ("bytea_output", "hex"),
     ("extra_float_digits", "1"),
+    ("standard_conforming_strings", "on"),
 ];
+
+/// Sent after a client's statements on a connection that is reset: Postgres
+/// lexes a whole query string before it runs any of it, so the reset at the
+/// start of the next request comes too late for a setting that changes how
+/// that request is read (`standard_conforming_strings`). A successful
+/// request ends with its settings reset here; a failed one has them rolled
+/// back with its transaction.
+const SUFFIX: &str = "\n;RESET ALL";
 
 /// The statements sent before the client's, and how many there are.
 ///

@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session advisory locks",
         include_str!("../../migrations/0011_session_advisory_locks.sql"),
     ),
+    (
+        12,
+        "platform ddl locks",
+        include_str!("../../migrations/0012_platform_ddl_locks.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

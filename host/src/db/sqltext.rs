@@ -58,8 +58,16 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     let mut i = 0;
     let mut words: Vec<String> = Vec::new();
     let mut params = Vec::new();
-    // `BEGIN ATOMIC ... END` bodies of CREATE FUNCTION hold semicolons.
+    // A `BEGIN ATOMIC ... END` body of CREATE FUNCTION or PROCEDURE holds
+    // semicolons that do not end the statement. Everything the host lets
+    // through or refuses rests on this split, so it errs the safe way: a
+    // body opens only on the words `BEGIN ATOMIC` outside parentheses in a
+    // routine's definition (where Postgres reads nothing else into them),
+    // and inside it only the reserved `CASE` and `END` count. Anything else
+    // Postgres reads as one statement, this reads as several, and the
+    // pieces are refused.
     let mut depth = 0usize;
+    let mut parens = 0usize;
 
     while i < bytes.len() {
         let b = bytes[i];
@@ -133,8 +141,17 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
             }
             b';' if depth == 0 => {
                 finish(sql, start, i, &mut words, &mut params, &mut statements);
+                parens = 0;
                 i += 1;
                 start = i;
+            }
+            b'(' => {
+                parens += 1;
+                i += 1;
+            }
+            b')' => {
+                parens = parens.saturating_sub(1);
+                i += 1;
             }
             _ if is_ident_start(b) => {
                 let end = i + bytes[i..].iter().take_while(|c| is_ident_char(**c)).count();
@@ -153,12 +170,18 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                     continue;
                 }
                 let upper = word.to_ascii_uppercase();
-                if words.first().is_some_and(|w| w == "CREATE") {
+                if depth > 0 {
                     match upper.as_str() {
-                        "BEGIN" | "CASE" => depth += 1,
-                        "END" => depth = depth.saturating_sub(1),
+                        "CASE" => depth += 1,
+                        "END" => depth -= 1,
                         _ => {}
                     }
+                } else if upper == "ATOMIC"
+                    && parens == 0
+                    && words.last().is_some_and(|w| w == "BEGIN")
+                    && defines_routine(&words)
+                {
+                    depth = 1;
                 }
                 words.push(upper);
                 i = end;
@@ -175,6 +198,22 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
         &mut statements,
     );
     Ok(statements)
+}
+
+/// Whether a statement's first words are `CREATE [OR REPLACE] FUNCTION` or
+/// `PROCEDURE`.
+fn defines_routine(words: &[String]) -> bool {
+    let rest = match words {
+        [create, or, replace, rest @ ..]
+            if create == "CREATE" && or == "OR" && replace == "REPLACE" =>
+        {
+            rest
+        }
+        [create, rest @ ..] if create == "CREATE" => rest,
+        _ => return false,
+    };
+    rest.first()
+        .is_some_and(|w| w == "FUNCTION" || w == "PROCEDURE")
 }
 
 type Params = Vec<(std::ops::Range<usize>, usize)>;
@@ -350,6 +389,29 @@ mod tests {
     fn sql_function_bodies_keep_their_semicolons() {
         let sql = "create function f() returns int language sql begin atomic select 1; select 2; end; select f()";
         assert_eq!(commands(sql), ["CREATE", "SELECT"]);
+        let sql = "CREATE OR REPLACE PROCEDURE p(x int) LANGUAGE sql BEGIN ATOMIC \
+                   SELECT CASE WHEN x > 0 THEN 1 ELSE (CASE x WHEN 0 THEN 0 END) END; \
+                   SELECT begin FROM t; END; COMMIT";
+        assert_eq!(commands(sql), ["CREATE", "COMMIT"]);
+    }
+
+    #[test]
+    fn no_other_begin_hides_what_follows() {
+        // Each of these once read as one CREATE statement, so the COMMIT
+        // (or BEGIN) behind it reached Postgres unrefused.
+        for sql in [
+            "CREATE TEMP TABLE z (begin int); COMMIT; INSERT INTO t VALUES (1)",
+            "CREATE TABLE z AS SELECT 1 AS begin; COMMIT",
+            "create view v as select case when true then 1 end as c, 1 as begin; commit",
+            "CREATE FUNCTION f(begin atomic) RETURNS int LANGUAGE sql RETURN 1; COMMIT",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT begin FROM t; END; BEGIN",
+        ] {
+            let commands = commands(sql);
+            assert!(
+                commands.iter().any(|c| c == "COMMIT" || c == "BEGIN"),
+                "{sql}: {commands:?}"
+            );
+        }
     }
 
     #[test]

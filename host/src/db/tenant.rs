@@ -70,7 +70,7 @@ pub async fn provision(
     let database = ident(database);
     let sql = format!(
         r#"
-SELECT pg_advisory_xact_lock(hashtext('zatabase.provision'));
+INSERT INTO zatabase.ddl_locks VALUES ('provision') ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name;
 DO $provision$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{owner_name}') THEN
