@@ -177,6 +177,31 @@ fn hnsw_recall_at_10_is_at_least_0_95_on_20k_random_vectors() {
     }
     let recall = found as f64 / (queries * 10) as f64;
     assert!(recall >= 0.95, "recall@10 {recall}");
+
+    // Fewer candidates than neighbours would answer fewer than k.
+    let few = json!({
+        "table": "items", "column": "embedding", "vector": vector(1, 128), "k": 10, "ef_search": 5,
+    });
+    let refused =
+        call(&host, "POST", "/v1/indexes/hnsw/search", &token, Some(&few)).expect_error(422);
+    assert!(refused.contains("at least `k`"), "{refused}");
+
+    // A dropped table takes its index with it, whatever dropped it: none is
+    // listed, and a table made again under the name has none to search.
+    host.sql_ok(
+        "DROP TABLE items; CREATE TABLE items (id text PRIMARY KEY, embedding vector(128))",
+        &[],
+    );
+    let listed = call(&host, "GET", "/v1/indexes/hnsw", &token, None).json();
+    assert_eq!(listed["indexes"], json!([]), "{listed}");
+    call(
+        &host,
+        "POST",
+        "/v1/indexes/hnsw/search",
+        &token,
+        Some(&early),
+    )
+    .expect_error(404);
 }
 
 #[test]

@@ -379,7 +379,13 @@ fn every_route_round_trips_and_bad_input_is_refused() {
         (
             "/api/zql/search",
             json!({ "vector": [1, 0, 0], "k": 0 }),
-            400,
+            422,
+        ),
+        (
+            // Deeper than a record may nest (it could not be read back).
+            "/api/zql/insert",
+            json!({ "data": (0..101).fold(json!(1), |inner, _| json!({ "a": inner })) }),
+            422,
         ),
         (
             "/api/zql/search",

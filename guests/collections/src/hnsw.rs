@@ -91,7 +91,8 @@ pub fn build(request: &Request, _: &Params) -> Result<Response, ApiError> {
 }
 
 /// An index's state as the API shows it, with its size and rows once it
-/// exists.
+/// exists. A ready index that is gone (its table or column dropped, through
+/// this API or plain SQL) is no index.
 const DESCRIBE: &str = "
 SELECT i.table_name AS table, i.column_name AS column, i.index_name AS index,
        i.metric, i.m, i.ef_construction,
@@ -104,7 +105,8 @@ SELECT i.table_name AS table, i.column_name AS column, i.index_name AS index,
        CASE WHEN i.status = 'ready' THEN pg_relation_size(c.oid) END AS size_bytes,
        CASE WHEN i.status = 'ready' THEN c.reltuples::bigint END AS rows
 FROM zatabase_indexes i
-LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(i.index_name))";
+LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(i.index_name))
+WHERE (i.status <> 'ready' OR c.oid IS NOT NULL)";
 
 /// The state of the index on `table`.`column` (as read), if one was ever
 /// built.
@@ -118,7 +120,7 @@ fn all(only: Option<(&str, &str)>) -> Result<Vec<Json>, ApiError> {
     let statement = match only {
         Some((table, column)) => {
             params.extend([param(table), param(column)]);
-            format!("{DESCRIBE} WHERE i.table_name = $2 AND i.column_name = $3")
+            format!("{DESCRIBE} AND i.table_name = $2 AND i.column_name = $3")
         }
         None => format!("{DESCRIBE} ORDER BY i.table_name, i.column_name"),
     };

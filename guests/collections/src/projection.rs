@@ -367,7 +367,7 @@ pub fn expression(column: &Column, source: &str, fit: Fit) -> String {
         ColumnType::Text => format!("CASE WHEN jsonb_typeof({value}) <> 'null' THEN {text} END"),
         ColumnType::Jsonb => format!("CASE WHEN jsonb_typeof({value}) <> 'null' THEN {value} END"),
         ColumnType::Integer => format!(
-            "CASE WHEN jsonb_typeof({value}) = 'number' AND {text} ~ '^-?[0-9]{{1,18}}$' \
+            "CASE WHEN jsonb_typeof({value}) = 'number' AND pg_input_is_valid({text}, 'bigint') \
              THEN {text}::bigint END"
         ),
         ColumnType::Numeric => {

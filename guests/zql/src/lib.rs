@@ -208,6 +208,13 @@ fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ))
         })?,
     };
+    if !(1..=compile::MAX_LIMIT).contains(&body.k) {
+        return Err(ApiError::unprocessable(format!(
+            "`k` must be between 1 and {}, got {}",
+            compile::MAX_LIMIT,
+            body.k
+        )));
+    }
     let filter: Option<Condition> = body
         .filter
         .as_deref()

@@ -109,7 +109,8 @@ impl indexes::Host for SqlState {
         // that reports it alive.
         let mut conn = tenant.dedicated().await?;
         let watcher = tenant.dedicated().await?;
-        let job = register(&mut conn, tenant.tenant(), &build)
+        let lock = tenant.private_lock_key("indexes");
+        let job = register(&mut conn, tenant.tenant(), lock, &build)
             .await
             .map_err(|e| map_error(e, &Positions::none()))??;
         tokio::spawn(run(conn, watcher, tenant.clone(), build, job));
@@ -179,18 +180,17 @@ fn index_name(table: &str, column: &str, build_id: uuid::Uuid) -> String {
 async fn register(
     conn: &mut PgConnection,
     tenant: &Tenant,
+    lock: i64,
     build: &HnswBuild,
 ) -> Result<Result<Job, SqlError>, sqlx::Error> {
     let schema = ident(&tenant.schema);
     let mut tx = conn.begin().await?;
     // A tenant's registrations one at a time (its table may not exist
-    // yet), under a lock no tenant can take (migration 0012).
-    sqlx::query(
-        "INSERT INTO zatabase.ddl_locks VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name",
-    )
-    .bind(format!("indexes:{}", tenant.schema))
-    .execute(&mut *tx)
-    .await?;
+    // yet), under a key no tenant can name (`private_lock_key`).
+    sqlx::query("SELECT pg_catalog.pg_advisory_xact_lock($1)")
+        .bind(lock)
+        .execute(&mut *tx)
+        .await?;
     // The table belongs to the owner role, which the tenant's SQL acts as.
     tx.execute(sqlx::raw_sql(AssertSqlSafe(format!(
         "SET LOCAL ROLE {}",

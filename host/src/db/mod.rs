@@ -519,6 +519,20 @@ impl TenantSql {
         &self.tenant
     }
 
+    /// An advisory lock key for the platform's own `purpose` in this
+    /// tenant, for work that runs as the tenant's role. Advisory keys are
+    /// one space for the whole database and tenants may take
+    /// transaction-level ones, so the key is derived from the master key:
+    /// no tenant can name it, and so none can hold it.
+    pub fn private_lock_key(&self, purpose: &str) -> i64 {
+        let derived = self
+            .db
+            .key
+            .derive(&format!("advisory-lock:{purpose}:{}", self.tenant.schema));
+        let bytes = hex::decode(&derived[..16]).expect("derive writes hex");
+        i64::from_be_bytes(bytes.try_into().expect("eight bytes"))
+    }
+
     /// A connection of the tenant's login role outside its pool, for work
     /// that outlives a request (an index build): without the statement
     /// timeout, with the configured `maintenance_work_mem`. The login role
