@@ -279,3 +279,59 @@ fn a_request_refused_before_its_body_was_read_leaves_the_connection_usable() {
         assert!(body.contains("ok"), "{body}");
     }
 }
+
+/// A route group's request reaches it in one call when the host can read
+/// the body first (none, or a declared length up to 1 MiB), over
+/// `wasi:http` otherwise (chunked, or larger). Either way the same answer.
+#[test]
+fn a_route_group_answers_alike_whether_its_body_is_read_first_or_streamed() {
+    let host = Host::start();
+    let bearer = format!("Bearer {}", host.token());
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", bearer.as_str()),
+    ];
+    // Past the 1 MiB the host reads first, within its 10 MiB limit.
+    let large = "q".repeat(1_500_000);
+    for body in [
+        json!({ "query": "SELECT $1::int + 1 AS n", "params": [41] }),
+        json!({ "query": "SELECT length($1) AS n", "params": [large] }),
+        json!({ "query": "SELEC 1" }),
+        json!({ "query": 7 }),
+    ] {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let whole = host.request("POST", "/v1/sql", &headers, bytes.clone());
+        let streamed = host
+            .try_request_streamed("POST", "/v1/sql", &headers, std::io::Cursor::new(bytes))
+            .unwrap();
+        assert_eq!(whole.status, streamed.status, "{}", whole.text());
+        assert_eq!(whole.json(), streamed.json());
+        assert_eq!(
+            whole.header("content-type"),
+            streamed.header("content-type")
+        );
+    }
+    let answer = |body: &serde_json::Value| {
+        host.request(
+            "POST",
+            "/v1/sql",
+            &headers,
+            serde_json::to_vec(body).unwrap(),
+        )
+        .json()
+    };
+    assert_eq!(
+        answer(&json!({ "query": "SELECT $1::int + 1 AS n", "params": [41] }))["rows"],
+        json!([{ "n": 42 }])
+    );
+    assert_eq!(
+        answer(&json!({ "query": "SELECT length($1) AS n", "params": [large] }))["rows"],
+        json!([{ "n": 1_500_000 }])
+    );
+    // A GET (no body) and a HEAD answer as before, HEAD without the body.
+    let whoami = host.request("GET", "/v1/whoami", &headers[1..], Vec::new());
+    assert_eq!(whoami.status, 200, "{}", whoami.text());
+    let head = host.request("HEAD", "/v1/whoami", &headers[1..], Vec::new());
+    assert_eq!(head.status, 200);
+    assert!(head.text().is_empty());
+}

@@ -14,19 +14,55 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 
-/// A request body read as it arrives, chunk by chunk.
+/// A request body read as it arrives, chunk by chunk; or, when the host
+/// has read it already, handed out from memory the same way.
 pub struct BodyReader {
-    // Declared first: the stream must go before the body it came from.
-    stream: crate::bindings::wasi::io::streams::InputStream,
-    _body: IncomingBody,
+    source: Source,
     /// Whether the handler read up to the end.
     ended: std::cell::Cell<bool>,
 }
 
+enum Source {
+    Stream {
+        // Declared first: the stream must go before the body it came from.
+        stream: crate::bindings::wasi::io::streams::InputStream,
+        _body: IncomingBody,
+    },
+    /// The whole body, and how much of it has been read.
+    Memory {
+        body: Vec<u8>,
+        read: std::cell::Cell<usize>,
+    },
+}
+
 impl BodyReader {
+    /// A body the host read in full.
+    fn in_memory(body: Vec<u8>) -> Self {
+        Self {
+            source: Source::Memory {
+                body,
+                read: std::cell::Cell::new(0),
+            },
+            ended: std::cell::Cell::new(false),
+        }
+    }
+
     /// The next chunk (at most `max` bytes), or `None` at the end.
     pub fn next_chunk(&self, max: u64) -> Result<Option<Vec<u8>>, ApiError> {
-        match self.stream.blocking_read(max) {
+        let stream = match &self.source {
+            Source::Stream { stream, .. } => stream,
+            Source::Memory { body, read } => {
+                let from = read.get();
+                if from == body.len() {
+                    self.ended.set(true);
+                    return Ok(None);
+                }
+                let to = from + (body.len() - from).min(usize::try_from(max).unwrap_or(usize::MAX));
+                read.set(to);
+                return Ok(Some(body[from..to].to_vec()));
+            }
+        };
+        match stream.blocking_read(max) {
             Ok(chunk) => Ok(Some(chunk)),
             Err(StreamError::Closed) => {
                 self.ended.set(true);
@@ -53,14 +89,17 @@ impl BodyReader {
     pub(crate) fn discard_rest(&self) {
         use crate::bindings::wasi::clocks::monotonic_clock;
         use crate::bindings::wasi::io::poll;
+        let Source::Stream { stream, .. } = &self.source else {
+            return;
+        };
         if self.ended.get() {
             return;
         }
-        let readable = self.stream.subscribe();
+        let readable = stream.subscribe();
         let timeout = monotonic_clock::subscribe_duration(DISCARD_WAIT_NS);
         let mut left = DISCARD_AT_MOST;
         loop {
-            match self.stream.read(left) {
+            match stream.read(left) {
                 Ok(chunk) if chunk.is_empty() => {
                     poll::poll(&[&readable, &timeout]);
                     if timeout.ready() {
@@ -151,8 +190,10 @@ impl Request {
         } else if streams(&method, &path) {
             let (body, stream) = open_body(&request)?;
             let reader = BodyReader {
-                stream,
-                _body: body,
+                source: Source::Stream {
+                    stream,
+                    _body: body,
+                },
                 ended: std::cell::Cell::new(false),
             };
             (Vec::new(), Some(std::rc::Rc::new(reader)))
@@ -167,6 +208,39 @@ impl Request {
             body,
             stream,
         })
+    }
+
+    /// A request the host read whole, handed over through the `route`
+    /// export.
+    pub(crate) fn from_route(
+        request: crate::bindings::exports::zatabase::platform::route::Request,
+        streams: fn(&str, &str) -> bool,
+    ) -> Self {
+        let method = request.method.to_ascii_uppercase();
+        let (path, query) = match request.path_with_query.split_once('?') {
+            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+            None => (request.path_with_query, None),
+        };
+        let headers = request
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect();
+        // A streaming route reads the body the same way, from memory.
+        let (body, stream) = if streams(&method, &path) {
+            let reader = BodyReader::in_memory(request.body);
+            (Vec::new(), Some(std::rc::Rc::new(reader)))
+        } else {
+            (request.body, None)
+        };
+        Self {
+            method,
+            path,
+            query,
+            headers,
+            body,
+            stream,
+        }
     }
 
     /// The first value of a header, if it is present and valid UTF-8.
@@ -320,6 +394,18 @@ impl Response {
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.to_owned(), value.into()));
         self
+    }
+
+    /// The response as the `route` export returns it (the host adds the
+    /// content length).
+    pub(crate) fn into_route(
+        self,
+    ) -> crate::bindings::exports::zatabase::platform::route::Response {
+        crate::bindings::exports::zatabase::platform::route::Response {
+            status: self.status,
+            headers: self.headers,
+            body: self.body,
+        }
     }
 
     pub(crate) fn send(self, out: ResponseOutparam) {

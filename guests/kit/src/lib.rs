@@ -67,7 +67,18 @@ pub fn serve<G: RouteGroup>(
     response.send(out);
 }
 
-/// Exports a [`RouteGroup`] as the component's `wasi:http/incoming-handler`.
+/// Glue between the exported `route` interface (a request the host read
+/// whole) and a [`RouteGroup`]. Used by [`route_group!`]; not called
+/// directly.
+#[doc(hidden)]
+pub fn serve_buffered<G: RouteGroup>(
+    request: bindings::exports::zatabase::platform::route::Request,
+) -> bindings::exports::zatabase::platform::route::Response {
+    G::handle(Request::from_route(request, G::streams)).into_route()
+}
+
+/// Exports a [`RouteGroup`] as the component's `route` interface and its
+/// `wasi:http/incoming-handler`.
 ///
 /// The export exists only when building for WebAssembly, so a route group's
 /// own unit tests still build and run natively (where nothing calls the route
@@ -84,6 +95,13 @@ macro_rules! route_group {
                     out: $crate::bindings::wasi::http::types::ResponseOutparam,
                 ) {
                     $crate::serve::<$group>(request, out)
+                }
+            }
+            impl $crate::bindings::exports::zatabase::platform::route::Guest for Export {
+                fn handle(
+                    request: $crate::bindings::exports::zatabase::platform::route::Request,
+                ) -> $crate::bindings::exports::zatabase::platform::route::Response {
+                    $crate::serve_buffered::<$group>(request)
                 }
             }
     $crate::bindings::export_route_group!(Export with_types_in $crate::bindings);

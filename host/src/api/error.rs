@@ -95,6 +95,7 @@ impl ApiError {
                     format!("`{component}` failed: {}", error.root_cause()),
                 )
             }
+            DispatchError::BadRequest(message) => ApiError::new(StatusCode::BAD_REQUEST, message),
             DispatchError::Host(error) => {
                 tracing::error!(
                     request_id,

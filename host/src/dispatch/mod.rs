@@ -11,6 +11,7 @@
 
 mod coalesce;
 pub mod output;
+pub mod route;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -217,7 +218,10 @@ pub struct LoadedComponent {
     /// own, or `fn` for every user's function.
     pub requests: Arc<crate::metrics::GroupSeries>,
     pre: HandlerPre,
-    /// WASI 0.3 instances kept between requests.
+    /// A route group's buffered entry point (never a user's function's:
+    /// theirs is `wasi:http` alone).
+    route: Option<route::RouteEntryIndices>,
+    /// Instances kept between requests.
     warm: WarmPool,
     timeout: Duration,
     memory_bytes: usize,
@@ -242,7 +246,11 @@ pub struct Warm {
 
 /// An instantiated `wasi:http` handler of either version.
 enum Handler {
-    P2(wasmtime_wasi_http::p2::bindings::Proxy),
+    /// With a route group's buffered entry point, when it has one.
+    P2(
+        wasmtime_wasi_http::p2::bindings::Proxy,
+        Option<route::RouteEntry>,
+    ),
     P3(wasmtime_wasi_http::p3::bindings::Service),
 }
 
@@ -378,6 +386,10 @@ pub fn load(
     )
     .with_context(|| format!("component `{id}`"))?;
     let memory_mb = spec.memory_mb.unwrap_or(defaults.memory_mb);
+    let route = match &pre {
+        HandlerPre::P2(proxy) => route::RouteEntryIndices::new(proxy.instance_pre()).ok(),
+        HandlerPre::P3(_) => None,
+    };
     Ok(LoadedComponent {
         name: Arc::from(id.as_str()),
         public_routes: spec.public_routes.clone(),
@@ -387,6 +399,7 @@ pub fn load(
         timeout: spec.timeout.unwrap_or(defaults.timeout),
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         pre,
+        route,
         warm: WarmPool::default(),
         origin,
         load_time: started.elapsed(),
@@ -414,6 +427,7 @@ pub fn load_function(
         timeout,
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
         pre,
+        route: None,
         warm: WarmPool::default(),
         origin: Origin::Cached,
         load_time: started.elapsed(),
@@ -495,6 +509,8 @@ pub enum DispatchError {
         component: String,
         error: anyhow::Error,
     },
+    /// The request's body could not be read.
+    BadRequest(String),
     /// The host could not set the request up.
     Host(anyhow::Error),
 }
@@ -631,6 +647,11 @@ impl Dispatcher {
     ) -> Result<http::Response<Body>, DispatchError> {
         // The guest gets the principal, never the credential it came from.
         request.headers_mut().remove(http::header::AUTHORIZATION);
+        if let Some(entry) = &component.route
+            && route::buffers(&request)
+        {
+            return self.dispatch_buffered(component, entry, ctx, request).await;
+        }
         if !request.headers().contains_key(http::header::HOST) {
             request.headers_mut().insert(
                 http::header::HOST,
@@ -643,14 +664,7 @@ impl Dispatcher {
         // before the run ends, its body still being written) or the
         // `wasi:http` error code it answered with.
         let owner = Owner::of(&component.pre, &ctx);
-        let instance = match owner.as_ref().and_then(|owner| component.warm.take(owner)) {
-            Some(mut warm) => {
-                warm.store.data_mut().begin(&ctx);
-                warm.store.set_epoch_deadline(YIELD_TICKS);
-                Instance::Warm(warm)
-            }
-            None => Instance::Fresh(self.store(component, &ctx)),
-        };
+        let instance = self.instance(component, &ctx, owner.as_ref());
         let (run, receiver) = match &component.pre {
             HandlerPre::P2(pre) => {
                 let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -739,6 +753,109 @@ impl Dispatcher {
             Err(error) => Err(classify(component.id().to_owned(), timeout, error)),
         }
     }
+
+    /// A kept instance `owner` may use, else a fresh store.
+    fn instance(
+        &self,
+        component: &LoadedComponent,
+        ctx: &RequestContext,
+        owner: Option<&Owner>,
+    ) -> Instance {
+        match owner.and_then(|owner| component.warm.take(owner)) {
+            Some(mut warm) => {
+                warm.store.data_mut().begin(ctx);
+                warm.store.set_epoch_deadline(YIELD_TICKS);
+                Instance::Warm(warm)
+            }
+            None => Instance::Fresh(self.store(component, ctx)),
+        }
+    }
+
+    /// Runs a route group's request through its buffered entry point: the
+    /// body read (under the same deadline as the guest), one call, the
+    /// response its return value.
+    async fn dispatch_buffered(
+        &self,
+        component: &Arc<LoadedComponent>,
+        entry: &route::RouteEntryIndices,
+        ctx: RequestContext,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, DispatchError> {
+        let owner = Owner::of(&component.pre, &ctx);
+        let run = async {
+            let request = route::request(request).await?;
+            let HandlerPre::P2(pre) = &component.pre else {
+                anyhow::bail!("a route group's entry point without its wasi:http handler");
+            };
+            let (mut store, handler, served) = match self.instance(component, &ctx, owner.as_ref())
+            {
+                Instance::Warm(Warm {
+                    store,
+                    handler,
+                    served,
+                    ..
+                }) => (store, handler, served),
+                Instance::Fresh(mut store) => {
+                    let (proxy, buffered) =
+                        instantiate_p2(pre, Some(entry), &mut store, &component.instantiations)
+                            .await?;
+                    (store, Handler::P2(proxy, buffered), 0)
+                }
+            };
+            let Handler::P2(_, Some(buffered)) = &handler else {
+                anyhow::bail!("a kept instance without the route group's entry point");
+            };
+            let answer = buffered
+                .zatabase_platform_route()
+                .call_handle(&mut store, &request)
+                .await?;
+            if let Some(owner) = owner
+                && store.data().holds_nothing()
+            {
+                component.warm.keep(Warm {
+                    store,
+                    handler,
+                    served: served + 1,
+                    owner,
+                });
+            }
+            route::response(answer)
+        };
+        let timeout = component.timeout;
+        let outcome = match tokio::time::timeout(timeout, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(anyhow::Error::new(Trap::Interrupt)),
+        };
+        outcome.map_err(|error| match error.downcast::<route::BodyError>() {
+            Ok(route::BodyError(message)) => DispatchError::BadRequest(message),
+            Err(error) => classify(component.id().to_owned(), timeout, error),
+        })
+    }
+}
+
+/// Instantiates a WASI 0.2 component in `store`, with the route group's
+/// buffered entry point when `entry` says where it is.
+async fn instantiate_p2(
+    pre: &ProxyPre<HostState>,
+    entry: Option<&route::RouteEntryIndices>,
+    store: &mut Store<HostState>,
+    instantiations: &prometheus_client::metrics::histogram::Histogram,
+) -> anyhow::Result<(
+    wasmtime_wasi_http::p2::bindings::Proxy,
+    Option<route::RouteEntry>,
+)> {
+    let started = Instant::now();
+    let handler = match entry {
+        None => (pre.instantiate_async(&mut *store).await?, None),
+        Some(entry) => {
+            let instance = pre.instance_pre().instantiate_async(&mut *store).await?;
+            let proxy = wasmtime_wasi_http::p2::bindings::ProxyIndices::new(pre.instance_pre())?
+                .load(&mut *store, &instance)?;
+            (proxy, Some(entry.load(&mut *store, &instance)?))
+        }
+    };
+    instantiations.observe(started.elapsed().as_secs_f64());
+    Ok(handler)
 }
 
 /// Where a WASI 0.3 guest's answer goes: its response, or the `wasi:http`
@@ -774,18 +891,17 @@ async fn run_p2(
     answer: Outparam,
     instantiations: prometheus_client::metrics::histogram::Histogram,
 ) -> anyhow::Result<()> {
-    let (mut store, proxy, served) = match instance {
+    let (mut store, (proxy, entry), served) = match instance {
         Instance::Warm(Warm {
             store,
-            handler: Handler::P2(proxy),
+            handler: Handler::P2(proxy, entry),
             served,
             ..
-        }) => (store, proxy, served),
+        }) => (store, (proxy, entry), served),
         Instance::Warm(Warm { mut store, .. }) | Instance::Fresh(mut store) => {
-            let started = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
-            instantiations.observe(started.elapsed().as_secs_f64());
-            (store, proxy, 0)
+            let handler =
+                instantiate_p2(&pre, component.route.as_ref(), &mut store, &instantiations).await?;
+            (store, handler, 0)
         }
     };
     let (incoming, outparam) = {
@@ -802,7 +918,7 @@ async fn run_p2(
     {
         component.warm.keep(Warm {
             store,
-            handler: Handler::P2(proxy),
+            handler: Handler::P2(proxy, entry),
             served: served + 1,
             owner,
         });
