@@ -220,6 +220,23 @@ fn ingest_takes_bodies_past_the_hosts_limit_and_other_routes_do_not() {
         call(&host, "POST", "/v1/collections", &token, Some(&body)).status,
         201
     );
+    // A declared empty body is refused (the host reads it first: still
+    // nothing to read).
+    let bearer = format!("Bearer {token}");
+    let empty = host.request(
+        "POST",
+        "/v1/collections/bulk/ingest",
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/x-ndjson"),
+        ],
+        Vec::new(),
+    );
+    assert!(
+        empty.expect_error(400).contains("empty"),
+        "{}",
+        empty.text()
+    );
     // About 1.2 MB, far past the host's limit of 64 KiB.
     let padding = "x".repeat(1000);
     let ndjson: String = (0..1200)
@@ -235,7 +252,6 @@ fn ingest_takes_bodies_past_the_hosts_limit_and_other_routes_do_not() {
     host.sql(&big, &[]).expect_error(413);
     // The route group's other routes read bodies whole, at most 16 MiB.
     let huge = json!({ "collection": "bulk", "column": "v", "vector": [0.5], "k": 1, "pad": "z".repeat(17 << 20) });
-    let bearer = format!("Bearer {token}");
     let refused = host.try_request_streamed(
         "POST",
         "/v1/knn",

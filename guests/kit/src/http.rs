@@ -226,8 +226,9 @@ impl Request {
             .into_iter()
             .map(|(name, value)| (name.to_ascii_lowercase(), value))
             .collect();
-        // A streaming route reads the body the same way, from memory.
-        let (body, stream) = if streams(&method, &path) {
+        // A streaming route reads the body the same way, from memory (and,
+        // as over wasi:http, finds none when there is none).
+        let (body, stream) = if streams(&method, &path) && !request.body.is_empty() {
             let reader = BodyReader::in_memory(request.body);
             (Vec::new(), Some(std::rc::Rc::new(reader)))
         } else {

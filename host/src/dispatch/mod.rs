@@ -387,9 +387,13 @@ pub fn load(
     .with_context(|| format!("component `{id}`"))?;
     let memory_mb = spec.memory_mb.unwrap_or(defaults.memory_mb);
     let route = match &pre {
-        HandlerPre::P2(proxy) => route::RouteEntryIndices::new(proxy.instance_pre()).ok(),
+        HandlerPre::P2(proxy) => route::entry(engine, &component, proxy.instance_pre())
+            .with_context(|| format!("component `{id}`"))?,
         HandlerPre::P3(_) => None,
     };
+    if route.is_none() {
+        tracing::info!(component = %id, "no `{}` export: every request goes over wasi:http", route::EXPORT);
+    }
     Ok(LoadedComponent {
         name: Arc::from(id.as_str()),
         public_routes: spec.public_routes.clone(),

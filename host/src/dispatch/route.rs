@@ -25,16 +25,41 @@ mod generated {
 pub use generated::exports::zatabase::platform::route::{Request, Response};
 pub use generated::{RouteEntry, RouteEntryIndices};
 
+/// The interface a route group exports to be called this way.
+pub const EXPORT: &str = "zatabase:platform/route@0.1.0";
+
+/// Where a route group's buffered entry point is: `None` when it does not
+/// export one (it is then served over `wasi:http` alone), an error when it
+/// exports one of another shape.
+pub fn entry<T>(
+    engine: &crate::engine::Engine,
+    component: &wasmtime::component::Component,
+    pre: &wasmtime::component::InstancePre<T>,
+) -> anyhow::Result<Option<RouteEntryIndices>> {
+    let exported = component
+        .component_type()
+        .exports(engine.wasmtime())
+        .any(|(name, _)| name == EXPORT);
+    if !exported {
+        return Ok(None);
+    }
+    RouteEntryIndices::new(pre)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("its `{EXPORT}` export does not match the host's: {e}"))
+}
+
 /// The largest body the host reads before calling the route group.
 pub const BUFFERED_BODY_MAX: u64 = 1 << 20;
 
 /// Whether `request` goes through the buffered entry point: it has no body,
-/// or one of a declared length within [`BUFFERED_BODY_MAX`].
+/// or one of a declared length within [`BUFFERED_BODY_MAX`]. (The exact
+/// size, not the upper bound: under the host's body limit a chunked body's
+/// upper bound is the limit, which may be below that.)
 pub fn buffers<B: http_body::Body>(request: &http::Request<B>) -> bool {
     request
         .body()
         .size_hint()
-        .upper()
+        .exact()
         .is_some_and(|n| n <= BUFFERED_BODY_MAX)
 }
 
@@ -136,11 +161,18 @@ mod tests {
             .body(Body::from(vec![0u8; BUFFERED_BODY_MAX as usize + 1]))
             .unwrap();
         assert!(!buffers(&large));
-        let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
+        let chunks = || futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
         let unknown = http::Request::post("/")
-            .body(Body::from_stream(chunks))
+            .body(Body::from_stream(chunks()))
             .unwrap();
         assert!(!buffers(&unknown));
+        // As the body limit wraps them: a chunked body stays unknown, a
+        // declared one keeps its length.
+        let limited = |body: Body| {
+            http::Request::post("/").body(Body::new(http_body_util::Limited::new(body, 1024)))
+        };
+        assert!(!buffers(&limited(Body::from_stream(chunks())).unwrap()));
+        assert!(buffers(&limited(Body::from("{}")).unwrap()));
     }
 
     #[test]
