@@ -220,7 +220,7 @@ pub struct LoadedComponent {
     pre: HandlerPre,
     /// A route group's buffered entry point (never a user's function's:
     /// theirs is `wasi:http` alone).
-    route: Option<route::RouteEntryIndices>,
+    route: Option<route::Indices>,
     /// Instances kept between requests.
     warm: WarmPool,
     timeout: Duration,
@@ -387,7 +387,7 @@ pub fn load(
     .with_context(|| format!("component `{id}`"))?;
     let memory_mb = spec.memory_mb.unwrap_or(defaults.memory_mb);
     let route = match &pre {
-        HandlerPre::P2(proxy) => route::entry(engine, &component, proxy.instance_pre())
+        HandlerPre::P2(proxy) => route::indices(engine, &component, proxy.instance_pre())
             .with_context(|| format!("component `{id}`"))?,
         HandlerPre::P3(_) => None,
     };
@@ -651,10 +651,12 @@ impl Dispatcher {
     ) -> Result<http::Response<Body>, DispatchError> {
         // The guest gets the principal, never the credential it came from.
         request.headers_mut().remove(http::header::AUTHORIZATION);
-        if let Some(entry) = &component.route
+        if let Some(indices) = &component.route
             && route::buffers(&request)
         {
-            return self.dispatch_buffered(component, entry, ctx, request).await;
+            return self
+                .dispatch_buffered(component, indices, ctx, request)
+                .await;
         }
         if !request.headers().contains_key(http::header::HOST) {
             request.headers_mut().insert(
@@ -781,7 +783,7 @@ impl Dispatcher {
     async fn dispatch_buffered(
         &self,
         component: &Arc<LoadedComponent>,
-        entry: &route::RouteEntryIndices,
+        indices: &route::Indices,
         ctx: RequestContext,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, DispatchError> {
@@ -801,7 +803,7 @@ impl Dispatcher {
                 }) => (store, handler, served),
                 Instance::Fresh(mut store) => {
                     let (proxy, buffered) =
-                        instantiate_p2(pre, Some(entry), &mut store, &component.instantiations)
+                        instantiate_p2(pre, Some(indices), &mut store, &component.instantiations)
                             .await?;
                     (store, Handler::P2(proxy, buffered), 0)
                 }
@@ -838,10 +840,10 @@ impl Dispatcher {
 }
 
 /// Instantiates a WASI 0.2 component in `store`, with the route group's
-/// buffered entry point when `entry` says where it is.
+/// buffered entry point when `indices` say where it is.
 async fn instantiate_p2(
     pre: &ProxyPre<HostState>,
-    entry: Option<&route::RouteEntryIndices>,
+    indices: Option<&route::Indices>,
     store: &mut Store<HostState>,
     instantiations: &prometheus_client::metrics::histogram::Histogram,
 ) -> anyhow::Result<(
@@ -849,13 +851,12 @@ async fn instantiate_p2(
     Option<route::RouteEntry>,
 )> {
     let started = Instant::now();
-    let handler = match entry {
+    let handler = match indices {
         None => (pre.instantiate_async(&mut *store).await?, None),
-        Some(entry) => {
+        Some(indices) => {
             let instance = pre.instance_pre().instantiate_async(&mut *store).await?;
-            let proxy = wasmtime_wasi_http::p2::bindings::ProxyIndices::new(pre.instance_pre())?
-                .load(&mut *store, &instance)?;
-            (proxy, Some(entry.load(&mut *store, &instance)?))
+            let proxy = indices.proxy.load(&mut *store, &instance)?;
+            (proxy, Some(indices.entry.load(&mut *store, &instance)?))
         }
     };
     instantiations.observe(started.elapsed().as_secs_f64());

@@ -28,14 +28,21 @@ pub use generated::{RouteEntry, RouteEntryIndices};
 /// The interface a route group exports to be called this way.
 pub const EXPORT: &str = "zatabase:platform/route@0.1.0";
 
+/// Where a route group's exports are in its instances: both handlers, found
+/// once when it loads (an instance built for either path serves both).
+pub struct Indices {
+    pub proxy: wasmtime_wasi_http::p2::bindings::ProxyIndices,
+    pub entry: RouteEntryIndices,
+}
+
 /// Where a route group's buffered entry point is: `None` when it does not
 /// export one (it is then served over `wasi:http` alone), an error when it
 /// exports one of another shape.
-pub fn entry<T>(
+pub fn indices<T>(
     engine: &crate::engine::Engine,
     component: &wasmtime::component::Component,
     pre: &wasmtime::component::InstancePre<T>,
-) -> anyhow::Result<Option<RouteEntryIndices>> {
+) -> anyhow::Result<Option<Indices>> {
     let exported = component
         .component_type()
         .exports(engine.wasmtime())
@@ -43,9 +50,10 @@ pub fn entry<T>(
     if !exported {
         return Ok(None);
     }
-    RouteEntryIndices::new(pre)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("its `{EXPORT}` export does not match the host's: {e}"))
+    let entry = RouteEntryIndices::new(pre)
+        .map_err(|e| anyhow::anyhow!("its `{EXPORT}` export does not match the host's: {e}"))?;
+    let proxy = wasmtime_wasi_http::p2::bindings::ProxyIndices::new(pre)?;
+    Ok(Some(Indices { proxy, entry }))
 }
 
 /// The largest body the host reads before calling the route group.
