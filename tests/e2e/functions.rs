@@ -344,10 +344,11 @@ fn a_wasi_0_3_instance_serves_requests_in_turn_until_it_fails() {
     let host = Host::start();
     let token = host.token();
     let id = deployed(&host, &token, json!({ "name": "kept" }), spin7());
-    // An instance goes back to the idle pool once the client has read its
-    // response, which can be a moment after the client has it (the client
-    // may be quicker than the host's task on a busy machine). An idle
-    // caller, as between a user's clicks, finds it there.
+    // An instance goes back to the idle pool once its response is sent,
+    // which can be a moment after the client has it when the guest still
+    // has work to finish (the client may be quicker than the host's task
+    // on a busy machine). An idle caller, as between a user's clicks,
+    // finds it there.
     let idle = || std::thread::sleep(std::time::Duration::from_millis(500));
     let served = || {
         let text = fn_get(&host, &token, "/fn/kept/served").text();
@@ -360,6 +361,31 @@ fn a_wasi_0_3_instance_serves_requests_in_turn_until_it_fails() {
         "2",
         "the instance that answered serves the next request"
     );
+
+    // A change that leaves what the instance was made from alone keeps it
+    // (the host forgets the function at every change, at once on the
+    // change's own request and again when its notification arrives).
+    let put = |settings: Value| {
+        let updated = call(
+            &host,
+            "PUT",
+            &format!("/v1/functions/{id}"),
+            &token,
+            Some(&settings),
+        );
+        assert_eq!(updated.status, 200, "{}", updated.text());
+    };
+    put(json!({ "description": "counts its requests" }));
+    assert_eq!(served(), "3", "a description changes no instance");
+    // One that changes what the function reads starts a new one: the old
+    // may have kept what its variables said.
+    put(json!({ "variables": { "greeting": "hola" } }));
+    assert_eq!(served(), "1", "new variables, a new instance");
+    assert_eq!(
+        fn_get(&host, &token, "/fn/kept/var/greeting").text(),
+        "hola"
+    );
+    idle();
 
     // Each request's output carries its own request id, though one
     // instance wrote both lines.

@@ -216,7 +216,7 @@ pub(crate) async fn run(
     spin_headers(&mut request, function, path_info, client);
     let Deployment {
         component, context, ..
-    } = deployment;
+    } = &**deployment;
     let ctx = RequestContext::new(request_id, caller, client, Some(context.clone()));
     let request_id = ctx.request_id.clone();
     let cold = state.functions.cold(&function.id, deployment);

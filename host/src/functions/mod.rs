@@ -8,6 +8,8 @@
 //! remembers the answer while it listens to `zatabase_function_changed` (a
 //! trigger on `zatabase.functions`); the route group also tells this host at
 //! once (`functions.forget`), so a deleted function is 404 on its next request.
+//! A forgotten function read again as it was gets the deployment (linked
+//! component, kept instances) this host already made of it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +111,7 @@ pub struct Function {
     pub name: String,
     pub public: bool,
     /// None until its first deployment.
-    pub deployment: Option<Deployment>,
+    pub deployment: Option<Arc<Deployment>>,
     /// Spin's `spin-base-path` and `spin-matched-route` for it
     /// (`/fn/<name>`, `/fn/<name>/...`), made once rather than per request.
     pub base_path: http::HeaderValue,
@@ -120,8 +122,8 @@ pub struct Deployment {
     pub version: i32,
     pub component: Arc<LoadedComponent>,
     pub context: Arc<FunctionContext>,
-    /// Whether this resolution of it has served a request (after which
-    /// [`Functions::cold`] need not look it up again).
+    /// Whether it has served a request (after which [`Functions::cold`]
+    /// need not look it up again).
     served: AtomicBool,
 }
 
@@ -132,6 +134,7 @@ pub struct Functions {
     metrics: Arc<Metrics>,
     limits: Limits,
     resolved: Mutex<Resolved>,
+    deployments: Deployments,
     /// Deployments (function id, version) this host has served a request
     /// of: a resolution forgotten and fetched again is not a cold start.
     served: Mutex<HashSet<(String, i32)>>,
@@ -199,6 +202,79 @@ impl Resolved {
     }
 }
 
+/// Everything a function's deployment is made from: its instances, and
+/// what they were given, depend on nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Defined {
+    function_id: String,
+    name: String,
+    project_id: String,
+    environment: String,
+    version: i32,
+    sha256: String,
+    timeout_ms: i32,
+    memory_mb: i32,
+    /// As stored (JSON text; secrets sealed).
+    variables: String,
+    secrets: String,
+    allowed_outbound_hosts: Vec<String>,
+}
+
+/// How long a deployment nothing resolves to any more is kept for a
+/// re-read to find (a change notified for its function, a reconnect of the
+/// listener).
+const DEPLOYMENT_KEPT_UNUSED: Duration = Duration::from_secs(10);
+
+/// The deployments this host made, by function id, with what each was made
+/// from. Forgetting a resolution (every change of a function, whatever it
+/// changed, and every reconnect of the listener forgets) does not drop its
+/// deployment at once: a function read again as it was gets the same one,
+/// its kept instances with it, rather than starting afresh.
+#[derive(Default)]
+struct Deployments(Mutex<HashMap<String, KeptDeployment>>);
+
+struct KeptDeployment {
+    defined: Defined,
+    deployment: Arc<Deployment>,
+    /// When a read of its function last found it.
+    found: std::time::Instant,
+}
+
+impl Deployments {
+    /// The deployment made from exactly `defined`, if there is one.
+    fn find(&self, defined: &Defined) -> Option<Arc<Deployment>> {
+        let mut kept = self.0.lock().expect("deployments poisoned");
+        Self::prune(&mut kept);
+        let found = kept.get_mut(&defined.function_id)?;
+        if found.defined != *defined {
+            return None;
+        }
+        found.found = std::time::Instant::now();
+        Some(found.deployment.clone())
+    }
+
+    /// Keeps `deployment`, in place of what its function had.
+    fn keep(&self, defined: Defined, deployment: &Arc<Deployment>) {
+        let mut kept = self.0.lock().expect("deployments poisoned");
+        kept.insert(
+            defined.function_id.clone(),
+            KeptDeployment {
+                defined,
+                deployment: deployment.clone(),
+                found: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Drops what no resolution or request holds and no read has found for
+    /// a while (a deleted function's, one replaced by a change).
+    fn prune(kept: &mut HashMap<String, KeptDeployment>) {
+        kept.retain(|_, kept| {
+            Arc::strong_count(&kept.deployment) > 1 || kept.found.elapsed() < DEPLOYMENT_KEPT_UNUSED
+        });
+    }
+}
+
 impl Functions {
     pub fn new(
         db: Arc<Db>,
@@ -222,6 +298,7 @@ impl Functions {
                 max_memory_mb: u32::try_from(max_memory_mb).unwrap_or(u32::MAX),
             },
             resolved: Mutex::new(Resolved::default()),
+            deployments: Deployments::default(),
             served: Mutex::new(HashSet::new()),
             compiled: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
@@ -419,65 +496,20 @@ impl Functions {
         let deployment = match row.try_get::<Option<String>, _>("sha256")? {
             None => None,
             Some(sha256) => {
-                let started = std::time::Instant::now();
-                let component = self.component(&sha256).await?;
-                let compiled = started.elapsed();
-                let timeout =
-                    Duration::from_millis(u64::try_from(row.try_get::<i32, _>("timeout_ms")?)?);
-                let memory_mb = u64::try_from(row.try_get::<i32, _>("memory_mb")?)?;
-                let stubbed = linker_for(&self.engine, &self.linker, &component)?;
-                let loaded = dispatch::load_function(
-                    stubbed.as_ref().unwrap_or(&self.linker),
-                    &component,
-                    &name,
-                    timeout,
-                    memory_mb,
-                    &self.metrics,
-                )
-                .with_context(|| format!("linking function `{name}`"))?;
-                tracing::debug!(
-                    function = %name,
-                    load_us = compiled.as_micros() as u64,
-                    link_us = loaded.load_time.as_micros() as u64,
-                    "function loaded"
-                );
-                let mut variables: HashMap<String, String> =
-                    serde_json::from_str(&row.try_get::<String, _>("variables")?)?;
-                let secrets: HashMap<String, String> =
-                    serde_json::from_str(&row.try_get::<String, _>("secrets")?)?;
-                for (key, sealed) in secrets {
-                    match self.secrets.open(&sealed) {
-                        Some(value) => {
-                            variables.insert(key, value);
-                        }
-                        None => tracing::warn!(
-                            function = %name,
-                            secret = %key,
-                            "a secret does not open under this host's master key"
-                        ),
-                    }
-                }
-                let project_id: String = row.try_get("project_id")?;
-                let environment: String = row.try_get("environment")?;
-                Some(Deployment {
+                let defined = Defined {
+                    function_id: id.clone(),
+                    name: name.clone(),
+                    project_id: row.try_get("project_id")?,
+                    environment: row.try_get("environment")?,
                     version: row.try_get("version")?,
-                    component: Arc::new(loaded),
-                    context: Arc::new(FunctionContext {
-                        tenant: Arc::new(Tenant::for_environment(&project_id, &environment)?),
-                        variables,
-                        log: FunctionLog {
-                            function_id: Arc::from(id.as_str()),
-                            telemetry: self.telemetry.clone(),
-                        },
-                        allowed_outbound_hosts: row
-                            .try_get::<Vec<String>, _>("allowed_outbound_hosts")?
-                            .iter()
-                            .filter_map(|entry| AllowedHost::parse(entry))
-                            .collect(),
-                        egress: self.egress.clone(),
-                    }),
-                    served: AtomicBool::new(false),
-                })
+                    sha256,
+                    timeout_ms: row.try_get("timeout_ms")?,
+                    memory_mb: row.try_get("memory_mb")?,
+                    variables: row.try_get("variables")?,
+                    secrets: row.try_get("secrets")?,
+                    allowed_outbound_hosts: row.try_get("allowed_outbound_hosts")?,
+                };
+                Some(self.deployment(defined).await?)
             }
         };
         Ok(Some(Function {
@@ -488,6 +520,80 @@ impl Functions {
             public: row.try_get("public")?,
             deployment,
         }))
+    }
+
+    /// The deployment `defined` describes: the one this host already made
+    /// of it when a function reads as it did, so that a re-read after a
+    /// change that left it alone (or after a reconnect of the listener, or
+    /// by another lookup of the same function) finds its kept instances.
+    async fn deployment(&self, defined: Defined) -> anyhow::Result<Arc<Deployment>> {
+        if let Some(kept) = self.deployments.find(&defined) {
+            return Ok(kept);
+        }
+        let deployment = Arc::new(self.load_deployment(&defined).await?);
+        self.deployments.keep(defined, &deployment);
+        Ok(deployment)
+    }
+
+    async fn load_deployment(&self, defined: &Defined) -> anyhow::Result<Deployment> {
+        let name = &defined.name;
+        let started = std::time::Instant::now();
+        let component = self.component(&defined.sha256).await?;
+        let compiled = started.elapsed();
+        let timeout = Duration::from_millis(u64::try_from(defined.timeout_ms)?);
+        let memory_mb = u64::try_from(defined.memory_mb)?;
+        let stubbed = linker_for(&self.engine, &self.linker, &component)?;
+        let loaded = dispatch::load_function(
+            stubbed.as_ref().unwrap_or(&self.linker),
+            &component,
+            name,
+            timeout,
+            memory_mb,
+            &self.metrics,
+        )
+        .with_context(|| format!("linking function `{name}`"))?;
+        tracing::debug!(
+            function = %name,
+            load_us = compiled.as_micros() as u64,
+            link_us = loaded.load_time.as_micros() as u64,
+            "function loaded"
+        );
+        let mut variables: HashMap<String, String> = serde_json::from_str(&defined.variables)?;
+        let secrets: HashMap<String, String> = serde_json::from_str(&defined.secrets)?;
+        for (key, sealed) in secrets {
+            match self.secrets.open(&sealed) {
+                Some(value) => {
+                    variables.insert(key, value);
+                }
+                None => tracing::warn!(
+                    function = %name,
+                    secret = %key,
+                    "a secret does not open under this host's master key"
+                ),
+            }
+        }
+        Ok(Deployment {
+            version: defined.version,
+            component: Arc::new(loaded),
+            context: Arc::new(FunctionContext {
+                tenant: Arc::new(Tenant::for_environment(
+                    &defined.project_id,
+                    &defined.environment,
+                )?),
+                variables,
+                log: FunctionLog {
+                    function_id: Arc::from(defined.function_id.as_str()),
+                    telemetry: self.telemetry.clone(),
+                },
+                allowed_outbound_hosts: defined
+                    .allowed_outbound_hosts
+                    .iter()
+                    .filter_map(|entry| AllowedHost::parse(entry))
+                    .collect(),
+                egress: self.egress.clone(),
+            }),
+            served: AtomicBool::new(false),
+        })
     }
 
     /// The compiled component of `sha256`: in memory, in the on-disk cache,
