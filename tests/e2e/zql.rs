@@ -501,3 +501,55 @@ fn a_killed_host_keeps_every_durable_and_flushed_insert() {
     drop(again);
     let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
 }
+
+#[test]
+fn first_writes_at_once_all_land_and_no_other_tenant_can_hold_them_up() {
+    let host = Host::start();
+    let token = host.token();
+    let schema = host.sql_ok("SELECT current_schema() AS s", &[])["rows"][0]["s"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Another tenant holds, for longer than the writes below take, the
+    // advisory key the store's creation once waited on (computable by
+    // anyone from the schema's name).
+    let peer = host.signup(&unique_email("zql-holder"), "a long test password");
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            host.call(
+                "POST",
+                "/v1/sql",
+                &peer.access_token,
+                Some(&json!({
+                    "query": "SELECT pg_advisory_xact_lock(hashtext($1)), pg_sleep(6)",
+                    "params": [format!("{schema}.zatabase_records")],
+                })),
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        // The tenant's first writes, eight at once: each may be the one
+        // that makes its tables.
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let token = &token;
+                let host = &host;
+                scope.spawn(move || {
+                    let body =
+                        json!({ "id": format!("r{i}"), "namespace": "first", "data": { "i": i } });
+                    post(host, token, "/api/zql/insert", body)
+                })
+            })
+            .collect();
+        for writer in writers {
+            let inserted = writer.join().unwrap();
+            assert_eq!(inserted.status, 201, "{}", inserted.text());
+        }
+        assert!(
+            !holder.is_finished(),
+            "the writes waited for another tenant's lock"
+        );
+        assert_eq!(holder.join().unwrap().status, 200);
+    });
+    let counted = host.sql_ok("SELECT count(*) AS n FROM zatabase_records", &[]);
+    assert_eq!(counted["rows"][0]["n"], 8, "{counted}");
+}

@@ -13,8 +13,11 @@ use zatabase_guest_kit::sql;
 use zatabase_guest_kit::types::{ErrorKind, JsonResult, SqlError, Value};
 use zatabase_guest_kit::values::json_rows;
 
+/// The tenant's tables, made by its first write. Two first writes at once
+/// may both try: the loser gets a duplicate (see [`insert`]) and tries
+/// again, finding the winner's tables. No advisory lock: its key would be
+/// one any tenant could compute and hold.
 const CREATE: &str = "
-SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.zatabase_records'));
 CREATE TABLE IF NOT EXISTS zatabase_records (
     id text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 255),
     namespace text NOT NULL CHECK (length(namespace) BETWEEN 1 AND 255),
@@ -65,6 +68,14 @@ fn missing_table(error: &SqlError) -> bool {
     error.sqlstate.as_deref() == Some("42P01")
 }
 
+/// What `CREATE ... IF NOT EXISTS` answers when another transaction made
+/// the same table or index first and committed while this one waited:
+/// `unique_violation` (on the catalog), `duplicate_table` or
+/// `duplicate_object` (its row type).
+fn made_meanwhile(error: &SqlError) -> bool {
+    matches!(error.sqlstate.as_deref(), Some("23505" | "42P07" | "42710"))
+}
+
 /// Runs a read; a tenant that never wrote a record has none.
 pub fn read(statement: &str, params: &[Value]) -> Result<Option<JsonResult>, ApiError> {
     match sql::execute_json(statement, params) {
@@ -79,7 +90,14 @@ pub fn read(statement: &str, params: &[Value]) -> Result<Option<JsonResult>, Api
 pub fn insert(statement: &str, params: &[Value]) -> Result<JsonResult, ApiError> {
     match sql::execute_json(statement, params) {
         Err(e) if missing_table(&e) => {
-            sql::execute(CREATE, &[]).map_err(sql_error)?;
+            let mut made = sql::execute(CREATE, &[]);
+            for _ in 0..2 {
+                match &made {
+                    Err(e) if made_meanwhile(e) => made = sql::execute(CREATE, &[]),
+                    _ => break,
+                }
+            }
+            made.map_err(sql_error)?;
             sql::execute_json(statement, params).map_err(sql_error)
         }
         result => result.map_err(sql_error),
