@@ -447,3 +447,110 @@ fn a_read_only_grant_reads_and_reaches_nothing_more() {
     assert_eq!(granted.status, 201, "{}", granted.text());
     assert_eq!(call_function(&host, &bob, "private").status, 200);
 }
+
+#[test]
+fn grants_on_records_collections_and_vectors_open_their_routes_without_tables() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let bob = host.signup(&unique_email("bob"), PASSWORD);
+    let project = project_of(&host, &alice);
+    let created = sql(
+        &host,
+        &alice.access_token,
+        "CREATE TABLE items (id int PRIMARY KEY, embedding extensions.vector(3)); \
+         INSERT INTO items SELECT i, ARRAY[i, 1, 0]::extensions.vector FROM generate_series(1, 20) i",
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    for (resource, resource_id, actions) in [
+        ("Records", "*", json!(["Write"])),
+        ("Collections", "notes", json!(["Write"])),
+        ("Vectors", "items", json!(["Write"])),
+    ] {
+        let granted = grant(
+            &host,
+            &alice.access_token,
+            json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": resource,
+                    "resource_id": resource_id, "actions": actions }),
+        );
+        assert_eq!(granted.status, 201, "{}", granted.text());
+    }
+    let switched = switch_into(&host, &bob, &project, &alice.environment);
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let bob_in_a = Account::from(&switched.json()).access_token;
+    let post = |path: &str, body: Value| call(&host, "POST", path, &bob_in_a, Some(&body));
+
+    // None of these is a grant on every table: no arbitrary SQL.
+    forbidden(&sql(&host, &bob_in_a, "SELECT 1"), "Read on Tables");
+
+    // Records: ZQL reads and writes.
+    let inserted = post(
+        "/api/zql/insert",
+        json!({ "id": "pen", "namespace": "shop", "data": { "price": 2 } }),
+    );
+    assert_eq!(inserted.status, 201, "{}", inserted.text());
+    let found = post("/api/zql/query", json!({ "query": "FIND", "params": {} }));
+    assert_eq!(found.status, 200, "{}", found.text());
+    assert_eq!(found.json()["results"][0]["id"], "pen");
+
+    // Collections: the one collection granted, and no other.
+    let notes = post(
+        "/v1/collections",
+        json!({ "name": "notes", "projection": { "v": { "type": "vector(3)", "path": "$.v" } } }),
+    );
+    assert_eq!(notes.status, 201, "{}", notes.text());
+    let bearer = format!("Bearer {bob_in_a}");
+    let ingested = host.request(
+        "POST",
+        "/v1/collections/notes/ingest",
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/json"),
+        ],
+        br#"[{"id": "a", "v": [1, 0, 0]}, {"id": "b", "v": [0, 1, 0]}]"#.to_vec(),
+    );
+    assert_eq!(ingested.status, 200, "{}", ingested.text());
+    assert_eq!(ingested.json()["accepted"], 2, "{}", ingested.text());
+    let nearest = post(
+        "/v1/knn",
+        json!({ "collection": "notes", "column": "v", "vector": [0.9, 0.1, 0], "k": 1 }),
+    );
+    assert_eq!(nearest.status, 200, "{}", nearest.text());
+    assert_eq!(nearest.json()["results"][0]["id"], "a");
+    forbidden(
+        &post("/v1/collections", json!({ "name": "other" })),
+        "Write on Collections",
+    );
+    // k-NN over a table needs a grant on it.
+    forbidden(
+        &post(
+            "/v1/knn",
+            json!({ "table": "items", "column": "embedding", "vector": [1, 1, 0], "k": 1 }),
+        ),
+        "Read on Tables",
+    );
+
+    // Vectors: an index on the table granted.
+    let build = post(
+        "/v1/indexes/hnsw/build",
+        json!({ "table": "items", "column": "embedding", "metric": "l2" }),
+    );
+    assert_eq!(build.status, 202, "{}", build.text());
+
+    // Read on Records alone: ZQL reads in a read-only transaction.
+    let narrowed = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Records", "actions": ["Read"] }),
+    );
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text());
+    forbidden(
+        &post(
+            "/api/zql/insert",
+            json!({ "id": "cup", "namespace": "shop", "data": {} }),
+        ),
+        "Write on Records",
+    );
+    let count = post("/api/zql/query", json!({ "query": "COUNT", "params": {} }));
+    assert_eq!(count.status, 200, "{}", count.text());
+    assert_eq!(count.json()["results"], json!([{ "count": 1 }]));
+}

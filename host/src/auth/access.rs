@@ -115,8 +115,77 @@ impl Access {
         }
     }
 
+    /// Whether `action` is held through `grant`: on every object of its
+    /// kind, or on at least one when the grant reaches any object.
+    pub fn holds(&self, grant: SqlGrant, action: Action) -> bool {
+        if grant.every_object {
+            return self.allows(grant.resource, None, action);
+        }
+        self.permissions
+            .iter()
+            .any(|p| p.resource == grant.resource && rank(p.action) >= rank(action))
+    }
+
+    /// Whether a route group reaching the tenant's SQL through `grants` may
+    /// run SQL for this caller, and if so whether only reading: Read through
+    /// one of them is needed, Write through one makes the transaction
+    /// read-write. The error is the denial of the first.
+    pub fn sql_mode(&self, grants: &[SqlGrant]) -> Result<ReadOnly, String> {
+        let through = |action| grants.iter().any(|g| self.holds(*g, action));
+        if !through(Action::Read) {
+            let resource = grants.first().map_or(Resource::Tables, |g| g.resource);
+            return Err(denial(resource, Action::Read));
+        }
+        Ok(ReadOnly(!through(Action::Write)))
+    }
+
     pub fn permissions(&self) -> &[Permission] {
         &self.permissions
+    }
+}
+
+/// Whether SQL runs in a read-only transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOnly(pub bool);
+
+/// A kind of grant through which a route group reaches the caller's tenant
+/// with SQL (the manifest's `sql_grants`): `Tables/*` is a grant on every
+/// table, `Records` a grant on any record set, the guest checking which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlGrant {
+    pub resource: Resource,
+    /// Only a grant on every object (`*`) counts.
+    pub every_object: bool,
+}
+
+impl SqlGrant {
+    /// Every table: what `/v1/sql`'s arbitrary SQL and a user's function
+    /// (Admin in its own tenant) reach.
+    pub const EVERY_TABLE: Self = Self {
+        resource: Resource::Tables,
+        every_object: true,
+    };
+}
+
+impl std::str::FromStr for SqlGrant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, every_object) = match s.strip_suffix("/*") {
+            Some(name) => (name, true),
+            None => (s, false),
+        };
+        let resource = parse_resource(name).ok_or_else(|| {
+            let names: Vec<_> = RESOURCES.into_iter().map(resource_name).collect();
+            format!(
+                "`{s}` is not a resource kind, optionally followed by `/*` (one of {})",
+                names.join(", ")
+            )
+        })?;
+        Ok(Self {
+            resource,
+            every_object,
+        })
     }
 }
 
@@ -161,6 +230,51 @@ mod tests {
             access.check(Resource::Tables, None, Action::Write),
             Err("Insufficient permissions: requires Write on Tables".to_owned())
         );
+    }
+
+    #[test]
+    fn sql_is_reached_through_the_grants_a_route_group_names() {
+        let records: SqlGrant = "Records".parse().unwrap();
+        let tables: SqlGrant = "Tables/*".parse().unwrap();
+        assert_eq!(tables, SqlGrant::EVERY_TABLE);
+        assert!("Records/".parse::<SqlGrant>().is_err());
+        assert!("Rows".parse::<SqlGrant>().unwrap_err().contains("Records"));
+
+        let one_table = Access::from_grants(false, &[grant("Tables", "orders", &["Admin"])]);
+        assert!(one_table.holds("Tables".parse().unwrap(), Action::Admin));
+        assert_eq!(
+            one_table.sql_mode(&[tables]),
+            Err("Insufficient permissions: requires Read on Tables".to_owned()),
+            "one table's grant is not arbitrary SQL"
+        );
+
+        let reader = Access::from_grants(false, &[grant("Records", "*", &["Read"])]);
+        assert_eq!(reader.sql_mode(&[records]), Ok(ReadOnly(true)));
+        assert_eq!(
+            reader.sql_mode(&[tables, records]),
+            Ok(ReadOnly(true)),
+            "any of the named grants is enough"
+        );
+        assert_eq!(
+            reader.sql_mode(&[tables]),
+            Err("Insufficient permissions: requires Read on Tables".to_owned())
+        );
+
+        let mixed = Access::from_grants(
+            false,
+            &[
+                grant("Collections", "notes", &["Write"]),
+                grant("Tables", "*", &["Read"]),
+            ],
+        );
+        let collections: SqlGrant = "Collections".parse().unwrap();
+        assert_eq!(mixed.sql_mode(&[collections, tables]), Ok(ReadOnly(false)));
+        assert_eq!(mixed.sql_mode(&[tables]), Ok(ReadOnly(true)));
+        assert_eq!(
+            Access::none().sql_mode(&[collections, tables]),
+            Err("Insufficient permissions: requires Read on Collections".to_owned())
+        );
+        assert_eq!(Access::admin().sql_mode(&[tables]), Ok(ReadOnly(false)));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! The statement runs on a connection logged in as the tenant's own role,
 //! inside a transaction that also sets `ROLE`, `search_path` and the
 //! statement timeout (see `db::exec`), so Postgres enforces the tenant's
-//! boundaries whatever SQL the guest sends. The caller's permissions on
-//! `Tables` decide the rest, here and not only in the guest: none, no SQL;
-//! Read without Write, a read-only transaction.
+//! boundaries whatever SQL the guest sends. The caller's permissions decide
+//! the rest, here and not only in the guest, through the grants the route
+//! group's manifest names (`sql_grants`: `Tables/*` for `/v1/sql`, `Records`
+//! for ZQL, ...): Read through none of them, no SQL; Read without Write, a
+//! read-only transaction. The guest narrows that to the objects it touches.
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use super::types::{ErrorKind, JsonResult, QueryResult, SqlError, Value};
 use super::zatabase::platform::session::{Action, Resource};
 use super::zatabase::platform::sql::{self, Host, HostTransaction};
 use crate::auth::Access;
-use crate::auth::access::denial;
+use crate::auth::access::{ReadOnly, SqlGrant, denial};
 use crate::db::exec::error;
 use crate::db::{Fetched, TenantSql, Tx};
 use crate::dispatch::HostState;
@@ -27,16 +29,18 @@ pub struct Transaction {
 }
 
 /// Per-request state of the capability: the tenant the request acts in, if
-/// it acts in one, what the caller may do there, and its open transactions.
+/// it acts in one, what the caller may do there, the grants through which
+/// the component reaches it, and its open transactions.
 pub struct SqlState {
     pub tenant: Option<TenantSql>,
     pub access: Arc<Access>,
+    pub grants: Arc<[SqlGrant]>,
     pub table: ResourceTable,
 }
 
 impl SqlState {
-    /// The tenant, if the caller's grants on Tables allow any SQL, and
-    /// whether only reading: none, no SQL; Read without Write, read-only.
+    /// The tenant, if the caller's grants allow any SQL, and whether only
+    /// reading: none, no SQL; Read without Write, read-only.
     fn scope(&self) -> Result<(&TenantSql, bool), SqlError> {
         let Some(tenant) = &self.tenant else {
             return Err(error(
@@ -44,37 +48,39 @@ impl SqlState {
                 "this request acts in no tenant",
             ));
         };
-        if !self.access.allows(Resource::Tables, None, Action::Read) {
-            return Err(error(
-                ErrorKind::PermissionDenied,
-                denial(Resource::Tables, Action::Read),
-            ));
-        }
-        Ok((
-            tenant,
-            !self.access.allows(Resource::Tables, None, Action::Write),
-        ))
+        let ReadOnly(read_only) = self
+            .access
+            .sql_mode(&self.grants)
+            .map_err(|denied| error(ErrorKind::PermissionDenied, denied))?;
+        Ok((tenant, read_only))
+    }
+
+    /// The kind of resource a refused write lacks Write on.
+    fn written(&self) -> Resource {
+        self.grants.first().map_or(Resource::Tables, |g| g.resource)
     }
 
     /// Runs the caller's SQL in a transaction of its own.
     async fn run(&mut self, statement: &str, params: &[Value]) -> Result<Fetched, SqlError> {
         let (tenant, read_only) = self.scope()?;
-        denied_write(
-            tenant.execute(statement, params, read_only).await,
-            read_only,
-        )
+        let result = tenant.execute(statement, params, read_only).await;
+        denied_write(result, read_only, self.written())
     }
 }
 
 /// A write refused by a read-only transaction is the caller's missing
-/// Write grant (25006: a write in a read-only transaction; 25001: an
-/// attempt to make it read-write again).
-fn denied_write(result: Result<Fetched, SqlError>, read_only: bool) -> Result<Fetched, SqlError> {
+/// Write grant on `resource` (25006: a write in a read-only transaction;
+/// 25001: an attempt to make it read-write again).
+fn denied_write(
+    result: Result<Fetched, SqlError>,
+    read_only: bool,
+    resource: Resource,
+) -> Result<Fetched, SqlError> {
     match result {
         Err(e) if read_only && matches!(e.sqlstate.as_deref(), Some("25006" | "25001")) => {
             Err(SqlError {
                 kind: ErrorKind::PermissionDenied,
-                message: denial(Resource::Tables, Action::Write),
+                message: denial(resource, Action::Write),
                 detail: None,
                 hint: None,
                 position: None,
@@ -118,9 +124,10 @@ impl HostTransaction for SqlState {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, SqlError>> {
+        let written = self.written();
         let transaction = self.table.get_mut(&tx)?;
         let result = transaction.tx.execute(&statement, &params).await;
-        Ok(denied_write(result, transaction.read_only).and_then(Fetched::typed))
+        Ok(denied_write(result, transaction.read_only, written).and_then(Fetched::typed))
     }
 
     async fn execute_json(
@@ -129,9 +136,10 @@ impl HostTransaction for SqlState {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<JsonResult, SqlError>> {
+        let written = self.written();
         let transaction = self.table.get_mut(&tx)?;
         let result = transaction.tx.execute(&statement, &params).await;
-        Ok(denied_write(result, transaction.read_only).and_then(Fetched::json))
+        Ok(denied_write(result, transaction.read_only, written).and_then(Fetched::json))
     }
 
     async fn commit(

@@ -32,6 +32,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::auth::access::SqlGrant;
 use crate::auth::{Access, Auth};
 use crate::caps::zatabase::platform::session::Principal;
 use crate::caps::{
@@ -225,6 +226,8 @@ pub struct LoadedComponent {
     warm: WarmPool,
     timeout: Duration,
     memory_bytes: usize,
+    /// The grants through which its `sql` reaches the caller's tenant.
+    sql_grants: Arc<[SqlGrant]>,
     pub origin: Origin,
     pub load_time: Duration,
 }
@@ -402,6 +405,7 @@ pub fn load(
         requests: metrics.group(&id),
         timeout: spec.timeout.unwrap_or(defaults.timeout),
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
+        sql_grants: spec.sql_grants.clone(),
         pre,
         route,
         warm: WarmPool::default(),
@@ -430,6 +434,7 @@ pub fn load_function(
         requests: metrics.functions().clone(),
         timeout,
         memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
+        sql_grants: Arc::new([SqlGrant::EVERY_TABLE]),
         pre,
         route: None,
         warm: WarmPool::default(),
@@ -577,6 +582,7 @@ impl Dispatcher {
                         function.tenant.clone(),
                     )),
                     access: TENANT_ADMIN.clone(),
+                    grants: component.sql_grants.clone(),
                     table: ResourceTable::new(),
                 },
                 None => SqlState {
@@ -585,6 +591,7 @@ impl Dispatcher {
                         Some(TenantSql::new(self.services.db.clone(), Arc::new(tenant)))
                     }),
                     access: ctx.access.clone(),
+                    grants: component.sql_grants.clone(),
                     table: ResourceTable::new(),
                 },
             },

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 
+use crate::auth::access::SqlGrant;
 use crate::caps::Capability;
 
 /// The manifest compiled into the binary, and the files it names.
@@ -35,6 +36,8 @@ pub struct ComponentSpec {
     pub description: Option<String>,
     pub wasm: Cow<'static, [u8]>,
     pub grants: BTreeSet<Capability>,
+    /// The grants through which its `sql` reaches the caller's tenant.
+    pub sql_grants: Arc<[SqlGrant]>,
     pub timeout: Option<Duration>,
     pub memory_mb: Option<u64>,
     /// The largest request body its routes take, when not the host's.
@@ -52,6 +55,7 @@ impl std::fmt::Debug for ComponentSpec {
             .field("id", &self.id)
             .field("wasm_bytes", &self.wasm.len())
             .field("grants", &self.grants)
+            .field("sql_grants", &self.sql_grants)
             .field("timeout", &self.timeout)
             .field("memory_mb", &self.memory_mb)
             .field("feature", &self.feature)
@@ -236,6 +240,20 @@ pub fn resolve(
                     .with_context(|| format!("component `{id}`: unknown capability `{name}`"))
             })
             .collect::<anyhow::Result<BTreeSet<_>>>()?;
+        let sql_grants = zatabase
+            .map(|z| &z.sql_grants[..])
+            .unwrap_or_default()
+            .iter()
+            .map(|name| {
+                name.parse::<SqlGrant>()
+                    .map_err(|e| anyhow::anyhow!("component `{id}`: sql_grants: {e}"))
+            })
+            .collect::<anyhow::Result<Arc<[_]>>>()?;
+        ensure!(
+            grants.contains(&Capability::Sql) != sql_grants.is_empty(),
+            "component `{id}`: sql_grants names the grants through which the `sql` capability \
+             reaches the caller's tenant: it is needed with that capability and only with it"
+        );
         let openapi = match zatabase.and_then(|z| z.openapi.as_deref()) {
             Some(path) => Some(load_openapi(id, path, read, &routes)?),
             None => None,
@@ -270,6 +288,7 @@ pub fn resolve(
             description: component.description.clone(),
             wasm: read(&component.source).with_context(|| format!("component `{id}`"))?,
             grants,
+            sql_grants,
             timeout: zatabase
                 .and_then(|z| z.timeout_ms)
                 .map(Duration::from_millis),

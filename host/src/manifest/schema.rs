@@ -85,6 +85,11 @@ pub struct ZatabaseComponent {
     /// Host capabilities (WIT interfaces of `zatabase:platform`) it may import.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// With the `sql` capability: the grants through which it reaches the
+    /// caller's tenant (`Tables/*`: on every table; `Records`: on any
+    /// record set, the guest checking which).
+    #[serde(default)]
+    pub sql_grants: Vec<String>,
     /// Wall-clock limit of one request, in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,

@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::path::Path;
 
+use crate::auth::access::resource_name;
+
 fn read(path: &str) -> anyhow::Result<Cow<'static, [u8]>> {
     if path.ends_with(".wasm") {
         return Ok(Cow::Borrowed(b"\0asm"));
@@ -18,10 +20,19 @@ fn summary(app: &super::App) -> String {
     let mut lines = Vec::new();
     for component in &app.components {
         let grants: Vec<&str> = component.grants.iter().map(|g| g.name()).collect();
+        let sql_grants: Vec<String> = component
+            .sql_grants
+            .iter()
+            .map(|g| {
+                let every = if g.every_object { "/*" } else { "" };
+                format!("{}{every}", resource_name(g.resource))
+            })
+            .collect();
         lines.push(format!(
-            "component {} grants=[{}] timeout={:?} memory_mb={:?}",
+            "component {} grants=[{}] sql_grants=[{}] timeout={:?} memory_mb={:?}",
             component.id,
             grants.join(","),
+            sql_grants.join(","),
             component.timeout.map(|t| t.as_millis()),
             component.memory_mb
         ));
