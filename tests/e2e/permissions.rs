@@ -554,3 +554,55 @@ fn grants_on_records_collections_and_vectors_open_their_routes_without_tables() 
     assert_eq!(count.status, 200, "{}", count.text());
     assert_eq!(count.json()["results"], json!([{ "count": 1 }]));
 }
+
+#[test]
+fn a_reader_of_records_and_collections_reads_a_project_that_has_none_yet() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let bob = host.signup(&unique_email("bob"), PASSWORD);
+    let project = project_of(&host, &alice);
+    for resource in ["Records", "Collections"] {
+        let granted = grant(
+            &host,
+            &alice.access_token,
+            json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": resource, "actions": ["Read"] }),
+        );
+        assert_eq!(granted.status, 201, "{}", granted.text());
+    }
+    let switched = switch_into(&host, &bob, &project, &alice.environment);
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let bob = Account::from(&switched.json()).access_token;
+
+    // Nothing is made for a reader (its transaction is read-only), and
+    // there is nothing to find.
+    let found = call(
+        &host,
+        "POST",
+        "/api/zql/query",
+        &bob,
+        Some(&json!({ "query": "COUNT", "params": {} })),
+    );
+    assert_eq!(found.status, 200, "{}", found.text());
+    assert_eq!(found.json()["results"], json!([{ "count": 0 }]));
+    let info = call(&host, "GET", "/api/zql/info", &bob, None);
+    assert_eq!(info.status, 200, "{}", info.text());
+    assert_eq!(info.json()["records"], 0, "{}", info.text());
+    let listed = call(&host, "GET", "/v1/collections", &bob, None);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["collections"], json!([]), "{}", listed.text());
+    call(&host, "GET", "/v1/collections/notes", &bob, None).expect_error(404);
+    forbidden(
+        &call(&host, "GET", "/v1/indexes/hnsw", &bob, None),
+        "Read on Vectors",
+    );
+    forbidden(
+        &call(
+            &host,
+            "POST",
+            "/v1/collections",
+            &bob,
+            Some(&json!({ "name": "notes" })),
+        ),
+        "Write on Collections",
+    );
+}
