@@ -59,6 +59,23 @@ fn grants(host: &Host, token: &str) -> Vec<Value> {
     listed.json()["grants"].as_array().unwrap().clone()
 }
 
+/// A second user granted each of `grants` (grant bodies without their
+/// principal) in `owner`'s project, switched into it.
+fn grantee(host: &Host, owner: &Account, grants: &[Value]) -> Account {
+    let user = host.signup(&unique_email("bob"), PASSWORD);
+    for body in grants {
+        let mut body = body.clone();
+        body["principal_type"] = json!("user");
+        body["principal_id"] = json!(user.user_id);
+        let granted = grant(host, &owner.access_token, body);
+        assert_eq!(granted.status, 201, "{}", granted.text());
+    }
+    let project = project_of(host, owner);
+    let switched = switch_into(host, &user, &project, &owner.environment);
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    Account::from(&switched.json())
+}
+
 #[test]
 fn the_creator_administers_everything() {
     let host = Host::start();
@@ -244,16 +261,11 @@ fn a_grant_opens_a_project_to_another_user_and_no_further() {
 fn a_grant_on_one_table_is_not_a_grant_on_all() {
     let host = Host::start();
     let alice = host.signup(&unique_email("ada"), PASSWORD);
-    let bob = host.signup(&unique_email("bob"), PASSWORD);
-    let project = project_of(&host, &alice);
-    let one = grant(
+    let bob_in_a = grantee(
         &host,
-        &alice.access_token,
-        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables",
-                "resource_id": "orders", "actions": ["Admin"] }),
+        &alice,
+        &[json!({ "resource": "Tables", "resource_id": "orders", "actions": ["Admin"] })],
     );
-    assert_eq!(one.status, 201, "{}", one.text());
-    let bob_in_a = Account::from(&switch_into(&host, &bob, &project, &alice.environment).json());
     // Arbitrary SQL can touch any table, so it takes a grant on `*`.
     forbidden(
         &sql(&host, &bob_in_a.access_token, "SELECT * FROM orders"),
@@ -452,8 +464,6 @@ fn a_read_only_grant_reads_and_reaches_nothing_more() {
 fn grants_on_records_collections_and_vectors_open_their_routes_without_tables() {
     let host = Host::start();
     let alice = host.signup(&unique_email("ada"), PASSWORD);
-    let bob = host.signup(&unique_email("bob"), PASSWORD);
-    let project = project_of(&host, &alice);
     let created = sql(
         &host,
         &alice.access_token,
@@ -461,22 +471,16 @@ fn grants_on_records_collections_and_vectors_open_their_routes_without_tables() 
          INSERT INTO items SELECT i, ARRAY[i, 1, 0]::extensions.vector FROM generate_series(1, 20) i",
     );
     assert_eq!(created.status, 200, "{}", created.text());
-    for (resource, resource_id, actions) in [
-        ("Records", "*", json!(["Write"])),
-        ("Collections", "notes", json!(["Write"])),
-        ("Vectors", "items", json!(["Write"])),
-    ] {
-        let granted = grant(
-            &host,
-            &alice.access_token,
-            json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": resource,
-                    "resource_id": resource_id, "actions": actions }),
-        );
-        assert_eq!(granted.status, 201, "{}", granted.text());
-    }
-    let switched = switch_into(&host, &bob, &project, &alice.environment);
-    assert_eq!(switched.status, 200, "{}", switched.text());
-    let bob_in_a = Account::from(&switched.json()).access_token;
+    let bob = grantee(
+        &host,
+        &alice,
+        &[
+            json!({ "resource": "Records", "actions": ["Write"] }),
+            json!({ "resource": "Collections", "resource_id": "notes", "actions": ["Write"] }),
+            json!({ "resource": "Vectors", "resource_id": "items", "actions": ["Write"] }),
+        ],
+    );
+    let bob_in_a = bob.access_token.clone();
     let post = |path: &str, body: Value| call(&host, "POST", path, &bob_in_a, Some(&body));
 
     // None of these is a grant on every table: no arbitrary SQL.
@@ -559,19 +563,15 @@ fn grants_on_records_collections_and_vectors_open_their_routes_without_tables() 
 fn a_reader_of_records_and_collections_reads_a_project_that_has_none_yet() {
     let host = Host::start();
     let alice = host.signup(&unique_email("ada"), PASSWORD);
-    let bob = host.signup(&unique_email("bob"), PASSWORD);
-    let project = project_of(&host, &alice);
-    for resource in ["Records", "Collections"] {
-        let granted = grant(
-            &host,
-            &alice.access_token,
-            json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": resource, "actions": ["Read"] }),
-        );
-        assert_eq!(granted.status, 201, "{}", granted.text());
-    }
-    let switched = switch_into(&host, &bob, &project, &alice.environment);
-    assert_eq!(switched.status, 200, "{}", switched.text());
-    let bob = Account::from(&switched.json()).access_token;
+    let bob = grantee(
+        &host,
+        &alice,
+        &[
+            json!({ "resource": "Records", "actions": ["Read"] }),
+            json!({ "resource": "Collections", "actions": ["Read"] }),
+        ],
+    )
+    .access_token;
 
     // Nothing is made for a reader (its transaction is read-only), and
     // there is nothing to find.
