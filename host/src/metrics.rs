@@ -25,6 +25,11 @@ struct GroupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ComponentLabels {
     component: String,
 }
@@ -103,6 +108,7 @@ pub struct Metrics {
     latency: HistogramFamily<GroupLabels>,
     instantiations: HistogramFamily<ComponentLabels>,
     pool_connections: Family<PoolLabels, Gauge>,
+    notifications: Family<ChannelLabels, Counter>,
     /// Requests no route group answered (the host's own routes, refusals
     /// at the edge).
     host: Arc<GroupSeries>,
@@ -154,6 +160,19 @@ impl Metrics {
             "Database connections held by the host, by pool and state",
             pool_connections.clone(),
         );
+        let notifications = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "platform_notifications",
+            "Notifications of changed platform state (ended sessions, changed grants or functions) this host received, by channel",
+            notifications.clone(),
+        );
+        for channel in [
+            crate::db::notify::SESSION_ENDED,
+            crate::db::notify::ACCESS_CHANGED,
+            crate::db::notify::FUNCTION_CHANGED,
+        ] {
+            drop(notifications.get_or_create(&ChannelLabels { channel }));
+        }
         let host = GroupSeries::new(&requests, &latency, "host");
         let functions = GroupSeries::new(&requests, &latency, "fn");
         Self {
@@ -162,6 +181,7 @@ impl Metrics {
             latency,
             instantiations,
             pool_connections,
+            notifications,
             host,
             functions,
         }
@@ -190,6 +210,14 @@ impl Metrics {
             .get_or_create(&ComponentLabels {
                 component: component.to_owned(),
             })
+            .clone()
+    }
+
+    /// The counter of notifications received on the platform channel
+    /// `channel` (its public name).
+    pub fn notifications(&self, channel: &'static str) -> Counter {
+        self.notifications
+            .get_or_create(&ChannelLabels { channel })
             .clone()
     }
 

@@ -151,8 +151,8 @@ impl Platform {
             );
         }
         let session_listener = tokio::spawn({
-            let (auth, pool) = (auth.clone(), db.platform_pool().clone());
-            async move { auth.sessions.listen(pool).await }
+            let (auth, pool, metrics) = (auth.clone(), db.platform_pool().clone(), metrics.clone());
+            async move { auth.sessions.listen(pool, &metrics).await }
         });
         let functions = Arc::new(Functions::new(
             db.clone(),

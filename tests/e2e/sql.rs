@@ -1,8 +1,10 @@
 //! `POST /v1/sql` through the real `sql` route group, in the development
 //! tenant: results, errors, limits, and the tenant's walls.
 
+use std::time::Duration;
+
 use serde_json::json;
-use zatabase_tests::{Host, unique_email};
+use zatabase_tests::{Host, eventually, unique_email};
 
 #[test]
 fn values_come_back_typed() {
@@ -710,5 +712,123 @@ fn a_tenant_cannot_change_how_results_are_typed_for_anyone() {
     assert_eq!(
         other["rows"],
         json!([{ "a": [1, 2], "j": { "k": [1] }, "t": ["x"], "c": "c" }])
+    );
+}
+
+/// How many notifications on the platform channel `channel` the host has
+/// received (its metrics).
+fn notifications(host: &Host, channel: &str) -> u64 {
+    let text = host.get("/metrics").text();
+    let prefix = format!("zatabase_platform_notifications_total{{channel=\"{channel}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+#[test]
+fn a_tenant_cannot_notify_the_platforms_channels() {
+    const CHANNELS: [&str; 3] = [
+        "zatabase_session_ended",
+        "zatabase_access_changed",
+        "zatabase_function_changed",
+    ];
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), "a long enough password");
+    let mallory = host.signup(&unique_email("mallory"), "a long enough password");
+    let project = host
+        .call("GET", "/v1/whoami", &alice.access_token, None)
+        .json()["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let function = host.call(
+        "POST",
+        "/v1/functions",
+        &alice.access_token,
+        Some(&json!({ "name": "quiet" })),
+    );
+    assert_eq!(function.status, 201, "{}", function.text());
+    let function = function.json()["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = CHANNELS.map(|c| notifications(&host, c));
+
+    // Every channel by its public name, with payloads that would void
+    // alice's sessions and function: Postgres lets any role send them, and
+    // no host hears them.
+    let sent = host.call(
+        "POST",
+        "/v1/sql",
+        &mallory.access_token,
+        Some(&json!({
+            "query": "SELECT pg_notify('zatabase_access_changed', $1), \
+                      pg_notify('zatabase_session_ended', 'any'), \
+                      pg_notify('zatabase_function_changed', $2)",
+            "params": [project, function],
+        })),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.text());
+    // The names hosts listen on are not to be found.
+    for (query, status, reason) in [
+        (
+            "SELECT zatabase.channel('zatabase_access_changed')",
+            403,
+            "permission denied for schema zatabase",
+        ),
+        (
+            "SELECT secret FROM zatabase.notify_secret",
+            403,
+            "permission denied for schema zatabase",
+        ),
+    ] {
+        let refused = host
+            .call(
+                "POST",
+                "/v1/sql",
+                &mallory.access_token,
+                Some(&json!({ "query": query })),
+            )
+            .expect_error(status);
+        assert!(refused.contains(reason), "{query}: {refused}");
+    }
+    // Nor in what Postgres shows of the hosts' listening connections.
+    let seen = host.call(
+        "POST",
+        "/v1/sql",
+        &mallory.access_token,
+        Some(&json!({ "query":
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query ILIKE '%LISTEN%zatabase%'" })),
+    );
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(seen.json()["rows"][0]["n"], 0, "{}", seen.text());
+
+    // Real changes are heard: one each, after the sends above.
+    let granted = host.call(
+        "PUT",
+        "/v1/permissions",
+        &alice.access_token,
+        Some(&json!({ "principal_type": "user", "principal_id": mallory.user_id, "resource": "Records", "actions": ["Read"] })),
+    );
+    assert_eq!(granted.status, 201, "{}", granted.text());
+    let deleted = host.call(
+        "DELETE",
+        &format!("/v1/functions/{function}"),
+        &alice.access_token,
+        None,
+    );
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            notifications(&host, CHANNELS[1]) > before[1]
+                && notifications(&host, CHANNELS[2]) > before[2]
+        }),
+        "the real changes were not heard"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let after = CHANNELS.map(|c| notifications(&host, c));
+    assert_eq!(
+        after,
+        [before[0], before[1] + 1, before[2] + 1],
+        "{CHANNELS:?}: only the real changes"
     );
 }

@@ -6,7 +6,8 @@
 //! `zatabase.sessions` notifies every host on `zatabase_session_ended`.
 //! Permissions change the same way: the host that changed them forgets the
 //! project's or organization's sessions (`auth.forget-access`), and triggers
-//! notify every host on `zatabase_access_changed`. While this host is not
+//! notify every host on `zatabase_access_changed` (each channel under a
+//! name no tenant can send to: `db::notify`). While this host is not
 //! listening (starting, or its listener connection lost), it trusts nothing
 //! and asks the database every time.
 
@@ -15,12 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 
 use super::access::Access;
-
-const SESSION_ENDED: &str = "zatabase_session_ended";
-const ACCESS_CHANGED: &str = "zatabase_access_changed";
+use crate::db::notify::{ACCESS_CHANGED, Listener, SESSION_ENDED};
+use crate::metrics::Metrics;
 
 /// A live session as checked: until when to trust the check, the project
 /// and organization whose permission changes void it, and its access.
@@ -111,12 +111,12 @@ impl SessionCache {
 
     /// Listens for ended sessions and changed permissions until the process
     /// ends, reconnecting after a failure (and trusting nothing meanwhile).
-    pub async fn listen(&self, pool: PgPool) {
+    pub async fn listen(&self, pool: PgPool, metrics: &Metrics) {
         if self.ttl.is_zero() {
             return;
         }
         loop {
-            match self.listen_once(&pool).await {
+            match self.listen_once(&pool, metrics).await {
                 Ok(()) => tracing::warn!(
                     "session listener connection lost; checking every session until it is back"
                 ),
@@ -132,15 +132,14 @@ impl SessionCache {
 
     /// Returns when the connection is lost (notifications may have been
     /// missed, so the caller drops the cache).
-    async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen_all([SESSION_ENDED, ACCESS_CHANGED]).await?;
+    async fn listen_once(&self, pool: &PgPool, metrics: &Metrics) -> Result<(), sqlx::Error> {
+        let mut listener = Listener::start(pool, &[SESSION_ENDED, ACCESS_CHANGED], metrics).await?;
         self.forget_all();
         self.listening.store(true, Ordering::Release);
-        while let Some(notification) = listener.try_recv().await? {
-            match notification.channel() {
-                SESSION_ENDED => self.forget(notification.payload()),
-                _ => self.forget_scope(notification.payload()),
+        while let Some((channel, payload)) = listener.next().await? {
+            match channel {
+                SESSION_ENDED => self.forget(&payload),
+                _ => self.forget_scope(&payload),
             }
         }
         Ok(())

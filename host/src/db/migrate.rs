@@ -69,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "platform ddl locks",
         include_str!("../../migrations/0012_platform_ddl_locks.sql"),
     ),
+    (
+        13,
+        "private channels",
+        include_str!("../../migrations/0013_private_channels.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

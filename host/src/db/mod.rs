@@ -10,6 +10,7 @@ pub mod exec;
 pub mod install;
 pub mod json;
 pub mod migrate;
+pub mod notify;
 pub mod pool;
 pub mod sqltext;
 pub mod tenant;

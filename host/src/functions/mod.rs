@@ -6,7 +6,8 @@
 //! it stores each deployment's component by content (sha256) and activates
 //! it in one transaction. The host resolves `/fn/:name` from those tables and
 //! remembers the answer while it listens to `zatabase_function_changed` (a
-//! trigger on `zatabase.functions`); the route group also tells this host at
+//! trigger on `zatabase.functions`; the channel's name is private to the
+//! platform, `db::notify`); the route group also tells this host at
 //! once (`functions.forget`), so a deleted function is 404 on its next request.
 //! A forgotten function read again as it was gets the deployment (linked
 //! component, kept instances) this host already made of it.
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use wasmtime::component::{Component, Linker, Val};
 
 use crate::caps::log::FunctionLog;
@@ -27,6 +28,7 @@ use crate::caps::outbound::{AllowedHost, Egress};
 use crate::caps::zatabase::platform::functions::{Bounds as Limits, ComponentInfo, Template};
 use crate::caps::{self, Capability};
 use crate::config::FunctionsConfig;
+use crate::db::notify::{FUNCTION_CHANGED, Listener};
 use crate::db::{Db, Tenant};
 use crate::dispatch::{self, FunctionContext, HostState, Linking, LoadedComponent};
 use crate::engine::Engine;
@@ -40,7 +42,6 @@ pub mod scheduler;
 pub mod telemetry;
 pub mod templates;
 
-const FUNCTION_CHANGED: &str = "zatabase_function_changed";
 /// Active deployments whose components a starting host loads before it
 /// listens, and the most time it spends on them.
 const PRELOAD_AT_MOST: i64 = 64;
@@ -674,12 +675,11 @@ impl Functions {
     }
 
     async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(FUNCTION_CHANGED).await?;
+        let mut listener = Listener::start(pool, &[FUNCTION_CHANGED], &self.metrics).await?;
         self.forget_all();
         self.listening.store(true, Ordering::Release);
-        while let Some(notification) = listener.try_recv().await? {
-            self.forget(notification.payload());
+        while let Some((_, function_id)) = listener.next().await? {
+            self.forget(&function_id);
         }
         Ok(())
     }
