@@ -175,6 +175,7 @@ pub fn check_imports(
         }
     }
     if !missing.is_empty() {
+        missing.sort_unstable();
         bail!(
             "component `{id}` imports capabilities it is not granted: {}; grant them in \
              spin.toml under [component.{id}.tool.zatabase] capabilities",
