@@ -150,7 +150,8 @@ pub struct ReadOnly(pub bool);
 
 /// A kind of grant through which a route group reaches the caller's tenant
 /// with SQL (the manifest's `sql_grants`): `Tables/*` is a grant on every
-/// table, `Records` a grant on any record set, the guest checking which.
+/// table, `Collections` a grant on any one collection, the guest checking
+/// which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqlGrant {
     pub resource: Resource,
