@@ -2,7 +2,9 @@
 //! grant lets a second user do in someone else's project.
 
 use serde_json::{Value, json};
-use zatabase_tests::{Account, Host, Resp, function_fixture, unique_email};
+use zatabase_tests::{
+    Account, Host, Resp, builtin_guest, fixture, function_fixture, scratch, unique_email,
+};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -604,5 +606,119 @@ fn a_reader_of_records_and_collections_reads_a_project_that_has_none_yet() {
             Some(&json!({ "name": "notes" })),
         ),
         "Write on Collections",
+    );
+}
+
+/// The host's own gate, with no guest check before it: the fixture runs a
+/// caller's SQL without asking the session anything, behind a manifest
+/// naming `sql_grants = ["Records/*"]`. Only Read on every record set lets
+/// SQL run (a grant on all Tables does not), read-only without Write, and a
+/// refused write leaves nothing behind.
+#[test]
+fn the_host_bounds_a_route_groups_sql_by_its_sql_grants_alone() {
+    let dir = scratch();
+    std::fs::copy(fixture("misbehave"), dir.join("misbehave.wasm")).unwrap();
+    let manifest = dir.join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"spin_manifest_version = 2
+
+[application]
+name = "unchecked-sql"
+
+[[trigger.http]]
+route = "/v1/auth/..."
+component = "auth"
+
+[[trigger.http]]
+route = "/v1/whoami"
+component = "auth"
+
+[[trigger.http]]
+route = "/v1/permissions/..."
+component = "auth"
+
+[[trigger.http]]
+route = "/caller-sql"
+component = "unchecked"
+
+[component.auth]
+source = {auth:?}
+[component.auth.tool.zatabase]
+capabilities = ["session", "platform-db", "auth", "log"]
+public_routes = ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
+
+[component.unchecked]
+source = "misbehave.wasm"
+[component.unchecked.tool.zatabase]
+capabilities = ["platform-db", "sql", "log"]
+sql_grants = ["Records/*"]
+"#,
+            auth = builtin_guest("auth").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let host = Host::builder().manifest(&manifest).start();
+    let run = |who: &Account, query: &str| {
+        call(
+            &host,
+            "POST",
+            "/caller-sql",
+            &who.access_token,
+            Some(&json!(query)),
+        )
+    };
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let created = run(
+        &alice,
+        "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('first')",
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+
+    let tables_admin = grantee(
+        &host,
+        &alice,
+        &[json!({ "resource": "Tables", "actions": ["Admin"] })],
+    );
+    forbidden(
+        &run(&tables_admin, "SELECT body FROM notes"),
+        "Read on Records",
+    );
+    let one_record_set = grantee(
+        &host,
+        &alice,
+        &[json!({ "resource": "Records", "resource_id": "shop", "actions": ["Write"] })],
+    );
+    forbidden(&run(&one_record_set, "SELECT 1"), "Read on Records");
+
+    let reader = grantee(
+        &host,
+        &alice,
+        &[json!({ "resource": "Records", "actions": ["Read"] })],
+    );
+    let read = run(&reader, "SELECT body FROM notes");
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json(), json!([{ "body": "first" }]));
+    for write in [
+        "INSERT INTO notes VALUES ('reader')",
+        "SET TRANSACTION READ WRITE; INSERT INTO notes VALUES ('reader')",
+        "DROP TABLE notes",
+    ] {
+        forbidden(&run(&reader, write), "Write on Records");
+    }
+
+    let writer = grantee(
+        &host,
+        &alice,
+        &[json!({ "resource": "Records", "actions": ["Write"] })],
+    );
+    let written = run(&writer, "INSERT INTO notes VALUES ('writer')");
+    assert_eq!(written.status, 200, "{}", written.text());
+    let all = run(&alice, "SELECT body FROM notes ORDER BY body");
+    assert_eq!(
+        all.json(),
+        json!([{ "body": "first" }, { "body": "writer" }]),
+        "only the writer's row landed"
     );
 }

@@ -45,7 +45,8 @@ component = "misbehave"
 [component.misbehave]
 source = "misbehave.wasm"
 [component.misbehave.tool.zatabase]
-capabilities = ["platform-db", "log"]
+capabilities = ["platform-db", "sql", "log"]
+sql_grants = ["Tables/*"]
 public_routes = ["/loop", "/ok"]
 timeout_ms = 3000
 "#,

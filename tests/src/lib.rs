@@ -59,7 +59,8 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-fn scratch() -> PathBuf {
+/// A fresh directory of the test's own, under the system's temp dir.
+pub fn scratch() -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join("zatabase-tests").join(format!(
         "{}-{}",
@@ -445,6 +446,17 @@ pub fn fixture(name: &str) -> PathBuf {
         "fixture {name} was not built at {}",
         path.display()
     );
+    path
+}
+
+/// A built-in route group's component, as the host's build left it
+/// (`zatabase_guest_<name>.wasm` in the guests' target directory), for
+/// manifests that mount it beside a fixture.
+pub fn builtin_guest(name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("guests/wasm32-wasip2/guest")
+        .join(format!("zatabase_guest_{name}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
     path
 }
 
