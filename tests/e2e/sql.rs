@@ -726,13 +726,34 @@ fn notifications(host: &Host, channel: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
 }
 
+const CHANNELS: [&str; 3] = [
+    "zatabase_session_ended",
+    "zatabase_access_changed",
+    "zatabase_function_changed",
+];
+
+/// The host's notification counters once they have stopped moving (the
+/// same over 250 ms), so a count taken before a step holds everything
+/// caused by the steps before it.
+fn settled_notifications(host: &Host) -> [u64; 3] {
+    let mut last = CHANNELS.map(|c| notifications(host, c));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = CHANNELS.map(|c| notifications(host, c));
+        if now == last {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notification counters kept moving: {now:?}"
+        );
+        last = now;
+    }
+}
+
 #[test]
 fn a_tenant_cannot_notify_the_platforms_channels() {
-    const CHANNELS: [&str; 3] = [
-        "zatabase_session_ended",
-        "zatabase_access_changed",
-        "zatabase_function_changed",
-    ];
     let host = Host::start();
     let alice = host.signup(&unique_email("ada"), "a long enough password");
     let mallory = host.signup(&unique_email("mallory"), "a long enough password");
@@ -750,8 +771,7 @@ fn a_tenant_cannot_notify_the_platforms_channels() {
     );
     assert_eq!(function.status, 201, "{}", function.text());
     let function = function.json()["id"].as_str().unwrap().to_owned();
-    std::thread::sleep(Duration::from_millis(300));
-    let before = CHANNELS.map(|c| notifications(&host, c));
+    let before = settled_notifications(&host);
 
     // Every channel by its public name, with payloads that would void
     // alice's sessions and function: Postgres lets any role send them, and
@@ -824,8 +844,7 @@ fn a_tenant_cannot_notify_the_platforms_channels() {
         }),
         "the real changes were not heard"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let after = CHANNELS.map(|c| notifications(&host, c));
+    let after = settled_notifications(&host);
     assert_eq!(
         after,
         [before[0], before[1] + 1, before[2] + 1],
