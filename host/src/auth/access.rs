@@ -139,6 +139,18 @@ impl Access {
         Ok(ReadOnly(!through(Action::Write)))
     }
 
+    /// The kind of resource a write refused by a read-only transaction
+    /// lacks Write on: the first of `grants` the caller reads through (a
+    /// reader of one table's vectors lacks Write on Vectors, not on the
+    /// Collections named before them).
+    pub fn written(&self, grants: &[SqlGrant]) -> Resource {
+        grants
+            .iter()
+            .find(|g| self.holds(**g, Action::Read))
+            .or(grants.first())
+            .map_or(Resource::Tables, |g| g.resource)
+    }
+
     pub fn permissions(&self) -> &[Permission] {
         &self.permissions
     }
@@ -276,6 +288,22 @@ mod tests {
             Err("Insufficient permissions: requires Read on Collections".to_owned())
         );
         assert_eq!(Access::admin().sql_mode(&[tables]), Ok(ReadOnly(false)));
+
+        let vectors: SqlGrant = "Vectors".parse().unwrap();
+        let vector_reader = Access::from_grants(false, &[grant("Vectors", "items", &["Read"])]);
+        assert_eq!(
+            vector_reader.sql_mode(&[collections, vectors, tables]),
+            Ok(ReadOnly(true))
+        );
+        assert_eq!(
+            vector_reader.written(&[collections, vectors, tables]),
+            Resource::Vectors,
+            "a refused write names the grant read through"
+        );
+        assert_eq!(
+            Access::none().written(&[collections, vectors]),
+            Resource::Collections
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! boundaries whatever SQL the guest sends. The caller's permissions decide
 //! the rest, here and not only in the guest, through the grants the route
 //! group's manifest names (`sql_grants`: `Tables/*` for `/v1/sql`,
-//! `Records/*` for ZQL, ...): Read through none of them, no SQL; Read without Write, a
-//! read-only transaction. The guest narrows that to the objects it touches.
+//! `Records/*` for ZQL, ...): Read through none of them, no SQL; Read
+//! without Write, a read-only transaction. The guest narrows that to the
+//! objects it touches.
 
 use std::sync::Arc;
 
@@ -55,15 +56,8 @@ impl SqlState {
         Ok((tenant, read_only))
     }
 
-    /// The kind of resource a refused write lacks Write on: the first the
-    /// caller reads through (a reader of one table's vectors is told it
-    /// lacks Write on Vectors, not on the Collections named before them).
     fn written(&self) -> Resource {
-        self.grants
-            .iter()
-            .find(|g| self.access.holds(**g, Action::Read))
-            .or(self.grants.first())
-            .map_or(Resource::Tables, |g| g.resource)
+        self.access.written(&self.grants)
     }
 
     /// Runs the caller's SQL in a transaction of its own.
