@@ -612,8 +612,8 @@ fn a_reader_of_records_and_collections_reads_a_project_that_has_none_yet() {
 /// The host's own gate, with no guest check before it: the fixture runs a
 /// caller's SQL without asking the session anything, behind a manifest
 /// naming `sql_grants = ["Records/*"]`. Only Read on every record set lets
-/// SQL run (a grant on all Tables does not), read-only without Write, and a
-/// refused write leaves nothing behind.
+/// SQL run (a grant on all Tables does not), read-only without Write on
+/// every record set too, and a refused write leaves nothing behind.
 #[test]
 fn the_host_bounds_a_route_groups_sql_by_its_sql_grants_alone() {
     let dir = scratch();
@@ -697,15 +697,26 @@ sql_grants = ["Records/*"]
         &alice,
         &[json!({ "resource": "Records", "actions": ["Read"] })],
     );
-    let read = run(&reader, "SELECT body FROM notes");
-    assert_eq!(read.status, 200, "{}", read.text());
-    assert_eq!(read.json(), json!([{ "body": "first" }]));
-    for write in [
-        "INSERT INTO notes VALUES ('reader')",
-        "SET TRANSACTION READ WRITE; INSERT INTO notes VALUES ('reader')",
-        "DROP TABLE notes",
-    ] {
-        forbidden(&run(&reader, write), "Write on Records");
+    // Write on one record set is not Write through `Records/*`.
+    let reader_writing_one = grantee(
+        &host,
+        &alice,
+        &[
+            json!({ "resource": "Records", "actions": ["Read"] }),
+            json!({ "resource": "Records", "resource_id": "shop", "actions": ["Write"] }),
+        ],
+    );
+    for who in [&reader, &reader_writing_one] {
+        let read = run(who, "SELECT body FROM notes");
+        assert_eq!(read.status, 200, "{}", read.text());
+        assert_eq!(read.json(), json!([{ "body": "first" }]));
+        for write in [
+            "INSERT INTO notes VALUES ('reader')",
+            "SET TRANSACTION READ WRITE; INSERT INTO notes VALUES ('reader')",
+            "DROP TABLE notes",
+        ] {
+            forbidden(&run(who, write), "Write on Records");
+        }
     }
 
     let writer = grantee(
