@@ -356,6 +356,7 @@ impl Config {
         if let Some(dir) = &args.postgres_dir {
             config.postgres.install_dir = Some(dir.clone());
         }
+        config.normalize();
         config.validate()?;
         // Postgres runs in its own directory: every path handed on is absolute.
         config.data_dir = std::path::absolute(&config.data_dir)
@@ -396,6 +397,14 @@ impl Config {
             .iter_mut()
             .for_each(rebase);
         Ok(config)
+    }
+
+    /// Values written more than one way, in the one way they are compared.
+    fn normalize(&mut self) {
+        // Host names compare lowercased, without the root's trailing dot.
+        if let Some(base) = &mut self.functions.base_domain {
+            *base = base.trim().trim_matches('.').to_ascii_lowercase();
+        }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -450,6 +459,18 @@ impl Config {
                 && u64::from(functions.memory_mb) <= self.components.max_memory_mb,
             "functions.memory_mb must be positive and at most components.max_memory_mb"
         );
+        if let Some(base) = &functions.base_domain {
+            ensure!(
+                !base.is_empty()
+                    && base.split('.').all(|label| {
+                        !label.is_empty()
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    }),
+                "functions.base_domain must be a host name, such as `fn.example.com`"
+            );
+        }
         ensure!(
             self.pool.max_connections > 0,
             "pool.max_connections must be positive"
@@ -521,6 +542,30 @@ mod tests {
             ..Config::default()
         };
         assert!(no_workers.validate().is_err());
+    }
+
+    #[test]
+    fn a_base_domain_is_compared_as_a_lowercase_host_name() {
+        let mut config: Config =
+            toml::from_str("[functions]\nbase_domain = \" Fn.Example.COM. \"\n").unwrap();
+        config.normalize();
+        assert_eq!(
+            config.functions.base_domain.as_deref(),
+            Some("fn.example.com")
+        );
+        assert!(config.validate().is_ok());
+        for bad in [
+            "",
+            ".",
+            "fn..example.com",
+            "fn example.com",
+            "fn/example.com",
+        ] {
+            let mut config = Config::default();
+            config.functions.base_domain = Some(bad.to_owned());
+            config.normalize();
+            assert!(config.validate().is_err(), "{bad:?} passed");
+        }
     }
 
     #[test]
