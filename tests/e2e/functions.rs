@@ -53,7 +53,8 @@ fn fn_get(host: &Host, token: &str, path: &str) -> Resp {
 }
 
 /// Method, path, query, headers and body reach function `name`'s `/echo`;
-/// the caller's token and the platform's routing headers do not.
+/// the caller's token and the platform's own headers (routing, and those a
+/// trigger's call carries) do not.
 fn assert_echoes(host: &Host, token: &str, name: &str, method_line: &str) -> Resp {
     let bearer = format!("Bearer {token}");
     let echo = host.request(
@@ -64,6 +65,8 @@ fn assert_echoes(host: &Host, token: &str, name: &str, method_line: &str) -> Res
             ("x-probe", "probe-value"),
             ("x-zatabase-project", "ignored-with-a-token"),
             ("x-zatabase-environment", "sandbox"),
+            ("x-zatabase-trigger", "cron"),
+            ("x-zatabase-schedule", "* * * * *"),
         ],
         b"the body".to_vec(),
     );
@@ -648,6 +651,26 @@ fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
         )
     };
     anonymous("sandbox").expect_error(404);
+    // With a credential of its own kind (not the platform's): refused as a
+    // bad token is, since no public function answers.
+    let with_authorization = |authorization: &str| {
+        host.request(
+            "GET",
+            "/fn/mine/echo",
+            &[
+                ("x-zatabase-project", project.as_str()),
+                ("x-zatabase-environment", "sandbox"),
+                ("authorization", authorization),
+            ],
+            vec![],
+        )
+    };
+    const BASIC: &str = "Basic dXNlcjpwYXNz";
+    assert!(
+        with_authorization(BASIC)
+            .expect_error(401)
+            .contains("malformed")
+    );
     let public = call(
         &host,
         "PUT",
@@ -660,6 +683,27 @@ fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
     let answered = anonymous("sandbox");
     assert_eq!(answered.status, 200, "{}", answered.text());
     assert_eq!(answered.text(), "hello from spin-sdk 5");
+    // Public, it answers such a caller, and reads the header as sent.
+    let echo = with_authorization(BASIC);
+    assert_eq!(echo.status, 201, "{}", echo.text());
+    assert!(
+        echo.text().contains(&format!("authorization={BASIC}\n")),
+        "{}",
+        echo.text()
+    );
+    // A token that names the platform's key but does not verify (here its
+    // signature altered) is the platform's to refuse, and never reaches
+    // the function.
+    let forged = {
+        let (signed, signature) = owner.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        format!("Bearer {signed}.{flipped}{}", &signature[1..])
+    };
+    assert!(
+        with_authorization(&forged)
+            .expect_error(401)
+            .contains("invalid token")
+    );
     let invocations = || {
         host.platform_sql(&format!(
             "SELECT count(*) FROM zatabase.function_invocations WHERE function_id = '{id}'"
@@ -1621,6 +1665,19 @@ fn a_cron_trigger_calls_the_function_on_schedule() {
             json!({ "type": "cron", "schedule": "* * * * *", "path": "log" }),
             "path",
         ),
+        // Not a URL's path (these once panicked the scheduler at every tick).
+        (
+            json!({ "type": "cron", "schedule": "* * * * *", "path": "/a<b" }),
+            "path",
+        ),
+        (
+            json!({ "type": "cron", "schedule": "* * * * *", "path": "/x`y" }),
+            "path",
+        ),
+        (
+            json!({ "type": "cron", "schedule": "* * * * *", "path": "/q?a=\"b\"" }),
+            "path",
+        ),
     ] {
         let message = call(&host, "POST", &triggers, &token, Some(&body)).expect_error(422);
         assert!(message.contains(says), "{body}: {message}");
@@ -1630,17 +1687,24 @@ fn a_cron_trigger_calls_the_function_on_schedule() {
         json!([])
     );
 
-    // Every second, on /log: the function's own log shows the calls.
+    // Every second, on /log (its query is not part of the function's path):
+    // the function's own log shows the calls. The schedule is kept as its
+    // fields, one space apart, whatever spaces it came with.
     let created = call(
         &host,
         "POST",
         &triggers,
         &token,
-        Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": "/log" })),
+        Some(&json!({
+            "type": "cron",
+            "schedule": " *  * *\t* *\n* ",
+            "path": "/log?from=cron"
+        })),
     );
     assert_eq!(created.status, 201, "{}", created.text());
     let trigger = created.json()["id"].as_str().unwrap().to_owned();
     assert!(created.json()["next_run"].is_string());
+    assert_eq!(created.json()["schedule"], "* * * * * *");
     let mut metrics = Value::Null;
     assert!(
         zatabase_tests::eventually(std::time::Duration::from_secs(10), || {
@@ -1763,4 +1827,69 @@ fn a_restarted_host_loads_active_deployments_before_it_listens() {
     assert_eq!(answered.status, 200, "{}", answered.text());
     drop(again);
     let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}
+
+#[test]
+fn a_function_that_sets_its_own_cors_keeps_it() {
+    let host = Host::start();
+    let token = host.token();
+    let project = fn_get(&host, &token, "/v1/whoami").json()["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    deployed(
+        &host,
+        &token,
+        json!({ "name": "site", "public": true }),
+        spin5(),
+    );
+    let send = |method: &str, path: &str, preflight: bool| {
+        let mut headers = vec![
+            ("x-zatabase-project", project.as_str()),
+            ("x-zatabase-environment", "sandbox"),
+            ("origin", "https://app.example"),
+        ];
+        if preflight {
+            headers.push(("access-control-request-method", "PUT"));
+        }
+        host.request(method, path, &headers, Vec::new())
+    };
+
+    // Its preflight and its answers carry its policy, not the platform's.
+    let preflight = send("OPTIONS", "/fn/site/cors", true);
+    assert_eq!(preflight.status, 204, "{}", preflight.text());
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-methods"),
+        Some("GET, PUT")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    let actual = send("GET", "/fn/site/cors", false);
+    assert_eq!(actual.text(), "cors by the function");
+    assert_eq!(
+        actual.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        actual.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(actual.header("access-control-expose-headers"), None);
+    assert!(actual.header("x-request-id").is_some());
+
+    // A route of it that sets none gets the platform's, preflight included.
+    let preflight = send("OPTIONS", "/fn/site/hello", true);
+    assert_eq!(preflight.status, 200, "{}", preflight.text());
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(preflight.header("access-control-allow-methods"), Some("*"));
+    let actual = send("GET", "/fn/site/hello", false);
+    assert_eq!(actual.text(), "hello from spin-sdk 5");
+    assert_eq!(actual.header("access-control-allow-origin"), Some("*"));
+    assert!(actual.header("access-control-expose-headers").is_some());
 }

@@ -53,15 +53,20 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
         }
     }
     let path = body.path.unwrap_or_else(|| "/".to_owned());
-    if !path.starts_with('/')
-        || path.len() > 1024
-        || path.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !path.starts_with('/') || path.len() > 1024 || !path.bytes().all(is_uri_byte) {
         return Err(ApiError::unprocessable(
-            "`path` must start with `/`, hold no spaces and be at most 1024 characters",
+            "`path` must start with `/`, be at most 1024 characters and hold only what a URL's \
+             path and query may (letters, digits, `-._~!$&'()*+,;=:@/?%`)",
         ));
     }
-    let next = functions::next_run(&body.schedule)
+    // Stored as its fields with one space between, as it is sent (in the
+    // `x-zatabase-schedule` header) and listed.
+    let schedule = body
+        .schedule
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let next = functions::next_run(&schedule)
         .map_err(|e| ApiError::unprocessable(format!("`schedule`: {e}")))?;
     let tx = db::begin()?;
     // The function locked (or gone meanwhile: 404), so that concurrent
@@ -93,7 +98,7 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
          VALUES ($1::uuid, 'cron', $2, $3, to_timestamp($4::float8)) RETURNING id::text AS id",
         &[
             param(id),
-            param(body.schedule.trim()),
+            param(&schedule),
             param(&path),
             Value::Scalar(Scalar::Int64(next)),
         ],
@@ -148,4 +153,10 @@ fn one(function: &str, trigger: &str) -> Result<serde_json::Value, ApiError> {
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("the trigger just written is missing"))
+}
+
+/// A byte a URL's path or query may hold as it is (RFC 3986's unreserved,
+/// sub-delims, `:`, `@`, `/`, `?` and `%` for what is percent-encoded).
+fn is_uri_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }

@@ -19,23 +19,54 @@ use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use super::ApiError;
 use crate::auth::{Access, AuthError};
 use crate::caps::zatabase::platform::session::{Action, Principal, Resource};
-use crate::dispatch::RequestContext;
+use crate::dispatch::{ForeignAuthorization, RequestContext};
 use crate::functions::{Deployment, Function, Lookup};
 use crate::server::{AppState, Caller, RequestId, RouteGroup, principal};
 
 const PROJECT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-project");
 const ENVIRONMENT_HEADER: HeaderName = HeaderName::from_static("x-zatabase-environment");
+/// Set by the platform on a triggered call (`cron`), with the schedule that
+/// fired; never taken from a client.
+pub(crate) const TRIGGER_HEADER: HeaderName = HeaderName::from_static("x-zatabase-trigger");
+pub(crate) const SCHEDULE_HEADER: HeaderName = HeaderName::from_static("x-zatabase-schedule");
+
+/// A client's request loses the headers only the platform may send, so a
+/// function can trust them.
+fn strip_platform_headers(request: &mut Request) {
+    let headers = request.headers_mut();
+    headers.remove(TRIGGER_HEADER);
+    headers.remove(SCHEDULE_HEADER);
+}
 
 /// `ANY /fn/:function_name/*path`.
-pub async fn call(state: &AppState, request: Request) -> Response {
+pub async fn call(state: &AppState, mut request: Request) -> Response {
+    strip_platform_headers(&mut request);
     let (name, path_info) = split_fn_path(request.uri().path());
     let name = name.to_owned();
     let path_info = path_info.to_owned();
     let token = request.extensions().get::<Caller>().cloned();
+    // A credential that is not the platform's (Basic, an API key, another
+    // issuer's token) is the function's own business: a public function
+    // answers as to anyone and gets the header as sent. Without one to
+    // answer, it is refused as any bad token is.
+    let foreign = match &token {
+        Some(Caller::Rejected(error))
+            if !request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .is_some_and(|value| state.auth.claims_to_be_ours(value.as_bytes())) =>
+        {
+            Some(*error)
+        }
+        _ => None,
+    };
     let anonymous = anonymous_project(state, &request)
         .and_then(|project| Ok((project, anonymous_environment(&request)?)));
     let outcome = async {
-        let caller = caller(state, token).await?;
+        let caller = match foreign {
+            Some(_) => None,
+            None => caller(state, token).await?,
+        };
         let lookup = match &caller {
             Some((principal, _)) => Lookup::Name {
                 project_id: principal.project_id.clone(),
@@ -64,15 +95,29 @@ pub async fn call(state: &AppState, request: Request) -> Response {
         Ok::<_, ApiError>((caller, function))
     }
     .await;
-    match outcome {
-        Ok((caller, function)) => run(state, caller, &function, &path_info, request).await,
-        Err(error) => super::refuse(error, request).await,
+    match (outcome, foreign) {
+        (Ok((caller, function)), foreign) => {
+            if foreign.is_some() {
+                request.extensions_mut().insert(ForeignAuthorization);
+            }
+            run(state, caller, &function, &path_info, request).await
+        }
+        (Err(error), Some(rejected))
+            if matches!(
+                error.status,
+                StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND
+            ) =>
+        {
+            super::refuse(ApiError::unauthorized(rejected), request).await
+        }
+        (Err(error), _) => super::refuse(error, request).await,
     }
 }
 
 /// `POST /v1/functions/:id/invoke`: the function's response to the request
 /// body, sent to it as `POST /fn/<name>` with the same content type.
-pub async fn invoke(state: AppState, request: Request) -> Response {
+pub async fn invoke(state: AppState, mut request: Request) -> Response {
+    strip_platform_headers(&mut request);
     let id = request
         .uri()
         .path()
@@ -139,7 +184,10 @@ fn anonymous_project(state: &AppState, request: &Request) -> Result<String, ApiE
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+        .map(|h| {
+            let name = h.split(':').next().unwrap_or(h);
+            name.trim_end_matches('.').to_ascii_lowercase()
+        });
     if let (Some(base), Some(host)) = (&state.config.functions.base_domain, host)
         && let Some(slug) = host
             .strip_suffix(base.as_str())

@@ -104,7 +104,7 @@ fn fn_path() -> Value {
         "get": {
             "tags": ["Functions"],
             "summary": "Call a function over HTTP (every method)",
-            "description": "Resolved in the bearer token's project environment. Without a token only a `public` function answers, its project named by `X-Zatabase-Project` (id or slug) or the `Host` header (`<slug>.<functions.base_domain>`), its environment by `X-Zatabase-Environment` (default `live`). Method, path, query, headers and body pass through; Spin's `spin-path-info` and related headers are set.",
+            "description": "Resolved in the bearer token's project environment. Without a token only a `public` function answers, its project named by `X-Zatabase-Project` (id or slug) or the `Host` header (`<slug>.<functions.base_domain>`), its environment by `X-Zatabase-Environment` (default `live`). Method, path, query, headers and body pass through; Spin's `spin-path-info` and related headers are set. An `Authorization` header that is not a Zatabase token reaches a public function as sent. A function that sets `Access-Control-Allow-Origin` keeps its own CORS headers, and answers its own preflights when it sets one on them.",
             "security": [{ "bearer": [] }, {}],
             "responses": {
                 "200": { "description": "The function's response" },

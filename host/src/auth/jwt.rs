@@ -92,6 +92,15 @@ impl Keys {
         jsonwebtoken::encode(&header, claims, &self.encoding).expect("HS256 signing cannot fail")
     }
 
+    /// Whether `token` names one of these keys (whether or not it verifies):
+    /// a token that claims to be the platform's.
+    pub fn names_ours(&self, token: &str) -> bool {
+        jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|header| header.kid)
+            .is_some_and(|kid| self.decoding.contains_key(&kid))
+    }
+
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -193,6 +202,19 @@ mod tests {
         let expired = ours.sign(&claims(-60));
         assert!(matches!(ours.verify(&expired), Err(AuthError::Expired)));
         assert!(matches!(ours.verify("garbage"), Err(AuthError::Malformed)));
+    }
+
+    #[test]
+    fn a_token_naming_a_key_of_ours_is_ours_verified_or_not() {
+        let ours = keys("k1", b"0123456789abcdef0123456789abcdef");
+        assert!(ours.names_ours(&ours.sign(&claims(60))));
+        assert!(ours.names_ours(&ours.sign(&claims(-60))));
+        // Our kid, another secret: a forgery of ours, still ours to refuse.
+        let forged = keys("k1", b"another key, another key, another").sign(&claims(60));
+        assert!(ours.names_ours(&forged));
+        let elsewhere = keys("auth0", b"0123456789abcdef0123456789abcdef").sign(&claims(60));
+        assert!(!ours.names_ours(&elsewhere));
+        assert!(!ours.names_ours("garbage"));
     }
 
     #[test]

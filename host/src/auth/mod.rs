@@ -141,6 +141,22 @@ impl Auth {
         })
     }
 
+    /// Whether an `Authorization` header value is the platform's own kind
+    /// of credential: a bearer token naming one of its signing keys, valid
+    /// or not. Anything else (Basic, an API key, another issuer's token)
+    /// belongs to whoever the request is for.
+    pub fn claims_to_be_ours(&self, header: &[u8]) -> bool {
+        let Ok(header) = std::str::from_utf8(header) else {
+            return false;
+        };
+        match header.trim().split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                self.keys.names_ours(token.trim())
+            }
+            _ => false,
+        }
+    }
+
     /// The principal an `Authorization` header value vouches for (signature,
     /// issuer, audience and lifetime checked; the session is not).
     pub fn verify_header(&self, header: &[u8]) -> Result<Principal, AuthError> {

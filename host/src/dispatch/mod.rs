@@ -149,6 +149,12 @@ pub struct Services {
 }
 
 /// What the host established about a request before dispatching it.
+/// Marks a request whose `Authorization` header is not a credential of the
+/// platform's: the guest gets it as sent. Set only by the functions gateway,
+/// for a public function.
+#[derive(Debug, Clone, Copy)]
+pub struct ForeignAuthorization;
+
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: Arc<str>,
@@ -656,8 +662,12 @@ impl Dispatcher {
         ctx: RequestContext,
         mut request: http::Request<Body>,
     ) -> Result<http::Response<Body>, DispatchError> {
-        // The guest gets the principal, never the credential it came from.
-        request.headers_mut().remove(http::header::AUTHORIZATION);
+        // The guest gets the principal, never the credential it came from
+        // (a credential that is not the platform's is a public function's
+        // to read: see `api::functions::call`).
+        if request.extensions().get::<ForeignAuthorization>().is_none() {
+            request.headers_mut().remove(http::header::AUTHORIZATION);
+        }
         if let Some(indices) = &component.route
             && route::buffers(&request)
         {

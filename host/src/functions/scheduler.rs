@@ -18,6 +18,7 @@ use sqlx::Row;
 
 use super::Lookup;
 use super::cron::Schedule;
+use crate::api::functions::{SCHEDULE_HEADER, TRIGGER_HEADER};
 use crate::server::{AppState, RequestId};
 
 const EVERY: Duration = Duration::from_millis(500);
@@ -112,19 +113,31 @@ async fn fire(state: AppState, due: Due) {
         }
     };
     let request_id: Arc<str> = Arc::from(format!("cron-{}", uuid::Uuid::new_v4()));
-    let mut request = http::Request::builder()
+    let request = http::Request::builder()
         .method(http::Method::POST)
         .uri(format!("/fn/{}{}", function.name, due.path))
         .header(http::header::HOST, "localhost")
-        .header("x-zatabase-trigger", "cron")
-        .header("x-zatabase-schedule", due.schedule.as_str())
-        .body(Body::empty())
-        .expect("a request from valid parts");
-    request.extensions_mut().insert(RequestId(request_id));
-    let response = crate::api::functions::run(&state, None, &function, &due.path, request).await;
-    let status = response.status().as_u16();
-    // Let a streamed body finish, so the function runs to its end.
-    let _ = response.into_body().collect().await;
+        .header(TRIGGER_HEADER, "cron")
+        .header(SCHEDULE_HEADER, due.schedule.as_str())
+        .body(Body::empty());
+    let status = match request {
+        Ok(mut request) => {
+            request.extensions_mut().insert(RequestId(request_id));
+            let path_info = due.path.split('?').next().unwrap_or("/");
+            let response =
+                crate::api::functions::run(&state, None, &function, path_info, request).await;
+            let status = response.status().as_u16();
+            // Let a streamed body finish, so the function runs to its end.
+            let _ = response.into_body().collect().await;
+            status
+        }
+        // Stored before the API checked paths as it does now: recorded as
+        // the client error it is, every tick, rather than run.
+        Err(error) => {
+            tracing::warn!(%error, trigger = due.trigger, "a trigger's request is not valid HTTP");
+            400
+        }
+    };
     let recorded =
         sqlx::query("UPDATE zatabase.function_triggers SET last_status = $2 WHERE id = $1::uuid")
             .bind(&due.trigger)

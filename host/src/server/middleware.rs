@@ -163,11 +163,12 @@ where
         let headers = request.headers();
         let allow_origin = self.state.cors.allow(headers.get(header::ORIGIN));
         // A CORS preflight, as the Fetch standard defines it; any other
-        // OPTIONS request is the route's.
+        // OPTIONS request is the route's. A function may answer its own
+        // (see `EdgeFuture`); the platform answers the rest.
         let preflight = request.method() == http::Method::OPTIONS
             && headers.contains_key(header::ORIGIN)
             && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        let inner = (!preflight).then(|| {
+        let inner = (!preflight || request.uri().path().starts_with("/fn/")).then(|| {
             let caller = authenticate(&self.state, &request);
             request.extensions_mut().insert(RequestId(id.clone()));
             request.extensions_mut().insert(caller);
@@ -180,6 +181,7 @@ where
         });
         EdgeFuture {
             inner,
+            preflight,
             id,
             allow_origin,
             vary: !self.state.cors.any,
@@ -190,11 +192,18 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// [`Edge`]'s response: the inner one (none for a preflight), stamped,
-    /// counted and logged.
+    /// [`Edge`]'s response: the inner one (none for a preflight the
+    /// platform answers), stamped, counted and logged.
+    ///
+    /// A function's response that carries `Access-Control-Allow-Origin`
+    /// keeps its CORS headers as the function set them: the function
+    /// decides who reads it (credentials, its own exposed headers). A
+    /// preflight sent to a function that does not answer it so gets the
+    /// platform's answer.
     pub struct EdgeFuture<F> {
         #[pin]
         inner: Option<tracing::instrument::Instrumented<F>>,
+        preflight: bool,
         id: Arc<str>,
         allow_origin: Option<HeaderValue>,
         vary: bool,
@@ -211,13 +220,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let preflight = this.inner.is_none();
-        let mut response = match this.inner.as_pin_mut() {
+        let preflight = *this.preflight;
+        let answered = match this.inner.as_pin_mut() {
             Some(inner) => {
                 let Ok(response) = std::task::ready!(inner.poll(cx));
-                response
+                Some(response)
             }
-            None => {
+            None => None,
+        };
+        let own_cors = answered.as_ref().is_some_and(|r| {
+            r.headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        });
+        let mut response = match answered {
+            Some(response) if own_cors || !preflight => response,
+            _ => {
                 let mut response = StatusCode::OK.into_response();
                 let headers = response.headers_mut();
                 headers.insert(
@@ -259,13 +276,15 @@ where
         if let Ok(value) = HeaderValue::from_str(this.id) {
             headers.insert(X_REQUEST_ID.clone(), value);
         }
-        if let Some(origin) = this.allow_origin.take() {
+        if own_cors {
+            // The function's own policy, as it set it.
+        } else if let Some(origin) = this.allow_origin.take() {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             if !preflight {
                 headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
             }
         }
-        if *this.vary {
+        if *this.vary && !own_cors {
             // The answer depends on the origin: caches must not mix them.
             headers.append(header::VARY, HeaderValue::from_static("origin"));
         }

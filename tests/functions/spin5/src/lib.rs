@@ -9,6 +9,7 @@
 //!   status and body, or 502 with the error
 //! - `/redis`: opens a Redis connection (an interface the host does not
 //!   provide: the call must fail clearly, the rest keep working)
+//! - `/cors`: its own CORS policy (one origin, with credentials), preflights too
 //! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -41,7 +42,7 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             };
             let body = String::from_utf8_lossy(request.body()).into_owned();
             let text = format!(
-                "method={:?}\nuri={}\npath_info={}\nfull_url={}\nbase_path={}\nmatched_route={}\nquery={}\nx-probe={}\nauthorization={}\nrouting={}{}\nbody={}",
+                "method={:?}\nuri={}\npath_info={}\nfull_url={}\nbase_path={}\nmatched_route={}\nquery={}\nx-probe={}\nauthorization={}\nrouting={}{}{}{}\nbody={}",
                 request.method(),
                 request.uri(),
                 path_info,
@@ -51,8 +52,11 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 request.query(),
                 header("x-probe"),
                 header("authorization"),
+                // The platform's own headers, none of which may arrive from a client.
                 header("x-zatabase-project"),
                 header("x-zatabase-environment"),
+                header("x-zatabase-trigger"),
+                header("x-zatabase-schedule"),
                 body
             );
             Response::builder()
@@ -86,6 +90,19 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             Ok(_) => Response::new(200, "connected to Redis"),
             Err(error) => Response::new(502, format!("redis failed: {error}")),
         },
+        "/cors" => {
+            let preflight = *request.method() == spin_sdk::http::Method::Options;
+            let mut response = Response::builder();
+            response
+                .status(if preflight { 204 } else { 200 })
+                .header("access-control-allow-origin", "https://app.example")
+                .header("access-control-allow-credentials", "true")
+                .header("vary", "origin");
+            if preflight {
+                response.header("access-control-allow-methods", "GET, PUT");
+            }
+            response.body(if preflight { "" } else { "cors by the function" }).build()
+        }
         "/panic" => panic!("the function panicked on purpose"),
         "/loop" => {
             let mut n: u64 = 0;

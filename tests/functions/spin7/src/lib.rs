@@ -65,7 +65,10 @@ async fn handle(request: Request) -> Answer {
         "/" | "/echo" => {
             let (method, uri) = (request.method().clone(), request.uri().clone());
             let (probe, authorization) = (header("x-probe"), header("authorization"));
-            let routing = header("x-zatabase-project") + &header("x-zatabase-environment");
+            // The platform's own headers, none of which may arrive from a client.
+            let routing = ["x-zatabase-project", "x-zatabase-environment", "x-zatabase-trigger", "x-zatabase-schedule"]
+                .map(header)
+                .concat();
             let body = match request.into_body().bytes().await {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(error) => return text(400, format!("reading the body: {error:?}")),
