@@ -425,6 +425,34 @@ fn a_read_only_grant_reads_and_reaches_nothing_more() {
         r"a\' ; COMMIT; INSERT INTO orders VALUES (9, 9); --"
     );
 
+    // Nor does a comment Postgres ends at a carriage return, or a literal
+    // it continues on the next line: the host reads them as Postgres does,
+    // and refuses the COMMIT it finds.
+    for hidden in [
+        "SELECT 1 -- x\r; COMMIT; INSERT INTO orders VALUES (9, 9)\n",
+        "SELECT E'x'\n'\\'' ; COMMIT ; INSERT INTO orders VALUES (9, 9) --'",
+    ] {
+        let refused = sql(&host, &bob, hidden).expect_error(400);
+        assert!(
+            refused.contains("is not available here"),
+            "{hidden:?}: {refused}"
+        );
+    }
+    // A parameter's literal is never continued by the client's next one:
+    // Postgres reads one malformed statement, as the host did, and runs
+    // nothing.
+    call(
+        &host,
+        "POST",
+        "/v1/sql",
+        &bob,
+        Some(&json!({
+            "query": "SELECT $1\n'\\'' ; COMMIT ; INSERT INTO orders VALUES (9, 9) --'",
+            "params": ["v"],
+        })),
+    )
+    .expect_error(400);
+
     // Nor does a word the host's splitter once took for the start of a
     // function body hide transaction control behind it (alice may write).
     for hidden in [
@@ -614,8 +642,10 @@ fn a_reader_of_records_and_collections_reads_a_project_that_has_none_yet() {
 /// naming `sql_grants = ["Records/*"]`. Only Read on every record set lets
 /// SQL run (a grant on all Tables does not), read-only without Write on
 /// every record set too, and a refused write leaves nothing behind.
-#[test]
-fn the_host_bounds_a_route_groups_sql_by_its_sql_grants_alone() {
+/// A host with the `misbehave` fixture mounted beside the auth route group
+/// at `/caller-sql` and `/caller-tx` (the caller's SQL run with no check of
+/// the guest's own), its `sql_grants` the one given.
+fn unchecked_sql_host(sql_grants: &str) -> Host {
     let dir = scratch();
     std::fs::copy(fixture("misbehave"), dir.join("misbehave.wasm")).unwrap();
     let manifest = dir.join("spin.toml");
@@ -643,6 +673,10 @@ component = "auth"
 route = "/caller-sql"
 component = "unchecked"
 
+[[trigger.http]]
+route = "/caller-tx"
+component = "unchecked"
+
 [component.auth]
 source = {auth:?}
 [component.auth.tool.zatabase]
@@ -653,13 +687,18 @@ public_routes = ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
 source = "misbehave.wasm"
 [component.unchecked.tool.zatabase]
 capabilities = ["platform-db", "sql", "log"]
-sql_grants = ["Records/*"]
+sql_grants = [{sql_grants:?}]
 "#,
             auth = builtin_guest("auth").display().to_string(),
         ),
     )
     .unwrap();
-    let host = Host::builder().manifest(&manifest).start();
+    Host::builder().manifest(&manifest).start()
+}
+
+#[test]
+fn the_host_bounds_a_route_groups_sql_by_its_sql_grants_alone() {
+    let host = unchecked_sql_host("Records/*");
     let run = |who: &Account, query: &str| {
         call(
             &host,
@@ -732,4 +771,44 @@ sql_grants = ["Records/*"]
         json!([{ "body": "first" }, { "body": "writer" }]),
         "only the writer's row landed"
     );
+}
+
+#[test]
+fn a_setting_left_inside_a_transaction_does_not_change_how_its_next_statement_is_read() {
+    let host = unchecked_sql_host("Tables/*");
+    let alice = host.signup(&unique_email("tx"), PASSWORD);
+    let tx = |queries: &[&str]| {
+        call(
+            &host,
+            "POST",
+            "/caller-tx",
+            &alice.access_token,
+            Some(&json!(queries)),
+        )
+    };
+    let created = tx(&["CREATE TABLE marks (n int)"]);
+    assert_eq!(created.status, 200, "{}", created.text());
+    // With backslashes escaping in plain strings (the first statement's
+    // doing), Postgres would read the second as a SELECT, a COMMIT ending
+    // the transaction, and an INSERT outside it. The host reads it with the
+    // setting on, as one string, and so does Postgres now.
+    const SMUGGLED: &str = r"SELECT 'a\'' ; COMMIT; INSERT INTO marks VALUES (9); --'";
+    let read = tx(&[
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        SMUGGLED,
+    ]);
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(
+        read.json()[0]["?column?"],
+        r"a\' ; COMMIT; INSERT INTO marks VALUES (9); --"
+    );
+    // A transaction that then fails leaves nothing behind.
+    tx(&[
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        SMUGGLED,
+        "SELECT 1/0",
+    ])
+    .expect_error(400);
+    let marks = tx(&["SELECT count(*)::int AS n FROM marks"]);
+    assert_eq!(marks.json(), json!([{ "n": 0 }]), "{}", marks.text());
 }

@@ -97,6 +97,9 @@ fn errors_map_to_statuses_and_nothing_is_half_applied() {
     host.sql("INSERT INTO uniq VALUES ('b', -1)", &[])
         .expect_error(422);
     host.sql("SELECT 'abc'::int", &[]).expect_error(400);
+    // A NUL is the client's mistake, not a failed database.
+    let nul = host.sql("SELECT 1\u{0}", &[]).expect_error(400);
+    assert!(nul.contains("NUL"), "{nul}");
     // Several statements are one transaction: a failure undoes the others.
     let failed = host
         .sql(

@@ -84,7 +84,12 @@ pub async fn run(
     let literals = render_params(conn, types, &statements, params).await?;
     let (body, substitutions) = sqltext::interpolate(sql, &statements, &literals);
     let (prefix, prefix_statements) = prefix(scope, limits);
-    let suffix = if scope.reset_session { SUFFIX } else { "" };
+    let suffix = match (scope.reset_session, scope.role) {
+        (true, _) => SUFFIX,
+        (false, Some(_)) => TX_SUFFIX,
+        // The platform's own SQL.
+        (false, None) => "",
+    };
     let sent = format!("{prefix}{body}{suffix}");
     let target = prefix_statements + statements.len() - 1;
     let positions = Positions {
@@ -155,6 +160,14 @@ async fn describe(
 
 /// Splits and checks the query text before anything is sent.
 pub fn read<'a>(sql: &'a str, params: &[Value]) -> Result<Vec<Statement<'a>>, SqlError> {
+    // Postgres refuses the message itself (a protocol error, as if the
+    // connection had failed): the client's mistake, said as one.
+    if sql.contains('\0') {
+        return Err(error(
+            ErrorKind::Syntax,
+            "the query cannot contain NUL characters",
+        ));
+    }
     let statements = sqltext::split(sql).map_err(|e| error(ErrorKind::Syntax, e.to_string()))?;
     if statements.is_empty() {
         return Err(error(ErrorKind::Syntax, "the query holds no statement"));
@@ -224,6 +237,13 @@ pub const SESSION_SETTINGS: [(&str, &str); 6] = [
 /// request ends with its settings reset here; a failed one has them rolled
 /// back with its transaction.
 const SUFFIX: &str = "\n;RESET ALL";
+
+/// Sent after a client's statements inside a transaction that spans
+/// requests (`Tx`), where resetting everything would undo the client's own
+/// settings for its next statement: just what decides how that statement
+/// is read. A failed statement's transaction is aborted, and its settings
+/// with it.
+const TX_SUFFIX: &str = "\n;SET standard_conforming_strings = on;SET client_encoding = 'UTF8'";
 
 /// The statements sent before the client's, and how many there are.
 ///

@@ -72,9 +72,7 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     while i < bytes.len() {
         let b = bytes[i];
         match b {
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
-            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => i = comment_end(bytes, i),
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
                 // Block comments nest in Postgres.
                 let mut level = 0;
@@ -258,6 +256,15 @@ fn dollar_tag(rest: &[u8]) -> Option<usize> {
     (rest.get(len) == Some(&b'$')).then_some(len)
 }
 
+/// The end of a `--` comment starting at `i`: Postgres ends one at a
+/// carriage return as at a line feed.
+fn comment_end(bytes: &[u8], i: usize) -> usize {
+    bytes[i..]
+        .iter()
+        .position(|b| matches!(b, b'\n' | b'\r'))
+        .map_or(bytes.len(), |n| i + n)
+}
+
 /// Skips a `'...'` literal starting at `i`; returns the index after it.
 fn skip_quoted(bytes: &[u8], i: usize, backslash_escapes: bool) -> Result<usize, LexError> {
     let mut i = i + 1;
@@ -266,8 +273,32 @@ fn skip_quoted(bytes: &[u8], i: usize, backslash_escapes: bool) -> Result<usize,
             None => return Err(LexError::Unterminated("quoted string")),
             Some(b'\\') if backslash_escapes => i += 2,
             Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
-            Some(b'\'') => return Ok(i + 1),
+            Some(b'\'') => match continued(bytes, i + 1) {
+                // The same literal goes on, read as it was (an `E'...'`
+                // one with its escapes).
+                Some(quote) => i = quote + 1,
+                None => return Ok(i + 1),
+            },
             Some(_) => i += 1,
+        }
+    }
+}
+
+/// Where a literal closed just before `i` goes on, if it does: Postgres
+/// reads `'a'` then whitespace holding a line break (and `--` comments)
+/// then `'b'` as the one literal `'ab'`.
+fn continued(bytes: &[u8], mut i: usize) -> Option<usize> {
+    let mut line_break = false;
+    loop {
+        match *bytes.get(i)? {
+            b'\n' | b'\r' => {
+                line_break = true;
+                i += 1;
+            }
+            b' ' | b'\t' | b'\x0b' | b'\x0c' => i += 1,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => i = comment_end(bytes, i),
+            b'\'' if line_break => return Some(i),
+            _ => return None,
         }
     }
 }
@@ -322,11 +353,15 @@ pub fn interpolate(
             out.push_str(&sql[last..start]);
             chars_before += sql[last..start].chars().count();
             let literal = &literals[n - 1];
-            let _ = write!(out, "{literal}");
+            // An empty comment after the literal, so that a literal of the
+            // client's after a line break never continues it (see
+            // `continued`): the split above read that one on its own.
+            let guard = if literal.ends_with('\'') { "/**/" } else { "" };
+            let _ = write!(out, "{literal}{guard}");
             substitutions.push(Substitution {
                 original_start: chars_before,
                 original_len: end - start,
-                literal_len: literal.chars().count(),
+                literal_len: literal.chars().count() + guard.len(),
             });
             chars_before += end - start;
             last = end;
@@ -462,12 +497,58 @@ mod tests {
         let sql = "select $2 - $1, $1 -- end";
         let statements = split(sql).unwrap();
         let (out, subs) = interpolate(sql, &statements, &["E'-5'".into(), "E'10'".into()]);
-        assert_eq!(out, "select E'10' - E'-5', E'-5' -- end");
-        // `-` after the first literal sits at 13 in the output, 10 in the input.
-        assert_eq!(original_offset(13, &subs), 10);
-        // Inside the second literal: its `$1`.
-        assert_eq!(original_offset(16, &subs), 12);
+        assert_eq!(out, "select E'10'/**/ - E'-5'/**/, E'-5'/**/ -- end");
+        // `-` after the first literal sits at 17 in the output, 10 in the input.
+        assert_eq!(original_offset(17, &subs), 10);
+        // Inside the second literal (its guard too): its `$1`.
+        assert_eq!(original_offset(20, &subs), 12);
+        assert_eq!(original_offset(27, &subs), 12);
         assert_eq!(original_offset(2, &subs), 2);
+    }
+
+    #[test]
+    fn a_line_comment_ends_at_a_carriage_return_too() {
+        // Postgres runs the COMMIT: so must the split see it.
+        assert_eq!(
+            commands("SELECT 1 -- x\r; COMMIT; INSERT INTO t VALUES (1)\n"),
+            ["SELECT", "COMMIT", "INSERT"]
+        );
+        assert_eq!(
+            commands("SELECT 1 -- x\rAS c; INSERT INTO t VALUES (1)"),
+            ["SELECT", "INSERT"]
+        );
+        assert_eq!(
+            commands("SELECT 1 -- x\r\n; SELECT 2"),
+            ["SELECT", "SELECT"]
+        );
+    }
+
+    #[test]
+    fn a_literal_continued_on_the_next_line_is_one_literal() {
+        // `E'x'` continued by `'\''`: the escaped quote does not end it, so
+        // Postgres sees a COMMIT after it, and so must the split.
+        let sql = "SELECT E'x'\n'\\'' ; COMMIT ; INSERT INTO t VALUES (9) --'";
+        assert_eq!(commands(sql), ["SELECT", "COMMIT", "INSERT"]);
+        // Across a comment and any line break; not on one line.
+        assert_eq!(
+            commands("SELECT 'a' -- c\r\n  'b;' ; SELECT 2"),
+            ["SELECT", "SELECT"]
+        );
+        assert_eq!(commands("SELECT 'a'\t'b' ; SELECT 2"), ["SELECT", "SELECT"]);
+        assert_eq!(split("SELECT 'a'\n'b'").unwrap()[0].text, "SELECT 'a'\n'b'");
+        assert!(split("SELECT E'a'\n'\\'").is_err());
+    }
+
+    #[test]
+    fn a_parameters_literal_is_never_continued_by_the_clients() {
+        // Split, `$1` and the client's `'\''` are apart; interpolated bare,
+        // `E'v'` then a line break then `'\''` would be one E-string.
+        let sql = "SELECT $1\n'\\'' ; COMMIT ; INSERT INTO t VALUES (9) --'";
+        let statements = split(sql).unwrap();
+        assert_eq!(statements.len(), 1);
+        let (out, _) = interpolate(sql, &statements, &["E'v'".into()]);
+        assert_eq!(commands(&out), ["SELECT"]);
+        assert!(out.starts_with("SELECT E'v'/**/\n"), "{out}");
     }
 
     #[test]
