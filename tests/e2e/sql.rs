@@ -511,6 +511,19 @@ fn empty_results_still_carry_their_columns() {
     let write = host.sql_ok("INSERT INTO shapes (label) VALUES ('a')", &[]);
     assert_eq!(columns(&write), json!([]));
     assert_eq!(write["affected_rows"], 1);
+    // A table changed where no CREATE, ALTER or DROP shows (a DO block):
+    // its shape is described as it is now, not as a connection last saw it.
+    let before = host.sql_ok("SELECT * FROM later WHERE false", &[]);
+    assert_eq!(columns(&before), json!([{ "name": "n", "type": "int8" }]));
+    host.sql_ok(
+        "DO $$ BEGIN EXECUTE 'ALTER TABLE later ADD COLUMN label text'; END $$",
+        &[],
+    );
+    let after = host.sql_ok("SELECT * FROM later WHERE false", &[]);
+    assert_eq!(
+        columns(&after),
+        json!([{ "name": "n", "type": "int8" }, { "name": "label", "type": "text" }])
+    );
 }
 
 #[test]

@@ -309,6 +309,12 @@ impl Db {
                     self.options
                         .clone()
                         .application_name("zatabase-tenant")
+                        // A tenant's tables change under any statement (a
+                        // `DO` block, a function): a prepared description
+                        // kept on the connection could outlive its table's
+                        // shape. Its statements go over the simple protocol
+                        // anyway; nothing worth caching is prepared here.
+                        .statement_cache_capacity(0)
                         .username(&tenant.login_role)
                         .password(&self.tenant_password(tenant))
                         .options(exec::SESSION_SETTINGS)
