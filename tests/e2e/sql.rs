@@ -38,6 +38,13 @@ fn values_come_back_typed() {
         types.contains(&"vector") && types.contains(&"int4[]") && types.contains(&"inet"),
         "{types:?}"
     );
+    // Single precision as Postgres writes it, not widened to a double's
+    // digits (0.10000000149011612).
+    let real = host.sql_ok(
+        "SELECT 0.1::float4 AS r, '[0.1,0.3]'::extensions.vector AS v",
+        &[],
+    );
+    assert_eq!(real["rows"][0], json!({ "r": 0.1, "v": [0.1, 0.3] }));
 }
 
 #[test]

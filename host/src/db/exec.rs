@@ -548,14 +548,14 @@ fn scalar_text(scalar: &Scalar) -> String {
         Scalar::Int16(i) => i.to_string(),
         Scalar::Int32(i) => i.to_string(),
         Scalar::Int64(i) => i.to_string(),
-        Scalar::Float32(f) => float_text(f64::from(*f)),
+        Scalar::Float32(f) => float_text(*f),
         Scalar::Float64(f) => float_text(*f),
         Scalar::Bytes(bytes) => format!("\\x{}", hex::encode(bytes)),
         Scalar::Vector(items) => format!(
             "[{}]",
             items
                 .iter()
-                .map(|f| float_text(f64::from(*f)))
+                .map(|f| float_text(*f))
                 .collect::<Vec<_>>()
                 .join(",")
         ),
@@ -572,13 +572,15 @@ fn scalar_text(scalar: &Scalar) -> String {
     }
 }
 
-fn float_text(f: f64) -> String {
+/// A float's text at its own width (a `real`'s 0.1 is `0.1`).
+fn float_text<F: std::fmt::Display + Into<f64> + Copy>(value: F) -> String {
+    let f: f64 = value.into();
     if f.is_nan() {
         "NaN".to_owned()
     } else if f.is_infinite() {
         if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
     } else {
-        f.to_string()
+        value.to_string()
     }
 }
 

@@ -117,7 +117,7 @@ fn write_scalar(out: &mut Vec<u8>, scalar: &Scalar) {
         Scalar::Int32(i) => write!(out, "{i}"),
         Scalar::Int64(i) => write!(out, "{i}"),
         Scalar::Float32(f) => {
-            write_float(out, f64::from(*f));
+            write_float(out, *f);
             Ok(())
         }
         Scalar::Float64(f) => {
@@ -137,7 +137,7 @@ fn write_scalar(out: &mut Vec<u8>, scalar: &Scalar) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_float(out, f64::from(*f));
+                write_float(out, *f);
             }
             out.push(b']');
             Ok(())
@@ -160,9 +160,13 @@ fn write_string(out: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
 }
 
 /// A finite float as a JSON number (`1.0`, `2.5`), the others as strings.
-fn write_float(out: &mut Vec<u8>, f: f64) {
+/// A float in the shortest form that reads back as the same value of its
+/// own width: a `real`'s 0.1 is `0.1`, not the `0.10000000149011612` it
+/// would be widened to a double first.
+fn write_float<F: serde::Serialize + Into<f64> + Copy>(out: &mut Vec<u8>, value: F) {
+    let f: f64 = value.into();
     let _ = if f.is_finite() {
-        serde_json::to_writer(out, &f).map_err(std::io::Error::other)
+        serde_json::to_writer(out, &value).map_err(std::io::Error::other)
     } else if f.is_nan() {
         write_string(out, "NaN")
     } else if f > 0.0 {
@@ -189,6 +193,8 @@ mod tests {
         assert_eq!(s(Scalar::Int64(-7)), "-7");
         assert_eq!(s(Scalar::Float64(1.0)), "1.0");
         assert_eq!(s(Scalar::Float32(2.5)), "2.5");
+        assert_eq!(s(Scalar::Float32(0.1)), "0.1");
+        assert_eq!(s(Scalar::Vector(vec![0.1, -1.5])), "[0.1,-1.5]");
         assert_eq!(s(Scalar::Float64(f64::NAN)), "\"NaN\"");
         assert_eq!(s(Scalar::Float64(f64::NEG_INFINITY)), "\"-Infinity\"");
         assert_eq!(s(Scalar::Numeric("29.99".into())), "\"29.99\"");
