@@ -39,12 +39,20 @@ fn values_come_back_typed() {
         "{types:?}"
     );
     // Single precision as Postgres writes it, not widened to a double's
-    // digits (0.10000000149011612).
-    let real = host.sql_ok(
-        "SELECT 0.1::float4 AS r, '[0.1,0.3]'::extensions.vector AS v",
+    // digits (0.10000000149011612); arrays of any dimension nest.
+    let more = host.sql_ok(
+        "SELECT 0.1::float4 AS r, '[0.1,0.3]'::extensions.vector AS v, \
+         '{{1,2},{3,NULL}}'::int[] AS grid, '[0:1]={5,6}'::int[] AS shifted, \
+         ARRAY[['a,b'],['c\"d']] AS words",
         &[],
     );
-    assert_eq!(real["rows"][0], json!({ "r": 0.1, "v": [0.1, 0.3] }));
+    assert_eq!(
+        more["rows"][0],
+        json!({
+            "r": 0.1, "v": [0.1, 0.3], "grid": [[1, 2], [3, null]], "shifted": [5, 6],
+            "words": [["a,b"], ["c\"d"]]
+        })
+    );
 }
 
 #[test]
@@ -598,7 +606,7 @@ fn every_mapped_type_round_trips_through_parameters() {
         special,
         json!({
             "n": "NaN", "inf": "Infinity", "ninf": "-Infinity", "forever": "infinity",
-            "nothing": "", "null_int": null, "empty": [], "grid": "{{1,2},{3,4}}",
+            "nothing": "", "null_int": null, "empty": [], "grid": [[1, 2], [3, 4]],
             "months": "P1Y1M2DT0.5S", "back": "PT-1H-30M"
         })
     );

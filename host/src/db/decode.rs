@@ -105,7 +105,9 @@ impl Decoder {
                     .map(|item| item.map(|t| self.scalar(&t)))
                     .collect(),
             ),
-            // Multi-dimensional or decorated arrays keep their text form.
+            // Multi-dimensional or decorated arrays keep their text form
+            // here (a typed value is one-dimensional); their JSON form
+            // (`json.rs`) nests.
             None => Value::Scalar(Scalar::Other(text.to_owned())),
         }
     }

@@ -61,6 +61,14 @@ impl Decoder {
     /// (integers, json) or a JSON string's content (text, uuid, numeric,
     /// dates, times, intervals).
     pub fn write_json(self, is_array: bool, text: &str, out: &mut Vec<u8>) {
+        if is_array {
+            let mark = out.len();
+            if write_array(self, text, out).is_some() {
+                return;
+            }
+            // Not an array's text after all: written as the text it is.
+            out.truncate(mark);
+        }
         if !is_array {
             let verbatim = match self {
                 Decoder::Text
@@ -103,6 +111,77 @@ impl Decoder {
             }
         }
         write_value(out, &self.value(is_array, text));
+    }
+}
+
+/// An array's text as JSON arrays, nested as deep as its dimensions (a
+/// lower bound's decoration, `[0:1]=`, dropped), each element typed by
+/// `decoder`; `None` if the text is not an array's.
+fn write_array(decoder: Decoder, text: &str, out: &mut Vec<u8>) -> Option<()> {
+    let body = match text.strip_prefix('[') {
+        Some(_) => &text[text.find('=')? + 1..],
+        None => text,
+    };
+    let mut chars = body.chars().peekable();
+    write_dimension(decoder, &mut chars, out)?;
+    chars.next().is_none().then_some(())
+}
+
+/// One `{...}` of an array's text.
+fn write_dimension(
+    decoder: Decoder,
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if chars.next()? != '{' {
+        return None;
+    }
+    out.push(b'[');
+    if chars.peek() == Some(&'}') {
+        chars.next();
+        out.push(b']');
+        return Some(());
+    }
+    loop {
+        match *chars.peek()? {
+            '{' => write_dimension(decoder, chars, out)?,
+            '"' => {
+                chars.next();
+                let mut item = String::new();
+                loop {
+                    match chars.next()? {
+                        '\\' => item.push(chars.next()?),
+                        '"' => break,
+                        c => item.push(c),
+                    }
+                }
+                write_scalar(out, &decoder.scalar(&item));
+            }
+            _ => {
+                let mut item = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c == ',' || c == '}' {
+                        break;
+                    }
+                    item.push(c);
+                    chars.next();
+                }
+                match item.trim() {
+                    null if null.eq_ignore_ascii_case("NULL") => {
+                        out.extend_from_slice(b"null");
+                    }
+                    item => write_scalar(out, &decoder.scalar(item)),
+                }
+            }
+        }
+        match chars.next()? {
+            ',' => out.push(b','),
+            '}' => {
+                out.push(b']');
+                return Some(());
+            }
+            _ => return None,
+        }
     }
 }
 
@@ -184,6 +263,25 @@ mod tests {
         let mut out = Vec::new();
         write_value(&mut out, &value);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn arrays_of_any_dimension_nest() {
+        let array = |decoder: Decoder, text: &str| {
+            let mut out = Vec::new();
+            decoder.write_json(true, text, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(array(Decoder::Int32, "{1,NULL,3}"), "[1,null,3]");
+        assert_eq!(array(Decoder::Int32, "{{1,2},{3,4}}"), "[[1,2],[3,4]]");
+        assert_eq!(array(Decoder::Int32, "[0:1]={1,2}"), "[1,2]");
+        assert_eq!(array(Decoder::Int32, "{}"), "[]");
+        assert_eq!(
+            array(Decoder::Text, r#"{{"a,b","c\"d"},{NULL,"NULL"}}"#),
+            r#"[["a,b","c\"d"],[null,"NULL"]]"#
+        );
+        // Not an array's text: kept as text.
+        assert_eq!(array(Decoder::Int32, "{1,2"), r#""{1,2""#);
     }
 
     #[test]
