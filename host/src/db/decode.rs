@@ -324,34 +324,8 @@ fn parse_array(text: &str) -> Option<Vec<Option<String>>> {
     loop {
         match chars.peek() {
             Some('{') => return None,
-            Some('"') => {
-                chars.next();
-                let mut item = String::new();
-                loop {
-                    match chars.next()? {
-                        '\\' => item.push(chars.next()?),
-                        '"' => break,
-                        c => item.push(c),
-                    }
-                }
-                items.push(Some(item));
-            }
-            _ => {
-                let mut item = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c == ',' {
-                        break;
-                    }
-                    item.push(c);
-                    chars.next();
-                }
-                let item = item.trim().to_owned();
-                items.push(if item.eq_ignore_ascii_case("NULL") {
-                    None
-                } else {
-                    Some(item)
-                });
-            }
+            Some('"') => items.push(Some(quoted_element(&mut chars)?)),
+            _ => items.push(unquoted_element(&mut chars)),
         }
         match chars.next() {
             Some(',') => continue,
@@ -359,6 +333,38 @@ fn parse_array(text: &str) -> Option<Vec<Option<String>>> {
             Some(_) => return None,
         }
     }
+}
+
+/// The characters of an array's text, read element by element.
+pub(super) type ArrayChars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+/// A `"..."` element of an array's text (at its opening quote), its
+/// backslash escapes undone; `None` if it never closes.
+pub(super) fn quoted_element(chars: &mut ArrayChars<'_>) -> Option<String> {
+    chars.next();
+    let mut item = String::new();
+    loop {
+        match chars.next()? {
+            '\\' => item.push(chars.next()?),
+            '"' => return Some(item),
+            c => item.push(c),
+        }
+    }
+}
+
+/// An unquoted element of an array's text, up to the `,` or `}` after it;
+/// `None` for `NULL`.
+pub(super) fn unquoted_element(chars: &mut ArrayChars<'_>) -> Option<String> {
+    let mut item = String::new();
+    while let Some(&c) = chars.peek() {
+        if c == ',' || c == '}' {
+            break;
+        }
+        item.push(c);
+        chars.next();
+    }
+    let item = item.trim();
+    (!item.eq_ignore_ascii_case("NULL")).then(|| item.to_owned())
 }
 
 #[cfg(test)]

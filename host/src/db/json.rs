@@ -25,7 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::IgnoredAny;
 
-use super::decode::Decoder;
+use super::decode::{ArrayChars, Decoder, quoted_element, unquoted_element};
 use crate::caps::types::{Scalar, Value};
 
 /// `text` as a JSON string literal.
@@ -128,11 +128,7 @@ fn write_array(decoder: Decoder, text: &str, out: &mut Vec<u8>) -> Option<()> {
 }
 
 /// One `{...}` of an array's text.
-fn write_dimension(
-    decoder: Decoder,
-    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
-    out: &mut Vec<u8>,
-) -> Option<()> {
+fn write_dimension(decoder: Decoder, chars: &mut ArrayChars<'_>, out: &mut Vec<u8>) -> Option<()> {
     if chars.next()? != '{' {
         return None;
     }
@@ -145,34 +141,11 @@ fn write_dimension(
     loop {
         match *chars.peek()? {
             '{' => write_dimension(decoder, chars, out)?,
-            '"' => {
-                chars.next();
-                let mut item = String::new();
-                loop {
-                    match chars.next()? {
-                        '\\' => item.push(chars.next()?),
-                        '"' => break,
-                        c => item.push(c),
-                    }
-                }
-                write_scalar(out, &decoder.scalar(&item));
-            }
-            _ => {
-                let mut item = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c == ',' || c == '}' {
-                        break;
-                    }
-                    item.push(c);
-                    chars.next();
-                }
-                match item.trim() {
-                    null if null.eq_ignore_ascii_case("NULL") => {
-                        out.extend_from_slice(b"null");
-                    }
-                    item => write_scalar(out, &decoder.scalar(item)),
-                }
-            }
+            '"' => write_scalar(out, &decoder.scalar(&quoted_element(chars)?)),
+            _ => match unquoted_element(chars) {
+                Some(item) => write_scalar(out, &decoder.scalar(&item)),
+                None => out.extend_from_slice(b"null"),
+            },
         }
         match chars.next()? {
             ',' => out.push(b','),
