@@ -1893,3 +1893,37 @@ fn a_function_that_sets_its_own_cors_keeps_it() {
     assert_eq!(actual.header("access-control-allow-origin"), Some("*"));
     assert!(actual.header("access-control-expose-headers").is_some());
 }
+
+#[test]
+fn a_host_header_past_ascii_is_the_clients_mistake() {
+    use std::io::{Read, Write};
+    let host = Host::start();
+    let token = host.token();
+    let project = fn_get(&host, &token, "/v1/whoami").json()["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    deployed(
+        &host,
+        &token,
+        json!({ "name": "plain", "public": true }),
+        spin5(),
+    );
+    // An HTTP client may send obs-text in a header; a WASI 0.2 guest's
+    // authority must be text. Sent raw: client libraries refuse to.
+    let mut request = format!(
+        "GET /fn/plain/hello HTTP/1.1\r\nX-Zatabase-Project: {project}\r\n\
+         X-Zatabase-Environment: sandbox\r\nConnection: close\r\nHost: "
+    )
+    .into_bytes();
+    request.extend_from_slice(b"ex\xe4mple.com\r\n\r\n");
+    let address = host.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(&request).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"status\":400"), "{answer}");
+    assert!(answer.contains("Host header"), "{answer}");
+}

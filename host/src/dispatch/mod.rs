@@ -668,6 +668,18 @@ impl Dispatcher {
         if request.extensions().get::<ForeignAuthorization>().is_none() {
             request.headers_mut().remove(http::header::AUTHORIZATION);
         }
+        // `wasi:http` gives a guest its authority as text: a `Host` that is
+        // not (bytes past ASCII) is the client's mistake, said before any
+        // guest runs.
+        if request
+            .headers()
+            .get(http::header::HOST)
+            .is_some_and(|host| host.to_str().is_err())
+        {
+            return Err(DispatchError::BadRequest(
+                "the Host header is not ASCII text".to_owned(),
+            ));
+        }
         if let Some(indices) = &component.route
             && route::buffers(&request)
         {
