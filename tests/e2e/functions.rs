@@ -704,6 +704,15 @@ fn functions_belong_to_their_tenant_and_deleting_one_stops_it() {
             .expect_error(401)
             .contains("invalid token")
     );
+    // However the platform's own token is written (no scheme, another
+    // scheme, beside another credential), it is not the function's.
+    for ours in [
+        owner.to_string(),
+        format!("Token {owner}"),
+        format!("{BASIC}, Bearer {owner}"),
+    ] {
+        with_authorization(&ours).expect_error(401);
+    }
     let invocations = || {
         host.platform_sql(&format!(
             "SELECT count(*) FROM zatabase.function_invocations WHERE function_id = '{id}'"

@@ -53,8 +53,9 @@ pub async fn call(state: &AppState, mut request: Request) -> Response {
         Some(Caller::Rejected(error))
             if !request
                 .headers()
-                .get(header::AUTHORIZATION)
-                .is_some_and(|value| state.auth.claims_to_be_ours(value.as_bytes())) =>
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .any(|value| state.auth.claims_to_be_ours(value.as_bytes())) =>
         {
             Some(*error)
         }

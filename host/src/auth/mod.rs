@@ -26,6 +26,9 @@ use jwt::{Claims, Keys};
 use password::Passwords;
 use throttle::LoginThrottle;
 
+/// How a refresh token starts.
+const REFRESH_PREFIX: &str = "zrt_";
+
 /// Why a request is not authenticated. Every variant answers 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
@@ -141,20 +144,19 @@ impl Auth {
         })
     }
 
-    /// Whether an `Authorization` header value is the platform's own kind
-    /// of credential: a bearer token naming one of its signing keys, valid
-    /// or not. Anything else (Basic, an API key, another issuer's token)
-    /// belongs to whoever the request is for.
+    /// Whether an `Authorization` header value holds anything of the
+    /// platform's own kind of credential, however it is written (any
+    /// scheme or none, among other values): a token naming one of its
+    /// signing keys, valid or not, or a refresh token. Anything else
+    /// (Basic, an API key, another issuer's token) belongs to whoever the
+    /// request is for. Text that is not UTF-8 holds none of ours.
     pub fn claims_to_be_ours(&self, header: &[u8]) -> bool {
         let Ok(header) = std::str::from_utf8(header) else {
             return false;
         };
-        match header.trim().split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                self.keys.names_ours(token.trim())
-            }
-            _ => false,
-        }
+        header
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .any(|piece| piece.starts_with(REFRESH_PREFIX) || self.keys.names_ours(piece))
     }
 
     /// The principal an `Authorization` header value vouches for (signature,
@@ -233,7 +235,7 @@ impl Auth {
         let mut secret = [0u8; 32];
         rustix::rand::getrandom(&mut secret, rustix::rand::GetRandomFlags::empty())
             .expect("the system's random source");
-        let refresh_token = format!("zrt_{}", hex::encode(secret));
+        let refresh_token = format!("{REFRESH_PREFIX}{}", hex::encode(secret));
         Tokens {
             access_token: self.keys.sign(&claims),
             expires_in: self.access_ttl.as_secs() as u32,

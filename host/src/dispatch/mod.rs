@@ -148,13 +148,13 @@ pub struct Services {
     pub functions: Arc<Functions>,
 }
 
-/// What the host established about a request before dispatching it.
 /// Marks a request whose `Authorization` header is not a credential of the
 /// platform's: the guest gets it as sent. Set only by the functions gateway,
 /// for a public function.
 #[derive(Debug, Clone, Copy)]
 pub struct ForeignAuthorization;
 
+/// What the host established about a request before dispatching it.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: Arc<str>,

@@ -168,7 +168,8 @@ where
         let preflight = request.method() == http::Method::OPTIONS
             && headers.contains_key(header::ORIGIN)
             && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        let inner = (!preflight || request.uri().path().starts_with("/fn/")).then(|| {
+        let function = request.uri().path().starts_with("/fn/");
+        let inner = (!preflight || function).then(|| {
             let caller = authenticate(&self.state, &request);
             request.extensions_mut().insert(RequestId(id.clone()));
             request.extensions_mut().insert(caller);
@@ -182,6 +183,7 @@ where
         EdgeFuture {
             inner,
             preflight,
+            function,
             id,
             allow_origin,
             vary: !self.state.cors.any,
@@ -204,6 +206,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<tracing::instrument::Instrumented<F>>,
         preflight: bool,
+        // A `/fn/...` call: the function's CORS headers may stand. (Not
+        // `/v1/functions/:id/invoke`, a platform route answering with a
+        // function's response.)
+        function: bool,
         id: Arc<str>,
         allow_origin: Option<HeaderValue>,
         vary: bool,
@@ -228,10 +234,11 @@ where
             }
             None => None,
         };
-        let own_cors = answered.as_ref().is_some_and(|r| {
-            r.headers()
-                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
-        });
+        let own_cors = *this.function
+            && answered.as_ref().is_some_and(|r| {
+                r.headers()
+                    .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            });
         let mut response = match answered {
             Some(response) if own_cors || !preflight => response,
             _ => {
