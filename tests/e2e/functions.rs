@@ -1838,20 +1838,26 @@ fn a_restarted_host_loads_active_deployments_before_it_listens() {
     let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
 }
 
+/// A public spin-sdk 5 function `name` in a new user's sandbox; its
+/// project's id (what an anonymous call names in `X-Zatabase-Project`).
+fn public_spin5(host: &Host, name: &str) -> String {
+    let token = host.token();
+    deployed(
+        host,
+        &token,
+        json!({ "name": name, "public": true }),
+        spin5(),
+    );
+    fn_get(host, &token, "/v1/whoami").json()["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn a_function_that_sets_its_own_cors_keeps_it() {
     let host = Host::start();
-    let token = host.token();
-    let project = fn_get(&host, &token, "/v1/whoami").json()["project_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    deployed(
-        &host,
-        &token,
-        json!({ "name": "site", "public": true }),
-        spin5(),
-    );
+    let project = public_spin5(&host, "site");
     let send = |method: &str, path: &str, preflight: bool| {
         let mut headers = vec![
             ("x-zatabase-project", project.as_str()),
@@ -1907,17 +1913,7 @@ fn a_function_that_sets_its_own_cors_keeps_it() {
 fn a_host_header_past_ascii_is_the_clients_mistake() {
     use std::io::{Read, Write};
     let host = Host::start();
-    let token = host.token();
-    let project = fn_get(&host, &token, "/v1/whoami").json()["project_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    deployed(
-        &host,
-        &token,
-        json!({ "name": "plain", "public": true }),
-        spin5(),
-    );
+    let project = public_spin5(&host, "plain");
     // An HTTP client may send obs-text in a header; a WASI 0.2 guest's
     // authority must be text. Sent raw: client libraries refuse to.
     let mut request = format!(
