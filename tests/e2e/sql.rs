@@ -639,6 +639,25 @@ fn every_mapped_type_round_trips_through_parameters() {
         back["rows"],
         json!([{ "tstz": true, "ts": true, "d": true, "same": true }])
     );
+    // `box[]` delimits its elements with `;` (each box's text holds commas):
+    // an array of two boxes is two elements, both ways.
+    host.sql_ok("CREATE TABLE shapes (b box[])", &[]);
+    host.sql_ok(
+        "INSERT INTO shapes VALUES ($1)",
+        &[json!(["(1,1),(0,0)", null, "(3,3),(2,2)"])],
+    );
+    let boxes = host.sql_ok(
+        "SELECT b, array_length(b, 1) AS n, ARRAY[box '((2,2),(1,1))', NULL] AS literal FROM shapes",
+        &[],
+    );
+    assert_eq!(
+        boxes["rows"],
+        json!([{
+            "b": ["(1,1),(0,0)", null, "(3,3),(2,2)"], "n": 3,
+            "literal": ["(2,2),(1,1)", null]
+        }])
+    );
+    assert_eq!(boxes["columns"][0]["type"], "box[]");
     // A value of the wrong type is the client's error, and nothing is written.
     host.sql(
         "INSERT INTO typed (i4) VALUES ($1)",

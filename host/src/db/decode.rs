@@ -93,12 +93,13 @@ impl Decoder {
         }
     }
 
-    /// Types a column value: a scalar, or an array of them.
-    pub fn value(self, is_array: bool, text: &str) -> Value {
-        if !is_array {
+    /// Types a column value: a scalar, or (with the delimiter between its
+    /// elements) an array of them.
+    pub fn value(self, array_delimiter: Option<char>, text: &str) -> Value {
+        let Some(delimiter) = array_delimiter else {
             return Value::Scalar(self.scalar(text));
-        }
-        match parse_array(text) {
+        };
+        match parse_array(text, delimiter) {
             Some(items) => Value::Array(
                 items
                     .into_iter()
@@ -119,22 +120,29 @@ pub struct TypeDesc {
     /// `int4`, `text[]`, `vector`, ...
     pub name: String,
     pub decoder: Decoder,
-    pub is_array: bool,
+    /// For an array type, the character between its elements in Postgres's
+    /// text: the element type's `typdelim` (`,` for all built-ins but `box`,
+    /// whose text holds commas and is delimited by `;`).
+    pub array_delimiter: Option<char>,
 }
 
 impl TypeDesc {
     /// `name` is the type's own name, `base` the name to decode by (the
     /// element's for arrays, the base type's for domains).
-    fn new(name: &str, base: &str, is_array: bool) -> Self {
+    fn new(name: &str, base: &str, array_delimiter: Option<char>) -> Self {
         Self {
-            name: if is_array {
+            name: if array_delimiter.is_some() {
                 format!("{base}[]")
             } else {
                 name.to_owned()
             },
             decoder: Decoder::for_name(base),
-            is_array,
+            array_delimiter,
         }
+    }
+
+    pub fn is_array(&self) -> bool {
+        self.array_delimiter.is_some()
     }
 }
 
@@ -201,7 +209,10 @@ impl Default for TypeCache {
     fn default() -> Self {
         let types = BUILTIN
             .iter()
-            .map(|&(oid, name, array)| (oid, Arc::new(TypeDesc::new(name, name, array))))
+            .map(|&(oid, name, array)| {
+                let delimiter = array.then_some(',');
+                (oid, Arc::new(TypeDesc::new(name, name, delimiter)))
+            })
             .collect();
         Self {
             types: RwLock::new(types),
@@ -236,10 +247,10 @@ impl TypeCache {
         if missing.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(i64, String, String, bool, bool)> = sqlx::query_as(
+        let rows: Vec<(i64, String, String, bool, Option<String>)> = sqlx::query_as(
             "SELECT t.oid::pg_catalog.int8, t.typname::pg_catalog.text, b.typname::pg_catalog.text, \
                     n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,extensions}'::pg_catalog.name[]), \
-                    e.oid IS NOT NULL \
+                    e.typdelim::pg_catalog.text \
              FROM pg_catalog.pg_type t \
              LEFT JOIN pg_catalog.pg_type e ON e.oid OPERATOR(pg_catalog.=) t.typelem \
                   AND t.typcategory OPERATOR(pg_catalog.=) 'A'::pg_catalog.\"char\" \
@@ -254,14 +265,16 @@ impl TypeCache {
         .fetch_all(&mut *conn)
         .await?;
         let mut types = self.types.write().expect("type cache poisoned");
-        for (oid, name, base, platforms, is_array) in rows {
+        for (oid, name, base, platforms, delimiter) in rows {
             let Ok(oid) = u32::try_from(oid) else {
                 continue;
             };
             if !missing.contains(&i64::from(oid)) {
                 continue;
             }
-            let mut desc = TypeDesc::new(&name, &base, is_array);
+            // An array's elements are delimited by one ASCII character.
+            let delimiter = delimiter.map(|d| d.chars().next().unwrap_or(','));
+            let mut desc = TypeDesc::new(&name, &base, delimiter);
             if !platforms {
                 desc.decoder = Decoder::Other;
             }
@@ -312,9 +325,10 @@ fn parse_vector(text: &str) -> Option<Vec<f32>> {
     inner.split(',').map(|x| x.trim().parse().ok()).collect()
 }
 
-/// A one-dimensional array literal `{a,"b c",NULL}` into its elements.
-/// Returns `None` for anything else (nested or dimension-decorated arrays).
-fn parse_array(text: &str) -> Option<Vec<Option<String>>> {
+/// A one-dimensional array literal `{a,"b c",NULL}` into its elements,
+/// `delimiter` between them. Returns `None` for anything else (nested or
+/// dimension-decorated arrays).
+fn parse_array(text: &str, delimiter: char) -> Option<Vec<Option<String>>> {
     let inner = text.strip_prefix('{')?.strip_suffix('}')?;
     let mut items = Vec::new();
     if inner.is_empty() {
@@ -325,10 +339,10 @@ fn parse_array(text: &str) -> Option<Vec<Option<String>>> {
         match chars.peek() {
             Some('{') => return None,
             Some('"') => items.push(Some(quoted_element(&mut chars)?)),
-            _ => items.push(unquoted_element(&mut chars)),
+            _ => items.push(unquoted_element(&mut chars, delimiter)),
         }
         match chars.next() {
-            Some(',') => continue,
+            Some(c) if c == delimiter => continue,
             None => return Some(items),
             Some(_) => return None,
         }
@@ -352,12 +366,12 @@ pub(super) fn quoted_element(chars: &mut ArrayChars<'_>) -> Option<String> {
     }
 }
 
-/// An unquoted element of an array's text, up to the `,` or `}` after it;
-/// `None` for `NULL`.
-pub(super) fn unquoted_element(chars: &mut ArrayChars<'_>) -> Option<String> {
+/// An unquoted element of an array's text, up to the `delimiter` or `}`
+/// after it; `None` for `NULL`.
+pub(super) fn unquoted_element(chars: &mut ArrayChars<'_>, delimiter: char) -> Option<String> {
     let mut item = String::new();
     while let Some(&c) = chars.peek() {
-        if c == ',' || c == '}' {
+        if c == delimiter || c == '}' {
             break;
         }
         item.push(c);
@@ -379,9 +393,9 @@ mod tests {
             (
                 int4_array.name.as_str(),
                 int4_array.decoder,
-                int4_array.is_array
+                int4_array.array_delimiter
             ),
-            ("int4[]", Decoder::Int32, true)
+            ("int4[]", Decoder::Int32, Some(','))
         );
         assert_eq!(cache.get(1184).unwrap().decoder, Decoder::Timestamptz);
         assert!(cache.get(99999).is_none());
@@ -413,7 +427,7 @@ mod tests {
     #[test]
     fn arrays_split_with_quotes_and_nulls() {
         assert_eq!(
-            parse_array(r#"{1,NULL,"a,b","q\"x",""}"#).unwrap(),
+            parse_array(r#"{1,NULL,"a,b","q\"x",""}"#, ',').unwrap(),
             vec![
                 Some("1".into()),
                 None,
@@ -422,9 +436,17 @@ mod tests {
                 Some(String::new())
             ]
         );
-        assert_eq!(parse_array("{}").unwrap(), Vec::<Option<String>>::new());
-        assert!(parse_array("{{1,2},{3,4}}").is_none());
-        assert!(parse_array("[1:2]={1,2}").is_none());
+        assert_eq!(
+            parse_array("{}", ',').unwrap(),
+            Vec::<Option<String>>::new()
+        );
+        assert!(parse_array("{{1,2},{3,4}}", ',').is_none());
+        assert!(parse_array("[1:2]={1,2}", ',').is_none());
+        // `box[]`: the elements hold commas and are delimited by `;`.
+        assert_eq!(
+            parse_array(r#"{(1,1),(0,0);NULL;"(2,2),(1,1)"}"#, ';').unwrap(),
+            vec![Some("(1,1),(0,0)".into()), None, Some("(2,2),(1,1)".into())]
+        );
     }
 
     #[test]

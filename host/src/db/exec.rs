@@ -319,7 +319,7 @@ impl RawResult {
                     Arc::new(TypeDesc {
                         name: format!("oid:{oid}"),
                         decoder: super::decode::Decoder::Other,
-                        is_array: false,
+                        array_delimiter: None,
                     })
                 })
             })
@@ -365,7 +365,7 @@ impl Fetched {
                     .map(|(i, desc)| {
                         Ok(match cell_text(row, i)? {
                             None => Value::Null,
-                            Some(text) => desc.decoder.value(desc.is_array, text),
+                            Some(text) => desc.decoder.value(desc.array_delimiter, text),
                         })
                     })
                     .collect()
@@ -409,7 +409,9 @@ impl Fetched {
                 out.push(b':');
                 match cell_text(row, i)? {
                     None => out.extend_from_slice(b"null"),
-                    Some(text) => desc.decoder.write_json(desc.is_array, text, &mut out),
+                    Some(text) => desc
+                        .decoder
+                        .write_json(desc.array_delimiter, text, &mut out),
                 }
             }
             out.push(b'}');
@@ -481,18 +483,21 @@ fn cell_text(row: &PgRow, i: usize) -> Result<Option<&str>, SqlError> {
 }
 
 /// Literals for the parameters. A JSON array bound to an array-typed
-/// parameter becomes a Postgres array; anything else keeps its text form and
-/// Postgres parses it as the parameter's type.
+/// parameter becomes a Postgres array, its elements delimited as that type's
+/// are; anything else keeps its text form and Postgres parses it as the
+/// parameter's type.
 async fn render_params(
     conn: &mut PgConnection,
     types: &TypeCache,
     statements: &[Statement<'_>],
     params: &[Value],
 ) -> Result<Vec<String>, SqlError> {
-    let needs_types = params
-        .iter()
-        .any(|p| matches!(p, Value::Scalar(Scalar::Json(j)) if j.trim_start().starts_with('[')));
-    let mut array_params = vec![false; params.len()];
+    let needs_types = params.iter().any(|p| match p {
+        Value::Scalar(Scalar::Json(j)) => j.trim_start().starts_with('['),
+        Value::Array(_) => true,
+        _ => false,
+    });
+    let mut array_delimiters = vec![None; params.len()];
     if needs_types {
         let statement = conn
             .prepare(AssertSqlSafe(statements[0].text.to_owned()).into_sql_str())
@@ -510,22 +515,27 @@ async fn render_params(
                 .resolve(conn, &oids)
                 .await
                 .map_err(|e| map_error(e, &Positions::none()))?;
-            for (slot, oid) in array_params.iter_mut().zip(oids) {
-                *slot = types.get(oid).is_some_and(|t| t.is_array);
+            for (slot, oid) in array_delimiters.iter_mut().zip(oids) {
+                *slot = types.get(oid).and_then(|t| t.array_delimiter);
             }
         }
     }
     params
         .iter()
-        .zip(array_params)
-        .map(|(param, is_array)| literal(param, is_array))
+        .zip(array_delimiters)
+        .map(|(param, delimiter)| literal(param, delimiter))
         .collect()
 }
 
-fn literal(value: &Value, array_param: bool) -> Result<String, SqlError> {
+/// A parameter's literal; `array_delimiter` is set when the parameter is an
+/// array type's.
+fn literal(value: &Value, array_delimiter: Option<char>) -> Result<String, SqlError> {
     let text = match value {
         Value::Null => return Ok("NULL".to_owned()),
-        Value::Scalar(Scalar::Json(json)) if array_param => json_to_array_literal(json)?,
+        Value::Scalar(Scalar::Json(json)) => match array_delimiter {
+            Some(delimiter) => json_to_array_literal(json, delimiter)?,
+            None => json.clone(),
+        },
         Value::Scalar(scalar) => scalar_text(scalar),
         Value::Array(items) => {
             let items: Vec<String> = items
@@ -535,7 +545,8 @@ fn literal(value: &Value, array_param: bool) -> Result<String, SqlError> {
                     Some(scalar) => array_element(&scalar_text(scalar)),
                 })
                 .collect();
-            format!("{{{}}}", items.join(","))
+            let delimiter = array_delimiter.unwrap_or(',').to_string();
+            format!("{{{}}}", items.join(&delimiter))
         }
     };
     sqltext::quote_literal(&text).map_err(|e| error(ErrorKind::InvalidInput, e))
@@ -599,15 +610,13 @@ fn array_element(text: &str) -> String {
 }
 
 /// `[1, "a", [2, null]]` → `{"1","a",{"2",NULL}}`.
-fn json_to_array_literal(json: &str) -> Result<String, SqlError> {
-    fn element(value: &serde_json::Value) -> String {
+fn json_to_array_literal(json: &str, delimiter: char) -> Result<String, SqlError> {
+    fn element(value: &serde_json::Value, delimiter: &str) -> String {
         match value {
             serde_json::Value::Null => "NULL".to_owned(),
             serde_json::Value::Array(items) => {
-                format!(
-                    "{{{}}}",
-                    items.iter().map(element).collect::<Vec<_>>().join(",")
-                )
+                let items: Vec<String> = items.iter().map(|i| element(i, delimiter)).collect();
+                format!("{{{}}}", items.join(delimiter))
             }
             serde_json::Value::String(s) => array_element(s),
             other => array_element(&other.to_string()),
@@ -619,7 +628,7 @@ fn json_to_array_literal(json: &str) -> Result<String, SqlError> {
             format!("invalid JSON parameter: {e}"),
         )
     })?;
-    Ok(element(&value))
+    Ok(element(&value, &delimiter.to_string()))
 }
 
 /// Where Postgres's error positions point, and how to map them back.
@@ -748,24 +757,33 @@ mod tests {
 
     #[test]
     fn literals_are_quoted_text_forms() {
-        assert_eq!(literal(&Value::Null, false).unwrap(), "NULL");
-        assert_eq!(literal(&text("o'k"), false).unwrap(), "E'o''k'");
+        assert_eq!(literal(&Value::Null, None).unwrap(), "NULL");
+        assert_eq!(literal(&text("o'k"), None).unwrap(), "E'o''k'");
         assert_eq!(
-            literal(&Value::Scalar(Scalar::Float64(f64::NEG_INFINITY)), false).unwrap(),
+            literal(&Value::Scalar(Scalar::Float64(f64::NEG_INFINITY)), None).unwrap(),
             "E'-Infinity'"
         );
         assert_eq!(
-            literal(&Value::Scalar(Scalar::Bytes(vec![1, 255])), false).unwrap(),
+            literal(&Value::Scalar(Scalar::Bytes(vec![1, 255])), None).unwrap(),
             r"E'\\x01ff'"
         );
         let json = Value::Scalar(Scalar::Json(r#"[1,"a\"b",null,[2]]"#.to_owned()));
         assert_eq!(
-            literal(&json, true).unwrap(),
+            literal(&json, Some(',')).unwrap(),
             r#"E'{"1","a\\"b",NULL,{"2"}}'"#
         );
-        assert_eq!(literal(&json, false).unwrap(), r#"E'[1,"a\\"b",null,[2]]'"#);
+        assert_eq!(literal(&json, None).unwrap(), r#"E'[1,"a\\"b",null,[2]]'"#);
         let array = Value::Array(vec![Some(Scalar::Int64(1)), None]);
-        assert_eq!(literal(&array, false).unwrap(), r#"E'{"1",NULL}'"#);
+        assert_eq!(literal(&array, None).unwrap(), r#"E'{"1",NULL}'"#);
+        // `box[]` delimits its elements with `;`.
+        let boxes = Value::Scalar(Scalar::Json(
+            r#"["(1,1),(0,0)",["(2,2),(1,1)",null]]"#.to_owned(),
+        ));
+        assert_eq!(
+            literal(&boxes, Some(';')).unwrap(),
+            r#"E'{"(1,1),(0,0)";{"(2,2),(1,1)";NULL}}'"#
+        );
+        assert_eq!(literal(&array, Some(';')).unwrap(), r#"E'{"1";NULL}'"#);
     }
 
     #[test]

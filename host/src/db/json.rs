@@ -56,20 +56,19 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 impl Decoder {
     /// Appends the JSON form of a non-null column value given as Postgres's
-    /// text: what `write_value` writes for `self.value(is_array, text)`,
+    /// text: what `write_value` writes for `self.value(array_delimiter, text)`,
     /// without building the value where the text already is its JSON form
     /// (integers, json) or a JSON string's content (text, uuid, numeric,
     /// dates, times, intervals).
-    pub fn write_json(self, is_array: bool, text: &str, out: &mut Vec<u8>) {
-        if is_array {
+    pub fn write_json(self, array_delimiter: Option<char>, text: &str, out: &mut Vec<u8>) {
+        if let Some(delimiter) = array_delimiter {
             let mark = out.len();
-            if write_array(self, text, out).is_some() {
+            if write_array(self, delimiter, text, out).is_some() {
                 return;
             }
             // Not an array's text after all: written as the text it is.
             out.truncate(mark);
-        }
-        if !is_array {
+        } else {
             let verbatim = match self {
                 Decoder::Text
                 | Decoder::Uuid
@@ -110,25 +109,30 @@ impl Decoder {
                 return;
             }
         }
-        write_value(out, &self.value(is_array, text));
+        write_value(out, &self.value(array_delimiter, text));
     }
 }
 
 /// An array's text as JSON arrays, nested as deep as its dimensions (a
 /// lower bound's decoration, `[0:1]=`, dropped), each element typed by
-/// `decoder`; `None` if the text is not an array's.
-fn write_array(decoder: Decoder, text: &str, out: &mut Vec<u8>) -> Option<()> {
+/// `decoder`, `delimiter` between them; `None` if the text is not an array's.
+fn write_array(decoder: Decoder, delimiter: char, text: &str, out: &mut Vec<u8>) -> Option<()> {
     let body = match text.strip_prefix('[') {
         Some(_) => &text[text.find('=')? + 1..],
         None => text,
     };
     let mut chars = body.chars().peekable();
-    write_dimension(decoder, &mut chars, out)?;
+    write_dimension(decoder, delimiter, &mut chars, out)?;
     chars.next().is_none().then_some(())
 }
 
 /// One `{...}` of an array's text.
-fn write_dimension(decoder: Decoder, chars: &mut ArrayChars<'_>, out: &mut Vec<u8>) -> Option<()> {
+fn write_dimension(
+    decoder: Decoder,
+    delimiter: char,
+    chars: &mut ArrayChars<'_>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
     if chars.next()? != '{' {
         return None;
     }
@@ -140,15 +144,15 @@ fn write_dimension(decoder: Decoder, chars: &mut ArrayChars<'_>, out: &mut Vec<u
     }
     loop {
         match *chars.peek()? {
-            '{' => write_dimension(decoder, chars, out)?,
+            '{' => write_dimension(decoder, delimiter, chars, out)?,
             '"' => write_scalar(out, &decoder.scalar(&quoted_element(chars)?)),
-            _ => match unquoted_element(chars) {
+            _ => match unquoted_element(chars, delimiter) {
                 Some(item) => write_scalar(out, &decoder.scalar(&item)),
                 None => out.extend_from_slice(b"null"),
             },
         }
         match chars.next()? {
-            ',' => out.push(b','),
+            c if c == delimiter => out.push(b','),
             '}' => {
                 out.push(b']');
                 return Some(());
@@ -242,7 +246,7 @@ mod tests {
     fn arrays_of_any_dimension_nest() {
         let array = |decoder: Decoder, text: &str| {
             let mut out = Vec::new();
-            decoder.write_json(true, text, &mut out);
+            decoder.write_json(Some(','), text, &mut out);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(array(Decoder::Int32, "{1,NULL,3}"), "[1,null,3]");
@@ -255,6 +259,13 @@ mod tests {
         );
         // Not an array's text: kept as text.
         assert_eq!(array(Decoder::Int32, "{1,2"), r#""{1,2""#);
+        // `box[]`'s elements are delimited by `;` and hold commas.
+        let mut boxes = Vec::new();
+        Decoder::Other.write_json(Some(';'), "{(1,1),(0,0);NULL;\"(2,2),(1,1)\"}", &mut boxes);
+        assert_eq!(
+            String::from_utf8(boxes).unwrap(),
+            r#"["(1,1),(0,0)",null,"(2,2),(1,1)"]"#
+        );
     }
 
     #[test]
@@ -284,42 +295,43 @@ mod tests {
     #[test]
     fn the_fast_path_writes_what_the_typed_path_writes() {
         use Decoder::*;
-        let cases: &[(Decoder, bool, &str)] = &[
-            (Text, false, "a \"quoted\" line\n"),
-            (Uuid, false, "6f1c1a4e-0000-4000-8000-00000000000a"),
-            (Numeric, false, "29.99"),
-            (Date, false, "2024-03-01"),
-            (Interval, false, "P1DT2H"),
-            (Boolean, false, "t"),
-            (Boolean, false, "f"),
-            (Int16, false, "-32768"),
-            (Int16, false, "70000"),
-            (Int32, false, "+5"),
-            (Int64, false, "9223372036854775807"),
-            (Json, false, "{\"a\": [1, 2]}"),
-            (Json, false, "{broken"),
-            (Float64, false, "NaN"),
-            (Timestamptz, false, "2024-03-01 12:30:00+00"),
-            (Timestamptz, false, "2024-03-01 12:30:00.123456+05:30"),
-            (Timestamptz, false, "1900-01-01 00:00:00+00:09:21"),
-            (Timestamptz, false, "0044-03-15 12:00:00+00 BC"),
-            (Timestamptz, false, "-infinity"),
-            (Timestamp, false, "2024-03-01 12:30:00.5"),
-            (Timestamp, false, "infinity"),
-            (Timestamp, false, "odd \"text\""),
-            (Timestamptz, true, "{\"2024-03-01 12:30:00+00\",NULL}"),
-            (Int32, true, "{1,NULL,3}"),
+        let cases: &[(Decoder, Option<char>, &str)] = &[
+            (Text, None, "a \"quoted\" line\n"),
+            (Uuid, None, "6f1c1a4e-0000-4000-8000-00000000000a"),
+            (Numeric, None, "29.99"),
+            (Date, None, "2024-03-01"),
+            (Interval, None, "P1DT2H"),
+            (Boolean, None, "t"),
+            (Boolean, None, "f"),
+            (Int16, None, "-32768"),
+            (Int16, None, "70000"),
+            (Int32, None, "+5"),
+            (Int64, None, "9223372036854775807"),
+            (Json, None, "{\"a\": [1, 2]}"),
+            (Json, None, "{broken"),
+            (Float64, None, "NaN"),
+            (Timestamptz, None, "2024-03-01 12:30:00+00"),
+            (Timestamptz, None, "2024-03-01 12:30:00.123456+05:30"),
+            (Timestamptz, None, "1900-01-01 00:00:00+00:09:21"),
+            (Timestamptz, None, "0044-03-15 12:00:00+00 BC"),
+            (Timestamptz, None, "-infinity"),
+            (Timestamp, None, "2024-03-01 12:30:00.5"),
+            (Timestamp, None, "infinity"),
+            (Timestamp, None, "odd \"text\""),
+            (Timestamptz, Some(','), "{\"2024-03-01 12:30:00+00\",NULL}"),
+            (Int32, Some(','), "{1,NULL,3}"),
+            (Other, Some(';'), "{(1,1),(0,0);(2,2),(1,1)}"),
         ];
-        for (decoder, is_array, text) in cases {
+        for (decoder, delimiter, text) in cases {
             let mut fast = Vec::new();
-            decoder.write_json(*is_array, text, &mut fast);
-            let typed = json(decoder.value(*is_array, text));
+            decoder.write_json(*delimiter, text, &mut fast);
+            let typed = json(decoder.value(*delimiter, text));
             let fast = String::from_utf8(fast).unwrap();
             let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
             assert_eq!(parsed(&fast), parsed(&typed), "{decoder:?} {text}");
         }
         let mut out = Vec::new();
-        Timestamptz.write_json(false, "2024-03-01 12:30:00+00", &mut out);
+        Timestamptz.write_json(None, "2024-03-01 12:30:00+00", &mut out);
         assert_eq!(out, b"\"2024-03-01T12:30:00+00:00\"");
     }
 }
