@@ -81,6 +81,34 @@ fn parameters_are_values_never_sql() {
 }
 
 #[test]
+fn several_statements_answer_with_the_last_ones_rows() {
+    let host = Host::start();
+    // A rule's parenthesised actions hold semicolons that end no statement
+    // (Postgres reads four here): the rows are still the last statement's.
+    let created = host.sql_ok(
+        "CREATE TABLE audit (v int); CREATE TABLE items (v int); \
+         CREATE RULE copy AS ON INSERT TO items DO ALSO \
+           (INSERT INTO audit VALUES (NEW.v); INSERT INTO audit VALUES (NEW.v * 10)); \
+         SELECT 'last' AS which",
+        &[],
+    );
+    assert_eq!(created["rows"], json!([{ "which": "last" }]));
+    let audited = host.sql_ok(
+        "INSERT INTO items VALUES (2); SELECT v FROM audit ORDER BY v",
+        &[],
+    );
+    assert_eq!(audited["rows"], json!([{ "v": 2 }, { "v": 20 }]));
+    // A semicolon inside parentheses anywhere else is Postgres's syntax
+    // error, and nothing before it ran.
+    host.sql("INSERT INTO items VALUES (3); SELECT (1; SELECT 2)", &[])
+        .expect_error(400);
+    assert_eq!(
+        host.sql_ok("SELECT count(*) AS n FROM audit", &[])["rows"],
+        json!([{ "n": 2 }])
+    );
+}
+
+#[test]
 fn errors_map_to_statuses_and_nothing_is_half_applied() {
     let host = Host::start();
     // Positions count in the client's text, whatever the host sent before

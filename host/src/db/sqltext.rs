@@ -66,6 +66,13 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     // and inside it only the reserved `CASE` and `END` count. Anything else
     // Postgres reads as one statement, this reads as several, and the
     // pieces are refused.
+    //
+    // Nor does a semicolon inside parentheses end a statement (as in psql):
+    // Postgres parses the whole query string before it runs any of it, and
+    // its grammar takes a semicolon inside parentheses only between the
+    // actions of `CREATE RULE ... DO (a; b)`, which are plain reads, writes
+    // and NOTIFYs; anywhere else the string is a syntax error and nothing
+    // runs.
     let mut depth = 0usize;
     let mut parens = 0usize;
 
@@ -137,9 +144,8 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                     i += 1;
                 }
             }
-            b';' if depth == 0 => {
+            b';' if depth == 0 && parens == 0 => {
                 finish(sql, start, i, &mut words, &mut params, &mut statements);
-                parens = 0;
                 i += 1;
                 start = i;
             }
@@ -418,6 +424,16 @@ mod tests {
             ["SELECT", "SELECT"]
         );
         assert_eq!(commands(" ; ;; "), Vec::<String>::new());
+        // A rule's actions are one statement, as Postgres reads them.
+        assert_eq!(
+            commands(
+                "create rule r as on insert to t do also (insert into a values (1); \
+                 notify c; select ';'); select 2"
+            ),
+            ["CREATE", "SELECT"]
+        );
+        // A stray `)` opens nothing: what follows still splits.
+        assert_eq!(commands("select 1); commit"), ["SELECT", "COMMIT"]);
     }
 
     #[test]
