@@ -43,14 +43,18 @@ fn values_come_back_typed() {
     let more = host.sql_ok(
         "SELECT 0.1::float4 AS r, '[0.1,0.3]'::extensions.vector AS v, \
          '{{1,2},{3,NULL}}'::int[] AS grid, '[0:1]={5,6}'::int[] AS shifted, \
-         ARRAY[['a,b'],['c\"d']] AS words",
+         ARRAY[['a,b'],['c\"d']] AS words, '12:30:00.5'::time AS t, \
+         '12:30:00+00'::timetz AS tz, '12:30:00-05:30'::timetz AS tz2",
         &[],
     );
+    // A time's offset reads as a timestamp's does (and as Postgres's own
+    // `to_json` writes it).
     assert_eq!(
         more["rows"][0],
         json!({
             "r": 0.1, "v": [0.1, 0.3], "grid": [[1, 2], [3, null]], "shifted": [5, 6],
-            "words": [["a,b"], ["c\"d"]]
+            "words": [["a,b"], ["c\"d"]], "t": "12:30:00.5", "tz": "12:30:00+00:00",
+            "tz2": "12:30:00-05:30"
         })
     );
 }

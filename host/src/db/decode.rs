@@ -83,7 +83,10 @@ impl Decoder {
                 .map_or_else(other, Scalar::Bytes),
             Self::Uuid => Scalar::Uuid(text.to_owned()),
             Self::Date => Scalar::Date(text.to_owned()),
-            Self::Time => Scalar::Time(text.to_owned()),
+            // A `timetz`'s whole-hour offset completed as a timestamp's is
+            // (`+00` → `+00:00`, as Postgres's `to_json` writes it); a
+            // `time` has no offset to complete.
+            Self::Time => Scalar::Time(iso_timestamp(text, true).collect()),
             Self::Timestamp => Scalar::Timestamp(iso_timestamp(text, false).collect()),
             Self::Timestamptz => Scalar::Timestamptz(iso_timestamp(text, true).collect()),
             Self::Interval => Scalar::Interval(text.to_owned()),
@@ -284,7 +287,8 @@ impl TypeCache {
     }
 }
 
-/// Postgres's ISO text of a timestamp as ISO 8601, in pieces to append:
+/// Postgres's ISO text of a timestamp (or a time) as ISO 8601, in pieces to
+/// append:
 /// `T` for the space between date and time and, with `offset`, a
 /// whole-hour offset completed (`+00` → `+00:00`; `+05:30` and `infinity`
 /// stay as they are). A year before Christ keeps its ` BC` suffix, as

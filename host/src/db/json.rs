@@ -74,19 +74,19 @@ impl Decoder {
                 | Decoder::Uuid
                 | Decoder::Numeric
                 | Decoder::Date
-                | Decoder::Time
                 | Decoder::Interval => {
                     let _ = write_string(out, text);
                     return;
                 }
                 // Digits, separators and perhaps `infinity` or `BC`: their
                 // ISO form is a JSON string's content as it is.
-                Decoder::Timestamp | Decoder::Timestamptz
+                Decoder::Timestamp | Decoder::Timestamptz | Decoder::Time
                     if text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
                         && !text.contains(['"', '\\']) =>
                 {
                     out.push(b'"');
-                    for piece in super::decode::iso_timestamp(text, self == Decoder::Timestamptz) {
+                    let offset = self != Decoder::Timestamp;
+                    for piece in super::decode::iso_timestamp(text, offset) {
                         out.extend_from_slice(piece.as_bytes());
                     }
                     out.push(b'"');
@@ -317,6 +317,10 @@ mod tests {
             (Timestamptz, None, "-infinity"),
             (Timestamp, None, "2024-03-01 12:30:00.5"),
             (Timestamp, None, "infinity"),
+            (Time, None, "12:30:00.5"),
+            (Time, None, "12:30:00+00"),
+            (Time, None, "12:30:00-05:30"),
+            (Time, Some(','), "{12:30:00+02,NULL}"),
             (Timestamp, None, "odd \"text\""),
             (Timestamptz, Some(','), "{\"2024-03-01 12:30:00+00\",NULL}"),
             (Int32, Some(','), "{1,NULL,3}"),
@@ -333,5 +337,8 @@ mod tests {
         let mut out = Vec::new();
         Timestamptz.write_json(None, "2024-03-01 12:30:00+00", &mut out);
         assert_eq!(out, b"\"2024-03-01T12:30:00+00:00\"");
+        out.clear();
+        Time.write_json(None, "12:30:00+00", &mut out);
+        assert_eq!(out, b"\"12:30:00+00:00\"");
     }
 }
