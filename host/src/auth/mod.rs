@@ -193,6 +193,7 @@ impl Auth {
         let Ok(id) = uuid::Uuid::parse_str(&principal.session_id) else {
             return Ok(None);
         };
+        let checked = self.sessions.generation();
         let found: Option<SessionRow> = sqlx::query_as(SESSION_QUERY)
             .bind(id.to_string())
             .fetch_optional(db.platform_pool())
@@ -204,6 +205,7 @@ impl Auth {
             serde_json::from_str(&grants).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let access = Arc::new(Access::from_grants(admin, &grants));
         self.sessions.remember(
+            checked,
             &principal.session_id,
             Duration::from_secs_f64(remaining.max(0.0)),
             &project,

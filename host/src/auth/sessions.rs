@@ -10,6 +10,14 @@
 //! name no tenant can send to: `db::notify`). While this host is not
 //! listening (starting, or its listener connection lost), it trusts nothing
 //! and asks the database every time.
+//!
+//! A check read from the database before a change, and remembered after the
+//! change was forgotten, would outlive it: every forget moves the cache to a
+//! new generation, and a check begun in an older one is not remembered.
+//!
+//! A check read from the database before a change and remembered after the
+//! change was forgotten would outlive it: every forget moves the cache to a
+//! new generation, and a check begun in an older one is not remembered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,17 +41,41 @@ struct Entry {
 
 pub struct SessionCache {
     ttl: Duration,
-    live: Mutex<HashMap<String, Entry>>,
+    live: Mutex<Live>,
     listening: AtomicBool,
 }
+
+#[derive(Default)]
+struct Live {
+    entries: HashMap<String, Entry>,
+    /// Moved on by every forget.
+    generation: u64,
+}
+
+impl Live {
+    fn forgetting(&mut self) -> &mut HashMap<String, Entry> {
+        self.generation += 1;
+        &mut self.entries
+    }
+}
+
+/// When a check against the database began: see [`SessionCache::remember`].
+#[derive(Debug, Clone, Copy)]
+pub struct Generation(u64);
 
 impl SessionCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(Live::default()),
             listening: AtomicBool::new(false),
         }
+    }
+
+    /// Taken before a session is read from the database, and handed to
+    /// [`Self::remember`] with what was read.
+    pub fn generation(&self) -> Generation {
+        Generation(self.live.lock().expect("session cache poisoned").generation)
     }
 
     /// The access of `session`, if it was checked live recently enough to
@@ -55,15 +87,19 @@ impl SessionCache {
         self.live
             .lock()
             .expect("session cache poisoned")
+            .entries
             .get(session)
             .filter(|entry| entry.until > Instant::now())
             .map(|entry| entry.access.clone())
     }
 
-    /// Records a live check; trusted until the TTL or `remaining` (the
-    /// session's own lifetime), whichever is sooner.
+    /// Records a live check begun at `checked`; trusted until the TTL or
+    /// `remaining` (the session's own lifetime), whichever is sooner. Not
+    /// recorded if anything was forgotten since it began: it may have read
+    /// what was forgotten.
     pub fn remember(
         &self,
+        checked: Generation,
         session: &str,
         remaining: Duration,
         project: &str,
@@ -75,11 +111,15 @@ impl SessionCache {
         }
         let until = Instant::now() + self.ttl.min(remaining);
         let mut live = self.live.lock().expect("session cache poisoned");
-        if live.len() > 100_000 {
-            let now = Instant::now();
-            live.retain(|_, entry| entry.until > now);
+        if live.generation != checked.0 {
+            return;
         }
-        live.insert(
+        let entries = &mut live.entries;
+        if entries.len() > 100_000 {
+            let now = Instant::now();
+            entries.retain(|_, entry| entry.until > now);
+        }
+        entries.insert(
             session.to_owned(),
             Entry {
                 until,
@@ -94,6 +134,7 @@ impl SessionCache {
         self.live
             .lock()
             .expect("session cache poisoned")
+            .forgetting()
             .remove(session);
     }
 
@@ -102,11 +143,16 @@ impl SessionCache {
         self.live
             .lock()
             .expect("session cache poisoned")
+            .forgetting()
             .retain(|_, entry| entry.project != scope && entry.organization != scope);
     }
 
     fn forget_all(&self) {
-        self.live.lock().expect("session cache poisoned").clear();
+        self.live
+            .lock()
+            .expect("session cache poisoned")
+            .forgetting()
+            .clear();
     }
 
     /// Listens for ended sessions and changed permissions until the process
@@ -151,7 +197,15 @@ mod tests {
     use super::*;
 
     fn remember(cache: &SessionCache, session: &str, remaining: Duration) {
-        cache.remember(session, remaining, "p", "o", Arc::new(Access::admin()));
+        let checked = cache.generation();
+        cache.remember(
+            checked,
+            session,
+            remaining,
+            "p",
+            "o",
+            Arc::new(Access::admin()),
+        );
     }
 
     #[test]
@@ -185,14 +239,45 @@ mod tests {
         let cache = SessionCache::new(Duration::from_secs(10));
         cache.listening.store(true, Ordering::Release);
         let access = Arc::new(Access::none());
-        cache.remember("a", Duration::from_secs(60), "p1", "o1", access.clone());
-        cache.remember("b", Duration::from_secs(60), "p2", "o1", access.clone());
-        cache.remember("c", Duration::from_secs(60), "p3", "o2", access);
+        for (session, project, organization) in
+            [("a", "p1", "o1"), ("b", "p2", "o1"), ("c", "p3", "o2")]
+        {
+            let checked = cache.generation();
+            let minute = Duration::from_secs(60);
+            cache.remember(
+                checked,
+                session,
+                minute,
+                project,
+                organization,
+                access.clone(),
+            );
+        }
         cache.forget_scope("p1");
         assert!(cache.trusted("a").is_none());
         assert!(cache.trusted("b").is_some());
         cache.forget_scope("o1");
         assert!(cache.trusted("b").is_none());
         assert!(cache.trusted("c").is_some());
+    }
+
+    #[test]
+    fn a_check_that_began_before_a_forget_is_not_remembered() {
+        let cache = SessionCache::new(Duration::from_secs(10));
+        cache.listening.store(true, Ordering::Release);
+        let minute = Duration::from_secs(60);
+        // Read from the database, then the permissions change and are
+        // forgotten before the read is remembered: it must not be.
+        let checked = cache.generation();
+        cache.forget_scope("p");
+        cache.remember(checked, "s", minute, "p", "o", Arc::new(Access::admin()));
+        assert!(cache.trusted("s").is_none());
+        let checked = cache.generation();
+        cache.forget("another session");
+        cache.remember(checked, "s", minute, "p", "o", Arc::new(Access::admin()));
+        assert!(cache.trusted("s").is_none());
+        let checked = cache.generation();
+        cache.remember(checked, "s", minute, "p", "o", Arc::new(Access::admin()));
+        assert!(cache.trusted("s").is_some());
     }
 }
