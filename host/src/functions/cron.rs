@@ -2,7 +2,7 @@
 //! day-of-month month day-of-week) or six (a leading second), each `*`,
 //! a number, a range `a-b`, a step `*/n` or `a-b/n`, or a list of those.
 //! Day-of-month and day-of-week follow Vixie cron: when both are
-//! restricted, either may match. Times are UTC.
+//! restricted (neither starts with `*`), either may match. Times are UTC.
 
 use std::str::FromStr;
 
@@ -44,13 +44,13 @@ fn field(text: &str, min: u32, max: u32, name: &str) -> Result<(u64, bool), Stri
         if low < min || high > max || low > high {
             return Err(format!("{name}: `{part}` is outside {min}-{max}"));
         }
-        let mut value = low;
-        while value <= high {
+        for value in (low..=high).step_by(step as usize) {
             bits |= 1 << value;
-            value += step;
         }
     }
-    Ok((bits, text == "*"))
+    // Vixie cron counts a field as unrestricted when it starts with `*`
+    // (`*/2` included).
+    Ok((bits, text.starts_with('*')))
 }
 
 fn number(text: &str, name: &str) -> Result<u32, String> {
@@ -220,6 +220,19 @@ mod tests {
             at(2026, 11, 29, 0, 0, 0),
             "7 is Sunday"
         );
+        // A starred step leaves its day field unrestricted (Vixie): odd
+        // days that are Mondays, not odd days or Mondays.
+        assert_eq!(
+            next("0 9 */2 * 1", t),
+            at(2026, 12, 7, 9, 0, 0),
+            "the next odd-day Monday"
+        );
+        // A step past the range fires at its start only.
+        assert_eq!(
+            next("1-59/4294967295 * * * *", t),
+            at(2026, 11, 27, 11, 1, 0)
+        );
+        assert_eq!(next("7/4294967290 * * * *", t), at(2026, 11, 27, 11, 7, 0));
     }
 
     #[test]
