@@ -58,9 +58,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let address = listener.local_addr()?;
             println!("zatabase listening on http://{address}");
             tracing::info!(%address, workers = platform.config.worker_threads(), "listening");
-            let scheduler = tokio::spawn(functions::scheduler::run(state.clone()));
+            // Cron triggers call functions: not when functions are off.
+            let scheduler = platform
+                .config
+                .feature_enabled("functions")
+                .then(|| tokio::spawn(functions::scheduler::run(state.clone())));
             let served = server::serve(state, listener, shutdown).await;
-            scheduler.abort();
+            if let Some(scheduler) = scheduler {
+                scheduler.abort();
+            }
             platform.stop().await?;
             served
         }
