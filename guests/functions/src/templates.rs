@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::json;
 use zatabase_guest_kit::access::{caller, require};
-use zatabase_guest_kit::functions::{self, Template};
+use zatabase_guest_kit::functions::{self, ParameterFormat, Template};
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, db};
 
@@ -29,6 +29,11 @@ fn describe(template: &Template) -> serde_json::Value {
             "required": p.required,
             "secret": p.secret,
             "default": p.default,
+            "format": match p.format {
+                ParameterFormat::Text => "text",
+                ParameterFormat::Identifier => "identifier",
+                ParameterFormat::HeaderName => "header-name",
+            },
         })).collect::<Vec<_>>(),
     })
 }
@@ -61,9 +66,30 @@ struct InstallRequest {
 /// Variables by name.
 type Values = BTreeMap<String, String>;
 
+/// Why `value` does not have `format`, if it does not.
+fn misfit(format: ParameterFormat, value: &str) -> Option<&'static str> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    match format {
+        _ if value.trim().is_empty() => Some("must not be empty"),
+        _ if value.contains('\0') => Some("must not contain NUL characters"),
+        ParameterFormat::Text => None,
+        ParameterFormat::Identifier => (!(value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')))
+        .then_some(
+            "must be a plain table name: a-z, 0-9 and `_`, starting with a letter or `_`, \
+             at most 63 characters",
+        ),
+        ParameterFormat::HeaderName => (!(value.len() <= 128 && value.bytes().all(token)))
+            .then_some("must be an HTTP header name (letters, digits and `-`)"),
+    }
+}
+
 /// The function's variables and secrets from the template's parameters:
-/// given values, else defaults; a required one missing or an unknown one
-/// given is a 422.
+/// given values, else defaults; a required one missing, an unknown one
+/// given or a value not in its parameter's format is a 422.
 fn variables(template: &Template, mut given: Values) -> Result<(Values, Values), ApiError> {
     let (mut variables, mut secrets) = (BTreeMap::new(), BTreeMap::new());
     for parameter in &template.parameters {
@@ -78,6 +104,12 @@ fn variables(template: &Template, mut given: Values) -> Result<(Values, Values),
             }
             (None, None) => continue,
         };
+        if let Some(why) = misfit(parameter.format, &value) {
+            return Err(ApiError::unprocessable(format!(
+                "template `{}`: the parameter `{}` {why}",
+                template.name, parameter.name
+            )));
+        }
         if parameter.secret {
             secrets.insert(parameter.name.clone(), value);
         } else {
@@ -158,6 +190,7 @@ mod tests {
             required,
             secret,
             default: default.map(str::to_owned),
+            format: ParameterFormat::Text,
         };
         Template {
             name: "t".to_owned(),
@@ -167,6 +200,14 @@ mod tests {
                 parameter("key", true, true, None),
                 parameter("greeting", false, false, Some("hi")),
                 parameter("extra", false, false, None),
+                TemplateParameter {
+                    format: ParameterFormat::Identifier,
+                    ..parameter("table", false, false, Some("items"))
+                },
+                TemplateParameter {
+                    format: ParameterFormat::HeaderName,
+                    ..parameter("header", false, false, Some("x-signature-256"))
+                },
             ],
         }
     }
@@ -177,7 +218,11 @@ mod tests {
         let (variables, secrets) = variables(&template(), given).unwrap();
         assert_eq!(
             variables,
-            BTreeMap::from([("greeting".to_owned(), "hi".to_owned())])
+            BTreeMap::from([
+                ("greeting".to_owned(), "hi".to_owned()),
+                ("header".to_owned(), "x-signature-256".to_owned()),
+                ("table".to_owned(), "items".to_owned()),
+            ])
         );
         assert_eq!(
             secrets,
@@ -196,5 +241,27 @@ mod tests {
             ("nope".to_owned(), "x".to_owned()),
         ]);
         assert_eq!(variables(&template(), given).unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn values_must_fit_their_format() {
+        let install = |name: &str, value: &str| {
+            let given = BTreeMap::from([
+                ("key".to_owned(), "k".to_owned()),
+                (name.to_owned(), value.to_owned()),
+            ]);
+            variables(&template(), given)
+                .map(|_| ())
+                .map_err(|e| e.status)
+        };
+        assert_eq!(install("key", ""), Err(422));
+        assert_eq!(install("greeting", "  "), Err(422));
+        assert_eq!(install("greeting", "a\0b"), Err(422));
+        assert_eq!(install("greeting", "Hello, world"), Ok(()));
+        assert_eq!(install("table", "Bad Name"), Err(422));
+        assert_eq!(install("table", "x; drop"), Err(422));
+        assert_eq!(install("table", "notes_2"), Ok(()));
+        assert_eq!(install("header", "x signature"), Err(422));
+        assert_eq!(install("header", "X-Hub-Signature-256"), Ok(()));
     }
 }

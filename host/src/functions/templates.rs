@@ -8,7 +8,7 @@ use anyhow::{Context, ensure};
 use serde::Deserialize;
 
 use crate::caps::variables::valid_name;
-use crate::caps::zatabase::platform::functions::{Template, TemplateParameter};
+use crate::caps::zatabase::platform::functions::{ParameterFormat, Template, TemplateParameter};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_templates.rs"));
@@ -36,6 +36,29 @@ struct Parameter {
     #[serde(default)]
     secret: bool,
     default: Option<String>,
+    #[serde(default)]
+    format: Format,
+}
+
+/// `format` in `template.toml`: what a value must look like, checked when
+/// the template is installed.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Format {
+    #[default]
+    Text,
+    Identifier,
+    HeaderName,
+}
+
+impl From<Format> for ParameterFormat {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::Text => Self::Text,
+            Format::Identifier => Self::Identifier,
+            Format::HeaderName => Self::HeaderName,
+        }
+    }
 }
 
 /// A template and its component.
@@ -85,6 +108,7 @@ pub fn load() -> anyhow::Result<Vec<Embedded>> {
                             required: p.required,
                             secret: p.secret,
                             default: p.default,
+                            format: p.format.into(),
                         })
                         .collect(),
                 },
