@@ -779,6 +779,11 @@ fn bad_function_settings_are_refused_and_write_nothing() {
             json!({ "name": "x", "allowed_outbound_hosts": ["example.com/path"] }),
             422,
         ),
+        // Spin's names, and nothing Postgres cannot store.
+        (json!({ "name": "x", "variables": { "key_": "v" } }), 422),
+        (json!({ "name": "x", "variables": { "a__b": "v" } }), 422),
+        (json!({ "name": "x", "variables": { "k": "a\u{0}b" } }), 422),
+        (json!({ "name": "x", "description": "a\u{0}b" }), 422),
     ] {
         let answer = call(&host, "POST", "/v1/functions", &token, Some(&body));
         answer.expect_error(status);
@@ -1299,6 +1304,12 @@ fn a_functions_logs_and_metrics_are_recorded() {
     fn_get(
         &host,
         &token,
+        &format!("/v1/functions/{id}/logs?request_id=a%00b"),
+    )
+    .expect_error(400);
+    fn_get(
+        &host,
+        &token,
         &format!("/v1/functions/{id}/metrics?hours=1000"),
     )
     .expect_error(400);
@@ -1335,6 +1346,7 @@ fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
         .unwrap();
     assert_eq!(secret["required"], true);
     assert_eq!(secret["secret"], true);
+    assert_eq!(secret["format"], "text");
 
     // hello: a parameter given, and one left to its default.
     let install = |template: &str, body: Value| {
@@ -1424,6 +1436,30 @@ fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
     .expect_error(422);
     install("hello", json!({ "function_name": "Bad Name" })).expect_error(422);
     install("hello", json!({ "function_name": "bonjour" })).expect_error(409);
+    // Values that would make a broken function: an empty signing secret
+    // (a key anyone can sign with), a table name no query can use, a
+    // header name no request can carry.
+    for (template, parameters, says) in [
+        (
+            "webhook",
+            json!({ "signing_secret": "" }),
+            "must not be empty",
+        ),
+        (
+            "webhook",
+            json!({ "signing_secret": "s", "signature_header": "x sig" }),
+            "header name",
+        ),
+        ("crud", json!({ "table": "Bad Name" }), "plain table name"),
+        ("hello", json!({ "greeting": "a\u{0}b" }), "NUL"),
+    ] {
+        let refused = install(
+            template,
+            json!({ "function_name": "refused", "parameters": parameters }),
+        )
+        .expect_error(422);
+        assert!(refused.contains(says), "{template}: {refused}");
+    }
     let names: Vec<String> = fn_get(&host, &token, "/v1/functions").json()["functions"]
         .as_array()
         .unwrap()

@@ -160,6 +160,8 @@ pub fn activate(_: &Request, params: &Params) -> Result<Response, ApiError> {
     Ok(Response::json(200, &one(id, &deployment)?))
 }
 
+/// A deployment as just written; gone only if its function was deleted
+/// since, which is then the answer (404).
 fn one(function: &str, deployment: &str) -> Result<serde_json::Value, ApiError> {
     let found = db::query_json(
         &format!("SELECT {DEPLOYMENT} WHERE d.function_id = $1::uuid AND d.id = $2::uuid"),
@@ -168,5 +170,5 @@ fn one(function: &str, deployment: &str) -> Result<serde_json::Value, ApiError> 
     json_rows(&found)?
         .into_iter()
         .next()
-        .ok_or_else(|| ApiError::internal("the deployment just written is missing"))
+        .ok_or_else(|| not_found(function))
 }

@@ -67,6 +67,9 @@ pub struct Settings {
 
 const MAX_VARIABLES: usize = 100;
 const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// The longest variable name (Spin sets none; this bounds what a function's
+/// row stores and every listing returns).
+const MAX_NAME_BYTES: usize = 128;
 /// How the host writes a sealed secret (`functions.seal`).
 const SEALED: &str = "sealed:v1:";
 
@@ -154,6 +157,12 @@ impl Settings {
                 "`description` must be at most 1000 characters",
             ));
         }
+        // Postgres stores no NUL in text or jsonb.
+        if self.description.contains('\0') {
+            return Err(ApiError::unprocessable(
+                "`description` must not contain NUL characters",
+            ));
+        }
         for (field, map) in [("variables", &self.variables), ("secrets", &self.secrets)] {
             if map.len() > MAX_VARIABLES {
                 return Err(ApiError::unprocessable(format!(
@@ -163,8 +172,10 @@ impl Settings {
             for (key, value) in map {
                 if !variable_name(key) {
                     return Err(ApiError::unprocessable(format!(
-                        "`{field}.{key}`: a variable name is lower-case letters, digits and `_`, \
-                         starting with a letter (Spin's rule)"
+                        "`{field}.{}`: a variable name is at most {MAX_NAME_BYTES} lower-case \
+                         letters, digits and single `_`s, starting with a letter and ending \
+                         with a letter or digit (Spin's rule)",
+                        key.chars().take(MAX_NAME_BYTES).collect::<String>()
                     )));
                 }
                 // A sealed secret was checked when it was written.
@@ -172,6 +183,11 @@ impl Settings {
                 if !sealed && value.len() > MAX_VALUE_BYTES {
                     return Err(ApiError::unprocessable(format!(
                         "`{field}.{key}` is longer than {MAX_VALUE_BYTES} bytes"
+                    )));
+                }
+                if !sealed && value.contains('\0') {
+                    return Err(ApiError::unprocessable(format!(
+                        "`{field}.{key}` must not contain NUL characters"
                     )));
                 }
             }
@@ -226,8 +242,13 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Spin's rule for a variable name (lower-case letters, digits and single
+/// underscores, from a letter to a letter or digit), within a length.
 fn variable_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase())
+    name.len() <= MAX_NAME_BYTES
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && !name.contains("__")
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -315,6 +336,12 @@ mod tests {
             serde_json::json!({"name": "x", "timeout_ms": 60_001}),
             serde_json::json!({"name": "x", "memory_mb": 513}),
             serde_json::json!({"name": "x", "variables": {"Key": "v"}}),
+            serde_json::json!({"name": "x", "variables": {"key_": "v"}}),
+            serde_json::json!({"name": "x", "variables": {"a__b": "v"}}),
+            serde_json::json!({"name": "x", "variables": {("k".repeat(129)): "v"}}),
+            serde_json::json!({"name": "x", "variables": {"k": "a\u{0}b"}}),
+            serde_json::json!({"name": "x", "secrets": {"k": "a\u{0}b"}}),
+            serde_json::json!({"name": "x", "description": "a\u{0}b"}),
             serde_json::json!({"name": "x", "variables": {"k": "v"}, "secrets": {"k": "s"}}),
             serde_json::json!({"name": "x", "allowed_outbound_hosts": ["example.com"]}),
             serde_json::json!({"name": "x", "allowed_outbound_hosts": ["https://example.com/path"]}),

@@ -33,6 +33,11 @@ pub fn logs(request: &Request, params: &Params) -> Result<Response, ApiError> {
     require(Resource::Functions, Some(name(&function)), Action::Read)?;
     let limit = bounded(request, "limit", 100, 1000)?;
     let request_id = request.query_param("request_id");
+    if request_id.as_deref().is_some_and(|id| id.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "`request_id` must not contain NUL characters",
+        ));
+    }
     let found = db::query_json(
         "SELECT request_id, level, message,
            to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at

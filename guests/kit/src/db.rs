@@ -7,7 +7,9 @@ use crate::values::{self, cell};
 use crate::{ApiError, log};
 
 /// A platform-db failure as the client sees it: a plain 500 (the detail goes
-/// to the log, not to the client).
+/// to the log, not to the client), except for a value Postgres cannot take
+/// (the statements are the route group's own, so their values are what the
+/// client sent: a NUL in a text, say), which is the client's 400.
 pub fn internal(error: SqlError) -> ApiError {
     log::log(
         log::Level::Error,
@@ -16,6 +18,19 @@ pub fn internal(error: SqlError) -> ApiError {
     match error.kind {
         ErrorKind::Unavailable | ErrorKind::Timeout => {
             ApiError::new(503, "the service is temporarily unavailable; try again")
+        }
+        // Class 22, a data exception; none, the host refused the value.
+        ErrorKind::InvalidInput
+            if error
+                .sqlstate
+                .as_deref()
+                .is_none_or(|s| s.starts_with("22")) =>
+        {
+            ApiError::bad_request(format!(
+                "the request holds a value that cannot be stored: {}{}",
+                error.message,
+                error.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            ))
         }
         _ => ApiError::internal("internal error"),
     }

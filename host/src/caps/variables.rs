@@ -20,9 +20,12 @@ pub struct VariablesState {
 }
 
 /// Spin's rule for a variable name: lower-case ASCII letters, digits and
-/// underscores, starting with a letter.
+/// single underscores, starting with a letter and ending with a letter or
+/// digit.
 pub fn valid_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && !name.contains("__")
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -38,8 +41,8 @@ impl VariablesState {
     fn get(&self, name: &str) -> Result<String, Missing> {
         if !valid_name(name) {
             return Err(Missing::InvalidName(format!(
-                "`{name}` is not a variable name: lower-case letters, digits and `_`, \
-                 starting with a letter"
+                "`{name}` is not a variable name: lower-case letters, digits and single `_`s, \
+                 starting with a letter and ending with a letter or digit"
             )));
         }
         self.function
@@ -88,5 +91,8 @@ mod tests {
         assert!(!valid_name("Key"));
         assert!(!valid_name("a-b"));
         assert!(!valid_name(""));
+        assert!(!valid_name("a_"));
+        assert!(!valid_name("a__b"));
+        assert!(valid_name("a_b_2"));
     }
 }
