@@ -173,6 +173,24 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
     let redis = fn_get(&host, &token, "/fn/greeter/redis");
     unsupported_redis(&redis);
     assert_eq!(fn_get(&host, &token, "/fn/greeter/hello").status, 200);
+    // So is the rest of Spin's platform, `wasi:config` among it.
+    let config = fn_get(&host, &token, "/fn/greeter/config");
+    let text = config.text();
+    assert_eq!(config.status, 502, "{text}");
+    assert!(
+        text.contains("not supported on this platform") && text.contains("wasi:config"),
+        "{text}"
+    );
+    // spin-sdk 5's `pg4` imports postgres@4.0.0, which the host's 4.2.0
+    // serves: the query runs in the function's own tenant, whatever
+    // address it names.
+    let pg4 = fn_get(&host, &token, "/fn/greeter/pg4");
+    assert_eq!(pg4.status, 200, "{}", pg4.text());
+    let schema = pg4.text();
+    assert!(
+        schema.starts_with("n=42 schema=tenant_") && schema.ends_with("_sandbox"),
+        "{schema}"
+    );
 
     // A settings change reaches the next request.
     let updated = call(

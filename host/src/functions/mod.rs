@@ -697,11 +697,40 @@ const SPIN_PROVIDED: [&str; 6] = [
     "spin:postgres/postgres@4.2.0",
 ];
 
-/// Whether an import is one of Spin's interfaces this host does not
-/// implement (Redis, MySQL, SQLite, LLM, MQTT, other versions, ...).
+/// Whether an import is one of the interfaces of Spin's platform this host
+/// does not implement (Redis, MySQL, SQLite, LLM, MQTT, `wasi:keyvalue`,
+/// `wasi:config`, newer versions, ...). An older version of one it does
+/// implement (spin-sdk 5's `pg4` imports postgres@4.0.0) is provided by the
+/// newer one: wasmtime's linker matches semver-compatible names, and a
+/// version adds to the one before it.
 fn unsupported_spin(name: &str) -> bool {
-    (name.starts_with("fermyon:spin/") || name.starts_with("spin:"))
-        && !SPIN_PROVIDED.contains(&name)
+    const SPINS: [&str; 4] = ["fermyon:spin/", "spin:", "wasi:keyvalue/", "wasi:config/"];
+    SPINS.iter().any(|prefix| name.starts_with(prefix))
+        && !SPIN_PROVIDED
+            .iter()
+            .any(|provided| provides(provided, name))
+}
+
+/// Whether `provided` (`package/interface@x.y.z`) serves an import of
+/// `wanted`: the same interface, the same major version (1 or more), and
+/// no newer; a version with a pre-release tag only itself.
+fn provides(provided: &str, wanted: &str) -> bool {
+    /// `package/interface` and `[major, minor, patch]`.
+    fn split(name: &str) -> Option<(&str, [u64; 3])> {
+        let (interface, version) = name.split_once('@')?;
+        let mut parts = version.split('.').map(|part| part.parse::<u64>().ok());
+        let version = [parts.next()??, parts.next()??, parts.next()??];
+        parts.next().is_none().then_some((interface, version))
+    }
+    match (split(provided), split(wanted)) {
+        (Some((have, have_version)), Some((want, want_version))) => {
+            have == want
+                && have_version[0] > 0
+                && want_version[0] == have_version[0]
+                && want_version <= have_version
+        }
+        _ => provided == wanted,
+    }
 }
 
 /// `linker`, or when `component` imports Spin interfaces this host does
@@ -935,6 +964,32 @@ mod tests {
             environment: "live".to_owned(),
             name: name.to_owned(),
         }
+    }
+
+    #[test]
+    fn older_versions_of_what_is_provided_are_provided() {
+        for provided in [
+            "spin:postgres/postgres@4.0.0",
+            "spin:postgres/postgres@4.1.0",
+            "spin:postgres/postgres@4.2.0",
+            "spin:postgres/postgres@3.0.0",
+            "fermyon:spin/variables@2.0.0",
+        ] {
+            assert!(!unsupported_spin(provided), "{provided}");
+        }
+        for unsupported in [
+            // Newer than what the host has: it may use what it lacks.
+            "spin:postgres/postgres@4.3.0",
+            "spin:postgres/postgres@5.0.0",
+            "spin:postgres/postgres@4.0.0-rc1",
+            "fermyon:spin/redis@2.0.0",
+            "spin:sqlite/sqlite@3.0.0",
+            "wasi:keyvalue/store@0.2.0-draft2",
+            "wasi:config/store@0.2.0-draft-2024-09-27",
+        ] {
+            assert!(unsupported_spin(unsupported), "{unsupported}");
+        }
+        assert!(!unsupported_spin("wasi:http/types@0.2.0"));
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! - `/redis`: opens a Redis connection (an interface the host does not
 //!   provide: the call must fail clearly, the rest keep working)
 //! - `/cors`: its own CORS policy (one origin, with credentials), preflights too
+//! - `/pg4`: a query through spin-sdk's `pg4` (`spin:postgres/postgres@4.0.0`)
+//!   at a made-up address: the host runs it in the function's tenant
+//! - `/config`: reads `wasi:config/store` (Spin's, which this host does not
+//!   provide: the call must fail clearly)
 //! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -103,6 +107,22 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             }
             response.body(if preflight { "" } else { "cors by the function" }).build()
         }
+        "/pg4" => {
+            use spin_sdk::pg4::{Connection, Decode, ParameterValue};
+            let db = Connection::open("host=elsewhere user=nobody dbname=nothing")?;
+            let rows = db.query(
+                "SELECT $1::int4 + 1 AS n, current_schema() AS schema",
+                &[ParameterValue::Int32(41)],
+            )?;
+            let row = &rows.rows[0];
+            let n = i32::decode(&row[0])?;
+            let schema = String::decode(&row[1])?;
+            Response::new(200, format!("n={n} schema={schema}"))
+        }
+        "/config" => match spin_sdk::wit::wasi::config::store::get("greeting") {
+            Ok(value) => Response::new(200, format!("config: {value:?}")),
+            Err(error) => Response::new(502, format!("config failed: {error:?}")),
+        },
         "/panic" => panic!("the function panicked on purpose"),
         "/loop" => {
             let mut n: u64 = 0;
