@@ -167,6 +167,9 @@ pub struct FunctionsConfig {
 pub struct SqlConfig {
     pub statement_timeout_ms: u64,
     pub max_rows: usize,
+    /// The most bytes of row data (Postgres's text of the values) one
+    /// result holds; past it the result is cut short as past `max_rows`.
+    pub max_result_bytes: usize,
     /// `maintenance_work_mem` of a background index build (an HNSW graph
     /// that fits builds several times faster).
     pub index_build_memory_mb: u32,
@@ -320,6 +323,7 @@ impl Default for SqlConfig {
         Self {
             statement_timeout_ms: 10_000,
             max_rows: 10_000,
+            max_result_bytes: 16 << 20,
             index_build_memory_mb: 256,
         }
     }
@@ -445,6 +449,10 @@ impl Config {
             "sql.statement_timeout_ms must be positive"
         );
         ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
+        ensure!(
+            self.sql.max_result_bytes > 0,
+            "sql.max_result_bytes must be positive"
+        );
         ensure!(
             (1..=65_536).contains(&self.sql.index_build_memory_mb),
             "sql.index_build_memory_mb must be between 1 and 65536"

@@ -277,6 +277,7 @@ fn limits(config: &Config) -> Limits {
     Limits {
         statement_timeout: Duration::from_millis(config.sql.statement_timeout_ms),
         max_rows: config.sql.max_rows,
+        max_result_bytes: config.sql.max_result_bytes,
         index_build_memory_mb: config.sql.index_build_memory_mb,
     }
 }

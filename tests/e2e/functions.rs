@@ -999,7 +999,7 @@ fn spins_interfaces_are_never_cut_short_by_the_row_cap() {
     assert_eq!(over.status, 500, "{}", over.text());
     assert!(
         over.text().starts_with("postgres failed")
-            && over.text().contains("the most this host returns at once"),
+            && over.text().contains("what this host returns at once"),
         "{}",
         over.text()
     );

@@ -118,13 +118,15 @@ impl v3::HostConnection for PostgresState {
     }
 }
 
-/// Why a query's rows are not returned: more came than the host's row cap
-/// (`sql.max_rows`) lets it hold. Said rather than cut short silently, as
+/// Why a query's rows are not returned: more came than the host's caps
+/// (`sql.max_rows` rows, `sql.max_result_bytes` bytes) let it hold, which
+/// it reached after `kept` rows. Said rather than cut short silently, as
 /// Spin's interface has no way to say a result is partial.
-fn overflow(cap: usize) -> String {
+fn overflow(kept: usize) -> String {
     format!(
-        "the result has more than {cap} rows, the most this host returns at once; select \
-         fewer (LIMIT, or a narrower WHERE). A statement that writes has made its changes all the same"
+        "the result has more than the {kept} rows that fit in what this host returns at once; \
+         select fewer (LIMIT, or a narrower WHERE) or smaller values. A statement that writes \
+         has made its changes all the same"
     )
 }
 

@@ -23,6 +23,7 @@ use crate::caps::types::{self as wit, ErrorKind, QueryResult, Scalar, SqlError, 
 pub struct Limits {
     pub statement_timeout: Duration,
     pub max_rows: usize,
+    pub max_result_bytes: usize,
     pub index_build_memory_mb: u32,
 }
 
@@ -97,7 +98,7 @@ pub async fn run(
         substitutions: &substitutions,
     };
 
-    let raw = collect(conn, sent, target, limits.max_rows)
+    let raw = collect(conn, sent, target, limits)
         .await
         .map_err(|e| map_error(e, &positions))?;
     let mut result = raw
@@ -426,14 +427,18 @@ impl Fetched {
     }
 }
 
-/// Streams the results, keeping the rows of statement number `target`.
+/// Streams the results, keeping the rows of statement number `target` up
+/// to the row and byte caps (the first rows; the result is then marked
+/// truncated). Rows past the caps are read and dropped, so the host never
+/// holds more than the caps whatever the statement returns.
 async fn collect(
     conn: &mut PgConnection,
     sent: String,
     target: usize,
-    max_rows: usize,
+    limits: Limits,
 ) -> Result<RawResult, sqlx::Error> {
     let mut index = 0;
+    let mut bytes = 0usize;
     let mut result = RawResult {
         columns: Vec::new(),
         rows: Vec::new(),
@@ -457,7 +462,12 @@ async fn collect(
                         .map(|c| (c.name().to_owned(), c.type_info().oid().map_or(0, |o| o.0)))
                         .collect();
                 }
-                if result.rows.len() < max_rows {
+                let size = row_bytes(&row);
+                if !result.truncated
+                    && result.rows.len() < limits.max_rows
+                    && bytes + size <= limits.max_result_bytes
+                {
+                    bytes += size;
                     result.rows.push(row);
                 } else {
                     result.truncated = true;
@@ -467,6 +477,13 @@ async fn collect(
         }
     }
     Ok(result)
+}
+
+/// The bytes of a row's values as they arrived.
+fn row_bytes(row: &PgRow) -> usize {
+    (0..row.len())
+        .filter_map(|i| row.try_get_raw(i).ok()?.as_bytes().ok().map(<[u8]>::len))
+        .sum()
 }
 
 /// The text of column `i` of `row`, `None` for NULL.

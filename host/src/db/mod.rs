@@ -594,11 +594,15 @@ const PLATFORM_SEARCH_PATH: [&str; 2] = ["zatabase", "extensions"];
 /// operator's bound on tenants' results, not on the platform's own lists
 /// (which page with `LIMIT` themselves).
 const PLATFORM_MAX_ROWS: usize = 100_000;
+/// Likewise for bytes: the platform's largest values are components
+/// (10 MiB each).
+const PLATFORM_MAX_BYTES: usize = 256 << 20;
 
 impl Db {
     fn platform_limits(&self) -> Limits {
         Limits {
             max_rows: PLATFORM_MAX_ROWS,
+            max_result_bytes: PLATFORM_MAX_BYTES,
             ..self.limits
         }
     }
