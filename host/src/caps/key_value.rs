@@ -37,6 +37,7 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS zatabase_kv (
 enum Failure {
     AccessDenied,
     NoSuchStore,
+    StoreTableFull,
     Other(String),
 }
 
@@ -45,6 +46,7 @@ impl From<Failure> for v2::Error {
         match failure {
             Failure::AccessDenied => Self::AccessDenied,
             Failure::NoSuchStore => Self::NoSuchStore,
+            Failure::StoreTableFull => Self::StoreTableFull,
             Failure::Other(message) => Self::Other(message),
         }
     }
@@ -55,6 +57,7 @@ impl From<Failure> for v3::Error {
         match failure {
             Failure::AccessDenied => Self::AccessDenied,
             Failure::NoSuchStore => Self::NoSuchStore,
+            Failure::StoreTableFull => Self::StoreTableFull,
             Failure::Other(message) => Self::Other(message),
         }
     }
@@ -236,7 +239,8 @@ impl KeyValueState {
             tenant: TenantSql::new(self.db.clone(), function.tenant.clone()),
             function_id: function.log.function_id.clone(),
         };
-        Ok(Ok(self.table.push(store)?))
+        // Past `caps::MAX_HANDLES` open stores (Spin answers the same).
+        Ok(self.table.push(store).map_err(|_| Failure::StoreTableFull))
     }
 
     fn store(&self, store: &Resource<Store>) -> wasmtime::Result<Store> {

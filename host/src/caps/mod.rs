@@ -5,6 +5,19 @@
 //! only against the capabilities its `spin.toml` entry grants; [`check_imports`]
 //! refuses, at load time, a component that imports any other.
 
+/// The most handles (open key-value stores, database connections) one
+/// request may hold at once, as in Spin: each is host memory the guest's
+/// own memory cap does not count.
+pub const MAX_HANDLES: usize = 256;
+
+/// A table for a request's handles of one capability, at most
+/// [`MAX_HANDLES`] of them.
+pub fn handle_table() -> wasmtime::component::ResourceTable {
+    let mut table = wasmtime::component::ResourceTable::new();
+    table.set_max_capacity(MAX_HANDLES);
+    table
+}
+
 pub mod auth;
 pub mod functions;
 pub mod indexes;

@@ -49,7 +49,12 @@ impl PostgresState {
         let connection = Connection {
             tenant: TenantSql::new(self.db.clone(), function.tenant.clone()),
         };
-        Ok(Ok(self.table.push(connection)?))
+        Ok(self.table.push(connection).map_err(|_| {
+            format!(
+                "this request already holds {} open connections, the most it may",
+                super::MAX_HANDLES
+            )
+        }))
     }
 
     fn connection(&self, connection: &Resource<Connection>) -> wasmtime::Result<Connection> {

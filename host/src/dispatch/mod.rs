@@ -618,12 +618,12 @@ impl Dispatcher {
             postgres: PostgresState {
                 db: self.services.db.clone(),
                 function: ctx.function.clone(),
-                table: ResourceTable::new(),
+                table: crate::caps::handle_table(),
             },
             key_value: KeyValueState {
                 db: self.services.db.clone(),
                 function: ctx.function.clone(),
-                table: ResourceTable::new(),
+                table: crate::caps::handle_table(),
             },
             log: LogState {
                 component: id,

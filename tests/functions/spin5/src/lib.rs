@@ -14,6 +14,8 @@
 //!   at a made-up address: the host runs it in the function's tenant
 //! - `/config`: reads `wasi:config/store` (Spin's, which this host does not
 //!   provide: the call must fail clearly)
+//! - `/stores`: opens the key-value store over and over, keeping every
+//!   handle, until the host refuses one
 //! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -123,6 +125,17 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             Ok(value) => Response::new(200, format!("config: {value:?}")),
             Err(error) => Response::new(502, format!("config failed: {error:?}")),
         },
+        "/stores" => {
+            let mut open = Vec::new();
+            let refused = loop {
+                match spin_sdk::key_value::Store::open_default() {
+                    Ok(store) if open.len() < 10_000 => open.push(store),
+                    Ok(_) => break "never".to_owned(),
+                    Err(error) => break format!("{error:?}"),
+                }
+            };
+            Response::new(200, format!("opened={} refused={refused}", open.len()))
+        }
         "/panic" => panic!("the function panicked on purpose"),
         "/loop" => {
             let mut n: u64 = 0;
