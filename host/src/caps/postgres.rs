@@ -164,8 +164,20 @@ fn parameter(value: v3::ParameterValue) -> Value {
     Value::Scalar(scalar)
 }
 
+/// Spin's date tuple as Postgres reads it: its astronomical year 0 is 1 BC
+/// (Postgres reads no signed year).
 fn date_text((y, m, d): (i32, u8, u8)) -> String {
-    format!("{y:04}-{m:02}-{d:02}")
+    let (year, era) = year_text(y);
+    format!("{year}-{m:02}-{d:02}{era}")
+}
+
+/// A year as four digits, and ` BC` for a year before 1.
+fn year_text(y: i32) -> (String, &'static str) {
+    if y > 0 {
+        (format!("{y:04}"), "")
+    } else {
+        (format!("{:04}", 1 - i64::from(y)), " BC")
+    }
 }
 
 fn time_text((h, mi, s, ns): (u8, u8, u8, u32)) -> String {
@@ -173,7 +185,8 @@ fn time_text((h, mi, s, ns): (u8, u8, u8, u32)) -> String {
 }
 
 fn datetime_text((y, m, d, h, mi, s, ns): (i32, u8, u8, u8, u8, u8, u32)) -> String {
-    format!("{}T{}", date_text((y, m, d)), time_text((h, mi, s, ns)))
+    let (year, era) = year_text(y);
+    format!("{year}-{m:02}-{d:02}T{}{era}", time_text((h, mi, s, ns)))
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SS+00:00`.
@@ -283,8 +296,15 @@ fn before_christ(text: &str) -> (&str, bool) {
     }
 }
 
+/// A time's text as Spin's tuple, which holds no offset: a time at UTC
+/// (the session's zone) only; one with another offset (a `timetz`, or a
+/// statement that set another zone) stays text rather than be shifted.
 fn time(text: &str) -> Option<(u8, u8, u8, u32)> {
-    let clock = text.split(['+', 'Z']).next()?;
+    let clock = match text.find(['+', '-', 'Z']) {
+        Some(at) if matches!(&text[at..], "Z" | "+00" | "+00:00") => &text[..at],
+        Some(_) => return None,
+        None => text,
+    };
     let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let mut parts = hms.splitn(3, ':');
     let nanos = if fraction.is_empty() {
@@ -791,6 +811,11 @@ mod tests {
             datetime("2024-03-01T12:30:05+00:00"),
             Some((2024, 3, 1, 12, 30, 5, 0))
         );
+        // An offset the tuple cannot hold leaves the value as text.
+        assert_eq!(time("12:30:05+00:00"), Some((12, 30, 5, 0)));
+        assert_eq!(time("12:30:05-05"), None);
+        assert_eq!(time("12:30:05+05:30"), None);
+        assert_eq!(datetime("2024-03-01T12:30:05+02:00"), None);
     }
 
     #[test]
@@ -815,6 +840,14 @@ mod tests {
         assert_eq!(
             datetime("2024-03-01T12:30:00.5"),
             Some((2024, 3, 1, 12, 30, 0, 500_000_000))
+        );
+        // And back as Postgres reads them.
+        assert_eq!(date_text((-43, 3, 15)), "0044-03-15 BC");
+        assert_eq!(date_text((0, 1, 1)), "0001-01-01 BC");
+        assert_eq!(date_text((2024, 3, 1)), "2024-03-01");
+        assert_eq!(
+            datetime_text((-43, 3, 15, 12, 30, 0, 0)),
+            "0044-03-15T12:30:00.000000000 BC"
         );
     }
 
