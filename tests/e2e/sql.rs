@@ -163,6 +163,9 @@ fn errors_map_to_statuses_and_nothing_is_half_applied() {
         "COMMIT",
         "ROLLBACK",
         "SELECT 1; COMMIT; DROP TABLE uniq",
+        // `case` as a label opens no CASE: the body ends at its END.
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END; \
+         COMMIT; DROP TABLE uniq",
     ] {
         let message = host.sql(statement, &[]).expect_error(400);
         assert!(

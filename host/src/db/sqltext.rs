@@ -60,12 +60,15 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     let mut params = Vec::new();
     // A `BEGIN ATOMIC ... END` body of CREATE FUNCTION or PROCEDURE holds
     // semicolons that do not end the statement. Everything the host lets
-    // through or refuses rests on this split, so it errs the safe way: a
-    // body opens only on the words `BEGIN ATOMIC` outside parentheses in a
-    // routine's definition (where Postgres reads nothing else into them),
-    // and inside it only the reserved `CASE` and `END` count. Anything else
-    // Postgres reads as one statement, this reads as several, and the
-    // pieces are refused.
+    // through or refuses rests on this split, so it reads the body as
+    // Postgres's grammar does: it opens only on the words `BEGIN ATOMIC`
+    // outside parentheses in a routine's definition (where Postgres reads
+    // nothing else into them), and it closes at the `END` that begins one
+    // of its statements (the body is a list of `statement ;` closed by
+    // `END`; no statement begins with END, and every other END, of a CASE,
+    // comes inside one). Counting CASE and END instead was wrong: `case` is
+    // also a column label (`SELECT 1 AS case`), which opens nothing, so the
+    // count outlived the body and a COMMIT after it went through unsplit.
     //
     // Nor does a semicolon inside parentheses end a statement (as in psql):
     // Postgres parses the whole query string before it runs any of it, and
@@ -73,14 +76,23 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     // actions of `CREATE RULE ... DO (a; b)`, which are plain reads, writes
     // and NOTIFYs; anywhere else the string is a syntax error and nothing
     // runs.
-    let mut depth = 0usize;
+    let mut body = false;
+    // In a body: whether the next token begins one of its statements.
+    let mut body_statement = false;
     let mut parens = 0usize;
 
     while i < bytes.len() {
         let b = bytes[i];
+        // Any token but this one's kind clears it; comments and whitespace
+        // put it back.
+        let was_body_statement = std::mem::take(&mut body_statement);
         match b {
-            b'-' if bytes.get(i + 1) == Some(&b'-') => i = comment_end(bytes, i),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = comment_end(bytes, i);
+                body_statement = was_body_statement;
+            }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                body_statement = was_body_statement;
                 // Block comments nest in Postgres.
                 let mut level = 0;
                 loop {
@@ -144,7 +156,11 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                     i += 1;
                 }
             }
-            b';' if depth == 0 && parens == 0 => {
+            b';' if body && parens == 0 => {
+                body_statement = true;
+                i += 1;
+            }
+            b';' if parens == 0 => {
                 finish(sql, start, i, &mut words, &mut params, &mut statements);
                 i += 1;
                 start = i;
@@ -174,21 +190,23 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                     continue;
                 }
                 let upper = word.to_ascii_uppercase();
-                if depth > 0 {
-                    match upper.as_str() {
-                        "CASE" => depth += 1,
-                        "END" => depth -= 1,
-                        _ => {}
-                    }
+                if body {
+                    body = !(was_body_statement && upper == "END");
                 } else if upper == "ATOMIC"
                     && parens == 0
                     && words.last().is_some_and(|w| w == "BEGIN")
                     && defines_routine(&words)
                 {
-                    depth = 1;
+                    body = true;
+                    body_statement = true;
                 }
                 words.push(upper);
                 i = end;
+            }
+            // Postgres's whitespace: space, \t, \n, \r, \f and \v.
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b => {
+                body_statement = was_body_statement;
+                i += 1;
             }
             _ => i += 1,
         }
@@ -456,6 +474,13 @@ mod tests {
             "create view v as select case when true then 1 end as c, 1 as begin; commit",
             "CREATE FUNCTION f(begin atomic) RETURNS int LANGUAGE sql RETURN 1; COMMIT",
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT begin FROM t; END; BEGIN",
+            // `case` as a column label opens no CASE expression.
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END; COMMIT",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 case; END; COMMIT",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT t.case FROM t; END; COMMIT",
+            // A vertical tab is Postgres's whitespace too.
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;\x0bEND; COMMIT",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC\x0bEND; COMMIT",
         ] {
             let commands = commands(sql);
             assert!(
