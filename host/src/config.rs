@@ -449,9 +449,11 @@ impl Config {
             "sql.statement_timeout_ms must be positive"
         );
         ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
+        // Key-value's largest value (1 MiB) arrives as 2 MiB of hex, and
+        // must always fit.
         ensure!(
-            self.sql.max_result_bytes > 0,
-            "sql.max_result_bytes must be positive"
+            self.sql.max_result_bytes >= 4 << 20,
+            "sql.max_result_bytes must be at least 4194304 (4 MiB)"
         );
         ensure!(
             (1..=65_536).contains(&self.sql.index_build_memory_mb),
@@ -550,6 +552,9 @@ mod tests {
             ..Config::default()
         };
         assert!(no_workers.validate().is_err());
+        let mut small = Config::default();
+        small.sql.max_result_bytes = (4 << 20) - 1;
+        assert!(small.validate().is_err(), "a key-value value must fit");
     }
 
     #[test]

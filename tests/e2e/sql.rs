@@ -358,22 +358,26 @@ fn results_are_capped() {
 #[test]
 fn results_are_capped_in_bytes_too() {
     // Few rows, each large: the host holds no more than its byte cap of
-    // them, whatever the statement returns (here 20 MB past 1 MiB).
+    // them, whatever the statement returns (here 75 MB past 4 MiB).
     let host = Host::builder()
-        .config("[sql]\nmax_result_bytes = 1048576\n")
+        .config("[sql]\nmax_result_bytes = 4194304\n")
         .start();
     let body = host.sql_ok(
-        "SELECT n, repeat('x', 400000) AS filler FROM generate_series(1, 50) AS n",
+        "SELECT n, repeat('x', 1500000) AS filler FROM generate_series(1, 50) AS n",
         &[],
     );
     let rows = body["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "two rows of 400 kB fit in 1 MiB");
+    assert_eq!(rows.len(), 2, "two rows of 1.5 MB fit in 4 MiB");
     assert_eq!(rows[1]["n"], 2);
     assert_eq!(body["truncated"], true);
     // The cap counts what is kept, from the first row on.
-    let fits = host.sql_ok("SELECT repeat('x', 1000000) AS one", &[]);
+    let fits = host.sql_ok("SELECT repeat('x', 4000000) AS one", &[]);
     assert_eq!(fits["rows"].as_array().unwrap().len(), 1);
     assert!(fits.get("truncated").is_none(), "{}", fits["truncated"]);
+    // A first row past the cap: none kept, said so.
+    let over = host.sql_ok("SELECT repeat('x', 5000000) AS one", &[]);
+    assert_eq!(over["rows"], json!([]));
+    assert_eq!(over["truncated"], true);
 }
 
 #[test]

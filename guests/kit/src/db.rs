@@ -19,12 +19,13 @@ pub fn internal(error: SqlError) -> ApiError {
         ErrorKind::Unavailable | ErrorKind::Timeout => {
             ApiError::new(503, "the service is temporarily unavailable; try again")
         }
-        // Class 22, a data exception; none, the host refused the value.
+        // Class 22: a data exception (the host says its own refusal of a
+        // value, a NUL, the same way).
         ErrorKind::InvalidInput
             if error
                 .sqlstate
                 .as_deref()
-                .is_none_or(|s| s.starts_with("22")) =>
+                .is_some_and(|s| s.starts_with("22")) =>
         {
             ApiError::bad_request(format!(
                 "the request holds a value that cannot be stored: {}{}",

@@ -128,6 +128,12 @@ impl v3::HostConnection for PostgresState {
 /// it reached after `kept` rows. Said rather than cut short silently, as
 /// Spin's interface has no way to say a result is partial.
 fn overflow(kept: usize) -> String {
+    if kept == 0 {
+        return "a row of the result is larger than this host returns at once \
+                (`sql.max_result_bytes`); select smaller values. A statement that writes has \
+                made its changes all the same"
+            .to_owned();
+    }
     format!(
         "the result has more than the {kept} rows that fit in what this host returns at once; \
          select fewer (LIMIT, or a narrower WHERE) or smaller values. A statement that writes \

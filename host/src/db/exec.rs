@@ -566,7 +566,11 @@ fn literal(value: &Value, array_delimiter: Option<char>) -> Result<String, SqlEr
             format!("{{{}}}", items.join(&delimiter))
         }
     };
-    sqltext::quote_literal(&text).map_err(|e| error(ErrorKind::InvalidInput, e))
+    sqltext::quote_literal(&text).map_err(|e| SqlError {
+        // As Postgres says it of a NUL (character_not_in_repertoire).
+        sqlstate: Some("22021".to_owned()),
+        ..error(ErrorKind::InvalidInput, e)
+    })
 }
 
 /// The text form Postgres reads for a value.
