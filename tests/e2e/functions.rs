@@ -1577,6 +1577,13 @@ fn the_crud_template_keeps_json_in_a_table_of_the_tenant() {
     install(&host, &other, "crud", "notes", json!({ "table": "notes" }));
     let theirs = send(&host, &other, "GET", "/fn/notes", None).json();
     assert_eq!(theirs["items"], json!([]));
+
+    // A reserved word is a table name like any other.
+    install(&host, &token, "crud", "orders", json!({ "table": "order" }));
+    let ordered = send(&host, &token, "POST", "/fn/orders", Some(json!({ "n": 1 })));
+    assert_eq!(ordered.status, 201, "{}", ordered.text());
+    let rows = host.sql_ok("SELECT data->>'n' AS n FROM \"order\"", &[]);
+    assert_eq!(rows["rows"], json!([{ "n": "1" }]));
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn misfit(format: ParameterFormat, value: &str) -> Option<&'static str> {
              at most 63 characters",
         ),
         ParameterFormat::HeaderName => (!(value.len() <= 128 && value.bytes().all(token)))
-            .then_some("must be an HTTP header name (letters, digits and `-`)"),
+            .then_some("must be an HTTP header name (letters, digits and ``!#$%&'*+-.^_`|~``)"),
     }
 }
 

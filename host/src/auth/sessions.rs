@@ -14,10 +14,6 @@
 //! A check read from the database before a change, and remembered after the
 //! change was forgotten, would outlive it: every forget moves the cache to a
 //! new generation, and a check begun in an older one is not remembered.
-//!
-//! A check read from the database before a change and remembered after the
-//! change was forgotten would outlive it: every forget moves the cache to a
-//! new generation, and a check begun in an older one is not remembered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -28,7 +28,8 @@ fn error(status: u16, message: &str) -> Response {
     answer(status, json!({ "error": message, "status": status }))
 }
 
-/// The table's name, if it is a plain lower-case identifier.
+/// The table's name, quoted, if it is a plain lower-case identifier (quoted,
+/// a reserved word such as `order` names a table too).
 fn table() -> Option<String> {
     let name = variables::get("table").unwrap_or_else(|_| "items".to_owned());
     let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -36,7 +37,7 @@ fn table() -> Option<String> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    plain.then_some(name)
+    plain.then(|| format!("\"{name}\""))
 }
 
 fn items(rows: &RowSet) -> anyhow::Result<Vec<Value>> {
