@@ -181,15 +181,15 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
         text.contains("not supported on this platform") && text.contains("wasi:config"),
         "{text}"
     );
-    // spin-sdk 5's `pg4` imports postgres@4.0.0, which the host's 4.2.0
-    // serves: the query runs in the function's own tenant, whatever
-    // address it names.
     // Handles are host memory: a request holds at most 256 stores, and the
     // next open is refused as Spin refuses it, not a trap.
     assert_eq!(
         fn_get(&host, &token, "/fn/greeter/stores").text(),
         "opened=256 refused=Error::StoreTableFull"
     );
+    // spin-sdk 5's `pg4` imports postgres@4.0.0, which the host's 4.2.0
+    // serves: the query runs in the function's own tenant, whatever
+    // address it names.
     let pg4 = fn_get(&host, &token, "/fn/greeter/pg4");
     assert_eq!(pg4.status, 200, "{}", pg4.text());
     let schema = pg4.text();
