@@ -4,7 +4,8 @@
 //!
 //! A function's `variables` and `secrets` (set through `/v1/functions`) are
 //! its variables; secrets are readable here by the function they belong to
-//! and answered by the API to no one.
+//! and answered by the API to no one. Spin serves the same variables through
+//! `wasi:config/store`, and so does this host.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use wasmtime::component::{Accessor, HasSelf, Linker};
 
 use super::fermyon::spin::variables as v2;
 use super::spin::variables::variables as v3;
+use super::wasi::config::store as config;
 use crate::dispatch::{FunctionContext, HostState};
 
 /// Per-request state: the function being run, if it is one.
@@ -75,8 +77,37 @@ impl<T> v3::HostWithStore<T> for HasSelf<VariablesState> {
     }
 }
 
+/// `wasi:config/store`: a key that is no variable name is simply not set.
+impl config::Host for VariablesState {
+    fn get(&mut self, key: String) -> Result<Option<String>, config::Error> {
+        match VariablesState::get(self, &key) {
+            Ok(value) => Ok(Some(value)),
+            Err(Missing::InvalidName(_) | Missing::Undefined(_)) => Ok(None),
+        }
+    }
+
+    /// By name, so the order is the same on every call.
+    fn get_all(&mut self) -> Result<Vec<(String, String)>, config::Error> {
+        let mut all: Vec<(String, String)> = self
+            .function
+            .as_ref()
+            .map(|f| {
+                f.variables
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort_unstable();
+        Ok(all)
+    }
+}
+
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v2::add_to_linker::<HostState, HasSelf<VariablesState>>(linker, |state| &mut state.variables)?;
+    config::add_to_linker::<HostState, HasSelf<VariablesState>>(linker, |state| {
+        &mut state.variables
+    })?;
     v3::add_to_linker::<HostState, HasSelf<VariablesState>>(linker, |state| &mut state.variables)
 }
 

@@ -688,13 +688,14 @@ impl Functions {
 /// The Spin interfaces this host implements; a function importing another
 /// of Spin's still loads, and each call of it fails with a clear message
 /// (see [`linker_for`]).
-const SPIN_PROVIDED: [&str; 6] = [
+const SPIN_PROVIDED: [&str; 7] = [
     "fermyon:spin/variables@2.0.0",
     "fermyon:spin/key-value@2.0.0",
     "spin:postgres/postgres@3.0.0",
     "spin:variables/variables@3.0.0",
     "spin:key-value/key-value@3.0.0",
     "spin:postgres/postgres@4.2.0",
+    "wasi:config/store@0.2.0-draft-2024-09-27",
 ];
 
 /// Whether an import is one of the interfaces of Spin's platform this host
@@ -985,11 +986,14 @@ mod tests {
             "fermyon:spin/redis@2.0.0",
             "spin:sqlite/sqlite@3.0.0",
             "wasi:keyvalue/store@0.2.0-draft2",
-            "wasi:config/store@0.2.0-draft-2024-09-27",
+            "wasi:config/store@0.2.0-draft-2024-10-01",
         ] {
             assert!(unsupported_spin(unsupported), "{unsupported}");
         }
         assert!(!unsupported_spin("wasi:http/types@0.2.0"));
+        assert!(!unsupported_spin(
+            "wasi:config/store@0.2.0-draft-2024-09-27"
+        ));
     }
 
     #[test]

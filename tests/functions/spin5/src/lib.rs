@@ -12,8 +12,8 @@
 //! - `/cors`: its own CORS policy (one origin, with credentials), preflights too
 //! - `/pg4`: a query through spin-sdk's `pg4` (`spin:postgres/postgres@4.0.0`)
 //!   at a made-up address: the host runs it in the function's tenant
-//! - `/config`: reads `wasi:config/store` (Spin's, which this host does not
-//!   provide: the call must fail clearly)
+//! - `/config`: the variable `greeting`, one that is not set, and every
+//!   name, through `wasi:config/store` (Spin's other way to its variables)
 //! - `/stores`: opens the key-value store over and over, keeping every
 //!   handle, until the host refuses one
 //! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
@@ -121,10 +121,20 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             let schema = String::decode(&row[1])?;
             Response::new(200, format!("n={n} schema={schema}"))
         }
-        "/config" => match spin_sdk::wit::wasi::config::store::get("greeting") {
-            Ok(value) => Response::new(200, format!("config: {value:?}")),
-            Err(error) => Response::new(502, format!("config failed: {error:?}")),
-        },
+        "/config" => {
+            use spin_sdk::wit::wasi::config::store;
+            let read = (store::get("greeting"), store::get("missing"), store::get_all());
+            match read {
+                (Ok(greeting), Ok(missing), Ok(all)) => {
+                    let names: Vec<String> = all.into_iter().map(|(name, _)| name).collect();
+                    Response::new(
+                        200,
+                        format!("greeting={greeting:?} missing={missing:?} names={}", names.join(",")),
+                    )
+                }
+                other => Response::new(502, format!("config failed: {other:?}")),
+            }
+        }
         "/stores" => {
             let mut open = Vec::new();
             let refused = loop {
