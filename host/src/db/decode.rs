@@ -143,10 +143,6 @@ impl TypeDesc {
             array_delimiter,
         }
     }
-
-    pub fn is_array(&self) -> bool {
-        self.array_delimiter.is_some()
-    }
 }
 
 /// Built-in types by OID (`pg_type.dat`; these OIDs are fixed).

@@ -462,15 +462,14 @@ async fn collect(
                         .map(|c| (c.name().to_owned(), c.type_info().oid().map_or(0, |o| o.0)))
                         .collect();
                 }
-                let size = row_bytes(&row);
-                if !result.truncated
-                    && result.rows.len() < limits.max_rows
-                    && bytes + size <= limits.max_result_bytes
-                {
-                    bytes += size;
-                    result.rows.push(row);
-                } else {
-                    result.truncated = true;
+                // Once cut, the rest is only read past, not measured.
+                let room = !result.truncated && result.rows.len() < limits.max_rows;
+                match room.then(|| row_bytes(&row)) {
+                    Some(size) if bytes + size <= limits.max_result_bytes => {
+                        bytes += size;
+                        result.rows.push(row);
+                    }
+                    _ => result.truncated = true,
                 }
             }
             Either::Right(_) => {}
