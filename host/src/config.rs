@@ -149,6 +149,10 @@ pub struct FunctionsConfig {
     /// A function created without `memory_mb` gets this (the most is
     /// `components.max_memory_mb`).
     pub memory_mb: u32,
+    /// Deployments kept per function, the active one always among them: a
+    /// deploy past it removes the oldest others (and their components, when
+    /// no other deployment shares them).
+    pub max_deployments: u32,
     /// With a base domain, a public function also answers anonymous
     /// requests for `<project-slug>.<base_domain>`.
     pub base_domain: Option<String>,
@@ -311,6 +315,7 @@ impl Default for FunctionsConfig {
             timeout_ms: 10_000,
             max_timeout_ms: 60_000,
             memory_mb: 64,
+            max_deployments: 100,
             base_domain: None,
             blocked_networks: vec![BlockedNetwork::Private],
             root_certificates: Vec::new(),
@@ -469,6 +474,10 @@ impl Config {
                 && u64::from(functions.memory_mb) <= self.components.max_memory_mb,
             "functions.memory_mb must be positive and at most components.max_memory_mb"
         );
+        ensure!(
+            functions.max_deployments > 0,
+            "functions.max_deployments must be positive"
+        );
         if let Some(base) = &functions.base_domain {
             ensure!(
                 !base.is_empty()
@@ -555,6 +564,12 @@ mod tests {
         let mut small = Config::default();
         small.sql.max_result_bytes = (4 << 20) - 1;
         assert!(small.validate().is_err(), "a key-value value must fit");
+        let mut keeps_none = Config::default();
+        keeps_none.functions.max_deployments = 0;
+        assert!(
+            keeps_none.validate().is_err(),
+            "the active deployment stays"
+        );
     }
 
     #[test]

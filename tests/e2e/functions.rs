@@ -563,6 +563,114 @@ fn an_older_deployment_can_be_activated_again() {
     .expect_error(404);
 }
 
+/// `wasm` with a custom section holding `tag`: the same component under
+/// another content address.
+fn tagged(wasm: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    let name = b"zatabase-test";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn old_deployments_past_the_limit_go_and_so_do_their_unused_components() {
+    let host = Host::builder()
+        .config("[functions]\nmax_deployments = 2\n")
+        .start();
+    let token = host.token();
+    let hello = std::fs::read(fixture("hello")).unwrap();
+    let id = create(&host, &token, json!({ "name": "kept" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut shas = Vec::new();
+    for version in 1..=3 {
+        let deployed = deploy(&host, &token, &id, tagged(&hello, &format!("v{version}")));
+        assert_eq!(deployed.status, 201, "{}", deployed.text());
+        assert_eq!(deployed.json()["version"], version);
+        shas.push(deployed.json()["sha256"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        shas.iter().collect::<std::collections::HashSet<_>>().len(),
+        3
+    );
+    let versions = || -> Vec<(i64, bool)> {
+        fn_get(&host, &token, &format!("/v1/functions/{id}/deployments")).json()["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["version"].as_i64().unwrap(),
+                    d["active"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(versions(), [(3, true), (2, false)]);
+    let stored = |sha: &str| {
+        host.platform_sql(&format!(
+            "SELECT count(*) FROM zatabase.function_blobs WHERE sha256 = '{sha}'"
+        ))
+    };
+    assert_eq!(stored(&shas[0]), "0", "version 1's component is unused");
+    assert_eq!(stored(&shas[1]), "1");
+    call(
+        &host,
+        "POST",
+        &format!("/v1/functions/{id}/deployments/1/activate"),
+        &token,
+        None,
+    )
+    .expect_error(404);
+
+    // Rolled back to version 2, whose component another function shares:
+    // the next deploy removes version 2's deployment (the active one is the
+    // new version), not the component the other still serves.
+    let back = call(
+        &host,
+        "POST",
+        &format!("/v1/functions/{id}/deployments/2/activate"),
+        &token,
+        None,
+    );
+    assert_eq!(back.status, 200, "{}", back.text());
+    deployed(
+        &host,
+        &token,
+        json!({ "name": "sharing" }),
+        tagged(&hello, "v2"),
+    );
+    let v4 = deploy(&host, &token, &id, tagged(&hello, "v4"));
+    assert_eq!(v4.status, 201, "{}", v4.text());
+    assert_eq!(versions(), [(4, true), (3, false)]);
+    assert_eq!(
+        stored(&shas[1]),
+        "1",
+        "the other function's component stays"
+    );
+    let shared = fn_get(&host, &token, "/fn/sharing/hello");
+    assert_eq!(shared.status, 200, "{}", shared.text());
+    assert_eq!(shared.json(), json!({ "hello": "world" }));
+    assert_eq!(fn_get(&host, &token, "/fn/kept/hello").status, 200);
+}
+
 #[test]
 fn a_failing_function_gets_the_right_status_and_others_keep_serving() {
     let host = Host::start();

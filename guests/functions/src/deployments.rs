@@ -5,7 +5,9 @@
 //! a core module, garbage or an import the host cannot satisfy is a 422
 //! naming the problem); then one transaction stores the component by its
 //! sha256, numbers the deployment and makes it active. A failed upload
-//! leaves the previous version serving.
+//! leaves the previous version serving. A function keeps its newest
+//! `functions.max_deployments` (host config); a deploy past that removes
+//! the oldest, and components no deployment uses any more go after them.
 
 use serde_json::json;
 use zatabase_guest_kit::access::{caller, require};
@@ -61,9 +63,49 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
         return Err(not_found(id));
     }
     let deployment = store(&tx, id, &caller.user_id, &info, &request.body)?;
+    let pruned = prune(&tx, id)?;
     db::commit(tx)?;
     functions::forget(id);
+    if pruned {
+        collect_unused_components();
+    }
     Ok(Response::json(201, &one(id, &deployment)?))
+}
+
+/// Removes the function's deployments past the newest `max-deployments`
+/// of the host's limits, never the active one (after a deploy, the newest);
+/// whether any went. Inside the deploy's transaction.
+fn prune(tx: &Transaction, function: &str) -> Result<bool, ApiError> {
+    let kept = functions::limits().max_deployments;
+    let removed = db::tx(
+        tx,
+        "DELETE FROM zatabase.function_deployments d
+         USING zatabase.functions f
+         WHERE f.id = $1::uuid AND d.function_id = f.id
+           AND d.id IS DISTINCT FROM f.active_deployment_id
+           AND d.version <= (SELECT max(version) FROM zatabase.function_deployments
+                             WHERE function_id = $1::uuid) - $2
+         RETURNING d.id",
+        &[
+            param(function),
+            Value::Scalar(Scalar::Int64(i64::from(kept))),
+        ],
+    )?;
+    Ok(!removed.rows.is_empty())
+}
+
+/// Removes the stored components no deployment refers to any more, once
+/// the change that freed them is committed, on a best-effort basis: one
+/// that a deploy (of any tenant) is storing again meanwhile is locked by
+/// it, and the deployment's reference stops its removal then (the whole
+/// statement fails, and the next collection retries it). So a failure here
+/// is no failure of the request.
+pub fn collect_unused_components() {
+    let _ = db::query(
+        "DELETE FROM zatabase.function_blobs b
+         WHERE NOT EXISTS (SELECT 1 FROM zatabase.function_deployments d WHERE d.sha256 = b.sha256)",
+        &[],
+    );
 }
 
 /// Stores `wasm` (checked: `info`) as the function's next deployment and

@@ -14,6 +14,7 @@ use zatabase_guest_kit::types::{ErrorKind, Value};
 use zatabase_guest_kit::values::{json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, db, functions};
 
+use crate::deployments::collect_unused_components;
 use crate::settings::{CreateRequest, Settings, UpdateRequest};
 
 /// A function as the API answers it (secrets by name only).
@@ -183,15 +184,7 @@ pub fn delete(_: &Request, params: &Params) -> Result<Response, ApiError> {
         "DELETE FROM zatabase.functions WHERE id = $1::uuid",
         &[param(id)],
     )?;
-    // Components no deployment uses any more, on a best-effort basis once
-    // the function is gone: one that a deploy (of any tenant) is storing
-    // again meanwhile is locked by it and stays, and this statement's
-    // failure then is no failure of the delete.
-    let _ = db::query(
-        "DELETE FROM zatabase.function_blobs b
-         WHERE NOT EXISTS (SELECT 1 FROM zatabase.function_deployments d WHERE d.sha256 = b.sha256)",
-        &[],
-    );
+    collect_unused_components();
     functions::forget(id);
     Ok(Response::no_content())
 }

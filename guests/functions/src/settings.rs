@@ -310,6 +310,7 @@ mod tests {
             max_timeout_ms: 60_000,
             default_memory_mb: 64,
             max_memory_mb: 512,
+            max_deployments: 100,
         }
     }
 

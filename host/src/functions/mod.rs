@@ -297,6 +297,7 @@ impl Functions {
                 max_timeout_ms: config.max_timeout_ms,
                 default_memory_mb: config.memory_mb,
                 max_memory_mb: u32::try_from(max_memory_mb).unwrap_or(u32::MAX),
+                max_deployments: config.max_deployments,
             },
             resolved: Mutex::new(Resolved::default()),
             deployments: Deployments::default(),
