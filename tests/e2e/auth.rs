@@ -195,6 +195,60 @@ fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
 }
 
 #[test]
+fn a_switch_spends_the_refresh_token_and_keeps_the_family() {
+    let host = Host::start();
+    let switch = |token: &str| {
+        post_as(
+            &host,
+            "/v1/auth/switch",
+            token,
+            &json!({ "environment": "live" }),
+        )
+    };
+    // A stolen refresh token, refreshed and then switched away from: the
+    // victim's next refresh ends the thief's switched session too.
+    let victim = host.signup(&unique_email("ida"), PASSWORD);
+    let thief = Account::from(&refresh(&host, &victim.refresh_token).json());
+    let switched = switch(&thief.access_token);
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let switched = Account::from(&switched.json());
+    assert_eq!(
+        get_as(&host, "/v1/whoami", &switched.access_token).status,
+        200
+    );
+    let message = refresh(&host, &victim.refresh_token).expect_error(401);
+    assert!(message.contains("already used"), "{message}");
+    get_as(&host, "/v1/whoami", &switched.access_token).expect_error(401);
+    refresh(&host, &switched.refresh_token).expect_error(401);
+
+    // A stolen access token switched: the switch spent the session's
+    // refresh token, so presenting it ends the new session as well.
+    let victim = host.signup(&unique_email("jo"), PASSWORD);
+    let switched = Account::from(&switch(&victim.access_token).json());
+    let message = refresh(&host, &victim.refresh_token).expect_error(401);
+    assert!(message.contains("already used"), "{message}");
+    get_as(&host, "/v1/whoami", &switched.access_token).expect_error(401);
+
+    // Several switches with one token at once: one new session at most.
+    let account = host.signup(&unique_email("kai"), PASSWORD);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| switch(&account.access_token).status))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 401].contains(s)),
+        "{statuses:?}"
+    );
+}
+
+#[test]
 fn logout_ends_the_session_at_once() {
     let host = Host::start();
     let account = host.signup(&unique_email("eve"), PASSWORD);
@@ -593,6 +647,33 @@ fn repeated_failed_logins_are_throttled() {
         login(&host, &unique_email("ghost"), "whatever password").expect_error(401);
     }
     login(&host, &other, PASSWORD).expect_error(429);
+}
+
+#[test]
+fn concurrent_guesses_cannot_pass_the_login_limit() {
+    let host = Host::builder()
+        .config("[auth]\nmax_failed_logins_per_account = 3\n")
+        .start();
+    let email = unique_email("lee");
+    host.signup(&email, PASSWORD);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..12)
+            .map(|n| {
+                let (host, email) = (&host, &email);
+                scope.spawn(move || login(host, email, &format!("guess number {n}")).status)
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(checked, 3, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    login(&host, &email, PASSWORD).expect_error(429);
+    // An "email" of a megabyte is refused like any unknown one.
+    login(&host, &"e".repeat(1 << 20), PASSWORD).expect_error(401);
 }
 
 #[test]

@@ -74,7 +74,7 @@ pub fn signup(request: &Request, _: &Params) -> Result<Response, ApiError> {
         organization_id: db::text(&created, "organization_id")?,
         project_id: db::text(&created, "project_id")?,
     };
-    let response = sessions::open(&tx, &account, "sandbox", 201)?;
+    let response = sessions::open(&tx, &account, "sandbox", None, 201)?;
     db::commit(tx)?;
     Ok(response)
 }
@@ -131,7 +131,7 @@ pub fn login(request: &Request, _: &Params) -> Result<Response, ApiError> {
         project_id: project.unwrap_or_default(),
     };
     let tx = db::begin()?;
-    let response = sessions::open(&tx, &account, "sandbox", 200)?;
+    let response = sessions::open(&tx, &account, "sandbox", None, 200)?;
     db::commit(tx)?;
     Ok(response)
 }

@@ -2,13 +2,16 @@
 //!
 //! A session is a row in `zatabase.sessions`; its access tokens are signed
 //! JWTs, its refresh tokens single-use and stored only as digests. Using a
-//! refresh token twice is taken as theft: the whole session is revoked.
+//! refresh token twice is taken as theft: the session is revoked, and with
+//! it its family, the sessions that `switch` opened in its place (a switch
+//! spends the session's refresh token as a refresh does).
 
 use serde::Deserialize;
 use serde_json::json;
 use zatabase_guest_kit::auth::{self, Claims, Tokens};
 use zatabase_guest_kit::platform_db::Transaction;
-use zatabase_guest_kit::values::{boolean, cell, param};
+use zatabase_guest_kit::types::Value;
+use zatabase_guest_kit::values::{boolean, cell, param, text};
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
 use crate::validate;
@@ -23,12 +26,14 @@ pub struct Account {
     pub project_id: String,
 }
 
-/// Opens a session in `environment` within `tx`, and answers with its
+/// Opens a session in `environment` within `tx`, in the family of the
+/// session it replaces (none: a family of its own), and answers with its
 /// tokens (the body every token-issuing endpoint returns).
 pub fn open(
     tx: &Transaction,
     account: &Account,
     environment: &str,
+    family: Option<&str>,
     status: u16,
 ) -> Result<Response, ApiError> {
     let id = db::text(
@@ -45,8 +50,10 @@ pub fn open(
     db::tx(
         tx,
         "WITH s AS (
-           INSERT INTO zatabase.sessions (id, user_id, organization_id, project_id, environment, expires_at)
-           VALUES ($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, now() + make_interval(secs => $6::int))
+           INSERT INTO zatabase.sessions
+             (id, user_id, organization_id, project_id, environment, expires_at, family_id)
+           VALUES ($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5,
+                   now() + make_interval(secs => $6::int), $8::uuid)
            RETURNING id, expires_at)
          INSERT INTO zatabase.refresh_tokens (digest, session_id, expires_at)
          SELECT $7, id, expires_at FROM s",
@@ -58,6 +65,7 @@ pub fn open(
             param(environment),
             param(tokens.refresh_expires_in.to_string()),
             param(&tokens.refresh_digest),
+            family.map_or(Value::Null, param),
         ],
     )?;
     Ok(answer(status, account, environment, tokens))
@@ -93,7 +101,8 @@ struct RefreshRequest {
 }
 
 /// `POST /v1/auth/refresh`: a new pair for a refresh token, which is then
-/// spent. A spent token presented again revokes the session.
+/// spent. A spent token presented again (refreshed, or its session switched
+/// away from) revokes the session's family.
 pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: RefreshRequest = request.json()?;
     let digest = auth::digest(body.refresh_token.trim());
@@ -101,7 +110,8 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let found = db::tx(
         &tx,
         "SELECT rt.session_id::text AS session_id,
-                rt.used_at IS NOT NULL AS used,
+                rt.used_at IS NOT NULL OR s.revoked_reason = 'switched' AS spent,
+                coalesce(s.family_id, s.id)::text AS family,
                 rt.expires_at <= now() OR s.expires_at <= now() OR s.revoked_at IS NOT NULL AS dead,
                 s.user_id::text AS user_id, s.organization_id::text AS organization_id,
                 s.project_id::text AS project_id, s.environment, u.email, u.name
@@ -116,15 +126,21 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
         return Err(unauthorized("invalid refresh token"));
     }
     let session_id = db::text(&found, "session_id")?;
-    if cell(&found, 0, "used").and_then(boolean) == Some(true) {
-        db::tx(
+    if cell(&found, 0, "spent").and_then(boolean) == Some(true) {
+        let family = db::text(&found, "family")?;
+        let revoked = db::tx(
             &tx,
             "UPDATE zatabase.sessions SET revoked_at = now(), revoked_reason = 'refresh token reused'
-             WHERE id = $1::uuid AND revoked_at IS NULL",
-            &[param(&session_id)],
+             WHERE (id = $1::uuid OR family_id = $1::uuid) AND revoked_at IS NULL
+             RETURNING id::text AS id",
+            &[param(&family)],
         )?;
         db::commit(tx)?;
-        auth::forget_session(&session_id);
+        for row in 0..revoked.rows.len() {
+            if let Some(id) = cell(&revoked, row, "id").and_then(text) {
+                auth::forget_session(id);
+            }
+        }
         return Err(unauthorized(
             "this refresh token was already used; the session has been revoked",
         ));
@@ -241,12 +257,19 @@ pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
             format!("no project `{project}` that you can reach")
         }));
     }
-    db::tx(
+    // The session may have ended since the host checked it (a logout or
+    // another switch racing this one): then it opens nothing.
+    let replaced = db::tx(
         &tx,
         "UPDATE zatabase.sessions SET revoked_at = now(), revoked_reason = 'switched'
-         WHERE id = $1::uuid AND revoked_at IS NULL",
+         WHERE id = $1::uuid AND revoked_at IS NULL
+         RETURNING coalesce(family_id, id)::text AS family",
         &[param(&caller.session_id)],
     )?;
+    if replaced.rows.is_empty() {
+        return Err(unauthorized("the session has ended; log in again"));
+    }
+    let family = db::text(&replaced, "family")?;
     let account = Account {
         user_id: caller.user_id.clone(),
         email: db::text(&account, "email")?,
@@ -254,7 +277,7 @@ pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
         organization_id: db::text(&account, "organization_id")?,
         project_id: project,
     };
-    let response = open(&tx, &account, &body.environment, 200)?;
+    let response = open(&tx, &account, &body.environment, Some(&family), 200)?;
     db::commit(tx)?;
     auth::forget_session(&caller.session_id);
     Ok(response)

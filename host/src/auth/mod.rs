@@ -260,7 +260,7 @@ impl Auth {
     }
 
     pub fn login_allowed(&self, email: &str, ip: IpAddr) -> Result<(), u32> {
-        self.throttle.allowed(email, ip)
+        self.throttle.begin(email, ip)
     }
 }
 

@@ -1,11 +1,23 @@
 //! Login throttling: failed attempts counted per account and per client
 //! address in a fixed window; past the limit, attempts are refused (429)
 //! until the window ends. Counters live in this host's memory.
+//!
+//! An attempt counts as failed from the moment it is let through until it
+//! is known to have succeeded: a check that only read the counters let any
+//! number of concurrent guesses pass before the first failure was counted.
+//! Accounts are keyed by a digest of the email, so a client's oversized
+//! "email" costs the table 32 bytes.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Past this many entries, a table drops the ones whose window has ended.
+const PRUNE_PAST: usize = 100_000;
 
 #[derive(Debug)]
 struct Window {
@@ -18,8 +30,14 @@ pub struct LoginThrottle {
     per_account: u32,
     per_ip: u32,
     window: Duration,
-    accounts: Mutex<HashMap<String, Window>>,
-    addresses: Mutex<HashMap<IpAddr, Window>>,
+    /// Accounts by sha256 of the email, and addresses; in that locking order.
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    accounts: HashMap<[u8; 32], Window>,
+    addresses: HashMap<IpAddr, Window>,
 }
 
 impl LoginThrottle {
@@ -28,14 +46,43 @@ impl LoginThrottle {
             per_account,
             per_ip,
             window,
-            accounts: Mutex::new(HashMap::new()),
-            addresses: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
         }
     }
 
-    /// `Err(seconds)` when either counter is exhausted.
-    pub fn allowed(&self, email: &str, ip: IpAddr) -> Result<(), u32> {
-        self.allowed_at(email, ip, Instant::now())
+    /// Starts a login attempt for `email` from `ip`: `Err(seconds)` when
+    /// either counter is exhausted, else the attempt is counted as failed
+    /// until [`Self::succeeded`] says otherwise.
+    pub fn begin(&self, email: &str, ip: IpAddr) -> Result<(), u32> {
+        self.begin_at(email, ip, Instant::now())
+    }
+
+    /// The attempt begun for `email` from `ip` succeeded: the account's
+    /// failures are forgotten, and this attempt is no failure of the address.
+    pub fn succeeded(&self, email: &str, ip: IpAddr) {
+        let mut counts = self.counts.lock().expect("throttle poisoned");
+        counts.accounts.remove(&key(email));
+        if let Some(window) = counts.addresses.get_mut(&ip) {
+            window.failures = window.failures.saturating_sub(1);
+        }
+    }
+
+    fn begin_at(&self, email: &str, ip: IpAddr, now: Instant) -> Result<(), u32> {
+        let account = key(email);
+        let mut counts = self.counts.lock().expect("throttle poisoned");
+        let waits = self
+            .wait(counts.accounts.get(&account), self.per_account, now)
+            .max(self.wait(counts.addresses.get(&ip), self.per_ip, now));
+        if let Some(seconds) = waits {
+            return Err(seconds);
+        }
+        let Counts {
+            accounts,
+            addresses,
+        } = &mut *counts;
+        self.count(accounts, account, now);
+        self.count(addresses, ip, now);
+        Ok(())
     }
 
     /// Seconds to wait, when `window` has reached `limit` failures.
@@ -46,55 +93,27 @@ impl LoginThrottle {
             .then(|| (self.window - elapsed).as_secs().max(1) as u32)
     }
 
-    fn allowed_at(&self, email: &str, ip: IpAddr, now: Instant) -> Result<(), u32> {
-        let accounts = self.accounts.lock().expect("throttle poisoned");
-        let account = self.wait(accounts.get(email), self.per_account, now);
-        drop(accounts);
-        let addresses = self.addresses.lock().expect("throttle poisoned");
-        let address = self.wait(addresses.get(&ip), self.per_ip, now);
-        match account.max(address) {
-            Some(seconds) => Err(seconds),
-            None => Ok(()),
+    /// One more failure of `key` in its window (a new one if it ended).
+    fn count<K: Eq + Hash>(&self, table: &mut HashMap<K, Window>, key: K, now: Instant) {
+        if table.len() > PRUNE_PAST {
+            table.retain(|_, w| now.saturating_duration_since(w.started) < self.window);
         }
-    }
-
-    pub fn record(&self, email: &str, ip: IpAddr, success: bool) {
-        self.record_at(email, ip, success, Instant::now());
-    }
-
-    fn record_at(&self, email: &str, ip: IpAddr, success: bool, now: Instant) {
-        let mut accounts = self.accounts.lock().expect("throttle poisoned");
-        if success {
-            accounts.remove(email);
-            return;
-        }
-        let window = self.window;
-        let bump = |window_entry: &mut Window| {
-            if now.saturating_duration_since(window_entry.started) >= window {
-                *window_entry = Window {
-                    started: now,
-                    failures: 0,
-                };
-            }
-            window_entry.failures += 1;
-        };
-        if accounts.len() > 100_000 {
-            accounts.retain(|_, w| now.saturating_duration_since(w.started) < window);
-        }
-        bump(accounts.entry(email.to_owned()).or_insert(Window {
+        let window = table.entry(key).or_insert(Window {
             started: now,
             failures: 0,
-        }));
-        drop(accounts);
-        let mut addresses = self.addresses.lock().expect("throttle poisoned");
-        if addresses.len() > 100_000 {
-            addresses.retain(|_, w| now.saturating_duration_since(w.started) < window);
+        });
+        if now.saturating_duration_since(window.started) >= self.window {
+            *window = Window {
+                started: now,
+                failures: 0,
+            };
         }
-        bump(addresses.entry(ip).or_insert(Window {
-            started: now,
-            failures: 0,
-        }));
+        window.failures += 1;
     }
+}
+
+fn key(email: &str) -> [u8; 32] {
+    Sha256::digest(email.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -108,23 +127,54 @@ mod tests {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let other: IpAddr = [10, 0, 0, 2].into();
         let t0 = Instant::now();
-        throttle.record_at(a, ip, false, t0);
-        assert!(throttle.allowed_at(a, ip, t0).is_ok());
-        throttle.record_at(a, ip, false, t0);
+        assert!(throttle.begin_at(a, ip, t0).is_ok());
+        assert!(throttle.begin_at(a, ip, t0).is_ok());
         assert!(
-            throttle.allowed_at(a, other, t0).is_err(),
+            throttle.begin_at(a, other, t0).is_err(),
             "the account is throttled"
         );
-        assert!(throttle.allowed_at(b, other, t0).is_ok());
-        throttle.record_at(b, ip, false, t0);
+        assert!(throttle.begin_at(b, other, t0).is_ok());
+        assert!(throttle.begin_at(b, ip, t0).is_ok());
         assert!(
-            throttle.allowed_at("c@x.io", ip, t0).is_err(),
+            throttle.begin_at("c@x.io", ip, t0).is_err(),
             "the address is throttled"
         );
-        assert!(throttle.allowed_at("c@x.io", other, t0).is_ok());
         let later = t0 + Duration::from_secs(61);
-        assert!(throttle.allowed_at(a, ip, later).is_ok(), "windows end");
-        throttle.record_at(b, other, true, t0);
-        assert!(throttle.allowed_at(b, other, t0).is_ok());
+        assert!(throttle.begin_at(a, ip, later).is_ok(), "windows end");
+    }
+
+    #[test]
+    fn attempts_in_flight_count_until_they_succeed() {
+        let throttle = LoginThrottle::new(3, 6, Duration::from_secs(60));
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t0 = Instant::now();
+        // Three concurrent guesses, none finished: the fourth waits.
+        for _ in 0..3 {
+            assert!(throttle.begin_at("a@x.io", ip, t0).is_ok());
+        }
+        assert!(throttle.begin_at("a@x.io", ip, t0).is_err());
+        // A success forgets the account's failures and is none of the
+        // address's.
+        throttle.succeeded("a@x.io", ip);
+        for _ in 0..3 {
+            assert!(throttle.begin_at("a@x.io", ip, t0).is_ok());
+        }
+        for n in 0..3 {
+            assert_eq!(
+                throttle.begin_at(&format!("{n}@x.io"), ip, t0).is_ok(),
+                n < 1,
+                "the address has 5 failures (a success took one off), then 6"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_email_is_kept_as_a_digest() {
+        let throttle = LoginThrottle::new(1, 10, Duration::from_secs(60));
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let long = "a".repeat(1 << 20);
+        assert!(throttle.begin(&long, ip).is_ok());
+        assert!(throttle.begin(&long, ip).is_err());
+        assert!(throttle.begin(&long[1..], ip).is_ok());
     }
 }

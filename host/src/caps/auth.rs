@@ -54,7 +54,10 @@ impl Host for AuthState {
     }
 
     async fn record_login(&mut self, email: String, success: bool) {
-        self.auth.throttle.record(&email, self.client, success);
+        // A failure was counted when the attempt began.
+        if success {
+            self.auth.throttle.succeeded(&email, self.client);
+        }
     }
 
     async fn forget_session(&mut self, session_id: String) {

@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "private channels",
         include_str!("../../migrations/0013_private_channels.sql"),
     ),
+    (
+        14,
+        "session families",
+        include_str!("../../migrations/0014_session_families.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
