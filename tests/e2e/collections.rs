@@ -210,6 +210,136 @@ fn a_collection_is_a_table_its_ingest_keeps_the_good_lines() {
 }
 
 #[test]
+fn what_postgres_would_refuse_is_the_clients_mistake_not_a_500() {
+    let host = Host::start();
+    let token = host.token();
+    // Two first collections of a tenant at once: both are made.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let creates: Vec<_> = ["first_a", "first_b"]
+            .into_iter()
+            .map(|name| {
+                let (host, token) = (&host, &token);
+                scope.spawn(move || {
+                    call(
+                        host,
+                        "POST",
+                        "/v1/collections",
+                        token,
+                        Some(&json!({ "name": name })),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        creates.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, [201, 201]);
+
+    // A number Postgres's jsonb cannot hold is one rejected document; an
+    // escaped backslash before `u0000` is no NUL.
+    let ndjson = [
+        r#"{"id": "kept"}"#,
+        r#"{"id": "tiny", "x": 1e-20000}"#,
+        r#"{"id": "path", "p": "C:\\u0000dir"}"#,
+    ]
+    .join("\n");
+    let answer = ingest(&host, &token, "first_a", "application/x-ndjson", &ndjson);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = answer.json();
+    assert_eq!(
+        (answer["accepted"].as_i64(), answer["rejected"].as_i64()),
+        (Some(2), Some(1)),
+        "{answer}"
+    );
+    assert_eq!(answer["errors"][0]["line"], 2, "{answer}");
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("out of Postgres's range"),
+        "{answer}"
+    );
+    let stored = host.sql_ok(
+        "SELECT document->>'p' AS p FROM first_a WHERE id = 'path'",
+        &[],
+    );
+    assert_eq!(stored["rows"][0]["p"], "C:\\u0000dir");
+
+    // A backfill of a vector past float4's range: NULL there, not a PUT
+    // that fails every time.
+    let ingested = ingest(
+        &host,
+        &token,
+        "first_b",
+        "application/x-ndjson",
+        "{\"id\": \"far\", \"v\": [1e39, 0], \"null\": {\"NULL\": \"here\"}}\n{\"id\": \"near\", \"v\": [1, 0]}",
+    );
+    assert_eq!(ingested.status, 200, "{}", ingested.text());
+    let put = call(
+        &host,
+        "PUT",
+        "/v1/collections/first_b/projection",
+        &token,
+        Some(&json!({ "projection": {
+            "v": { "type": "vector(2)", "path": "$.v" },
+            "word": { "type": "text", "path": "$.null.NULL" }
+        } })),
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    let rows = host.sql_ok(
+        "SELECT id, v::text AS v, word FROM first_b ORDER BY id",
+        &[],
+    );
+    assert_eq!(
+        rows["rows"],
+        json!([
+            { "id": "far", "v": null, "word": "here" },
+            { "id": "near", "v": "[1,0]", "word": null }
+        ])
+    );
+
+    // A name a type already has; a projection past 100 columns.
+    host.sql_ok("CREATE TYPE mood AS ENUM ('ok')", &[]);
+    let taken = call(
+        &host,
+        "POST",
+        "/v1/collections",
+        &token,
+        Some(&json!({ "name": "mood" })),
+    )
+    .expect_error(409);
+    assert!(taken.contains("already exists"), "{taken}");
+    let wide: serde_json::Map<String, Value> = (0..101)
+        .map(|n| {
+            (
+                format!("c{n}"),
+                json!({ "type": "text", "path": format!("$.c{n}") }),
+            )
+        })
+        .collect();
+    call(
+        &host,
+        "POST",
+        "/v1/collections",
+        &token,
+        Some(&json!({ "name": "wide", "projection": wide })),
+    )
+    .expect_error(422);
+
+    // An index name Postgres cannot take has no index.
+    host.call("GET", "/v1/indexes/hnsw/a%00/v/stats", &token, None)
+        .expect_error(404);
+    call(
+        &host,
+        "POST",
+        "/v1/indexes/hnsw/search",
+        &token,
+        Some(&json!({ "table": "a\u{0}", "column": "v", "vector": [1], "k": 1 })),
+    )
+    .expect_error(404);
+}
+
+#[test]
 fn ingest_takes_bodies_past_the_hosts_limit_and_other_routes_do_not() {
     let host = Host::builder()
         .config("[http]\nbody_limit_bytes = 65536\n")

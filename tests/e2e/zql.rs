@@ -388,6 +388,23 @@ fn every_route_round_trips_and_bad_input_is_refused() {
             422,
         ),
         (
+            // Each parameter shallow enough, the record they make not.
+            "/api/zql/query",
+            json!({
+                "query": "INSERT INTO n {a: {b: $p}}",
+                "params": { "p": (0..99).fold(json!(1), |inner, _| json!([inner])) }
+            }),
+            422,
+        ),
+        (
+            "/api/zql/query",
+            json!({
+                "query": "UPDATE IN n SET a.b = $p WHERE @id = 'x'",
+                "params": { "p": (0..99).fold(json!(1), |inner, _| json!([inner])) }
+            }),
+            422,
+        ),
+        (
             "/api/zql/search",
             json!({ "vector": [1, 0, 0], "k": 1, "metric": "hamming" }),
             422,

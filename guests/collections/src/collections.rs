@@ -9,7 +9,7 @@ use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::sql::{self, Transaction};
 use zatabase_guest_kit::types::{ErrorKind, Value};
 use zatabase_guest_kit::values::{json_rows, param, param_from_json};
-use zatabase_guest_kit::{ApiError, Params, Request, Response};
+use zatabase_guest_kit::{ApiError, Params, Request, Response, tenant};
 
 use crate::projection::{self, ColumnSpec, Projection};
 use crate::sql_error;
@@ -212,8 +212,8 @@ pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
     check_name(&body.name)?;
     require(Resource::Collections, Some(&body.name), Action::Write)?;
     let projection = projection::parse(&body.projection)?;
+    tenant::create_if_missing(SETTINGS).map_err(sql_error)?;
     let tx = sql::begin().map_err(sql_error)?;
-    tx.execute(SETTINGS, &[]).map_err(sql_error)?;
     let columns: String = projection
         .values()
         .map(|c| format!(",\n    {} {}", quoted(&c.name), c.ty.sql()))
@@ -221,7 +221,7 @@ pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let taken = || {
         ApiError::new(
             409,
-            format!("a collection or table `{}` already exists", body.name),
+            format!("a collection, table or type `{}` already exists", body.name),
         )
     };
     tx.execute(
@@ -248,8 +248,9 @@ pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
         &[],
     )
     .map_err(|e| match e.sqlstate.as_deref() {
-        // duplicate_table: a table of that name made through /v1/sql.
-        Some("42P07") => taken(),
+        // duplicate_table, or duplicate_object (a type of that name, whose
+        // name the table's row type would take): made through /v1/sql.
+        Some("42P07" | "42710") => taken(),
         _ => sql_error(e),
     })?;
     tx.commit().map_err(sql_error)?;

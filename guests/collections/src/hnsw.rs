@@ -111,6 +111,11 @@ WHERE (i.status <> 'ready' OR c.oid IS NOT NULL)";
 /// The state of the index on `table`.`column` (as read), if one was ever
 /// built.
 fn find(table: &str, column: &str) -> Result<Option<Json>, ApiError> {
+    // Builds take identifiers only: any other name (a NUL in it, say) has
+    // no index, and is not sent to Postgres.
+    if !valid_identifier(table) || !valid_identifier(column) {
+        return Ok(None);
+    }
     Ok(all(Some((table, column)))?.pop())
 }
 

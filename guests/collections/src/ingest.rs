@@ -147,9 +147,7 @@ fn check(text: &[u8], collection: &Collection) -> Result<String, String> {
         return Err(format!("the document exceeds {MAX_DOCUMENT} bytes"));
     }
     let document: Json = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
-    if text.windows(6).any(|w| w == b"\\u0000") {
-        return Err("`\\u0000` cannot be stored (Postgres's jsonb has no NUL)".to_owned());
-    }
+    storable(text)?;
     let Json::Object(fields) = &document else {
         return Err("a document must be a JSON object".to_owned());
     };
@@ -176,6 +174,90 @@ fn check(text: &[u8], collection: &Collection) -> Result<String, String> {
     // Sent as it came (it parsed as this very object); Postgres stores it
     // as jsonb either way.
     Ok(String::from_utf8_lossy(text).into_owned())
+}
+
+/// Numbers past these Postgres's `jsonb` refuses (`numeric`'s range): a
+/// value of 10^131072 or more, or more than 16383 digits after the point.
+const MAX_LEADING_EXPONENT: i64 = 131_071;
+const MAX_SCALE: i64 = 16_383;
+
+/// Whether the text of a JSON document (valid JSON) is one Postgres's
+/// `jsonb` takes as written: no `\u0000` escape in a string, no number
+/// out of `numeric`'s range. serde_json reads `1e-20000` as 0 and keeps
+/// `\\u0000` (an escaped backslash) apart from a NUL; Postgres, given the
+/// text, would refuse the whole batch.
+fn storable(text: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    if text[i] == b'\\' {
+                        if text[i + 1..].starts_with(b"u0000") {
+                            return Err("`\\u0000` cannot be stored (Postgres's jsonb has no NUL)"
+                                .to_owned());
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < text.len()
+                    && matches!(text[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                number_in_range(&text[start..i])?;
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Whether a JSON number's text is in the range of Postgres's `numeric`.
+fn number_in_range(number: &[u8]) -> Result<(), String> {
+    let number = number.strip_prefix(b"-").unwrap_or(number);
+    let (mantissa, exponent) = match number.iter().position(|b| matches!(b, b'e' | b'E')) {
+        Some(at) => (&number[..at], &number[at + 1..]),
+        None => (number, &b""[..]),
+    };
+    let (negative, digits) = match exponent.first() {
+        Some(b'-') => (true, &exponent[1..]),
+        Some(b'+') => (false, &exponent[1..]),
+        _ => (false, exponent),
+    };
+    let magnitude = digits.iter().fold(0i64, |n, d| {
+        n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+    });
+    let exponent = if negative { -magnitude } else { magnitude };
+    let (whole, fraction) = match mantissa.iter().position(|b| *b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &b""[..]),
+    };
+    let scale = i64::try_from(fraction.len())
+        .unwrap_or(i64::MAX)
+        .saturating_sub(exponent);
+    // The power of ten of the first digit that is not zero.
+    let leading = match whole.iter().position(|d| *d != b'0') {
+        Some(at) => i64::try_from(whole.len() - at - 1).unwrap_or(i64::MAX),
+        None => match fraction.iter().position(|d| *d != b'0') {
+            Some(at) => -1 - i64::try_from(at).unwrap_or(i64::MAX),
+            None => i64::MIN,
+        },
+    };
+    if scale > MAX_SCALE || leading.saturating_add(exponent) > MAX_LEADING_EXPONENT {
+        let shown = String::from_utf8_lossy(&number[..number.len().min(40)]).into_owned();
+        return Err(format!(
+            "the number `{shown}` is out of Postgres's range \
+             (below 1e131072, at most 16383 digits after the point)"
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /v1/collections/:name/ingest`
@@ -408,6 +490,29 @@ mod tests {
         }
         scanner.finish()?;
         Ok(seen)
+    }
+
+    #[test]
+    fn numbers_and_escapes_are_checked_as_postgres_reads_them() {
+        for ok in [
+            r#"{"a": 1e-16383}"#,
+            r#"{"a": 1e131071, "b": 0.5e131072, "c": -0.0001e3}"#,
+            r#"{"a": 123.456e-16380, "b": 1E+5, "c": 0}"#,
+            r#"{"a": "\\u0000", "b": "\"1e-20000\"", "1e-99999": true}"#,
+        ] {
+            assert_eq!(storable(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        for bad in [
+            r#"{"a": 1e-16384}"#,
+            r#"{"a": 1.5e-16383}"#,
+            r#"{"a": 0e-20000}"#,
+            r#"{"a": [1, {"b": -1e131072}]}"#,
+            r#"{"a": 1e-99999999999999999999999}"#,
+            r#"{"a": "x\u0000"}"#,
+            r#"{"\u0000": 1}"#,
+        ] {
+            assert!(storable(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub(crate) fn sql_error(error: SqlError) -> ApiError {
         ErrorKind::Unavailable => {
             ApiError::new(503, "the database is temporarily unavailable; try again")
         }
+        // too_many_columns: every projection change drops and adds columns,
+        // and Postgres counts dropped ones towards its 1600.
+        _ if error.sqlstate.as_deref() == Some("54011") => ApiError::unprocessable(
+            "the collection's table has used up Postgres's 1600 columns (dropped ones count); \
+             copy its documents into a new collection",
+        ),
         _ => {
             zatabase_guest_kit::log::log(
                 zatabase_guest_kit::log::Level::Error,

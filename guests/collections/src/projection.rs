@@ -125,8 +125,17 @@ pub fn valid_identifier(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// The most columns a projection names.
+pub const MAX_COLUMNS: usize = 100;
+
 /// Checks a projection as the API received it.
 pub fn parse(specs: &BTreeMap<String, ColumnSpec>) -> Result<Projection, ApiError> {
+    if specs.len() > MAX_COLUMNS {
+        return Err(ApiError::unprocessable(format!(
+            "a projection has at most {MAX_COLUMNS} columns, got {}",
+            specs.len()
+        )));
+    }
     let mut projection = Projection::new();
     for (name, spec) in specs {
         if !valid_identifier(name) {
@@ -321,6 +330,10 @@ fn looks_like_timestamp(text: &str) -> bool {
             .all(|b| b.is_ascii_digit() || matches!(b, b':' | b'.' | b'Z' | b'z' | b'+' | b'-'))
 }
 
+/// The largest float4 written in full, or a little under it: a vector's
+/// element past it is out of pgvector's range.
+const FLOAT4_MAX: &str = "340282340000000000000000000000000000000";
+
 /// How a projected value is computed from a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
@@ -337,15 +350,16 @@ pub enum Fit {
 /// type gives NULL. Timestamps are always tested (a checked one can still
 /// name a day the calendar has not).
 pub fn expression(column: &Column, source: &str, fit: Fit) -> String {
+    // Keys hold only [A-Za-z0-9_-]: safe inside a text[] literal, each
+    // element double-quoted (unquoted, a key `null` is a NULL element).
     let path: Vec<String> = column
         .path
         .iter()
         .map(|step| match step {
-            PathStep::Key(key) => key.clone(),
-            PathStep::Index(index) => index.to_string(),
+            PathStep::Key(key) => format!("\"{key}\""),
+            PathStep::Index(index) => format!("\"{index}\""),
         })
         .collect();
-    // Keys hold only [A-Za-z0-9_-]: safe inside a quoted text[] literal.
     let value = format!("({source} #> '{{{}}}')", path.join(","));
     let text = format!("({value} #>> '{{}}')");
     if fit == Fit::Checked {
@@ -380,9 +394,12 @@ pub fn expression(column: &Column, source: &str, fit: Fit) -> String {
             "CASE WHEN jsonb_typeof({value}) = 'string' AND pg_input_is_valid({text}, 'timestamptz') \
              THEN {text}::timestamptz END"
         ),
+        // pgvector's input has no soft errors (`pg_input_is_valid` raises
+        // them): each element is tested against float4's range here.
         ColumnType::Vector(dims) => format!(
             "CASE WHEN jsonb_typeof({value}) = 'array' AND jsonb_array_length({value}) = {dims} \
-             AND NOT jsonb_path_exists({value}, '$[*] ? (@.type() != \"number\")') \
+             AND NOT jsonb_path_exists({value}, '$[*] ? (@.type() != \"number\" \
+               || @ > {FLOAT4_MAX} || @ < -{FLOAT4_MAX})') \
              THEN {value}::text::{} END",
             column.ty.sql()
         ),
@@ -466,11 +483,13 @@ mod tests {
     #[test]
     fn expressions_read_the_path() {
         let integer = expression(&column("integer", "$.a[0].b"), "d", Fit::Lenient);
-        assert!(integer.contains("(d #> '{a,0,b}')"), "{integer}");
+        assert!(integer.contains(r#"(d #> '{"a","0","b"}')"#), "{integer}");
+        let null = expression(&column("text", "$.null.NULL"), "d", Fit::Checked);
+        assert!(null.contains(r#"(d #> '{"null","NULL"}')"#), "{null}");
         assert!(integer.ends_with("::bigint END"), "{integer}");
         let vector = expression(&column("vector(2)", "$.e"), "d", Fit::Lenient);
         assert!(
-            vector.contains("jsonb_array_length((d #> '{e}')) = 2"),
+            vector.contains(r#"jsonb_array_length((d #> '{"e"}')) = 2"#),
             "{vector}"
         );
         assert!(

@@ -13,6 +13,7 @@ pub mod db;
 mod error;
 mod http;
 mod router;
+pub mod tenant;
 pub mod values;
 
 pub use error::ApiError;

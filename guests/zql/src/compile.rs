@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 use zatabase_guest_kit::types::{Scalar, Value as SqlValue};
+use zatabase_guest_kit::values;
 
 use crate::parser::{
     Aggregate, Compare, Condition, Direction, Field, Find, Function, Meta, Metric, Near, Statement,
@@ -31,14 +32,34 @@ pub enum Shape {
     Write,
 }
 
-/// Why a parsed query cannot run (a 400, like a syntax error).
+/// Why a parsed query cannot run: a 400, like a syntax error, or a 422
+/// for data a record cannot hold.
 #[derive(Debug, PartialEq)]
-pub struct CompileError(pub String);
+pub struct CompileError {
+    pub message: String,
+    pub status: u16,
+}
 
 type Result<T> = std::result::Result<T, CompileError>;
 
 fn fail<T>(message: impl Into<String>) -> Result<T> {
-    Err(CompileError(message.into()))
+    Err(CompileError {
+        message: message.into(),
+        status: 400,
+    })
+}
+
+/// 422 when data written under `prefix` steps of a record (0: the record's
+/// data itself) would nest deeper than a record may: it could be stored,
+/// but not read back.
+fn shallow_enough(json: &Json, prefix: usize, what: &str) -> Result<()> {
+    if prefix + values::depth(json) > values::MAX_DEPTH {
+        return Err(CompileError {
+            message: format!("{what} nests deeper than {} levels", values::MAX_DEPTH),
+            status: 422,
+        });
+    }
+    Ok(())
 }
 
 /// The most records one query returns or `NEAR` ranks.
@@ -134,9 +155,9 @@ impl Builder<'_> {
 
     fn vector(&mut self, value: &Value) -> Result<String> {
         let json = self.resolve(value)?;
-        let items = json.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
-            CompileError("a vector must be a non-empty array of numbers".to_owned())
-        })?;
+        let Some(items) = json.as_array().filter(|a| !a.is_empty()) else {
+            return fail("a vector must be a non-empty array of numbers");
+        };
         let mut floats = Vec::with_capacity(items.len());
         for item in items {
             match item.as_f64() {
@@ -328,6 +349,7 @@ pub fn compile(statement: &Statement, params: &BTreeMap<String, Json>) -> Result
             if !data_json.is_object() {
                 return fail("a record's data must be a JSON object");
             }
+            shallow_enough(&data_json, 0, "the record's data")?;
             let id = match id {
                 Some(id) => b.text(id, "a record id")?,
                 None => "gen_random_uuid()::text".to_owned(),
@@ -363,6 +385,9 @@ pub fn compile(statement: &Statement, params: &BTreeMap<String, Json>) -> Result
         } => {
             let mut data = "data".to_owned();
             for (path, value) in set {
+                // The record's data is at most as deep as a record may be,
+                // and `jsonb_set` adds at most the last step of the path.
+                shallow_enough(&b.resolve(value)?, path.len(), "the value set")?;
                 let steps = b.steps(path);
                 let value = b.json(value)?;
                 data = format!("jsonb_set({data}, {steps}, {value}, true)");
@@ -635,7 +660,25 @@ mod tests {
             )
         );
         let missing = compile(&statement("FIND WHERE a = $nope").unwrap(), &params).unwrap_err();
-        assert_eq!(missing.0, "parameter `$nope` is not given");
+        assert_eq!(missing.message, "parameter `$nope` is not given");
+        assert_eq!(missing.status, 400);
+    }
+
+    #[test]
+    fn writes_never_nest_deeper_than_a_record_may() {
+        let nested = |levels: usize| {
+            (0..levels).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]))
+        };
+        let params = BTreeMap::from([("p".to_owned(), nested(99))]);
+        // {a: {b: <99 levels>}}: 101 levels.
+        let deep = compile(&statement("INSERT {a: {b: $p}}").unwrap(), &params).unwrap_err();
+        assert_eq!(deep.status, 422, "{}", deep.message);
+        assert!(compile(&statement("INSERT {a: $p}").unwrap(), &params).is_ok());
+        // Set two steps down: 101 levels where it lands.
+        let set = statement("UPDATE SET a.b = $p WHERE @id = 'x'").unwrap();
+        assert_eq!(compile(&set, &params).unwrap_err().status, 422);
+        let set = statement("UPDATE SET a = $p WHERE @id = 'x'").unwrap();
+        assert!(compile(&set, &params).is_ok());
     }
 
     #[test]
@@ -663,7 +706,11 @@ mod tests {
             ),
         ] {
             let error = compile(&statement(query).unwrap(), &BTreeMap::new()).unwrap_err();
-            assert!(error.0.contains(message), "{query}: {}", error.0);
+            assert!(
+                error.message.contains(message),
+                "{query}: {}",
+                error.message
+            );
         }
     }
 

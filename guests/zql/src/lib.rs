@@ -52,7 +52,10 @@ fn syntax(error: lexer::SyntaxError) -> ApiError {
 }
 
 fn invalid(error: CompileError) -> ApiError {
-    ApiError::bad_request(format!("invalid ZQL query: {}", error.0))
+    ApiError::new(
+        error.status,
+        format!("invalid ZQL query: {}", error.message),
+    )
 }
 
 /// The action a statement needs on Records.
@@ -88,7 +91,9 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
         }
         Shape::Write => {
             let written = match statement {
-                Statement::Insert { .. } => store::insert(&sql.statement, &sql.params)?,
+                Statement::Insert { buffered, .. } => {
+                    store::insert(&sql.statement, &sql.params, *buffered)?
+                }
                 // Updates and deletes of a tenant with no records change none.
                 _ => match store::read(&sql.statement, &sql.params)? {
                     Some(result) => result,

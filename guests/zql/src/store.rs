@@ -9,14 +9,12 @@
 //! buffered insert before it, and counts them.
 
 use zatabase_guest_kit::ApiError;
-use zatabase_guest_kit::sql;
 use zatabase_guest_kit::types::{ErrorKind, JsonResult, SqlError, Value};
 use zatabase_guest_kit::values::json_rows;
+use zatabase_guest_kit::{sql, tenant};
 
-/// The tenant's tables, made by its first write. Two first writes at once
-/// may both try: the loser gets a duplicate (see [`insert`]) and tries
-/// again, finding the winner's tables. No advisory lock: its key would be
-/// one any tenant could compute and hold.
+/// The tenant's tables, made by its first write (two first writes at once:
+/// see [`tenant::create_if_missing`]).
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS zatabase_records (
     id text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 255),
@@ -68,14 +66,6 @@ fn missing_table(error: &SqlError) -> bool {
     error.sqlstate.as_deref() == Some("42P01")
 }
 
-/// What `CREATE ... IF NOT EXISTS` answers when another transaction made
-/// the same table or index first and committed while this one waited:
-/// `unique_violation` (on the catalog), `duplicate_table` or
-/// `duplicate_object` (its row type).
-fn made_meanwhile(error: &SqlError) -> bool {
-    matches!(error.sqlstate.as_deref(), Some("23505" | "42P07" | "42710"))
-}
-
 /// Runs a read; a tenant that never wrote a record has none.
 pub fn read(statement: &str, params: &[Value]) -> Result<Option<JsonResult>, ApiError> {
     match sql::execute_json(statement, params) {
@@ -86,19 +76,24 @@ pub fn read(statement: &str, params: &[Value]) -> Result<Option<JsonResult>, Api
 }
 
 /// Runs an insert, making the tables first if this is the tenant's first.
-/// (A buffered insert sets its own transaction's `synchronous_commit`.)
-pub fn insert(statement: &str, params: &[Value]) -> Result<JsonResult, ApiError> {
-    match sql::execute_json(statement, params) {
+/// A buffered insert's statement turns off its own transaction's
+/// `synchronous_commit`; it runs in a transaction of its own making, since
+/// a one-shot statement ends with the host's `RESET ALL`, which would turn
+/// it back on before the commit.
+pub fn insert(statement: &str, params: &[Value], buffered: bool) -> Result<JsonResult, ApiError> {
+    let run = || {
+        if !buffered {
+            return sql::execute_json(statement, params);
+        }
+        let tx = sql::begin()?;
+        let inserted = tx.execute_json(statement, params)?;
+        tx.commit()?;
+        Ok(inserted)
+    };
+    match run() {
         Err(e) if missing_table(&e) => {
-            let mut made = sql::execute(CREATE, &[]);
-            for _ in 0..2 {
-                match &made {
-                    Err(e) if made_meanwhile(e) => made = sql::execute(CREATE, &[]),
-                    _ => break,
-                }
-            }
-            made.map_err(sql_error)?;
-            sql::execute_json(statement, params).map_err(sql_error)
+            tenant::create_if_missing(CREATE).map_err(sql_error)?;
+            run().map_err(sql_error)
         }
         result => result.map_err(sql_error),
     }
