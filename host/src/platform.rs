@@ -164,6 +164,7 @@ impl Platform {
             function_secrets,
         )?);
         functions.preload().await;
+        functions.tidy_cache().await;
         let function_listener = tokio::spawn({
             let (functions, pool) = (functions.clone(), db.platform_pool().clone());
             async move { functions.listen(pool).await }

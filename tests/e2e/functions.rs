@@ -1995,6 +1995,33 @@ fn a_restarted_host_loads_active_deployments_before_it_listens() {
     let data_dir = host.data_dir.clone();
     drop(host);
 
+    // What a restart finds in the compile cache beside live entries: an
+    // older engine's entry, a crashed write, a component no longer stored.
+    let cache = data_dir.join("cache/components");
+    let entries = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let live = entries();
+    let key = live[0]
+        .split_once('-')
+        .unwrap()
+        .1
+        .trim_end_matches(".cwasm")
+        .to_owned();
+    let stale = [
+        format!("{}-0123456789abcdef.cwasm", "a".repeat(64)),
+        format!("{}-{key}.tmp-4000000000-0", "b".repeat(64)),
+        format!("{}-{key}.cwasm", "c".repeat(64)),
+    ];
+    for name in &stale {
+        std::fs::copy(cache.join(&live[0]), cache.join(name)).unwrap();
+    }
+
     let again = Host::builder().data_dir(&data_dir).start();
     assert!(
         again
@@ -2006,6 +2033,11 @@ fn a_restarted_host_loads_active_deployments_before_it_listens() {
     );
     let answered = fn_get(&again, &token, "/fn/greeter");
     assert_eq!(answered.status, 200, "{}", answered.text());
+    assert_eq!(
+        entries(),
+        live,
+        "the stale entries stay, or a live one went"
+    );
     drop(again);
     let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
 }

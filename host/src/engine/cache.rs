@@ -3,13 +3,18 @@
 //! A cache entry is named by the sha256 of the component and a hash of
 //! everything that makes compiled code compatible with this engine (wasmtime
 //! version, target, settings); a new binary or new settings miss the cache
-//! rather than load code built for another engine.
+//! rather than load code built for another engine. At start the host clears
+//! what it can no longer use ([`CompileCache::retain`]): another engine's
+//! entries, files a crash left half-written, and components no longer
+//! stored.
 
 #![allow(unsafe_code)] // `Component::deserialize_file`; see `load`.
 
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -20,6 +25,9 @@ use wasmtime::component::Component;
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
+    /// Components this process has loaded or compiled (by sha256): their
+    /// entries stay, stored or not.
+    used: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Feeds `Hash` output into sha256, for a key that is stable across runs.
@@ -53,12 +61,59 @@ impl CompileCache {
         Ok(Self {
             dir: dir.to_path_buf(),
             engine_key,
+            used: Arc::default(),
         })
+    }
+
+    fn mark_used(&self, sha256: &str) {
+        self.used
+            .lock()
+            .expect("cache marks poisoned")
+            .insert(sha256.to_owned());
+    }
+
+    /// Removes the files no component can use any more: entries compiled
+    /// by another engine (an older binary, other settings), files another
+    /// process left half-written (the data directory is this process's
+    /// alone), and entries of components neither in `stored` (the
+    /// platform's, by sha256) nor used by this process. How many went.
+    pub fn retain(&self, stored: &HashSet<String>) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let ours = format!("tmp-{}-", std::process::id());
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((sha256, rest)) = name.to_str().and_then(|n| n.split_once('-')) else {
+                continue;
+            };
+            let stale = match rest.split_once('.') {
+                Some((key, "cwasm")) if key == self.engine_key => {
+                    !stored.contains(sha256)
+                        && !self
+                            .used
+                            .lock()
+                            .expect("cache marks poisoned")
+                            .contains(sha256)
+                }
+                Some((_, "cwasm")) => true,
+                Some((_, extension)) => {
+                    extension.starts_with("tmp-") && !extension.starts_with(&ours)
+                }
+                None => false,
+            };
+            if stale && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// The compiled component whose source has this sha256, if this host
     /// has compiled it before.
     pub fn load_compiled(&self, engine: &wasmtime::Engine, sha256: &str) -> Option<Component> {
+        self.mark_used(sha256);
         let path = self.path(sha256);
         if !path.exists() {
             return None;
@@ -89,6 +144,7 @@ impl CompileCache {
         wasm: &[u8],
     ) -> anyhow::Result<(Component, Origin)> {
         let sha = hex::encode(Sha256::digest(wasm));
+        self.mark_used(&sha);
         let path = self.path(&sha);
         if path.exists() {
             // SAFETY: the file is one this host wrote (below) into a directory
@@ -130,6 +186,47 @@ mod tests {
 
     /// The smallest component: its header and nothing else.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn retain_keeps_what_is_stored_or_used_and_nothing_stale() {
+        let dir =
+            std::env::temp_dir().join(format!("zatabase-cache-retain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = wasmtime::Engine::default();
+        let cache = CompileCache::new(&dir, &engine).unwrap();
+        let (empty, _) = cache.load(&engine, EMPTY_COMPONENT).unwrap();
+        drop(empty);
+        let used = hex::encode(Sha256::digest(EMPTY_COMPONENT));
+        let (stored, gone) = ("a".repeat(64), "b".repeat(64));
+        let key = &cache.engine_key;
+        let pid = std::process::id();
+        for name in [
+            format!("{stored}-{key}.cwasm"),
+            format!("{gone}-{key}.cwasm"),
+            format!("{stored}-0123456789abcdef.cwasm"),
+            format!("{stored}-{key}.tmp-4000000000-0"),
+            format!("{stored}-{key}.tmp-{pid}-7"),
+            "README".to_owned(),
+        ] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let removed = cache.retain(&HashSet::from([stored.clone()]));
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            format!("{stored}-{key}.cwasm"),
+            format!("{stored}-{key}.tmp-{pid}-7"),
+            format!("{used}-{key}.cwasm"),
+            "README".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+        assert_eq!(removed, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn threads_compiling_one_component_at_once_all_get_it() {

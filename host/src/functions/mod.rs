@@ -358,6 +358,30 @@ impl Functions {
         Ok(info)
     }
 
+    /// Clears the compile cache of what no component can use any more (see
+    /// [`CompileCache::retain`]): at start, once the route groups are loaded.
+    pub async fn tidy_cache(&self) {
+        let stored: Vec<String> =
+            match sqlx::query_scalar("SELECT sha256 FROM zatabase.function_blobs")
+                .fetch_all(self.db.platform_pool())
+                .await
+            {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "compile cache not tidied");
+                    return;
+                }
+            };
+        let cache = self.cache.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || cache.retain(&stored.into_iter().collect()))
+                .await
+                .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "stale compiled components removed");
+        }
+    }
+
     /// Loads the compiled components of the most recently deployed active
     /// deployments (up to `PRELOAD_AT_MOST`) from the on-disk cache, so
     /// that the first request after a restart does not read and map its
