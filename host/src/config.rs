@@ -171,8 +171,9 @@ pub struct FunctionsConfig {
 pub struct SqlConfig {
     pub statement_timeout_ms: u64,
     pub max_rows: usize,
-    /// The most bytes of row data (Postgres's text of the values) one
-    /// result holds; past it the result is cut short as past `max_rows`.
+    /// The most bytes of row data (Postgres's text of the values, and 48
+    /// bytes a value for holding it) one result holds; past it the result
+    /// is cut short as past `max_rows`.
     pub max_result_bytes: usize,
     /// `maintenance_work_mem` of a background index build (an HNSW graph
     /// that fits builds several times faster).

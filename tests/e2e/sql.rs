@@ -166,6 +166,9 @@ fn errors_map_to_statuses_and_nothing_is_half_applied() {
         // `case` as a label opens no CASE: the body ends at its END.
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END; \
          COMMIT; DROP TABLE uniq",
+        // `begin, atomic` are names, not a body's start.
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = begin, atomic \
+         RETURN 1; COMMIT; DROP TABLE uniq",
     ] {
         let message = host.sql(statement, &[]).expect_error(400);
         assert!(
@@ -176,6 +179,23 @@ fn errors_map_to_statuses_and_nothing_is_half_applied() {
     assert_eq!(
         host.sql_ok("SELECT count(*) AS n FROM uniq", &[])["rows"],
         json!([{ "n": 1 }])
+    );
+    // A body Postgres parses on its own first: its error points into the
+    // whole query; a good body's function is made.
+    let in_body = host
+        .sql(
+            "SELECT 1; CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELEC 1; END",
+            &[],
+        )
+        .expect_error(400);
+    assert!(in_body.contains("(at character 69)"), "{in_body}");
+    host.sql_ok(
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN /* a */ ATOMIC SELECT 1; SELECT 2; END",
+        &[],
+    );
+    assert_eq!(
+        host.sql_ok("SELECT g() AS g", &[])["rows"],
+        json!([{ "g": 2 }])
     );
 }
 
@@ -378,6 +398,18 @@ fn results_are_capped_in_bytes_too() {
     let over = host.sql_ok("SELECT repeat('x', 5000000) AS one", &[]);
     assert_eq!(over["rows"], json!([]));
     assert_eq!(over["truncated"], true);
+    // Empty values are not free: holding each costs the host memory.
+    let empties: Vec<String> = (0..100).map(|n| format!("'' AS e{n}")).collect();
+    let many = host.sql_ok(
+        &format!(
+            "SELECT {} FROM generate_series(1, 10000)",
+            empties.join(", ")
+        ),
+        &[],
+    );
+    assert_eq!(many["truncated"], true);
+    let kept = many["rows"].as_array().unwrap().len();
+    assert!((100..10_000).contains(&kept), "{kept} rows kept");
 }
 
 #[test]

@@ -199,7 +199,8 @@ impl Store {
             let read = page.rows.len();
             for row in page.rows {
                 if let Some(Value::Scalar(Scalar::Text(key))) = row.into_iter().next() {
-                    listed_bytes += key.len();
+                    // A short key costs its `String` too.
+                    listed_bytes += key.len() + std::mem::size_of::<String>();
                     keys.push(key);
                 }
             }

@@ -13,6 +13,12 @@
 //! resolves to checked, and the request sent to those addresses only
 //! ([`send`]), so a name that resolves elsewhere a moment later (DNS
 //! rebinding) changes nothing.
+//!
+//! An instance has at most [`MAX_CONNECTIONS`] exchanges under way; more
+//! wait their turn, up to [`MAX_ADMITTED`] in all, past which a request
+//! fails at once (`connection-limit-reached`): requests fired without
+//! waiting for their answers would otherwise hold sockets and tasks of
+//! the host's without bound.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -20,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 mod send;
@@ -315,7 +322,7 @@ async fn destinations(
         .find(|address| blocked.iter().any(|network| network.contains(address.ip())))
     {
         tracing::info!(
-            uri = %uri,
+            destination = %destination(uri),
             address = %denied.ip(),
             "outbound request denied: a blocked network"
         );
@@ -329,14 +336,44 @@ async fn destinations(
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The `wasi:http` hooks of one request: its allow-list (empty: nothing)
+/// Exchanges one instance has under way at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Requests one instance has sent and not seen finish (under way or
+/// waiting for a connection).
+pub const MAX_ADMITTED: usize = 1024;
+
+/// What a log line says of a request's destination: its scheme, host and
+/// port, never its path and query (a key in them is the function's secret)
+/// nor user info.
+fn destination(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("?");
+    let host = uri.host().unwrap_or_default();
+    match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+/// The `wasi:http` hooks of one instance: its allow-list (empty: nothing)
 /// and, for a function, the way out (a route group has none).
 pub struct OutboundHttp {
     pub allowed: Arc<[AllowedHost]>,
     pub egress: Option<Arc<Egress>>,
+    /// Exchanges under way, and requests admitted (see the module's doc).
+    connections: Arc<Semaphore>,
+    admitted: Arc<Semaphore>,
 }
 
 impl OutboundHttp {
+    pub fn new(allowed: Arc<[AllowedHost]>, egress: Option<Arc<Egress>>) -> Self {
+        Self {
+            allowed,
+            egress,
+            connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            admitted: Arc::new(Semaphore::new(MAX_ADMITTED)),
+        }
+    }
+
     fn permits(&self, uri: &http::Uri) -> bool {
         let Some(authority) = uri.authority() else {
             return false;
@@ -372,10 +409,17 @@ impl WasiHttpHooks for OutboundHttp {
         let egress = match &self.egress {
             Some(egress) if self.permits(request.uri()) => egress.clone(),
             _ => {
-                tracing::info!(uri = %request.uri(), "outbound request denied: not an allowed host");
+                tracing::info!(
+                    destination = %destination(request.uri()),
+                    "outbound request denied: not an allowed host"
+                );
                 return Box::new(async { Err(Error::HttpRequestDenied) });
             }
         };
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        };
+        let connections = self.connections.clone();
         let options = options.unwrap_or_default();
         let timeouts = send::Timeouts {
             connect: options.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
@@ -383,6 +427,9 @@ impl WasiHttpHooks for OutboundHttp {
             between_bytes: options.between_bytes_timeout.unwrap_or(RESPONSE_TIMEOUT),
         };
         Box::new(async move {
+            let Ok(connection) = connections.acquire_owned().await else {
+                return Err(Error::ConnectionLimitReached);
+            };
             let uri = request.uri();
             let addresses = destinations(uri, &egress.blocked, timeouts.connect).await?;
             let tls = match uri.scheme() == Some(&Scheme::HTTPS) {
@@ -392,7 +439,14 @@ impl WasiHttpHooks for OutboundHttp {
                 )),
                 false => None,
             };
-            send::send(request, &addresses, tls, timeouts).await
+            let (response, rest) = send::send(request, &addresses, tls, timeouts).await?;
+            // The permits go when the exchange is over (its body read, or
+            // dropped).
+            let rest: send::Exchange = Box::new(async move {
+                let _held = (admitted, connection);
+                Box::into_pin(rest).await
+            });
+            Ok((response, rest))
         })
     }
 }
@@ -406,11 +460,7 @@ mod tests {
             .iter()
             .map(|e| AllowedHost::parse(e).unwrap())
             .collect();
-        OutboundHttp {
-            allowed: allowed.into(),
-            egress: None,
-        }
-        .permits(&uri.parse().unwrap())
+        OutboundHttp::new(allowed.into(), None).permits(&uri.parse().unwrap())
     }
 
     #[test]

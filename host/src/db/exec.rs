@@ -82,6 +82,9 @@ pub async fn run(
     params: &[Value],
 ) -> Result<Fetched, SqlError> {
     let statements = read(sql, params)?;
+    for statement in statements.iter().filter(|s| s.routine_body) {
+        parses_alone(conn, sql, statement).await?;
+    }
     let literals = render_params(conn, types, &statements, params).await?;
     let (body, substitutions) = sqltext::interpolate(sql, &statements, &literals);
     let (prefix, prefix_statements) = prefix(scope, limits);
@@ -118,6 +121,41 @@ pub async fn run(
         result.columns = describe(conn, types, last.text).await.unwrap_or_default();
     }
     Ok(result)
+}
+
+/// Has Postgres parse `statement` of `sql` on its own (nothing runs): it
+/// holds a `BEGIN ATOMIC` body, whose semicolons the host read as the
+/// body's, and Postgres refuses to parse more than one statement at once.
+/// So whatever the host's lexer made of the body, nothing it took for one
+/// statement runs as several (sqltext's `split` says why this is checked).
+async fn parses_alone(
+    conn: &mut PgConnection,
+    sql: &str,
+    statement: &Statement<'_>,
+) -> Result<(), SqlError> {
+    let Err(e) = conn
+        .prepare(AssertSqlSafe(statement.text.to_owned()).into_sql_str())
+        .await
+    else {
+        return Ok(());
+    };
+    // Positions count from the statement's start, in the query as sent.
+    let in_statement = Positions {
+        prefix_chars: 0,
+        substitutions: &[],
+    };
+    let mut error = map_error(e, &in_statement);
+    if let Some(position) = &mut error.position {
+        let before = sql[..statement.start].chars().count();
+        *position = position.saturating_add(u32::try_from(before).unwrap_or(u32::MAX));
+    }
+    if error.sqlstate.as_deref() == Some("42601") && error.message.contains("multiple commands") {
+        error.kind = ErrorKind::Syntax;
+        error.message = "Postgres reads more than one statement where the host reads a \
+                         `BEGIN ATOMIC` body; send the statements one by one"
+            .to_owned();
+    }
+    Err(error)
 }
 
 /// Whether a statement can return rows (the only ones worth describing).
@@ -478,10 +516,22 @@ async fn collect(
     Ok(result)
 }
 
-/// The bytes of a row's values as they arrived.
+/// What holding one value costs beside its bytes (sqlx's offsets into the
+/// row, the typed value made of it): without it, a result of empty strings
+/// or NULLs would be free, and a million of them are not.
+const VALUE_OVERHEAD: usize = 48;
+
+/// The bytes a row's values take as they arrived, each with its overhead.
 fn row_bytes(row: &PgRow) -> usize {
     (0..row.len())
-        .filter_map(|i| row.try_get_raw(i).ok()?.as_bytes().ok().map(<[u8]>::len))
+        .map(|i| {
+            VALUE_OVERHEAD
+                + row
+                    .try_get_raw(i)
+                    .ok()
+                    .and_then(|raw| raw.as_bytes().ok())
+                    .map_or(0, <[u8]>::len)
+        })
         .sum()
 }
 

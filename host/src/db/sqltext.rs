@@ -24,6 +24,10 @@ pub struct Statement<'a> {
     pub second: Option<String>,
     /// Byte ranges of `$n` placeholders in `text`, with their `n`.
     pub params: Vec<(std::ops::Range<usize>, usize)>,
+    /// Whether it holds a `BEGIN ATOMIC` routine body: semicolons the host
+    /// read as inside it, which Postgres must be asked to confirm (see
+    /// [`split`]).
+    pub routine_body: bool,
 }
 
 /// Why a query string cannot be read.
@@ -61,9 +65,10 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     // A `BEGIN ATOMIC ... END` body of CREATE FUNCTION or PROCEDURE holds
     // semicolons that do not end the statement. Everything the host lets
     // through or refuses rests on this split, so it reads the body as
-    // Postgres's grammar does: it opens only on the words `BEGIN ATOMIC`
-    // outside parentheses in a routine's definition (where Postgres reads
-    // nothing else into them), and it closes at the `END` that begins one
+    // Postgres's grammar does: it opens only on the tokens `BEGIN ATOMIC`,
+    // nothing but whitespace and comments between them, outside parentheses
+    // in a routine's definition (words apart, such as `SET search_path =
+    // begin, atomic`, are names), and it closes at the `END` that begins one
     // of its statements (the body is a list of `statement ;` closed by
     // `END`; no statement begins with END, and every other END, of a CASE,
     // comes inside one). Counting CASE and END instead was wrong: `case` is
@@ -76,7 +81,17 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
     // actions of `CREATE RULE ... DO (a; b)`, which are plain reads, writes
     // and NOTIFYs; anywhere else the string is a syntax error and nothing
     // runs.
+    //
+    // Twice now a body was read where Postgres read none, so the split is
+    // not trusted alone: a statement with a body is marked
+    // (`routine_body`), and the host has Postgres parse it alone before
+    // running anything (`exec`), which fails if Postgres reads more than
+    // one statement there.
     let mut body = false;
+    // Whether the statement under way holds a body.
+    let mut routine_body = false;
+    // Whether the last token was the word BEGIN.
+    let mut after_begin = false;
     // In a body: whether the next token begins one of its statements.
     let mut body_statement = false;
     let mut parens = 0usize;
@@ -86,13 +101,16 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
         // Any token but this one's kind clears it; comments and whitespace
         // put it back.
         let was_body_statement = std::mem::take(&mut body_statement);
+        let was_after_begin = std::mem::take(&mut after_begin);
         match b {
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
                 i = comment_end(bytes, i);
                 body_statement = was_body_statement;
+                after_begin = was_after_begin;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
                 body_statement = was_body_statement;
+                after_begin = was_after_begin;
                 // Block comments nest in Postgres.
                 let mut level = 0;
                 loop {
@@ -135,7 +153,11 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
                     let end = i + 1 + digits;
                     if bytes.get(end).is_some_and(|c| is_ident_char(*c)) {
-                        return Err(LexError::BadParameter(sql[i..=end].to_owned()));
+                        // Up to the end of the character that follows.
+                        let past = (end + 1..=sql.len())
+                            .find(|&k| sql.is_char_boundary(k))
+                            .unwrap_or(sql.len());
+                        return Err(LexError::BadParameter(sql[i..past].to_owned()));
                     }
                     let n: usize = sql[i + 1..end]
                         .parse()
@@ -161,7 +183,16 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                 i += 1;
             }
             b';' if parens == 0 => {
-                finish(sql, start, i, &mut words, &mut params, &mut statements);
+                let had_body = std::mem::take(&mut routine_body);
+                finish(
+                    sql,
+                    start,
+                    i,
+                    had_body,
+                    &mut words,
+                    &mut params,
+                    &mut statements,
+                );
                 i += 1;
                 start = i;
             }
@@ -194,18 +225,21 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
                     body = !(was_body_statement && upper == "END");
                 } else if upper == "ATOMIC"
                     && parens == 0
-                    && words.last().is_some_and(|w| w == "BEGIN")
+                    && was_after_begin
                     && defines_routine(&words)
                 {
                     body = true;
                     body_statement = true;
+                    routine_body = true;
                 }
+                after_begin = upper == "BEGIN";
                 words.push(upper);
                 i = end;
             }
             // Postgres's whitespace: space, \t, \n, \r, \f and \v.
             b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b => {
                 body_statement = was_body_statement;
+                after_begin = was_after_begin;
                 i += 1;
             }
             _ => i += 1,
@@ -215,6 +249,7 @@ pub fn split(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
         sql,
         start,
         bytes.len(),
+        routine_body,
         &mut words,
         &mut params,
         &mut statements,
@@ -245,6 +280,7 @@ fn finish<'a>(
     sql: &'a str,
     start: usize,
     end: usize,
+    routine_body: bool,
     words: &mut Vec<String>,
     params: &mut Params,
     statements: &mut Vec<Statement<'a>>,
@@ -259,6 +295,7 @@ fn finish<'a>(
                 .drain(..)
                 .map(|(r, n)| (r.start - start..r.end - start, n))
                 .collect(),
+            routine_body,
         });
     }
     words.clear();
@@ -465,6 +502,28 @@ mod tests {
     }
 
     #[test]
+    fn statements_with_a_body_are_marked() {
+        let marked = |sql: &str| -> Vec<bool> {
+            split(sql).unwrap().iter().map(|s| s.routine_body).collect()
+        };
+        assert_eq!(
+            marked(
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN /* c */ ATOMIC SELECT 1; END; \
+                 SELECT 1; CREATE FUNCTION g() RETURNS int LANGUAGE sql RETURN 1"
+            ),
+            [true, false, false]
+        );
+    }
+
+    #[test]
+    fn a_bad_parameter_is_named_whatever_follows_it() {
+        assert_eq!(
+            split("SELECT $1é").unwrap_err(),
+            LexError::BadParameter("$1é".to_owned())
+        );
+    }
+
+    #[test]
     fn no_other_begin_hides_what_follows() {
         // Each of these once read as one CREATE statement, so the COMMIT
         // (or BEGIN) behind it reached Postgres unrefused.
@@ -481,6 +540,12 @@ mod tests {
             // A vertical tab is Postgres's whitespace too.
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;\x0bEND; COMMIT",
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC\x0bEND; COMMIT",
+            // BEGIN and ATOMIC apart are names, not a body.
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = begin, atomic \
+             RETURN 1; COMMIT; SELECT current_user",
+            "CREATE FUNCTION f() RETURNS begin.atomic%TYPE LANGUAGE sql RETURN 1; COMMIT",
+            "CREATE PROCEDURE p() LANGUAGE sql SET search_path TO begin, atomic \
+             BEGIN ATOMIC SELECT 1; END; COMMIT",
         ] {
             let commands = commands(sql);
             assert!(

@@ -562,13 +562,12 @@ impl Dispatcher {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: OutboundHttp {
-                allowed: ctx
-                    .function
+            hooks: OutboundHttp::new(
+                ctx.function
                     .as_ref()
                     .map_or_else(|| Arc::from([]), |f| f.allowed_outbound_hosts.clone()),
-                egress: ctx.function.as_ref().map(|f| f.egress.clone()),
-            },
+                ctx.function.as_ref().map(|f| f.egress.clone()),
+            ),
             limiter: MemoryLimiter {
                 max_memory: component.memory_bytes,
                 max_table_elements: 100_000,
