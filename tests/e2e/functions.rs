@@ -1108,6 +1108,78 @@ fn outbound_http_reaches_only_the_allowed_hosts() {
     );
 }
 
+/// A loopback HTTP server that answers each request after `delay`, a
+/// thread per connection; its port, and the most requests it held
+/// unanswered at once.
+fn slow_server(
+    delay: std::time::Duration,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let most = std::sync::Arc::new(AtomicUsize::new(0));
+    let waiting = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = most.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (most, waiting) = (most.clone(), waiting.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let now = waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(delay);
+                waiting.fetch_sub(1, Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong",
+                );
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_function_has_a_bounded_number_of_outbound_requests_open() {
+    let host = Host::builder()
+        .config("[functions]\nblocked_networks = []\n")
+        .start();
+    let token = host.token();
+    let (port, most) = slow_server(std::time::Duration::from_millis(100));
+    let target = format!("http://127.0.0.1:{port}/");
+    deployed(
+        &host,
+        &token,
+        json!({ "name": "fanout", "allowed_outbound_hosts": [format!("http://127.0.0.1:{port}")] }),
+        spin7(),
+    );
+    let bearer = format!("Bearer {token}");
+    // 300 sent at once: 256 admitted, connecting 32 at a time; the rest
+    // refused at once, not queued without bound.
+    let fanned = host.request(
+        "GET",
+        "/fn/fanout/fanout",
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-target", target.as_str()),
+            ("x-count", "300"),
+        ],
+        vec![],
+    );
+    assert_eq!(fanned.status, 200, "{}", fanned.text());
+    assert_eq!(fanned.text(), "ok=256 limited=44 failed=0");
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=32).contains(&most),
+        "{most} requests were waiting at once"
+    );
+}
+
 #[test]
 fn spins_interfaces_are_never_cut_short_by_the_row_cap() {
     let host = Host::builder().config("[sql]\nmax_rows = 1\n").start();

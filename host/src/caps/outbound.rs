@@ -14,11 +14,13 @@
 //! ([`send`]), so a name that resolves elsewhere a moment later (DNS
 //! rebinding) changes nothing.
 //!
-//! An instance has at most [`MAX_CONNECTIONS`] exchanges under way; more
-//! wait their turn, up to [`MAX_ADMITTED`] in all, past which a request
-//! fails at once (`connection-limit-reached`): requests fired without
-//! waiting for their answers would otherwise hold sockets and tasks of
-//! the host's without bound.
+//! An instance has at most [`MAX_CONNECTIONS`] requests connecting and
+//! waiting for their answer's head at once; more wait their turn, up to
+//! [`MAX_ADMITTED`] exchanges open in all (an answer's body not yet read
+//! keeps its exchange open), past which a request fails at once
+//! (`connection-limit-reached`): requests fired without waiting for their
+//! answers would otherwise hold sockets and tasks of the host's without
+//! bound.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -336,11 +338,11 @@ async fn destinations(
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Exchanges one instance has under way at once.
-pub const MAX_CONNECTIONS: usize = 64;
-/// Requests one instance has sent and not seen finish (under way or
-/// waiting for a connection).
-pub const MAX_ADMITTED: usize = 1024;
+/// Requests one instance has connecting and waiting for an answer at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Exchanges one instance has open (waiting to connect, under way, or
+/// answered with a body not yet read).
+pub const MAX_ADMITTED: usize = 256;
 
 /// What a log line says of a request's destination: its scheme, host and
 /// port, never its path and query (a key in them is the function's secret)
@@ -359,7 +361,7 @@ fn destination(uri: &http::Uri) -> String {
 pub struct OutboundHttp {
     pub allowed: Arc<[AllowedHost]>,
     pub egress: Option<Arc<Egress>>,
-    /// Exchanges under way, and requests admitted (see the module's doc).
+    /// Requests connecting, and exchanges open (see the module's doc).
     connections: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
 }
@@ -440,10 +442,13 @@ impl WasiHttpHooks for OutboundHttp {
                 false => None,
             };
             let (response, rest) = send::send(request, &addresses, tls, timeouts).await?;
-            // The permits go when the exchange is over (its body read, or
-            // dropped).
+            // Connected and answered: the next request may connect. The
+            // exchange stays admitted until it is over (its body read, or
+            // dropped); a guest holding answers it has not read yet so
+            // never stops its other requests from connecting.
+            drop(connection);
             let rest: send::Exchange = Box::new(async move {
-                let _held = (admitted, connection);
+                let _admitted = admitted;
                 Box::into_pin(rest).await
             });
             Ok((response, rest))

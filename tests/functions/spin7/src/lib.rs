@@ -13,6 +13,8 @@
 //! - `/stream`: a body streamed in 100 chunks after the response has started
 //! - `/fetch`: an outbound GET of the URL in the `x-target` header; its
 //!   status and body, or 502 with the error
+//! - `/fanout`: `x-count` outbound GETs of `x-target` sent at once; how many
+//!   answered, how many the host refused for too many at once, how many failed
 //! - `/redis`: opens a Redis connection (an interface the host does not
 //!   provide: the call must fail clearly, the rest keep working)
 //! - `/served`: how many requests this instance has served (a WASI 0.3
@@ -126,6 +128,21 @@ async fn handle(request: Request) -> Answer {
             }
             Err(error) => text(502, format!("outbound failed: {error:?}")),
         },
+        "/fanout" => {
+            let count: usize = header("x-count").parse().unwrap_or(1);
+            let target = header("x-target");
+            let sent = (0..count).map(|_| spin_sdk::http::get(target.clone()));
+            let results = futures::future::join_all(sent).await;
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            let limited = results
+                .iter()
+                .filter(|r| matches!(r, Err(e) if format!("{e:?}").contains("ConnectionLimitReached")))
+                .count();
+            text(
+                200,
+                format!("ok={ok} limited={limited} failed={}", count - ok - limited),
+            )
+        }
         "/redis" => match spin_sdk::redis::Connection::open("redis://127.0.0.1:6379").await {
             Ok(_) => text(200, "connected to Redis"),
             Err(error) => text(502, format!("redis failed: {error}")),
