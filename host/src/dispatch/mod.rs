@@ -119,6 +119,13 @@ impl HostState {
             && self.postgres.table.is_empty()
             && self.key_value.table.is_empty()
     }
+
+    /// Whether the guest holds no open transaction: an idle instance that
+    /// did would keep its pooled connection in a transaction, holding back
+    /// Postgres's vacuum for every tenant, for as long as it waits.
+    fn holds_no_transaction(&self) -> bool {
+        self.sql.table.is_empty() && self.platform_db.table.is_empty()
+    }
 }
 
 impl WasiView for HostState {
@@ -1032,12 +1039,17 @@ async fn run_p3(
         })
         .await;
     handled??;
-    component.warm.keep(Warm {
-        store,
-        handler: Handler::P3(service),
-        served: served + 1,
-        owner: Owner::Deployment,
-    });
+    // A WASI 0.3 instance may keep what it holds between requests (its
+    // sockets, its Spin handles, as a Worker keeps its globals), but not a
+    // transaction.
+    if store.data().holds_no_transaction() {
+        component.warm.keep(Warm {
+            store,
+            handler: Handler::P3(service),
+            served: served + 1,
+            owner: Owner::Deployment,
+        });
+    }
     Ok(())
 }
 
