@@ -1444,6 +1444,31 @@ fn outbound_http_never_reaches_a_blocked_network() {
 }
 
 #[test]
+fn a_request_logs_a_mebibyte_at_most() {
+    let host = Host::start();
+    let token = host.token();
+    deployed(&host, &token, json!({ "name": "flood" }), spin5());
+    for _ in 0..2 {
+        let flooded = fn_get(&host, &token, "/fn/flood/flood");
+        assert_eq!(flooded.status, 200, "{}", flooded.text());
+    }
+    let log = host.log();
+    let written = log.lines().filter(|l| l.contains("flood ")).count();
+    // Each request: about 1047 of its 1001-byte lines, then one notice,
+    // the same for the next request of the same instance.
+    assert!((2000..=2100).contains(&written), "{written} lines written");
+    assert!(
+        !log.contains("flood 1999"),
+        "past the budget, a line was written"
+    );
+    assert_eq!(
+        log.matches("this request wrote more than 1 MiB of log lines")
+            .count(),
+        2
+    );
+}
+
+#[test]
 fn a_functions_logs_and_metrics_are_recorded() {
     let host = Host::start();
     let token = host.token();

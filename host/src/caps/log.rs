@@ -1,7 +1,16 @@
 //! `zatabase:platform/log`: a guest's log lines in the host's log, tagged
 //! with the component and the request id.
+//!
+//! A request writes at most [`REQUEST_LOG_BYTES`] of lines (its `log`
+//! calls, stdout and stderr together); past that one line says so and the
+//! rest are dropped, so one function looping over `println!` fills neither
+//! the operator's log nor the telemetry every function shares. In the
+//! host's log a line break in a message is written `\n`, so a guest cannot
+//! forge lines there.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -13,10 +22,57 @@ use crate::functions::telemetry::Telemetry;
 /// the log with one call.
 const MAX_MESSAGE: usize = 16 * 1024;
 
+/// Bytes of log lines one request may write.
+pub const REQUEST_LOG_BYTES: usize = 1 << 20;
+
+/// What a request has left of its [`REQUEST_LOG_BYTES`]: shared by its
+/// `log` capability and its output streams, filled again for each request
+/// a kept instance serves.
+#[derive(Debug, Clone)]
+pub struct LogBudget(Arc<AtomicUsize>);
+
+/// Whether a line may be written.
+#[derive(Debug, PartialEq, Eq)]
+enum Spent {
+    Written,
+    /// This line ran the budget out: a notice goes instead.
+    RanOut,
+    Dropped,
+}
+
+impl LogBudget {
+    pub fn new() -> Self {
+        Self(Arc::new(AtomicUsize::new(REQUEST_LOG_BYTES)))
+    }
+
+    pub fn refill(&self) {
+        self.0.store(REQUEST_LOG_BYTES, Ordering::Relaxed);
+    }
+
+    fn spend(&self, bytes: usize) -> Spent {
+        match self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                (left > 0).then(|| left.saturating_sub(bytes))
+            }) {
+            Ok(left) if left >= bytes => Spent::Written,
+            Ok(_) => Spent::RanOut,
+            Err(_) => Spent::Dropped,
+        }
+    }
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Per-request state of the capability.
 pub struct LogState {
     pub component: Arc<str>,
     pub request_id: Arc<str>,
+    pub budget: LogBudget,
     /// Set for a user's function: its lines are also its own logs.
     pub function: Option<FunctionLog>,
 }
@@ -54,6 +110,7 @@ impl Host for LogState {
             &self.request_id,
             &message,
             self.function.as_ref(),
+            &self.budget,
         );
     }
 }
@@ -66,12 +123,26 @@ pub fn emit(
     request_id: &str,
     message: &str,
     function: Option<&FunctionLog>,
+    budget: &LogBudget,
 ) {
+    let (level, message) = match budget.spend(message.len()) {
+        Spent::Written => (level, message),
+        Spent::RanOut => (
+            Level::Warn,
+            "this request wrote more than 1 MiB of log lines; the rest are dropped",
+        ),
+        Spent::Dropped => return,
+    };
     if let Some(function) = function {
         function
             .telemetry
             .log(&function.function_id, request_id, level, message);
     }
+    let message: Cow<'_, str> = if message.contains(['\n', '\r']) {
+        Cow::Owned(message.replace('\n', "\\n").replace('\r', "\\r"))
+    } else {
+        Cow::Borrowed(message)
+    };
     macro_rules! event {
         ($level:expr) => {
             tracing::event!(target: "zatabase::guest", $level, component, request_id, "{message}")
@@ -88,4 +159,21 @@ pub fn emit(
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     log::add_to_linker::<HostState, HasSelf<LogState>>(linker, |state| &mut state.log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_writes_its_budget_then_one_notice() {
+        let budget = LogBudget::new();
+        assert_eq!(budget.spend(REQUEST_LOG_BYTES - 10), Spent::Written);
+        assert_eq!(budget.spend(10), Spent::Written);
+        assert_eq!(budget.spend(1), Spent::Dropped);
+        budget.refill();
+        assert_eq!(budget.spend(REQUEST_LOG_BYTES - 10), Spent::Written);
+        assert_eq!(budget.spend(11), Spent::RanOut);
+        assert_eq!(budget.spend(0), Spent::Dropped);
+    }
 }

@@ -41,7 +41,7 @@ use crate::caps::{
     functions::FunctionsState,
     key_value::KeyValueState,
     log::FunctionLog,
-    log::LogState,
+    log::{LogBudget, LogState},
     outbound::{AllowedHost, Egress, OutboundHttp},
     platform_db::PlatformDbState,
     postgres::PostgresState,
@@ -105,6 +105,7 @@ impl HostState {
         };
         self.auth.client = ctx.client;
         self.log.request_id = ctx.request_id.clone();
+        self.log.budget.refill();
         self.output_tag.set(ctx.request_id.clone());
         self.ticks_used = 0;
     }
@@ -553,16 +554,19 @@ impl Dispatcher {
         let id = component.name.clone();
         let function_log = ctx.function.as_ref().map(|f| f.log.clone());
         let output_tag = RequestTag::new(ctx.request_id.clone());
+        let log_budget = LogBudget::new();
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::stdout(
                 id.clone(),
                 output_tag.clone(),
                 function_log.clone(),
+                log_budget.clone(),
             ))
             .stderr(GuestOutput::stderr(
                 id.clone(),
                 output_tag.clone(),
                 function_log.clone(),
+                log_budget.clone(),
             ))
             .build();
         let state = HostState {
@@ -634,6 +638,7 @@ impl Dispatcher {
             log: LogState {
                 component: id,
                 request_id: ctx.request_id.clone(),
+                budget: log_budget,
                 function: function_log,
             },
             output_tag,

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use crate::caps::log::{FunctionLog, emit};
+use crate::caps::log::{FunctionLog, LogBudget, emit};
 use crate::caps::zatabase::platform::log::Level;
 
 /// Longest line kept; longer output is split.
@@ -39,6 +39,7 @@ pub struct GuestOutput {
     request_id: RequestTag,
     level: Level,
     function: Option<FunctionLog>,
+    budget: LogBudget,
 }
 
 impl GuestOutput {
@@ -46,12 +47,14 @@ impl GuestOutput {
         component: Arc<str>,
         request_id: RequestTag,
         function: Option<FunctionLog>,
+        budget: LogBudget,
     ) -> Self {
         Self {
             component,
             request_id,
             level: Level::Info,
             function,
+            budget,
         }
     }
 
@@ -59,12 +62,14 @@ impl GuestOutput {
         component: Arc<str>,
         request_id: RequestTag,
         function: Option<FunctionLog>,
+        budget: LogBudget,
     ) -> Self {
         Self {
             component,
             request_id,
             level: Level::Warn,
             function,
+            budget,
         }
     }
 }
@@ -99,6 +104,7 @@ impl LineWriter {
                 &self.output.request_id.get(),
                 text.trim_end(),
                 self.output.function.as_ref(),
+                &self.output.budget,
             );
             self.line.clear();
         }
