@@ -200,6 +200,25 @@ fn errors_map_to_statuses_and_nothing_is_half_applied() {
 }
 
 #[test]
+fn statements_the_host_describes_do_not_stay_prepared() {
+    // One connection: every statement below ran on the one that is read.
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    host.sql_ok("CREATE TABLE arr (a int[])", &[]);
+    // An array parameter (its type is asked for), an empty result (its
+    // columns are), a routine body (Postgres parses it alone first).
+    host.sql_ok("INSERT INTO arr VALUES ($1)", &[json!([1, 2])]);
+    host.sql_ok("SELECT * FROM arr WHERE false", &[]);
+    host.sql_ok(
+        "CREATE FUNCTION h() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+        &[],
+    );
+    let left = host.sql_ok("SELECT count(*) AS n FROM pg_prepared_statements", &[]);
+    assert_eq!(left["rows"], json!([{ "n": 0 }]));
+}
+
+#[test]
 fn timeouts_cut_long_statements_and_the_pool_recovers() {
     // One connection: the request after the cut one runs on it.
     let host = Host::builder()

@@ -177,9 +177,11 @@ fn check(text: &[u8], collection: &Collection) -> Result<String, String> {
 }
 
 /// Numbers past these Postgres's `jsonb` refuses (`numeric`'s range): a
-/// value of 10^131072 or more, or more than 16383 digits after the point.
+/// value of 10^131072 or more, more than 16383 digits after the point, or
+/// an exponent past `i32::MAX / 2` whatever the digits (`0e2000000000`).
 const MAX_LEADING_EXPONENT: i64 = 131_071;
 const MAX_SCALE: i64 = 16_383;
+const MAX_EXPONENT: i64 = 1_073_741_823;
 
 /// Whether the text of a JSON document (valid JSON) is one Postgres's
 /// `jsonb` takes as written: no `\u0000` escape in a string, no number
@@ -250,7 +252,10 @@ fn number_in_range(number: &[u8]) -> Result<(), String> {
             None => i64::MIN,
         },
     };
-    if scale > MAX_SCALE || leading.saturating_add(exponent) > MAX_LEADING_EXPONENT {
+    if scale > MAX_SCALE
+        || leading.saturating_add(exponent) > MAX_LEADING_EXPONENT
+        || magnitude > MAX_EXPONENT
+    {
         let shown = String::from_utf8_lossy(&number[..number.len().min(40)]).into_owned();
         return Err(format!(
             "the number `{shown}` is out of Postgres's range \
@@ -508,6 +513,8 @@ mod tests {
             r#"{"a": 0e-20000}"#,
             r#"{"a": [1, {"b": -1e131072}]}"#,
             r#"{"a": 1e-99999999999999999999999}"#,
+            r#"{"a": 0e2000000000}"#,
+            r#"{"a": 0.0e1073741824}"#,
             r#"{"a": "x\u0000"}"#,
             r#"{"\u0000": 1}"#,
         ] {

@@ -12,7 +12,7 @@
 use serde_json::json;
 use zatabase_guest_kit::access::{caller, require};
 use zatabase_guest_kit::functions::{self, ComponentInfo};
-use zatabase_guest_kit::platform_db::Transaction;
+use zatabase_guest_kit::platform_db::{self, Transaction};
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::types::{Scalar, Value};
 use zatabase_guest_kit::values::{json_rows, param};
@@ -180,7 +180,8 @@ pub fn activate(_: &Request, params: &Params) -> Result<Response, ApiError> {
     require(Resource::Functions, Some(name(&function)), Action::Write)?;
     let wanted = params.get("deployment");
     let version = wanted.parse::<i32>().ok().filter(|v| *v > 0);
-    let activated = db::query(
+    let missing = || ApiError::not_found(format!("function `{id}` has no deployment `{wanted}`"));
+    let activated = platform_db::execute(
         "UPDATE zatabase.functions f SET active_deployment_id = d.id, updated_at = now()
          FROM zatabase.function_deployments d
          WHERE f.id = $1::uuid AND d.function_id = f.id
@@ -191,11 +192,15 @@ pub fn activate(_: &Request, params: &Params) -> Result<Response, ApiError> {
             param(uuid_or_nil(wanted)),
             version.map_or(Value::Null, |v| Value::Scalar(Scalar::Int32(v))),
         ],
-    )?;
+    )
+    .map_err(|e| match e.sqlstate.as_deref() {
+        // foreign_key_violation: a deploy racing this removed the
+        // deployment (past `functions.max_deployments`) as it was found.
+        Some("23503") => missing(),
+        _ => db::internal(e),
+    })?;
     if activated.rows.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "function `{id}` has no deployment `{wanted}`"
-        )));
+        return Err(missing());
     }
     let deployment = db::text(&activated, "id")?;
     functions::forget(id);

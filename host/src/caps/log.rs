@@ -25,6 +25,10 @@ const MAX_MESSAGE: usize = 16 * 1024;
 /// Bytes of log lines one request may write.
 pub const REQUEST_LOG_BYTES: usize = 1 << 20;
 
+/// What a line costs beside its text (its record in the host's log and in
+/// the telemetry): an empty line is not free.
+const LINE_OVERHEAD: usize = 64;
+
 /// What a request has left of its [`REQUEST_LOG_BYTES`]: shared by its
 /// `log` capability and its output streams, filled again for each request
 /// a kept instance serves.
@@ -55,7 +59,7 @@ impl LogBudget {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 (left > 0).then(|| left.saturating_sub(bytes))
             }) {
-            Ok(left) if left >= bytes => Spent::Written,
+            Ok(left) if left > bytes => Spent::Written,
             Ok(_) => Spent::RanOut,
             Err(_) => Spent::Dropped,
         }
@@ -125,7 +129,7 @@ pub fn emit(
     function: Option<&FunctionLog>,
     budget: &LogBudget,
 ) {
-    let (level, message) = match budget.spend(message.len()) {
+    let (level, message) = match budget.spend(message.len() + LINE_OVERHEAD) {
         Spent::Written => (level, message),
         Spent::RanOut => (
             Level::Warn,
@@ -169,7 +173,9 @@ mod tests {
     fn a_request_writes_its_budget_then_one_notice() {
         let budget = LogBudget::new();
         assert_eq!(budget.spend(REQUEST_LOG_BYTES - 10), Spent::Written);
-        assert_eq!(budget.spend(10), Spent::Written);
+        assert_eq!(budget.spend(9), Spent::Written);
+        // The line that takes what is left says so instead.
+        assert_eq!(budget.spend(1), Spent::RanOut);
         assert_eq!(budget.spend(1), Spent::Dropped);
         budget.refill();
         assert_eq!(budget.spend(REQUEST_LOG_BYTES - 10), Spent::Written);

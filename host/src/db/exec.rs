@@ -133,10 +133,7 @@ async fn parses_alone(
     sql: &str,
     statement: &Statement<'_>,
 ) -> Result<(), SqlError> {
-    let Err(e) = conn
-        .prepare(AssertSqlSafe(statement.text.to_owned()).into_sql_str())
-        .await
-    else {
+    let Err(e) = described(conn, statement.text).await else {
         return Ok(());
     };
     // Positions count from the statement's start, in the query as sent.
@@ -158,6 +155,30 @@ async fn parses_alone(
     Err(error)
 }
 
+/// Postgres's description of `text`: Parse and Describe, nothing runs.
+/// sqlx names the statement even on a connection whose statement cache is
+/// off (a tenant's), and never closes it there, so it is deallocated at
+/// once; the pooled connection would otherwise keep every statement
+/// described on it for its whole life. Where sqlx caches statements (the
+/// platform's connections), it closes what it evicts, and `DEALLOCATE ALL`
+/// would pull its cached statements from under it.
+async fn described(
+    conn: &mut PgConnection,
+    text: &str,
+) -> Result<sqlx::postgres::PgStatement, sqlx::Error> {
+    let statement = conn
+        .prepare(AssertSqlSafe(text.to_owned()).into_sql_str())
+        .await?;
+    if conn.cached_statements_size() == 0 {
+        // It fails only where the Parse before it would have (an aborted
+        // transaction, a lost connection).
+        let _ = sqlx::raw_sql(AssertSqlSafe("DEALLOCATE ALL"))
+            .execute(&mut *conn)
+            .await;
+    }
+    Ok(statement)
+}
+
 /// Whether a statement can return rows (the only ones worth describing).
 fn returns_rows(statement: &Statement<'_>) -> bool {
     matches!(
@@ -173,10 +194,7 @@ async fn describe(
     types: &TypeCache,
     text: &str,
 ) -> Option<Vec<wit::Column>> {
-    let statement = conn
-        .prepare(AssertSqlSafe(text.to_owned()).into_sql_str())
-        .await
-        .ok()?;
+    let statement = described(conn, text).await.ok()?;
     let columns = sqlx::Statement::columns(&statement);
     let oids: Vec<u32> = columns
         .iter()
@@ -565,16 +583,13 @@ async fn render_params(
     });
     let mut array_delimiters = vec![None; params.len()];
     if needs_types {
-        let statement = conn
-            .prepare(AssertSqlSafe(statements[0].text.to_owned()).into_sql_str())
-            .await
-            .map_err(|e| {
-                let positions = Positions {
-                    prefix_chars: 0,
-                    substitutions: &[],
-                };
-                map_error(e, &positions)
-            })?;
+        let statement = described(conn, statements[0].text).await.map_err(|e| {
+            let positions = Positions {
+                prefix_chars: 0,
+                substitutions: &[],
+            };
+            map_error(e, &positions)
+        })?;
         if let Some(Either::Left(infos)) = sqlx::Statement::parameters(&statement) {
             let oids: Vec<u32> = infos.iter().map(|i| i.oid().map_or(0, |o| o.0)).collect();
             types

@@ -20,6 +20,7 @@
 //! - `/served`: how many requests this instance has served (a WASI 0.3
 //!   instance may serve several)
 //! - `/log`: a line on stdout naming that count
+//! - `/flood`: 2000 lines of a thousand bytes on stdout (2 MB)
 //! - `/panic`, `/loop`: a trap, a spin past any timeout
 
 use spin_sdk::http::body::IncomingBodyExt;
@@ -63,6 +64,13 @@ async fn handle(request: Request) -> Answer {
         "/log" => {
             println!("request {served} of this instance");
             text(200, "logged")
+        }
+        "/flood" => {
+            let filler = "x".repeat(990);
+            for line in 0..2000 {
+                println!("flood {line:04} {filler}");
+            }
+            text(200, "flooded")
         }
         "/" | "/echo" => {
             let (method, uri) = (request.method().clone(), request.uri().clone());
