@@ -52,6 +52,31 @@ fn fn_get(host: &Host, token: &str, path: &str) -> Resp {
     call(host, "GET", path, token, None)
 }
 
+/// A function's deployments as (version, active), newest first.
+fn versions(host: &Host, token: &str, id: &str) -> Vec<(i64, bool)> {
+    fn_get(host, token, &format!("/v1/functions/{id}/deployments")).json()["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["version"].as_i64().unwrap(),
+                d["active"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn activate(host: &Host, token: &str, id: &str, deployment: &str) -> Resp {
+    call(
+        host,
+        "POST",
+        &format!("/v1/functions/{id}/deployments/{deployment}/activate"),
+        token,
+        None,
+    )
+}
+
 /// Method, path, query, headers and body reach function `name`'s `/echo`;
 /// the caller's token and the platform's own headers (routing, and those a
 /// trigger's call carries) do not.
@@ -526,41 +551,15 @@ fn an_older_deployment_can_be_activated_again() {
     assert_eq!(served.status, 200, "{}", served.text());
     assert_eq!(served.json(), json!({ "hello": "world" }));
 
-    let back = call(
-        &host,
-        "POST",
-        &format!("/v1/functions/{id}/deployments/1/activate"),
-        &token,
-        None,
-    );
+    let back = activate(&host, &token, &id, "1");
     assert_eq!(back.status, 200, "{}", back.text());
     assert_eq!(back.json()["version"], 1);
     assert_eq!(
         fn_get(&host, &token, "/fn/versions/hello").text(),
         "hello from spin-sdk 5"
     );
-    let listed = fn_get(&host, &token, &format!("/v1/functions/{id}/deployments")).json();
-    let active: Vec<(i64, bool)> = listed["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["version"].as_i64().unwrap(),
-                d["active"].as_bool().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(active, [(2, false), (1, true)]);
-
-    call(
-        &host,
-        "POST",
-        &format!("/v1/functions/{id}/deployments/7/activate"),
-        &token,
-        None,
-    )
-    .expect_error(404);
+    assert_eq!(versions(&host, &token, &id), [(2, false), (1, true)]);
+    activate(&host, &token, &id, "7").expect_error(404);
 }
 
 /// `wasm` with a custom section holding `tag`: the same component under
@@ -610,20 +609,7 @@ fn old_deployments_past_the_limit_go_and_so_do_their_unused_components() {
         shas.iter().collect::<std::collections::HashSet<_>>().len(),
         3
     );
-    let versions = || -> Vec<(i64, bool)> {
-        fn_get(&host, &token, &format!("/v1/functions/{id}/deployments")).json()["deployments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                (
-                    d["version"].as_i64().unwrap(),
-                    d["active"].as_bool().unwrap(),
-                )
-            })
-            .collect()
-    };
-    assert_eq!(versions(), [(3, true), (2, false)]);
+    assert_eq!(versions(&host, &token, &id), [(3, true), (2, false)]);
     let stored = |sha: &str| {
         host.platform_sql(&format!(
             "SELECT count(*) FROM zatabase.function_blobs WHERE sha256 = '{sha}'"
@@ -631,25 +617,12 @@ fn old_deployments_past_the_limit_go_and_so_do_their_unused_components() {
     };
     assert_eq!(stored(&shas[0]), "0", "version 1's component is unused");
     assert_eq!(stored(&shas[1]), "1");
-    call(
-        &host,
-        "POST",
-        &format!("/v1/functions/{id}/deployments/1/activate"),
-        &token,
-        None,
-    )
-    .expect_error(404);
+    activate(&host, &token, &id, "1").expect_error(404);
 
     // Rolled back to version 2, whose component another function shares:
     // the next deploy removes version 2's deployment (the active one is the
     // new version), not the component the other still serves.
-    let back = call(
-        &host,
-        "POST",
-        &format!("/v1/functions/{id}/deployments/2/activate"),
-        &token,
-        None,
-    );
+    let back = activate(&host, &token, &id, "2");
     assert_eq!(back.status, 200, "{}", back.text());
     deployed(
         &host,
@@ -659,7 +632,7 @@ fn old_deployments_past_the_limit_go_and_so_do_their_unused_components() {
     );
     let v4 = deploy(&host, &token, &id, tagged(&hello, "v4"));
     assert_eq!(v4.status, 201, "{}", v4.text());
-    assert_eq!(versions(), [(4, true), (3, false)]);
+    assert_eq!(versions(&host, &token, &id), [(4, true), (3, false)]);
     assert_eq!(
         stored(&shas[1]),
         "1",
