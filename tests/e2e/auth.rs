@@ -677,6 +677,37 @@ fn concurrent_guesses_cannot_pass_the_login_limit() {
 }
 
 #[test]
+fn a_login_hashes_again_a_password_hashed_with_older_parameters() {
+    let mut host = Host::start();
+    let email = unique_email("max");
+    host.signup(&email, PASSWORD);
+    let stored = |host: &Host| {
+        host.platform_sql(&format!(
+            "SELECT password_hash FROM zatabase.users WHERE email = '{email}'"
+        ))
+    };
+    let before = stored(&host);
+    assert!(before.contains("m=19456,t=2,p=1"), "{before}");
+    host.keep_data();
+    let data_dir = host.data_dir.clone();
+    drop(host);
+
+    // The operator raises the cost: the next login stores a hash of it.
+    let again = Host::builder()
+        .data_dir(&data_dir)
+        .config("[auth]\nargon2_memory_kib = 8192\nargon2_iterations = 3\n")
+        .start();
+    login(&again, &email, "a wrong password").expect_error(401);
+    assert_eq!(stored(&again), before, "a failed login changes nothing");
+    assert_eq!(login(&again, &email, PASSWORD).status, 200);
+    let after = stored(&again);
+    assert!(after.contains("m=8192,t=3,p=1"), "{after}");
+    assert_eq!(login(&again, &email, PASSWORD).status, 200);
+    drop(again);
+    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}
+
+#[test]
 fn passwords_and_tokens_never_reach_the_log() {
     let host = Host::builder().env("RUST_LOG", "trace").start();
     let secret_password = "zebra-cadmium-quartz-7731";

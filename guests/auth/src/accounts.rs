@@ -123,6 +123,17 @@ pub fn login(request: &Request, _: &Params) -> Result<Response, ApiError> {
         return Err(ApiError::new(401, BAD_CREDENTIALS));
     }
     auth::record_login(&email, true);
+    if let Some(old) = hash.as_deref().filter(|h| !auth::password_is_current(h)) {
+        // Made before the operator changed the hashing parameters: made
+        // again with these, unless another login did it first. A failure
+        // here fails no login; the next one tries again.
+        let new = auth::hash_password(&body.password);
+        let _ = db::query(
+            "UPDATE zatabase.users SET password_hash = $2
+             WHERE id = $1::uuid AND password_hash = $3",
+            &[param(db::text(&found, "user_id")?), param(new), param(old)],
+        );
+    }
     let account = Account {
         user_id: db::text(&found, "user_id")?,
         email,

@@ -252,6 +252,10 @@ impl Auth {
         tokio::task::spawn_blocking(move || this.passwords.hash(&password)).await?
     }
 
+    pub fn password_is_current(&self, hash: &str) -> bool {
+        self.passwords.is_current(hash)
+    }
+
     pub async fn verify_password(self: &Arc<Self>, password: String, hash: Option<String>) -> bool {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.passwords.verify(&password, hash.as_deref()))

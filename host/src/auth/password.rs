@@ -40,6 +40,24 @@ impl Passwords {
             .to_string())
     }
 
+    /// Whether `hash` was made as [`Self::hash`] makes one now: argon2id
+    /// with these parameters. One made before the operator changed them
+    /// costs another time to check than the decoy does, so a login that
+    /// verifies it stores a new one.
+    pub fn is_current(&self, hash: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        let ours = self.argon2.params();
+        Algorithm::try_from(parsed.algorithm) == Ok(Algorithm::Argon2id)
+            && parsed.version == Some(Version::V0x13.into())
+            && (params.m_cost(), params.t_cost(), params.p_cost())
+                == (ours.m_cost(), ours.t_cost(), ours.p_cost())
+    }
+
     /// Whether `password` matches `hash`; `None` is checked against the decoy
     /// and is never a match. A malformed stored hash is no match either.
     pub fn verify(&self, password: &str, hash: Option<&str>) -> bool {
@@ -62,6 +80,19 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_of_other_parameters_are_not_current() {
+        let (now, before) = (
+            Passwords::new(1024, 1, 1).unwrap(),
+            Passwords::new(2048, 1, 1).unwrap(),
+        );
+        let old = before.hash("a password").unwrap();
+        assert!(now.verify("a password", Some(&old)), "still verifies");
+        assert!(!now.is_current(&old));
+        assert!(now.is_current(&now.hash("a password").unwrap()));
+        assert!(!now.is_current("not a hash"));
+    }
 
     #[test]
     fn hashes_verify_and_decoys_never_match() {

@@ -28,6 +28,10 @@ impl Host for AuthState {
         self.auth.verify_password(password, hash).await
     }
 
+    async fn password_is_current(&mut self, hash: String) -> bool {
+        self.auth.password_is_current(&hash)
+    }
+
     async fn issue_tokens(&mut self, claims: Claims) -> Tokens {
         let tokens = self.auth.issue(
             &claims.user_id,
