@@ -111,6 +111,13 @@ pub struct PoolConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub body_limit_bytes: usize,
+    /// Connections served at once; past it a new one is closed at once.
+    /// Keep it under the process's open-file limit, less the database's
+    /// connections.
+    pub max_connections: usize,
+    /// How long a connection has to send a request's head, the wait for
+    /// the next request on a kept-alive connection included.
+    pub header_read_timeout_ms: u64,
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_allowed_origins: Vec<String>,
     pub shutdown_grace_secs: u64,
@@ -283,6 +290,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: 10 * 1024 * 1024,
+            max_connections: 10_000,
+            header_read_timeout_ms: 30_000,
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace_secs: 30,
         }
@@ -455,6 +464,14 @@ impl Config {
             "sql.statement_timeout_ms must be positive"
         );
         ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
+        ensure!(
+            (1..=u32::MAX as usize).contains(&self.http.max_connections),
+            "http.max_connections must be positive"
+        );
+        ensure!(
+            self.http.header_read_timeout_ms > 0,
+            "http.header_read_timeout_ms must be positive"
+        );
         // Key-value's largest value (1 MiB) arrives as 2 MiB of hex, and
         // must always fit.
         ensure!(

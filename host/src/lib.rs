@@ -42,11 +42,27 @@ pub fn main(cli: Cli) -> ExitCode {
     exit_code(runtime.block_on(run(cli)))
 }
 
+/// Raises the soft limit on open files to the hard one: every client
+/// connection, database connection and outbound request is a descriptor,
+/// and a soft limit of 1024 (many systems' default) is below what
+/// `http.max_connections` allows.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%error, "the open-file limit stays as it was");
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(&args)?;
+            raise_open_file_limit();
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -376,3 +376,80 @@ fn small_bodies_take_one_call_and_chunked_ones_go_over_wasi_http() {
     });
     assert!(streamed > 5, "{streamed}: {}", host.log());
 }
+
+/// The `host:port` a host listens on.
+fn address(host: &Host) -> String {
+    host.url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Whether the host closed `stream` (it reads the end, or a reset) within
+/// `within`, rather than leaving it open.
+fn closed_within(stream: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // An answer (hyper may say 408) before closing.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn a_client_that_sends_half_a_head_is_not_waited_for() {
+    use std::io::Write;
+    let host = Host::builder()
+        .config("[http]\nheader_read_timeout_ms = 500\n")
+        .start();
+    let mut slow = std::net::TcpStream::connect(address(&host)).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nX-A: ").unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut slow, std::time::Duration::from_secs(10)));
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(400)
+            && waited < std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    assert_eq!(host.get("/health").status, 200);
+}
+
+#[test]
+fn connections_past_the_cap_are_closed_and_the_others_served() {
+    use std::io::Write;
+    let host = Host::builder()
+        .config("[http]\nmax_connections = 3\n")
+        .start();
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(address(&host)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut surplus = std::net::TcpStream::connect(address(&host)).unwrap();
+    let _ = surplus.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_within(
+        &mut surplus,
+        std::time::Duration::from_secs(5)
+    ));
+    // One held connection asks for something: it is served.
+    let mut first = held.into_iter().next().unwrap();
+    first
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut first, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

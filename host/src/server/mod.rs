@@ -6,14 +6,16 @@ pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::Service;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -300,36 +302,92 @@ pub(crate) async fn principal(
 
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests for up to
 /// the grace period.
+///
+/// The accept loop is the host's own rather than `axum::serve`, which sets
+/// no timer, so hyper drops its header-read timeout, and caps nothing: a
+/// client that opened connections and sent half a header (or nothing)
+/// held a socket, a task and a read buffer each for good, until the host
+/// ran out of file descriptors. Here a connection has
+/// `http.header_read_timeout_ms` to send each request's head (the wait
+/// for the next one on a kept-alive connection included), and past
+/// `http.max_connections` a new connection is closed at once, so those
+/// being served keep their share.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = state.config.shutdown_grace();
-    let app =
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state));
+    let max_connections = state.config.http.max_connections;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(
+            state.config.http.header_read_timeout_ms,
+        ));
+    let app = app(state);
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-    // Responses whose length is not known up front (a function streaming
-    // its body) go out in several writes: without TCP_NODELAY the last one
-    // waits for the client's delayed ACK (40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, client) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: what is served goes on.
+                    tracing::warn!(%error, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%client, "connection refused: http.max_connections reached");
+            continue;
+        };
+        // Responses whose length is not known up front (a function
+        // streaming its body) go out in several writes: without
+        // TCP_NODELAY the last one waits for the client's delayed ACK
+        // (40 ms on Linux).
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stopping_tx.send(true);
-    });
-    let deadline = async move {
-        let mut stopping = stopping_rx;
-        let _ = stopping.wait_for(|s| *s).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!(?grace, "grace period over; closing the remaining connections"),
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(client));
+            tower::ServiceExt::oneshot(app.clone(), request)
+        });
+        let connection = http
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+            .with_upgrades();
+        let mut stopping = stopping_rx.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = async { drop(stopping.wait_for(|stopping| *stopping).await) } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stopping_tx.send(true);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "grace period over; closing the remaining connections"
+        );
     }
     Ok(())
 }
