@@ -248,9 +248,12 @@ where
                     header::ACCESS_CONTROL_ALLOW_METHODS,
                     HeaderValue::from_static("*"),
                 );
+                // `*` covers every header but `Authorization` (the Fetch
+                // standard's rule), which a browser app sends to every
+                // authenticated route: it is named too.
                 headers.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    HeaderValue::from_static("*"),
+                    HeaderValue::from_static("*, authorization"),
                 );
                 response
             }
