@@ -317,7 +317,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     // Per organization for authenticated callers, per address otherwise.
     let key = match request.extensions().get::<Caller>() {
         Some(Caller::Verified(principal)) => format!("org:{}", principal.organization_id),
-        _ => format!("ip:{}", client_address(&request)),
+        _ => super::ratelimit::address_key(client_address(&request)),
     };
     let quota = limiter.check(key);
     let mut response = if quota.allowed {

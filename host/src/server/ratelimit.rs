@@ -16,12 +16,24 @@ pub struct Quota {
     pub allowed: bool,
 }
 
+/// Clients counted in one window; past it, new clients share one count
+/// (bounded memory, whatever number of addresses a client has).
+const MAX_CLIENTS: usize = 200_000;
+
 /// Counts requests per client key.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: u32,
     window_secs: u64,
-    windows: Mutex<HashMap<String, (u64, u32)>>,
+    counts: Mutex<Counts>,
+}
+
+/// The current window's counts: every key shares the window (they are
+/// fixed, from the epoch), so a new window starts them all again.
+#[derive(Debug, Default)]
+struct Counts {
+    window: u64,
+    by_key: HashMap<String, u32>,
 }
 
 impl RateLimiter {
@@ -29,7 +41,7 @@ impl RateLimiter {
         Self {
             limit,
             window_secs,
-            windows: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
         }
     }
 
@@ -43,25 +55,43 @@ impl RateLimiter {
 
     fn check_at(&self, key: String, now: u64) -> Quota {
         let window = now / self.window_secs;
-        let mut windows = self.windows.lock().expect("rate limiter poisoned");
-        // Forget clients whose window has passed, now and then.
-        if windows.len() > 10_000 {
-            windows.retain(|_, (w, _)| *w == window);
+        let mut counts = self.counts.lock().expect("rate limiter poisoned");
+        if counts.window != window {
+            counts.window = window;
+            counts.by_key.clear();
         }
-        let entry = windows.entry(key).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        let allowed = entry.1 < self.limit;
+        let key = if counts.by_key.len() >= MAX_CLIENTS && !counts.by_key.contains_key(&key) {
+            "overflow".to_owned()
+        } else {
+            key
+        };
+        let count = counts.by_key.entry(key).or_insert(0);
+        let allowed = *count < self.limit;
         if allowed {
-            entry.1 += 1;
+            *count += 1;
         }
         Quota {
             limit: self.limit,
-            remaining: self.limit - entry.1,
+            remaining: self.limit - *count,
             reset: (window + 1) * self.window_secs,
             allowed,
         }
+    }
+}
+
+/// The key of a client address: an IPv6 client is its /64 (one host's
+/// usual allocation, which it can fill with addresses), an IPv4 one (or
+/// IPv4 mapped into IPv6) its address.
+pub fn address_key(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -85,5 +115,24 @@ mod tests {
         assert_eq!(refused.remaining, 0);
         assert!(limiter.check_at(other(), 130).allowed);
         assert!(limiter.check_at(ip(), 180).allowed);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_clients_past_the_cap_share_a_count() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_eq!(address_key(mapped), "ip:10.0.0.1");
+        let limiter = RateLimiter::new(1, 60);
+        for n in 0..MAX_CLIENTS {
+            limiter.check_at(format!("ip:{n}"), 0);
+        }
+        assert!(limiter.check_at("ip:new".to_owned(), 0).allowed);
+        assert!(!limiter.check_at("ip:newer".to_owned(), 0).allowed);
+        assert!(
+            limiter.check_at("ip:newest".to_owned(), 60).allowed,
+            "a new window"
+        );
     }
 }
