@@ -341,6 +341,7 @@ pub async fn serve(
                 }
             },
         };
+        tracing::trace!(%client, "connection accepted");
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::debug!(%client, "connection refused: http.max_connections reached");
             continue;
