@@ -978,23 +978,7 @@ fn logged_destination(target: &str) -> String {
 /// A loopback HTTP server answering `pong` to every request, for as long as
 /// the test runs; its port.
 fn pong_server() -> u16 {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong",
-            );
-        }
-    });
-    port
+    slow_server(std::time::Duration::ZERO).0
 }
 
 #[test]
@@ -1081,8 +1065,8 @@ fn outbound_http_reaches_only_the_allowed_hosts() {
     );
 }
 
-/// A loopback HTTP server that answers each request after `delay`, a
-/// thread per connection; its port, and the most requests it held
+/// A loopback HTTP server that answers each request `pong` after `delay`,
+/// a thread per connection; its port, and the most requests it held
 /// unanswered at once.
 fn slow_server(
     delay: std::time::Duration,

@@ -5,7 +5,6 @@
 //! - `/`, `/echo`: what arrived (method, uri, path info, query, some headers, body) as JSON-ish text
 //! - `/var/<name>`: the Spin variable `<name>` (404 when undefined)
 //! - `/log`: a line on stdout and one on stderr
-//! - `/flood`: 2000 lines of a thousand bytes on stdout (2 MB)
 //! - `/fetch`: an outbound GET of the URL in the `x-target` header; its
 //!   status and body, or 502 with the error
 //! - `/redis`: opens a Redis connection (an interface the host does not
@@ -38,13 +37,6 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             println!("a line on stdout");
             eprintln!("a line on stderr");
             Response::new(200, "logged")
-        }
-        "/flood" => {
-            let filler = "x".repeat(990);
-            for line in 0..2000 {
-                println!("flood {line:04} {filler}");
-            }
-            Response::new(200, "flooded")
         }
         "/" | "/echo" => {
             let header = |name: &str| {
