@@ -116,6 +116,11 @@ fn readiness_reports_a_stopped_postgres() {
     let postgres = host.postgres_pid().unwrap();
     rustix::process::kill_process(postgres, Signal::KILL).unwrap();
     assert!(eventually(Duration::from_secs(10), || !alive(postgres)));
+    // Readiness looks at the database at most once a second.
+    assert!(eventually(Duration::from_secs(5), || host
+        .get("/health/ready")
+        .status
+        == 503));
     let down = host.get("/health/ready");
     let message = down.expect_error(503);
     assert!(message.contains("postgres"), "{message}");

@@ -209,6 +209,8 @@ fn swagger_ui_is_served_from_the_binary() {
     assert_eq!(host.get("/v1/docs/swagger-ui.css").status, 200);
     host.get("/v1/docs/../../etc/passwd").expect_error(404);
     host.get("/v1/docs/nope.js").expect_error(404);
+    // A name that does not decode to UTF-8 is no file either, in the error shape.
+    host.get("/v1/docs/%FF").expect_error(404);
 }
 
 #[test]

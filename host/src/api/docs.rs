@@ -2,6 +2,7 @@
 //! `utoipa-swagger-ui-vendored` crate's copy); nothing comes from the network.
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::response::{Html, IntoResponse, Response};
 use http::{StatusCode, header};
 
@@ -31,7 +32,10 @@ pub async fn index() -> Html<&'static str> {
     )
 }
 
-pub async fn asset(Path(file): Path<String>) -> Response {
+/// A compiled-in asset; a name that is not one (or not UTF-8 once decoded)
+/// is a 404 in the error shape.
+pub async fn asset(file: Result<Path<String>, PathRejection>) -> Response {
+    let file = file.map_or_else(|_| "(not UTF-8)".to_owned(), |Path(file)| file);
     let (content_type, body): (&str, &'static [u8]) = match file.as_str() {
         "swagger-ui.css" => ("text/css; charset=utf-8", CSS),
         "swagger-ui-bundle.js" => ("text/javascript; charset=utf-8", BUNDLE),

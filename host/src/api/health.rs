@@ -1,5 +1,8 @@
 //! `/health`, `/healthz` (liveness) and `/health/ready` (readiness).
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -7,7 +10,53 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::error::ApiError;
+use crate::db::Db;
 use crate::server::AppState;
+
+/// How long one look at the database answers readiness for. The route is
+/// public and not rate limited, so without this every probe, from anyone,
+/// would take a platform connection and two queries.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The database half of readiness, looked at no more than once a
+/// [`FRESH_FOR`]: callers arriving while a look is under way wait for it
+/// and share its answer.
+#[derive(Default)]
+pub struct Probe {
+    last: tokio::sync::Mutex<Option<(Instant, Database)>>,
+}
+
+#[derive(Clone, Copy)]
+struct Database {
+    postgres: bool,
+    migrations: bool,
+}
+
+impl Probe {
+    /// The last answer while it is fresh, else a new one from `look`.
+    async fn database<F>(&self, look: impl FnOnce() -> F) -> Database
+    where
+        F: Future<Output = Database>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, seen)) = *last
+            && at.elapsed() < FRESH_FOR
+        {
+            return seen;
+        }
+        let seen = look().await;
+        *last = Some((Instant::now(), seen));
+        seen
+    }
+}
+
+async fn look(db: &Db) -> Database {
+    let postgres = db.ping().await;
+    Database {
+        postgres,
+        migrations: postgres && db.migrations_applied().await.unwrap_or(false),
+    }
+}
 
 /// The process is up and serving.
 pub async fn live() -> Json<serde_json::Value> {
@@ -16,9 +65,12 @@ pub async fn live() -> Json<serde_json::Value> {
 
 /// Postgres answers, migrations are applied, every component is loaded:
 /// 200 with each subsystem's status, or 503 in the error shape with the same.
+/// The database's half may be up to a second old.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let postgres = state.db.ping().await;
-    let migrations = postgres && state.db.migrations_applied().await.unwrap_or(false);
+    let Database {
+        postgres,
+        migrations,
+    } = state.readiness.database(|| look(&state.db)).await;
     let components = state.components.len();
     let expected = state.app.components.len();
     let up = |ok: bool| if ok { "up" } else { "down" };
@@ -46,4 +98,47 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let mut body = error.body();
     body["checks"] = checks;
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_database_is_looked_at_once_a_second_whoever_asks() {
+        let probe = std::sync::Arc::new(Probe::default());
+        let looks = std::sync::Arc::new(AtomicU32::new(0));
+        let ask = || {
+            let (probe, looks) = (probe.clone(), looks.clone());
+            tokio::spawn(async move {
+                probe
+                    .database(|| async {
+                        looks.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Database {
+                            postgres: true,
+                            migrations: true,
+                        }
+                    })
+                    .await
+                    .postgres
+            })
+        };
+        let at_once: Vec<_> = (0..20).map(|_| ask()).collect();
+        for asked in at_once {
+            assert!(asked.await.unwrap());
+        }
+        assert_eq!(
+            looks.load(Ordering::SeqCst),
+            1,
+            "concurrent probes share one look"
+        );
+        assert!(ask().await.unwrap());
+        assert_eq!(looks.load(Ordering::SeqCst), 1, "a fresh answer is reused");
+        tokio::time::sleep(FRESH_FOR).await;
+        assert!(ask().await.unwrap());
+        assert_eq!(looks.load(Ordering::SeqCst), 2, "a stale one is not");
+    }
 }
