@@ -10,7 +10,7 @@ use anyhow::{Context, ensure};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::caps::outbound::BlockedNetwork;
+use crate::net::Network;
 
 /// Zatabase: a self-hostable serverless platform with a database API.
 #[derive(Debug, Parser)]
@@ -121,6 +121,9 @@ pub struct HttpConfig {
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_allowed_origins: Vec<String>,
     pub shutdown_grace_secs: u64,
+    /// Proxies (`private`, CIDR blocks, addresses) whose `X-Forwarded-For`
+    /// names the client; `[]`, the default, believes no one.
+    pub trusted_proxies: Vec<Network>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,7 +170,7 @@ pub struct FunctionsConfig {
     /// `allowed_outbound_hosts` say: `private` (loopback, private,
     /// link-local, ...) and CIDR blocks. `[]` lets a function reach what
     /// its list names, this machine's own services included.
-    pub blocked_networks: Vec<BlockedNetwork>,
+    pub blocked_networks: Vec<Network>,
     /// PEM files of certificate authorities a function's HTTPS trusts
     /// besides Mozilla's (a private CA's, say).
     pub root_certificates: Vec<std::path::PathBuf>,
@@ -294,6 +297,7 @@ impl Default for HttpConfig {
             header_read_timeout_ms: 30_000,
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace_secs: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -327,7 +331,7 @@ impl Default for FunctionsConfig {
             memory_mb: 64,
             max_deployments: 100,
             base_domain: None,
-            blocked_networks: vec![BlockedNetwork::Private],
+            blocked_networks: vec![Network::Private],
             root_certificates: Vec::new(),
         }
     }

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod functions;
 pub mod manifest;
 pub mod metrics;
+pub mod net;
 pub mod platform;
 pub mod secrets;
 pub mod server;

@@ -283,6 +283,9 @@ fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
     );
 
     assert_echoes(&host, &token, "async", "method=PATCH");
+    // The client's address as the socket says: this host trusts no proxy.
+    let echoed = fn_echo(&host, &token, "async", "203.0.113.5");
+    assert!(echoed.contains("client=127.0.0.1:0\n"), "{echoed}");
     // spin:variables@3.0.0
     assert_variables(&host, &token, "async", "hej");
     let bearer = format!("Bearer {token}");
@@ -386,6 +389,45 @@ fn a_spin_sdk_7_function_runs_on_wasi_0_3_with_spins_interfaces() {
     fn_get(&host, &token, "/fn/async/loop").expect_error(504);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(fn_get(&host, &token, "/fn/async/hello").status, 200);
+}
+
+/// What function `name`'s `/echo` answers to a request forwarded for
+/// `forwarded_for`.
+fn fn_echo(host: &Host, token: &str, name: &str, forwarded_for: &str) -> String {
+    let bearer = format!("Bearer {token}");
+    let echo = host.request(
+        "GET",
+        &format!("/fn/{name}/echo"),
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-forwarded-for", forwarded_for),
+        ],
+        Vec::new(),
+    );
+    assert_eq!(echo.status, 201, "{}", echo.text());
+    echo.text()
+}
+
+#[test]
+fn behind_a_trusted_proxy_a_function_sees_the_client_it_forwards() {
+    let host = Host::builder()
+        .config("[http]\ntrusted_proxies = [\"127.0.0.0/8\"]\n")
+        .start();
+    let token = host.token();
+    deployed(&host, &token, json!({ "name": "proxied" }), spin7());
+    // The nearest address that is not a trusted proxy; the leftmost, the
+    // client's own claim, counts for nothing.
+    let echoed = fn_echo(
+        &host,
+        &token,
+        "proxied",
+        "198.51.100.7, 203.0.113.5, 127.0.0.9",
+    );
+    assert!(echoed.contains("client=203.0.113.5:0\n"), "{echoed}");
+    let echoed = fn_echo(&host, &token, "proxied", "2001:db8::5");
+    assert!(echoed.contains("client=[2001:db8::5]:0\n"), "{echoed}");
+    let echoed = fn_echo(&host, &token, "proxied", "not an address");
+    assert!(echoed.contains("client=127.0.0.1:0\n"), "{echoed}");
 }
 
 #[test]

@@ -213,6 +213,41 @@ fn rate_limits_count_down_and_refuse_with_429() {
     assert_eq!(host.get("/health/ready").status, 200);
 }
 
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let limited = |config: &str| {
+        Host::builder()
+            .config(&format!(
+                "[rate_limit]\nrequests = 2\nwindow_secs = 3600\n{config}"
+            ))
+            .start()
+    };
+    let from = |host: &Host, client: &str| {
+        host.request(
+            "GET",
+            "/v1/openapi.json",
+            &[("x-forwarded-for", client)],
+            Vec::new(),
+        )
+    };
+    let proxied = limited("[http]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n");
+    for _ in 0..2 {
+        assert_eq!(from(&proxied, "203.0.113.1").status, 200);
+    }
+    from(&proxied, "203.0.113.1").expect_error(429);
+    assert_eq!(from(&proxied, "203.0.113.2").status, 200, "another client");
+    // A client that names itself is still the one its proxy saw.
+    from(&proxied, "203.0.113.2, 203.0.113.1").expect_error(429);
+
+    // A host that trusts no proxy counts the socket's address, whatever
+    // the header says.
+    let direct = limited("");
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(from(&direct, client).status, 200);
+    }
+    from(&direct, "203.0.113.3").expect_error(429);
+}
+
 /// Reads one HTTP/1.1 response (with a `content-length`) from `stream`:
 /// its status line and body.
 fn read_response(stream: &mut std::io::BufReader<std::net::TcpStream>) -> (String, String) {

@@ -321,7 +321,12 @@ fn spin_headers(
         (RAW_COMPONENT_ROUTE, Ok(HeaderValue::from_static("/..."))),
         (COMPONENT_ROUTE, Ok(HeaderValue::from_static(""))),
         (BASE_PATH, Ok(function.base_path.clone())),
-        (CLIENT_ADDR, HeaderValue::try_from(format!("{client}:0"))),
+        // Spin's is the peer's socket address; a client named by a proxy
+        // has no port of its own, so neither does this one.
+        (
+            CLIENT_ADDR,
+            HeaderValue::try_from(std::net::SocketAddr::new(client, 0).to_string()),
+        ),
     ];
     let headers = request.headers_mut();
     // Grow the map once, not rehash it on the way.

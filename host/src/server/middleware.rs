@@ -2,7 +2,7 @@
 //! metrics, logs), the rate limit, the body limit, and panics.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use super::AppState;
+use super::proxy::ClientAddress;
 use crate::api::ApiError;
 use crate::auth::AuthError;
 use crate::caps::zatabase::platform::session::Principal;
@@ -39,12 +40,13 @@ pub enum Caller {
     Rejected(AuthError),
 }
 
-/// The client's address, as the socket says (never a forwarded header).
+/// The client's address: the socket's peer, or the client a trusted proxy
+/// names (see [`super::proxy`]).
 pub fn client_address(request: &Request) -> IpAddr {
     request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+        .get::<ClientAddress>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0)
 }
 
 /// What the `Authorization` header establishes (a verified token is not

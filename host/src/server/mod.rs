@@ -2,6 +2,7 @@
 //! serving with a graceful drain.
 
 mod middleware;
+pub mod proxy;
 pub mod ratelimit;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ pub struct Shared {
     pub openapi: Arc<serde_json::Value>,
     pub rate_limiter: Option<RateLimiter>,
     pub cors: middleware::CorsPolicy,
+    pub readiness: api::health::Probe,
 }
 
 impl Deref for AppState {
@@ -71,6 +73,7 @@ impl AppState {
                 RateLimiter::new(config.rate_limit.requests, config.rate_limit.window_secs)
             }),
             cors: middleware::CorsPolicy::new(&config.http.cors_allowed_origins),
+            readiness: api::health::Probe::default(),
             openapi: Arc::new(api::openapi::assemble(&platform.app)),
             app: Arc::new(App {
                 name: platform.app.name.clone(),
@@ -324,6 +327,9 @@ pub async fn serve(
         .header_read_timeout(Duration::from_millis(
             state.config.http.header_read_timeout_ms,
         ));
+    let proxies = Arc::new(proxy::TrustedProxies::new(
+        state.config.http.trusted_proxies.clone(),
+    ));
     let app = app(state);
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
@@ -354,11 +360,17 @@ pub async fn serve(
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
         let app = app.clone();
+        let peer = client.ip();
+        let proxy = proxies.trusts(peer).then(|| proxies.clone());
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
+            let client = match &proxy {
+                Some(proxies) => proxies.client(peer, request.headers()),
+                None => peer,
+            };
             request
                 .extensions_mut()
-                .insert(axum::extract::ConnectInfo(client));
+                .insert(proxy::ClientAddress(client));
             tower::ServiceExt::oneshot(app.clone(), request)
         });
         let connection = http

@@ -75,6 +75,7 @@ async fn handle(request: Request) -> Answer {
         "/" | "/echo" => {
             let (method, uri) = (request.method().clone(), request.uri().clone());
             let (probe, authorization) = (header("x-probe"), header("authorization"));
+            let client = header("spin-client-addr");
             // The platform's own headers, none of which may arrive from a client.
             let routing = ["x-zatabase-project", "x-zatabase-environment", "x-zatabase-trigger", "x-zatabase-schedule"]
                 .map(header)
@@ -86,7 +87,7 @@ async fn handle(request: Request) -> Answer {
             text(
                 201,
                 format!(
-                    "method={method}\nuri={uri}\npath_info={path_info}\nquery={}\nx-probe={probe}\nauthorization={authorization}\nrouting={routing}\nbody={body}",
+                    "method={method}\nuri={uri}\npath_info={path_info}\nquery={}\nx-probe={probe}\nauthorization={authorization}\nrouting={routing}\nclient={client}\nbody={body}",
                     uri.query().unwrap_or(""),
                 ),
             )
