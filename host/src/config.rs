@@ -348,6 +348,18 @@ impl Default for SqlConfig {
     }
 }
 
+/// `ZATABASE_LOG_JSON`, if set: `1`/`true`/`on` or `0`/`false`/`off`.
+pub fn log_json_from_env() -> anyhow::Result<Option<bool>> {
+    let Some(value) = std::env::var_os("ZATABASE_LOG_JSON") else {
+        return Ok(None);
+    };
+    match value.to_string_lossy().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(Some(true)),
+        "0" | "false" | "off" | "no" | "" => Ok(Some(false)),
+        other => anyhow::bail!("ZATABASE_LOG_JSON must be 1 or 0 (true or false), not `{other}`"),
+    }
+}
+
 impl Config {
     /// The request threads: as configured, else one per core. (One less
     /// beside the embedded Postgres was the default until per-request host
@@ -378,6 +390,9 @@ impl Config {
         }
         if let Some(dir) = &args.postgres_dir {
             config.postgres.install_dir = Some(dir.clone());
+        }
+        if let Some(json) = log_json_from_env()? {
+            config.log_json = json;
         }
         config.normalize();
         config.validate()?;
@@ -471,6 +486,10 @@ impl Config {
         ensure!(
             (1..=u32::MAX as usize).contains(&self.http.max_connections),
             "http.max_connections must be positive"
+        );
+        ensure!(
+            (1..=3600).contains(&self.postgres.start_timeout_secs),
+            "postgres.start_timeout_secs must be between 1 and 3600"
         );
         ensure!(
             self.http.header_read_timeout_ms > 0,
@@ -592,6 +611,11 @@ mod tests {
             keeps_none.validate().is_err(),
             "the active deployment stays"
         );
+        for (seconds, valid) in [(0, false), (1, true), (3600, true), (u64::MAX, false)] {
+            let mut start = Config::default();
+            start.postgres.start_timeout_secs = seconds;
+            assert_eq!(start.validate().is_ok(), valid, "{seconds}");
+        }
     }
 
     #[test]

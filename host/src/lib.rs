@@ -27,14 +27,18 @@ use std::process::ExitCode;
 use config::{Cli, Command, Config};
 
 /// Runs a parsed command line on a runtime sized by its configuration.
+/// Logging set up as the configuration says, and the command run.
 pub fn main(cli: Cli) -> ExitCode {
-    let workers = match &cli.command {
+    let config = match &cli.command {
         // A configuration error is reported by `run`, with the others.
-        Command::Serve(args) | Command::Init(args) => Config::load(args)
-            .map(|config| config.worker_threads())
-            .unwrap_or(1),
-        Command::InstallPostgres { .. } => 1,
+        Command::Serve(args) | Command::Init(args) => Config::load(args).ok(),
+        Command::InstallPostgres { .. } => None,
     };
+    init_logging(config.as_ref().map_or_else(
+        || config::log_json_from_env().ok().flatten().unwrap_or(false),
+        |config| config.log_json,
+    ));
+    let workers = config.as_ref().map_or(1, Config::worker_threads);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

@@ -9,7 +9,5 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = zatabase::config::Cli::parse();
-    zatabase::init_logging(std::env::var_os("ZATABASE_LOG_JSON").is_some());
-    zatabase::main(cli)
+    zatabase::main(zatabase::config::Cli::parse())
 }

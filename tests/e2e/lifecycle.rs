@@ -182,3 +182,92 @@ fn the_hosts_backends_run_as_batch_work_and_its_writer_at_the_lowest_priority() 
     let postmaster = pid_file.lines().next().unwrap();
     assert_eq!(scheduling(postmaster), (0, 0));
 }
+
+#[test]
+fn a_cluster_is_created_whole_and_never_made_room_for() {
+    let data_dir = zatabase_tests::scratch().join("data");
+    // Something that is not a cluster where the cluster goes: the host
+    // stops rather than removing it.
+    let pgdata = data_dir.join("postgres");
+    std::fs::create_dir_all(&pgdata).unwrap();
+    std::fs::write(pgdata.join("stray"), "keep me").unwrap();
+    let refused = Host::builder().data_dir(&data_dir).try_start();
+    let log = refused.err().expect("the host must not start");
+    assert!(log.contains("holds no Postgres cluster"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(pgdata.join("stray")).unwrap(),
+        "keep me"
+    );
+
+    // What an initdb that was killed midway left is cleared, and the new
+    // cluster takes its place only once whole.
+    std::fs::remove_dir_all(&pgdata).unwrap();
+    let building = data_dir.join("postgres.init");
+    std::fs::create_dir_all(&building).unwrap();
+    std::fs::write(building.join("PG_VERSION"), "18\n").unwrap();
+    let host = Host::builder().data_dir(&data_dir).start();
+    assert!(!building.exists());
+    assert!(pgdata.join("PG_VERSION").exists());
+    assert_eq!(
+        host.sql_ok("SELECT 1 AS one", &[])["rows"],
+        json!([{ "one": 1 }])
+    );
+}
+
+/// Only as root does the host run Postgres as another user and hand it the
+/// cluster; that hand-over must not follow a link the Postgres user
+/// planted in it.
+#[test]
+fn postgres_gets_its_cluster_but_not_what_a_link_in_it_names() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut host = Host::start();
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: the host runs Postgres as itself; nothing is handed over");
+        return;
+    }
+    host.keep_data();
+    let data_dir = host.data_dir.clone();
+    let pgdata = data_dir.join("postgres");
+    let postgres_uid = std::fs::metadata(pgdata.join("PG_VERSION")).unwrap().uid();
+    assert_ne!(postgres_uid, 0);
+    // Root's files, and links to them where the Postgres user can write.
+    let secret = data_dir.parent().unwrap().join("root-only");
+    std::fs::create_dir_all(secret.join("dir")).unwrap();
+    std::fs::write(secret.join("file"), "root's").unwrap();
+    std::os::unix::fs::symlink(secret.join("file"), pgdata.join("planted-file")).unwrap();
+    std::os::unix::fs::symlink(secret.join("dir"), pgdata.join("planted-dir")).unwrap();
+    // Postgres's log: the host's user alone reads it, and a failing
+    // statement's text is not in it.
+    host.sql("SELECT 'statement-marker' FROM no_such_table", &[])
+        .expect_error(400);
+    assert!(host.stop().success());
+    drop(host);
+
+    let again = Host::builder().data_dir(&data_dir).start();
+    for root_owned in [secret.join("file"), secret.join("dir")] {
+        assert_eq!(
+            std::fs::metadata(&root_owned).unwrap().uid(),
+            0,
+            "{}",
+            root_owned.display()
+        );
+    }
+    let link = std::fs::symlink_metadata(pgdata.join("planted-file")).unwrap();
+    assert_eq!(link.uid(), postgres_uid, "the link itself is handed over");
+    let log = data_dir.join("postgres.log");
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("no_such_table"),
+        "the error is logged:\n{text}"
+    );
+    assert!(
+        !text.contains("statement-marker"),
+        "the statement is not:\n{text}"
+    );
+    drop(again);
+    std::fs::remove_dir_all(secret).unwrap();
+}

@@ -12,6 +12,7 @@
 #![allow(unsafe_code)] // `pre_exec` (see `spawn`) and `sched_setscheduler` (see `schedule_backend`).
 
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -69,7 +70,7 @@ impl Embedded {
         let account = account(config)?;
         let pgdata = config.data_dir.join("postgres");
         let log = config.data_dir.join("postgres.log");
-        if !pgdata.join("PG_VERSION").exists() {
+        if !initialised(&pgdata)? {
             initdb(&installation, &pgdata, account, config.fsync, &log)?;
         } else if let Some(account) = account {
             give(&pgdata, account)?;
@@ -94,6 +95,10 @@ impl Embedded {
             ("shared_buffers", config.shared_buffers.clone()),
             ("logging_collector", "off".to_owned()),
             ("log_min_messages", "warning".to_owned()),
+            // A failing statement's text is the client's business, and the
+            // client has it: in the server's log a tenant could fill the
+            // disk with it, 10 MB a request.
+            ("log_min_error_statement", "panic".to_owned()),
             ("huge_pages", "off".to_owned()),
         ] {
             command.arg("-c").arg(format!("{name}={value}"));
@@ -219,23 +224,56 @@ fn account(config: &Config) -> anyhow::Result<Option<Account>> {
     )
 }
 
-/// Hands a directory tree to `account`.
+/// Hands the directory tree at `dir` to `account`. The tree is walked
+/// through directory descriptors, never following a symbolic link: the
+/// Postgres user can write in it, and a link it planted (to `/etc/shadow`,
+/// say) must not make root hand over what the link names.
 fn give(dir: &Path, account: Account) -> anyhow::Result<()> {
-    let owner = rustix::process::Uid::from_raw(account.uid);
-    let group = rustix::process::Gid::from_raw(account.gid);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        rustix::fs::chown(&path, Some(owner), Some(group))
-            .with_context(|| format!("giving {} to the Postgres user", path.display()))?;
-        if path.is_dir() && !path.is_symlink() {
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
+    use rustix::fs::{CWD, Mode, OFlags};
+    let owner = Some(rustix::process::Uid::from_raw(account.uid));
+    let group = Some(rustix::process::Gid::from_raw(account.gid));
+    let directory = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let giving = |path: &Path| format!("giving {} to the Postgres user", path.display());
+    let top =
+        rustix::fs::openat(CWD, dir, directory, Mode::empty()).with_context(|| giving(dir))?;
+    rustix::fs::fchown(&top, owner, group).with_context(|| giving(dir))?;
+    let mut stack = vec![(top, dir.to_path_buf())];
+    while let Some((fd, path)) = stack.pop() {
+        for entry in rustix::fs::Dir::read_from(&fd).with_context(|| giving(&path))? {
+            let entry = entry.with_context(|| giving(&path))?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let child = path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            if entry.file_type() == rustix::fs::FileType::Directory {
+                // Opened without following a link: one swapped in since
+                // the listing fails here rather than being followed.
+                let sub = rustix::fs::openat(&fd, name, directory, Mode::empty())
+                    .with_context(|| giving(&child))?;
+                rustix::fs::fchown(&sub, owner, group).with_context(|| giving(&child))?;
+                stack.push((sub, child));
+            } else {
+                // A link itself is changed, never what it names.
+                rustix::fs::chownat(
+                    &fd,
+                    name,
+                    owner,
+                    group,
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .with_context(|| giving(&child))?;
             }
         }
     }
     Ok(())
 }
 
+/// Creates the cluster at `pgdata`: initdb writes it beside, as
+/// `postgres.init`, and it takes its place only once complete. initdb
+/// writes `PG_VERSION` early, so a first start killed midway (power lost,
+/// the OOM killer, a container stopped) used to leave a directory that
+/// looked like a cluster and never started.
 fn initdb(
     installation: &Installation,
     pgdata: &Path,
@@ -249,15 +287,21 @@ fn initdb(
         // The Postgres user must be able to pass through the data directory.
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o711))?;
     }
-    let _ = std::fs::remove_dir_all(pgdata);
-    std::fs::create_dir_all(pgdata)?;
-    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))?;
+    let building = data_dir.join("postgres.init");
+    match std::fs::remove_dir_all(&building) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", building.display()));
+        }
+        _ => {}
+    }
+    std::fs::create_dir(&building)?;
+    std::fs::set_permissions(&building, std::fs::Permissions::from_mode(0o700))?;
     if let Some(account) = account {
-        give(pgdata, account)?;
+        give(&building, account)?;
     }
     tracing::info!(path = %pgdata.display(), "initialising the Postgres cluster");
     let mut command = Command::new(installation.bin("initdb"));
-    command.arg("-D").arg(pgdata).args([
+    command.arg("-D").arg(&building).args([
         "-U",
         SUPERUSER,
         "-A",
@@ -273,7 +317,7 @@ fn initdb(
     let (_, exited) = spawn(command, account, log)?;
     let status = exited.recv().context("initdb supervisor vanished")??;
     if !status.success() {
-        let _ = std::fs::remove_dir_all(pgdata);
+        let _ = std::fs::remove_dir_all(&building);
         bail!(
             "initdb failed ({status}); its output, in {}, ends with:\n{}\n(when running as root, \
              every directory above the data directory must be searchable by the Postgres user)",
@@ -281,12 +325,50 @@ fn initdb(
             tail(log)
         );
     }
+    // initdb synced the files it wrote (unless told not to); the rename is
+    // made durable with the directory that holds it.
+    std::fs::rename(&building, pgdata)
+        .with_context(|| format!("moving the new cluster to {}", pgdata.display()))?;
+    if fsync {
+        std::fs::File::open(data_dir)?.sync_all()?;
+    }
     Ok(())
 }
 
+/// Whether `pgdata` holds a cluster; `false` if there is nothing there yet.
+/// Anything else there, or a directory that cannot be read, stops the
+/// start: it is never removed to make room for a new cluster.
+fn initialised(pgdata: &Path) -> anyhow::Result<bool> {
+    let version = pgdata.join("PG_VERSION");
+    if version
+        .try_exists()
+        .with_context(|| format!("reading {}", version.display()))?
+    {
+        return Ok(true);
+    }
+    let empty = match std::fs::read_dir(pgdata) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", pgdata.display())),
+        Ok(mut entries) => entries.next().is_none(),
+    };
+    if empty {
+        std::fs::remove_dir(pgdata)?;
+        return Ok(false);
+    }
+    bail!(
+        "{} is not empty but holds no Postgres cluster (no PG_VERSION); move it away to \
+             start a new cluster, or restore the old one",
+        pgdata.display()
+    )
+}
+
 /// The socket's directory: the cluster directory when the socket path fits
-/// the kernel's limit, else a private directory under /tmp.
+/// the kernel's limit, else a private directory under /tmp. A directory of
+/// that name already there is used only if it is a real directory, 0700,
+/// and owned by whoever runs Postgres: the name is predictable, and
+/// anyone can create it first (or a link by that name).
 fn socket_dir(pgdata: &Path, port: u16, account: Option<Account>) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     const SUN_PATH_MAX: usize = 107;
     let socket = format!("{}/.s.PGSQL.{port}", pgdata.display());
     if socket.len() <= SUN_PATH_MAX {
@@ -295,13 +377,29 @@ fn socket_dir(pgdata: &Path, port: u16, account: Option<Account>) -> anyhow::Res
     use sha2::Digest;
     let hash = hex::encode(&sha2::Sha256::digest(pgdata.as_os_str().as_encoded_bytes())[..6]);
     let dir = std::env::temp_dir().join(format!("zatabase-{hash}"));
-    std::fs::create_dir_all(&dir)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    if let Some(account) = account {
-        give(&dir, account)?;
+    let owner = account.map_or_else(|| rustix::process::geteuid().as_raw(), |a| a.uid);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            if let Some(account) = account {
+                give(&dir, account)?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let found = std::fs::symlink_metadata(&dir)?;
+            if !found.file_type().is_dir()
+                || found.uid() != owner
+                || found.permissions().mode() & 0o777 != 0o700
+            {
+                bail!(
+                    "{} (the Postgres socket's directory: the cluster's path is too long for a \
+                     socket) exists and is not a 0700 directory of uid {owner}; remove it, or \
+                     use a shorter data directory",
+                    dir.display()
+                );
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
     Ok(dir)
 }
@@ -348,15 +446,13 @@ fn spawn(
     account: Option<Account>,
     log: &Path,
 ) -> anyhow::Result<(Pid, mpsc::Receiver<std::io::Result<ExitStatus>>)> {
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+    let (output, pipe) = std::io::pipe()?;
     command
         .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
+        .stdout(pipe.try_clone()?)
+        .stderr(pipe)
         .process_group(0);
+    LogWriter::open(log)?.copy_from(output)?;
     if let Some(account) = account {
         command.uid(account.uid).gid(account.gid);
     }
@@ -394,6 +490,71 @@ fn spawn(
         .with_context(|| format!("starting {program}"))?;
     let pid = Pid::from_raw(pid as i32).context("bad child pid")?;
     Ok((pid, exited_rx))
+}
+
+/// Where Postgres's output goes: `postgres.log`, readable by the host's
+/// user alone, and at most [`LogWriter::MAX_BYTES`] of it, the file before
+/// kept as `postgres.log.1`. Postgres writes to a pipe the host reads,
+/// so nothing it is made to log (a tenant's `RAISE LOG`, in a loop) fills
+/// the disk.
+struct LogWriter {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+}
+
+impl LogWriter {
+    const MAX_BYTES: u64 = 16 << 20;
+
+    fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        // One made before the host made it private.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let written = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            written,
+        })
+    }
+
+    /// Copies `output` into the log from a thread of its own, until every
+    /// process holding the pipe's other end is gone.
+    fn copy_from(mut self, mut output: std::io::PipeReader) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("postgres-log".to_owned())
+            .spawn(move || {
+                let mut buffer = vec![0; 64 << 10];
+                loop {
+                    match output.read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(n) => self.write(&buffer[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        if self.written + bytes.len() as u64 > Self::MAX_BYTES && self.written > 0 {
+            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+            match Self::open(&self.path) {
+                Ok(fresh) => *self = fresh,
+                Err(error) => tracing::warn!(%error, "starting a new Postgres log"),
+            }
+        }
+        if self.file.write_all(bytes).is_ok() {
+            self.written += bytes.len() as u64;
+        }
+    }
 }
 
 /// The last lines of a log file.
