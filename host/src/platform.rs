@@ -163,6 +163,16 @@ impl Platform {
             config.components.max_memory_mb,
             function_secrets,
         )?);
+        let resealed = functions
+            .seal_unbound_secrets()
+            .await
+            .context("sealing function secrets stored unbound")?;
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                "function secrets sealed again, bound to their tenant"
+            );
+        }
         functions.preload().await;
         functions.tidy_cache().await;
         let function_listener = tokio::spawn({

@@ -67,14 +67,26 @@ impl MasterKey {
 }
 
 /// Encrypts values kept at rest (users' function secrets): AES-256-GCM
-/// with a random nonce, written `sealed:v1:<base64 of nonce and sealed
+/// with a random nonce, written `sealed:v2:<base64 of nonce and sealed
 /// bytes>`. A database dump without the master key reveals nothing.
+///
+/// Each value is bound to where it belongs (its [`SecretBox::seal`]
+/// `context`: tenant and name) as the cipher's associated data: copied
+/// into another tenant's row, or under another name, it no longer opens.
+/// Values of the first format, `sealed:v1:`, were bound to nothing; they
+/// open only through [`SecretBox::open_unbound`], to be sealed again.
 pub struct SecretBox(ring::aead::LessSafeKey);
 
-const SEALED: &str = "sealed:v1:";
+const SEALED: &str = "sealed:v2:";
+const SEALED_UNBOUND: &str = "sealed:v1:";
 
 impl SecretBox {
-    pub fn seal(&self, plaintext: &str) -> String {
+    /// Whether `value` is written as this box writes (not whether it opens).
+    pub fn is_sealed(value: &str) -> bool {
+        value.starts_with(SEALED)
+    }
+
+    pub fn seal(&self, plaintext: &str, context: &str) -> String {
         use base64::Engine as _;
         let mut nonce = [0u8; ring::aead::NONCE_LEN];
         rustix::rand::getrandom(&mut nonce, rustix::rand::GetRandomFlags::empty())
@@ -83,7 +95,7 @@ impl SecretBox {
         self.0
             .seal_in_place_append_tag(
                 ring::aead::Nonce::assume_unique_for_key(nonce),
-                ring::aead::Aad::empty(),
+                ring::aead::Aad::from(context.as_bytes()),
                 &mut sealed,
             )
             .expect("AES-GCM seals any length we keep");
@@ -95,14 +107,26 @@ impl SecretBox {
         )
     }
 
-    /// The plaintext of a sealed value; a value that is not sealed is
-    /// returned as it is (written before values were sealed); `None` when a
-    /// sealed value does not open (another key, or tampered with).
-    pub fn open(&self, value: &str) -> Option<String> {
+    /// The plaintext of a value sealed under `context`; `None` when it does
+    /// not open (another key, another context, tampered with, or not a
+    /// sealed value at all).
+    pub fn open(&self, value: &str, context: &str) -> Option<String> {
+        self.open_with(value.strip_prefix(SEALED)?, context.as_bytes())
+    }
+
+    /// The plaintext of a value written before values were bound to their
+    /// context: `sealed:v1:`, or in the clear before anything was sealed.
+    /// `None` for anything else.
+    pub fn open_unbound(&self, value: &str) -> Option<String> {
+        match value.strip_prefix(SEALED_UNBOUND) {
+            Some(encoded) => self.open_with(encoded, &[]),
+            None if value.starts_with("sealed:") => None,
+            None => Some(value.to_owned()),
+        }
+    }
+
+    fn open_with(&self, encoded: &str, context: &[u8]) -> Option<String> {
         use base64::Engine as _;
-        let Some(encoded) = value.strip_prefix(SEALED) else {
-            return Some(value.to_owned());
-        };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .ok()?;
@@ -114,7 +138,7 @@ impl SecretBox {
         let mut sealed = sealed.to_vec();
         let plain = self
             .0
-            .open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed)
+            .open_in_place(nonce, ring::aead::Aad::from(context), &mut sealed)
             .ok()?;
         String::from_utf8(plain.to_vec()).ok()
     }
@@ -161,32 +185,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sealed_values_open_only_under_their_key_and_untouched() {
+    fn sealed_values_open_only_under_their_key_and_context_and_untouched() {
         let key = MasterKey([7; 32]);
-        let sealed = key.secret_box("test").seal("s3cret value");
-        assert!(sealed.starts_with("sealed:v1:") && !sealed.contains("s3cret"));
-        assert_ne!(
-            sealed,
-            key.secret_box("test").seal("s3cret value"),
-            "fresh nonces"
-        );
+        let seal = |value: &str| key.secret_box("test").seal(value, "tenant-a/api_key");
+        let sealed = seal("s3cret value");
+        assert!(SecretBox::is_sealed(&sealed) && !sealed.contains("s3cret"));
+        assert_ne!(sealed, seal("s3cret value"), "fresh nonces");
+        let open = |value: &str, context: &str| key.secret_box("test").open(value, context);
         assert_eq!(
-            key.secret_box("test").open(&sealed).as_deref(),
+            open(&sealed, "tenant-a/api_key").as_deref(),
             Some("s3cret value")
         );
-        assert_eq!(key.secret_box("other").open(&sealed), None, "another key");
-        assert_eq!(MasterKey([8; 32]).secret_box("test").open(&sealed), None);
+        assert_eq!(open(&sealed, "tenant-b/api_key"), None, "another tenant");
+        assert_eq!(open(&sealed, "tenant-a/other"), None, "another name");
+        assert_eq!(
+            key.secret_box("other").open(&sealed, "tenant-a/api_key"),
+            None
+        );
+        assert_eq!(
+            MasterKey([8; 32])
+                .secret_box("test")
+                .open(&sealed, "tenant-a/api_key"),
+            None
+        );
         let mut tampered = sealed.clone().into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(
-            key.secret_box("test")
-                .open(&String::from_utf8(tampered).unwrap()),
+            open(&String::from_utf8(tampered).unwrap(), "tenant-a/api_key"),
             None
         );
         assert_eq!(
-            key.secret_box("test").open("plain").as_deref(),
+            open("plain", "tenant-a/api_key"),
+            None,
+            "only sealed values open"
+        );
+        // Values of before: unbound, or in the clear; never a bound one.
+        assert_eq!(
+            key.secret_box("test").open_unbound("plain").as_deref(),
             Some("plain")
+        );
+        assert_eq!(key.secret_box("test").open_unbound(&sealed), None);
+        let unbound = key
+            .secret_box("test")
+            .seal("old", "")
+            .replace("sealed:v2:", "sealed:v1:");
+        assert_eq!(
+            key.secret_box("test").open_unbound(&unbound).as_deref(),
+            Some("old")
+        );
+        assert_eq!(
+            open(&unbound, ""),
+            None,
+            "an unbound value is not a bound one"
         );
     }
 

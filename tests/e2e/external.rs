@@ -177,7 +177,7 @@ fn functions_are_shared_by_hosts_and_a_cron_tick_runs_once() {
     // hosts open it for the function.
     let stored = postgres.query("SELECT secrets->>'api_key' FROM zatabase.functions");
     assert!(
-        stored.starts_with("sealed:v1:") && !stored.contains("s3cret"),
+        stored.starts_with("sealed:v2:") && !stored.contains("s3cret"),
         "{stored}"
     );
     for host in [&a, &b] {

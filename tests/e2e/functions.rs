@@ -2256,3 +2256,121 @@ fn a_host_header_past_ascii_is_the_clients_mistake() {
     assert!(answer.contains("\"status\":400"), "{answer}");
     assert!(answer.contains("Host header"), "{answer}");
 }
+
+#[test]
+fn secrets_are_sealed_by_the_host_and_open_only_where_they_were_written() {
+    let mut host = Host::start();
+    let owner = host.token();
+    let mine = deployed(
+        &host,
+        &owner,
+        json!({ "name": "mine", "secrets": { "api_key": "owner-secret" } }),
+        spin5(),
+    );
+    let other = host
+        .signup(&unique_email("other"), "a long test password")
+        .access_token;
+    deployed(
+        &host,
+        &other,
+        json!({ "name": "theirs", "secrets": { "api_key": "their-secret" } }),
+        spin5(),
+    );
+    assert_eq!(
+        fn_get(&host, &other, "/fn/theirs/var/api_key").text(),
+        "their-secret"
+    );
+    let stored = |name: &str| {
+        host.platform_sql(&format!(
+            "SELECT secrets->>'api_key' FROM zatabase.functions WHERE name = '{name}'"
+        ))
+    };
+    assert!(
+        stored("mine").starts_with("sealed:v2:"),
+        "{}",
+        stored("mine")
+    );
+
+    // The host checks a secret's value before it seals it; nothing is
+    // stored of a refused request.
+    let refused = |method: &str, path: &str, body: Value| {
+        call(&host, method, path, &owner, Some(&body)).expect_error(422)
+    };
+    let message = refused(
+        "POST",
+        "/v1/functions",
+        json!({ "name": "long", "secrets": { "k": "x".repeat(16 * 1024 + 1) } }),
+    );
+    assert!(
+        message.contains("`secrets.k` is longer than 16384 bytes"),
+        "{message}"
+    );
+    let path = format!("/v1/functions/{mine}");
+    let message = refused("PUT", &path, json!({ "secrets": { "api_key": "a\u{0}b" } }));
+    assert!(message.contains("NUL"), "{message}");
+    assert_eq!(
+        fn_get(&host, &owner, "/fn/mine/var/api_key").text(),
+        "owner-secret"
+    );
+    let message = refused(
+        "POST",
+        "/v1/functions/templates/webhook/install",
+        json!({ "function_name": "hook", "parameters": { "signing_secret": "  " } }),
+    );
+    assert!(
+        message.contains("`signing_secret` must not be empty"),
+        "{message}"
+    );
+    assert_eq!(
+        fn_get(&host, &owner, "/v1/functions").json()["functions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A value that reads as sealed is sealed like any other.
+    let update = call(
+        &host,
+        "PUT",
+        &path,
+        &owner,
+        Some(&json!({ "secrets": { "api_key": "sealed:v2:not really" } })),
+    );
+    assert_eq!(update.status, 200, "{}", update.text());
+    assert_eq!(
+        fn_get(&host, &owner, "/fn/mine/var/api_key").text(),
+        "sealed:v2:not really"
+    );
+
+    // Whoever can write the platform's tables can copy a sealed value into
+    // another tenant's function, or under another name: it opens in
+    // neither place.
+    host.platform_sql(
+        "UPDATE zatabase.functions t
+         SET secrets = jsonb_build_object('api_key', m.secrets->'api_key', 'other', m.secrets->'api_key')
+         FROM zatabase.functions m WHERE m.name = 'mine' AND t.name = 'theirs'",
+    );
+    assert!(zatabase_tests::eventually(
+        std::time::Duration::from_secs(5),
+        || { fn_get(&host, &other, "/fn/theirs/var/api_key").status == 404 }
+    ));
+    assert_eq!(fn_get(&host, &other, "/fn/theirs/var/other").status, 404);
+
+    // A secret stored before secrets were bound (here in the clear) is
+    // sealed again, bound, at the next start.
+    host.platform_sql(
+        "UPDATE zatabase.functions SET secrets = '{\"api_key\": \"from before\"}' WHERE name = 'mine'",
+    );
+    host.keep_data();
+    assert!(host.stop().success());
+    let data_dir = host.data_dir.clone();
+    drop(host);
+    let again = Host::builder().data_dir(&data_dir).start();
+    let resealed = again
+        .platform_sql("SELECT secrets->>'api_key' FROM zatabase.functions WHERE name = 'mine'");
+    assert!(resealed.starts_with("sealed:v2:"), "{resealed}");
+    assert_eq!(
+        fn_get(&again, &owner, "/fn/mine/var/api_key").text(),
+        "from before"
+    );
+}

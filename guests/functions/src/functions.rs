@@ -34,9 +34,8 @@ pub const FUNCTION: &str = "f.id::text AS id, f.name, f.description, f.environme
 pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let caller = caller()?;
     let body: CreateRequest = request.json()?;
-    let mut settings = Settings::from_create(body, &functions::limits())?;
+    let settings = Settings::from_create(body, &functions::limits())?;
     require(Resource::Functions, Some(&settings.name), Action::Write)?;
-    settings.seal_secrets(functions::seal);
     let tx = db::begin()?;
     let id = insert(&tx, &caller, &settings)?;
     db::commit(tx)?;
@@ -145,8 +144,6 @@ pub fn update(request: &Request, params: &Params) -> Result<Response, ApiError> 
     if settings.name != old_name {
         require(Resource::Functions, Some(&settings.name), Action::Write)?;
     }
-    let mut settings = settings;
-    settings.seal_secrets(functions::seal);
     let updated = tx.execute(
         "UPDATE zatabase.functions SET name = $2, description = $3, variables = $4::jsonb,
            secrets = $5::jsonb, public = $6, timeout_ms = $7, memory_mb = $8,

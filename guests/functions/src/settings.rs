@@ -70,34 +70,26 @@ const MAX_VALUE_BYTES: usize = 16 * 1024;
 /// The longest variable name (Spin sets none; this bounds what a function's
 /// row stores and every listing returns).
 const MAX_NAME_BYTES: usize = 128;
-/// How the host writes a sealed secret (`functions.seal`).
-const SEALED: &str = "sealed:v1:";
+/// How a secret reaches this route group: the host seals every secret a
+/// request carries before the request is dispatched here
+/// (`host/src/functions/sealing.rs`), so no secret is ever held here in
+/// the clear.
+const SEALED: &str = "sealed:v2:";
 
-/// Refuses a new secret value that would read as already sealed.
-fn check_new_secrets<'a>(values: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
-    if values.into_iter().any(|v| v.starts_with(SEALED)) {
-        return Err(ApiError::unprocessable(format!(
-            "a secret's value cannot start with `{SEALED}`"
-        )));
+/// Refuses a secret value the host did not seal: it never should reach
+/// here, and must never be stored.
+fn check_sealed<'a>(values: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
+    if values.into_iter().any(|v| !v.starts_with(SEALED)) {
+        return Err(ApiError::internal(
+            "a secret reached the route group unsealed",
+        ));
     }
     Ok(())
 }
 
 impl Settings {
-    /// Seals every secret not sealed yet (new or changed ones), through the
-    /// host: the platform tables never hold a secret in the clear.
-    pub fn seal_secrets(&mut self, seal: impl Fn(&str) -> String) {
-        for value in self.secrets.values_mut() {
-            if !value.starts_with(SEALED) {
-                *value = seal(value);
-            }
-        }
-    }
-}
-
-impl Settings {
     pub fn from_create(request: CreateRequest, bounds: &Bounds) -> Result<Self, ApiError> {
-        check_new_secrets(request.secrets.iter().flat_map(|s| s.values()))?;
+        check_sealed(request.secrets.iter().flat_map(|s| s.values()))?;
         let settings = Self {
             name: request.name,
             description: request.description.unwrap_or_default(),
@@ -118,7 +110,7 @@ impl Settings {
 
     /// These settings changed by `request`.
     pub fn updated(mut self, request: UpdateRequest, bounds: &Bounds) -> Result<Self, ApiError> {
-        check_new_secrets(request.secrets.iter().flat_map(|s| s.values()).flatten())?;
+        check_sealed(request.secrets.iter().flat_map(|s| s.values()).flatten())?;
         if let Some(name) = request.name {
             self.name = name;
         }
@@ -178,8 +170,8 @@ impl Settings {
                         key.chars().take(MAX_NAME_BYTES).collect::<String>()
                     )));
                 }
-                // A sealed secret was checked when it was written.
-                let sealed = field == "secrets" && value.starts_with(SEALED);
+                // The host checked a secret's value before sealing it.
+                let sealed = field == "secrets";
                 if !sealed && value.len() > MAX_VALUE_BYTES {
                     return Err(ApiError::unprocessable(format!(
                         "`{field}.{key}` is longer than {MAX_VALUE_BYTES} bytes"
@@ -341,9 +333,8 @@ mod tests {
             serde_json::json!({"name": "x", "variables": {"a__b": "v"}}),
             serde_json::json!({"name": "x", "variables": {("k".repeat(129)): "v"}}),
             serde_json::json!({"name": "x", "variables": {"k": "a\u{0}b"}}),
-            serde_json::json!({"name": "x", "secrets": {"k": "a\u{0}b"}}),
             serde_json::json!({"name": "x", "description": "a\u{0}b"}),
-            serde_json::json!({"name": "x", "variables": {"k": "v"}, "secrets": {"k": "s"}}),
+            serde_json::json!({"name": "x", "variables": {"k": "v"}, "secrets": {"k": "sealed:v2:s"}}),
             serde_json::json!({"name": "x", "allowed_outbound_hosts": ["example.com"]}),
             serde_json::json!({"name": "x", "allowed_outbound_hosts": ["https://example.com/path"]}),
             serde_json::json!({"name": "x", "allowed_outbound_hosts": ["ftp://example.com"]}),
@@ -368,33 +359,29 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_sealed_once() {
-        let mut settings = create(serde_json::json!({
-            "name": "x", "secrets": {"a": "1"}
-        }))
-        .unwrap();
-        settings
-            .secrets
-            .insert("b".to_owned(), format!("{SEALED}already"));
-        settings.seal_secrets(|v| format!("{SEALED}<{v}>"));
-        assert_eq!(settings.secrets["a"], format!("{SEALED}<1>"));
-        assert_eq!(settings.secrets["b"], format!("{SEALED}already"));
+    fn secrets_arrive_sealed_or_not_at_all() {
+        let sealed = format!("{SEALED}x");
+        let settings = create(serde_json::json!({"name": "x", "secrets": {"a": sealed}})).unwrap();
+        assert_eq!(settings.secrets["a"], sealed);
         assert_eq!(
-            create(serde_json::json!({"name": "x", "secrets": {"a": "sealed:v1:x"}}))
+            create(serde_json::json!({"name": "x", "secrets": {"a": "in the clear"}}))
                 .unwrap_err()
                 .status,
-            422
+            500
         );
+        let update: UpdateRequest =
+            serde_json::from_value(serde_json::json!({"secrets": {"b": "in the clear"}})).unwrap();
+        assert_eq!(settings.updated(update, &bounds()).unwrap_err().status, 500);
     }
 
     #[test]
     fn updates_merge_secrets_and_replace_the_rest() {
         let settings = create(serde_json::json!({
-            "name": "x", "variables": {"a": "1"}, "secrets": {"s": "1", "t": "2"}
+            "name": "x", "variables": {"a": "1"}, "secrets": {"s": "sealed:v2:1", "t": "sealed:v2:2"}
         }))
         .unwrap();
         let update: UpdateRequest = serde_json::from_value(serde_json::json!({
-            "variables": {"b": "2"}, "secrets": {"s": null, "u": "3"}
+            "variables": {"b": "2"}, "secrets": {"s": null, "u": "sealed:v2:3"}
         }))
         .unwrap();
         let updated = settings.updated(update, &bounds()).unwrap();

@@ -146,7 +146,7 @@ pub fn install(request: &Request, params: &Params) -> Result<Response, ApiError>
         .ok_or_else(|| ApiError::not_found(format!("no template `{name}`")))?;
     let body: InstallRequest = request.json()?;
     let (variables, secrets) = variables(&template, body.parameters)?;
-    let mut settings = Settings::from_create(
+    let settings = Settings::from_create(
         CreateRequest {
             name: body.function_name,
             description: Some(
@@ -163,7 +163,6 @@ pub fn install(request: &Request, params: &Params) -> Result<Response, ApiError>
         &functions::limits(),
     )?;
     require(Resource::Functions, Some(&settings.name), Action::Write)?;
-    settings.seal_secrets(functions::seal);
     let wasm = functions::template_component(name)
         .ok_or_else(|| ApiError::internal(format!("template `{name}` has no component")))?;
     let info = functions::prepare(&wasm).map_err(|e| {

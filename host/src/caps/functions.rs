@@ -35,10 +35,6 @@ impl Host for FunctionsState {
         self.functions.template_component(&name).map(<[u8]>::to_vec)
     }
 
-    fn seal(&mut self, value: String) -> String {
-        self.functions.seal(&value)
-    }
-
     fn next_run(&mut self, schedule: String) -> Result<i64, String> {
         let schedule: crate::functions::cron::Schedule = schedule.parse()?;
         let now = std::time::SystemTime::now()

@@ -12,7 +12,7 @@
 //! A forgotten function read again as it was gets the deployment (linked
 //! component, kept instances) this host already made of it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +39,7 @@ use telemetry::Telemetry;
 
 pub mod cron;
 pub mod scheduler;
+pub mod sealing;
 pub mod telemetry;
 pub mod templates;
 
@@ -316,9 +317,46 @@ impl Functions {
         })
     }
 
-    /// `value` sealed for storage (see `SecretBox`).
-    pub fn seal(&self, value: &str) -> String {
-        self.secrets.seal(value)
+    /// Seals again, bound to its tenant and name, every secret stored
+    /// before secrets were bound (or before they were sealed at all). Runs
+    /// at start; a value that does not open is left as it is (and warned of
+    /// when its function loads).
+    pub async fn seal_unbound_secrets(&self) -> anyhow::Result<usize> {
+        let rows: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT id::text, project_id::text, environment, secrets FROM zatabase.functions f
+             WHERE EXISTS (SELECT 1 FROM jsonb_each_text(f.secrets) e
+                           WHERE e.value NOT LIKE 'sealed:v2:%')",
+        )
+        .fetch_all(self.db.platform_pool())
+        .await?;
+        let mut sealed = 0;
+        for (id, project_id, environment, before) in rows {
+            let Ok(mut secrets) =
+                serde_json::from_value::<BTreeMap<String, String>>(before.clone())
+            else {
+                continue;
+            };
+            for (name, value) in secrets.iter_mut() {
+                if SecretBox::is_sealed(value) {
+                    continue;
+                }
+                if let Some(plain) = self.secrets.open_unbound(value) {
+                    let context = sealing::secret_context(&project_id, &environment, name);
+                    *value = self.secrets.seal(&plain, &context);
+                    sealed += 1;
+                }
+            }
+            // Unless it changed meanwhile (then it was written sealed).
+            sqlx::query(
+                "UPDATE zatabase.functions SET secrets = $2 WHERE id = $1::uuid AND secrets = $3",
+            )
+            .bind(&id)
+            .bind(serde_json::to_value(&secrets)?)
+            .bind(&before)
+            .execute(self.db.platform_pool())
+            .await?;
+        }
+        Ok(sealed)
     }
 
     /// The marketplace's templates.
@@ -587,7 +625,8 @@ impl Functions {
         let mut variables: HashMap<String, String> = serde_json::from_str(&defined.variables)?;
         let secrets: HashMap<String, String> = serde_json::from_str(&defined.secrets)?;
         for (key, sealed) in secrets {
-            match self.secrets.open(&sealed) {
+            let context = sealing::secret_context(&defined.project_id, &defined.environment, &key);
+            match self.secrets.open(&sealed, &context) {
                 Some(value) => {
                     variables.insert(key, value);
                 }

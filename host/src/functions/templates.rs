@@ -93,6 +93,16 @@ pub fn load() -> anyhow::Result<Vec<Embedded>> {
                     "template `{folder}`: required parameter `{}` has a default",
                     parameter.name
                 );
+                // A secret is sealed by the host before the route group
+                // sees it, so the host alone checks it (as text); and a
+                // default would be published by the marketplace listing.
+                ensure!(
+                    !parameter.secret
+                        || (parameter.default.is_none()
+                            && matches!(parameter.format, Format::Text)),
+                    "template `{folder}`: secret parameter `{}` has a default or a format",
+                    parameter.name
+                );
             }
             Ok(Embedded {
                 info: Template {

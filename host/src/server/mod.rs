@@ -27,7 +27,7 @@ use crate::caps::zatabase::platform::session::Principal;
 use crate::config::Config;
 use crate::db::Db;
 use crate::dispatch::{Dispatcher, LoadedComponent, RequestContext, Services};
-use crate::functions::Functions;
+use crate::functions::{Functions, sealing};
 use crate::manifest::App;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
@@ -259,13 +259,16 @@ async fn serve_component(
     let caller = request.extensions().get::<Caller>().cloned();
     let client = middleware::client_address(&request);
     let mut response = match principal(&state, public, caller).await {
-        Ok(caller) => {
-            let ctx = RequestContext::new(request_id.clone(), caller, client, None);
-            match state.dispatcher.dispatch(&component, ctx, request).await {
-                Ok(response) => response,
-                Err(error) => ApiError::dispatch_failed(error, &request_id).into_response(),
+        Ok(caller) => match seal_secrets(&state, &component, caller.as_ref(), request).await {
+            Ok(request) => {
+                let ctx = RequestContext::new(request_id.clone(), caller, client, None);
+                match state.dispatcher.dispatch(&component, ctx, request).await {
+                    Ok(response) => response,
+                    Err(error) => ApiError::dispatch_failed(error, &request_id).into_response(),
+                }
             }
-        }
+            Err(error) => error.into_response(),
+        },
         Err(error) => api::refuse(error, request).await,
     };
     response
@@ -300,6 +303,32 @@ pub(crate) async fn principal(
                 "the session could not be checked; try again",
             ))
         }
+    }
+}
+
+/// The request with the secrets it carries sealed, when it goes to the
+/// functions route group (which stores them and must never hold one in the
+/// clear; see `functions::sealing`); any other request as it is.
+async fn seal_secrets(
+    state: &AppState,
+    component: &LoadedComponent,
+    caller: Option<&(Principal, Arc<Access>)>,
+    request: Request,
+) -> Result<Request, ApiError> {
+    if component.id() != "functions" {
+        return Ok(request);
+    }
+    match (
+        sealing::carrying(request.method(), request.uri().path()),
+        caller,
+    ) {
+        (Some(carrying), Some((principal, _))) => {
+            state
+                .functions
+                .seal_request(principal, carrying, request)
+                .await
+        }
+        _ => Ok(request),
     }
 }
 

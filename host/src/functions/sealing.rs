@@ -1,0 +1,181 @@
+//! Function secrets are sealed by the host on their way in: the functions
+//! route group's guest, which stores them, only ever holds them sealed.
+//!
+//! Three routes carry secrets: `POST /v1/functions` and
+//! `PUT /v1/functions/:id` (`secrets`), and
+//! `POST /v1/functions/templates/:name/install` (the template's parameters
+//! marked `secret`). Before such a request is dispatched, the host reads
+//! its JSON body, checks each secret value (what the guest would have
+//! checked: its size, no NUL), and writes it back sealed under the caller's
+//! tenant and the secret's name ([`secret_context`]). Anything else in the
+//! body is the guest's to judge; a body that is not a JSON object goes on
+//! untouched, for the guest to refuse.
+
+use axum::body::Body;
+use axum::extract::Request;
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use super::Functions;
+use crate::api::ApiError;
+use crate::caps::zatabase::platform::session::Principal;
+
+/// The most bytes of one variable's or secret's value (the route group
+/// checks variables to the same bound).
+const MAX_VALUE_BYTES: usize = 16 * 1024;
+
+/// What a sealed secret is bound to: its tenant and its name. A value
+/// copied into another tenant's function, or under another name, does not
+/// open.
+pub fn secret_context(project_id: &str, environment: &str, name: &str) -> String {
+    format!(
+        "function-secret\0{}\0{environment}\0{name}",
+        project_id.to_ascii_lowercase()
+    )
+}
+
+/// Which secrets a request to the functions route group carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Carrying {
+    /// A function's settings: its `secrets`.
+    Settings,
+    /// An install of template `name`: its secret parameters.
+    Install(String),
+}
+
+/// Whether `method` on `path` carries secrets, and which.
+pub fn carrying(method: &Method, path: &str) -> Option<Carrying> {
+    let rest = path.strip_prefix("/v1/functions")?;
+    let segments: Vec<&str> = rest.split('/').skip(1).collect();
+    match (method, rest, segments.as_slice()) {
+        (&Method::POST, "" | "/", _) => Some(Carrying::Settings),
+        (&Method::POST, _, ["templates", name, "install"]) => {
+            Some(Carrying::Install((*name).to_owned()))
+        }
+        (&Method::PUT, _, [id] | [id, ""]) if !id.is_empty() => Some(Carrying::Settings),
+        _ => None,
+    }
+}
+
+impl Functions {
+    /// `request` with every secret it carries sealed for `caller`'s tenant,
+    /// or the error that a secret's value earns.
+    pub async fn seal_request(
+        &self,
+        caller: &Principal,
+        carrying: Carrying,
+        request: Request,
+    ) -> Result<Request, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        // The body's limit was set by the caller; crossing it answers 413.
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+        })?;
+        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Ok(Request::from_parts(parts, Body::from(bytes)));
+        };
+        let seal = |name: &str, value: &str| {
+            let context = secret_context(&caller.project_id, &caller.environment, name);
+            self.secrets.seal(value, &context)
+        };
+        match carrying {
+            Carrying::Settings => {
+                if let Some(Value::Object(secrets)) = body.get_mut("secrets") {
+                    for (name, value) in secrets.iter_mut() {
+                        if let Value::String(text) = value {
+                            check(&format!("`secrets.{name}`"), text)?;
+                            *value = Value::String(seal(name, text));
+                        }
+                    }
+                }
+            }
+            Carrying::Install(template) => {
+                let secret: Vec<&str> = self
+                    .templates
+                    .iter()
+                    .filter(|t| t.info.name == template)
+                    .flat_map(|t| &t.info.parameters)
+                    .filter(|p| p.secret)
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if let Some(Value::Object(parameters)) = body.get_mut("parameters") {
+                    for (name, value) in parameters.iter_mut() {
+                        if let (true, Value::String(text)) =
+                            (secret.contains(&name.as_str()), &*value)
+                        {
+                            let what = format!("template `{template}`: the parameter `{name}`");
+                            if text.trim().is_empty() {
+                                return Err(ApiError::new(
+                                    StatusCode::UNPROCESSABLE_ENTITY,
+                                    format!("{what} must not be empty"),
+                                ));
+                            }
+                            check(&what, text)?;
+                            *value = Value::String(seal(name, text));
+                        }
+                    }
+                }
+            }
+        }
+        let sealed = serde_json::to_vec(&body).expect("a JSON value serializes");
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        Ok(Request::from_parts(parts, Body::from(sealed)))
+    }
+}
+
+/// What the route group checks of a variable's value, for a secret it will
+/// only see sealed.
+fn check(what: &str, value: &str) -> Result<(), ApiError> {
+    let unprocessable = |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why);
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(unprocessable(format!(
+            "{what} is longer than {MAX_VALUE_BYTES} bytes"
+        )));
+    }
+    if value.contains('\0') {
+        return Err(unprocessable(format!(
+            "{what} must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routes_that_carry_secrets() {
+        let post = Method::POST;
+        assert_eq!(carrying(&post, "/v1/functions"), Some(Carrying::Settings));
+        assert_eq!(carrying(&post, "/v1/functions/"), Some(Carrying::Settings));
+        assert_eq!(
+            carrying(&Method::PUT, "/v1/functions/abc"),
+            Some(Carrying::Settings)
+        );
+        assert_eq!(
+            carrying(&post, "/v1/functions/templates/webhook/install"),
+            Some(Carrying::Install("webhook".to_owned()))
+        );
+        for (method, path) in [
+            (&Method::GET, "/v1/functions"),
+            (&Method::GET, "/v1/functions/abc"),
+            (&Method::DELETE, "/v1/functions/abc"),
+            (&post, "/v1/functions/abc/deployments"),
+            (&post, "/v1/functions/abc/invoke"),
+            (&post, "/v1/functionsx"),
+            (&Method::PUT, "/v1/functions/"),
+        ] {
+            assert_eq!(carrying(method, path), None, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn contexts_differ_by_tenant_and_name() {
+        let a = secret_context("P", "live", "key");
+        assert_eq!(a, secret_context("p", "live", "key"));
+        assert_ne!(a, secret_context("p", "sandbox", "key"));
+        assert_ne!(a, secret_context("q", "live", "key"));
+        assert_ne!(a, secret_context("p", "live", "other"));
+    }
+}
