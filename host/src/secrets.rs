@@ -32,8 +32,13 @@ impl MasterKey {
                 let mut key = [0u8; 32];
                 rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty())
                     .context("reading the system's random source")?;
-                write_private(file, hex::encode(key).as_bytes())?;
-                Ok(Self(key))
+                // Created only if still absent: of two hosts creating it
+                // at once, both end up with the one that was written.
+                if write_private(file, hex::encode(key).as_bytes())? {
+                    Ok(Self(key))
+                } else {
+                    Self::load(None, file)
+                }
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
         }
@@ -162,11 +167,12 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
-/// Writes a file only its owner can read, atomically.
-pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes a file only its owner can read, whole or not at all, unless one
+/// is already there: whether it was written.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("new-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -176,8 +182,18 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
 }
 
 #[cfg(test)]

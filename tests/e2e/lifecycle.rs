@@ -271,3 +271,30 @@ fn postgres_gets_its_cluster_but_not_what_a_link_in_it_names() {
     drop(again);
     std::fs::remove_dir_all(secret).unwrap();
 }
+
+#[test]
+fn a_database_refuses_a_master_key_other_than_its_own() {
+    let mut host = Host::start();
+    host.keep_data();
+    assert!(host.stop().success());
+    let data_dir = host.data_dir.clone();
+    drop(host);
+    // A data directory restored without its key gets a new one made: the
+    // database was set up with the old.
+    let key = data_dir.join("master.key");
+    let original = std::fs::read_to_string(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let refused = Host::builder().data_dir(&data_dir).try_start();
+    let log = refused
+        .err()
+        .expect("the host must not start with another key");
+    assert!(log.contains("set up with another master key"), "{log}");
+    let refused = Host::builder()
+        .data_dir(&data_dir)
+        .env("ZATABASE_MASTER_KEY", &"ab".repeat(32))
+        .try_start();
+    assert!(refused.is_err(), "nor with another key given");
+    std::fs::write(&key, original).unwrap();
+    let again = Host::builder().data_dir(&data_dir).start();
+    assert_eq!(again.get("/health/ready").status, 200);
+}

@@ -79,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session families",
         include_str!("../../migrations/0014_session_families.sql"),
     ),
+    (
+        15,
+        "master key check",
+        include_str!("../../migrations/0015_master_key_check.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

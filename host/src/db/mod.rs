@@ -225,6 +225,7 @@ impl Db {
     /// Applies the platform's migrations (schema `zatabase`).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         migrate::run(&self.platform).await?;
+        self.check_master_key().await?;
         // Whether migration 0011 took: if tenants can still take
         // session-level advisory locks, each request releases them first.
         let revoked: bool = sqlx::query_scalar(
@@ -239,6 +240,30 @@ impl Db {
             );
         }
         self.session_locks_revoked.store(revoked, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Refuses a master key other than the one this database was set up
+    /// with (recorded by the first host to start; see migration 0015).
+    async fn check_master_key(&self) -> anyhow::Result<()> {
+        let check = self.key.derive("master-key-check");
+        sqlx::query(
+            "INSERT INTO zatabase.installation (master_key_check) VALUES ($1)
+             ON CONFLICT (only_row) DO NOTHING",
+        )
+        .bind(&check)
+        .execute(&self.platform)
+        .await?;
+        let recorded: String =
+            sqlx::query_scalar("SELECT master_key_check FROM zatabase.installation")
+                .fetch_one(&self.platform)
+                .await?;
+        anyhow::ensure!(
+            recorded == check,
+            "this database was set up with another master key: functions' secrets and tenants' \
+             passwords derive from it. Start with the key it was set up with \
+             (ZATABASE_MASTER_KEY, or master.key in the data directory)"
+        );
         Ok(())
     }
 
