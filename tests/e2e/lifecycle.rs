@@ -105,30 +105,68 @@ fn sigkill_takes_postgres_down_and_the_next_start_recovers_every_committed_row()
 }
 
 #[test]
-fn readiness_reports_a_stopped_postgres() {
+fn a_postgres_that_dies_is_reported_down_and_started_again() {
     let mut host = Host::start();
     host.token();
+    host.sql_ok("CREATE TABLE kept (n int)", &[]);
+    host.sql_ok("INSERT INTO kept VALUES (1)", &[]);
     let ready = host.get("/health/ready");
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["checks"]["postgres"]["status"], "up");
     assert_eq!(ready.json()["checks"]["components"]["loaded"], 5);
 
+    // A Postgres that answers nothing (every process of it stopped) is
+    // reported down; readiness looks at most once a second.
     let postgres = host.postgres_pid().unwrap();
-    rustix::process::kill_process(postgres, Signal::KILL).unwrap();
-    assert!(eventually(Duration::from_secs(10), || !alive(postgres)));
-    // Readiness looks at the database at most once a second.
-    assert!(eventually(Duration::from_secs(5), || host
-        .get("/health/ready")
-        .status
-        == 503));
+    let signal_all = |signal: Signal| {
+        for pid in cluster_processes(postgres) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    };
+    signal_all(Signal::STOP);
+    let reported = eventually(Duration::from_secs(10), || {
+        host.get("/health/ready").status == 503
+    });
     let down = host.get("/health/ready");
+    signal_all(Signal::CONT);
+    assert!(reported, "readiness never reported the stopped Postgres");
     let message = down.expect_error(503);
     assert!(message.contains("postgres"), "{message}");
     assert_eq!(down.json()["checks"]["postgres"]["status"], "down");
     assert_eq!(host.get("/health").status, 200, "liveness is not readiness");
-    let sql = host.sql("SELECT 1", &[]);
-    assert!(sql.status == 503 || sql.status == 500, "{}", sql.text());
-    sql.expect_error(sql.status);
+    assert!(eventually(Duration::from_secs(10), || host
+        .get("/health/ready")
+        .status
+        == 200));
+
+    // A Postgres that dies is started again by the host.
+    rustix::process::kill_process(postgres, Signal::KILL).unwrap();
+    assert!(eventually(Duration::from_secs(10), || !alive(postgres)));
+    // Started again by the host, with every committed row.
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            host.postgres_pid()
+                .is_some_and(|pid| pid != postgres && alive(pid))
+        }),
+        "{}",
+        host.log()
+    );
+    assert!(eventually(Duration::from_secs(10), || host
+        .get("/health/ready")
+        .status
+        == 200));
+    assert!(
+        host.log().contains("Postgres exited; starting it again"),
+        "{}",
+        host.log()
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        host.sql("SELECT count(*) AS n FROM kept", &[]).status == 200
+    }));
+    assert_eq!(
+        host.sql_ok("SELECT count(*) AS n FROM kept", &[])["rows"],
+        json!([{ "n": 1 }])
+    );
     assert!(host.stop().success());
 }
 
@@ -146,6 +184,24 @@ fn a_second_host_cannot_share_a_data_directory() {
         200,
         "the first host is unharmed"
     );
+}
+
+/// A postmaster and its children (each in a session of its own, so not
+/// reached through the postmaster's process group).
+fn cluster_processes(postmaster: rustix::process::Pid) -> Vec<rustix::process::Pid> {
+    let mut pids = vec![postmaster];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The parent is the 2nd field after the command name.
+        let parent = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(1);
+        if parent == Some(&postmaster.as_raw_nonzero().to_string()) {
+            let pid = entry.file_name().to_string_lossy().parse().ok();
+            pids.extend(pid.and_then(rustix::process::Pid::from_raw));
+        }
+    }
+    pids
 }
 
 /// The scheduling policy (0 normal, 3 batch) and nice value of a process,

@@ -4,7 +4,10 @@
 //! Never an orphan: the postmaster is spawned from a supervisor thread that
 //! lives as long as the host, with a parent-death signal (SIGINT, Postgres's
 //! fast shutdown), so even a SIGKILLed host takes its Postgres down; the next
-//! start recovers the cluster from its WAL. Postgres refuses to run as root:
+//! start recovers the cluster from its WAL. A Postgres that dies while the
+//! host runs (a crash, the OOM killer) is started again by the supervisor,
+//! after a wait that grows while it keeps dying; the host's pools
+//! reconnect. Postgres refuses to run as root:
 //! a root host runs it as an unprivileged user (`nobody` by default) and
 //! gives that user the cluster's directory. The backends of the host's own
 //! connections are scheduled as batch work ([`schedule_backend`]).
@@ -16,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -55,7 +58,7 @@ struct Account {
 
 /// A running embedded Postgres.
 pub struct Embedded {
-    pid: Pid,
+    child: Arc<Child>,
     exited: mpsc::Receiver<std::io::Result<ExitStatus>>,
     socket_dir: PathBuf,
     port: u16,
@@ -78,14 +81,14 @@ impl Embedded {
         let socket_dir = socket_dir(&pgdata, config.port, account)?;
         clear_stale_pid(&pgdata).await?;
 
-        let mut command = Command::new(installation.bin("postgres"));
-        command
-            .arg("-D")
-            .arg(&pgdata)
-            .arg("-k")
-            .arg(&socket_dir)
-            .arg("-p")
-            .arg(config.port.to_string());
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "-D".into(),
+            pgdata.clone().into(),
+            "-k".into(),
+            socket_dir.clone().into(),
+            "-p".into(),
+            config.port.to_string().into(),
+        ];
         for (name, value) in [
             ("listen_addresses", String::new()),
             ("unix_socket_permissions", "0700".to_owned()),
@@ -101,11 +104,18 @@ impl Embedded {
             ("log_min_error_statement", "panic".to_owned()),
             ("huge_pages", "off".to_owned()),
         ] {
-            command.arg("-c").arg(format!("{name}={value}"));
+            args.push("-c".into());
+            args.push(format!("{name}={value}").into());
         }
-        let (pid, exited) = spawn(command, account, &log)?;
+        let postgres = installation.bin("postgres");
+        let make = move || {
+            let mut command = Command::new(&postgres);
+            command.args(&args);
+            command
+        };
+        let (child, exited) = spawn(Box::new(make), account, &log, Some(pgdata))?;
         let embedded = Self {
-            pid,
+            child,
             exited,
             socket_dir,
             port: config.port,
@@ -113,6 +123,8 @@ impl Embedded {
         };
         embedded.wait_ready(config.start_timeout).await?;
         embedded.create_database().await?;
+        // From here on, a Postgres that dies is started again.
+        embedded.child.lock().restart = true;
         Ok(embedded)
     }
 
@@ -170,14 +182,14 @@ impl Embedded {
         Ok(())
     }
 
-    /// Whether the postmaster is still running.
-    pub fn is_running(&self) -> bool {
-        rustix::process::test_kill_process(self.pid).is_ok()
-    }
-
     /// Stops Postgres: fast shutdown, then immediate shutdown if it hangs.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = rustix::process::kill_process(self.pid, Signal::INT);
+        {
+            let mut running = self.child.lock();
+            running.stopping = true;
+            running.signal(Signal::INT);
+            self.child.changed.notify_all();
+        }
         let exited = self.exited;
         let waited = tokio::task::spawn_blocking(move || {
             exited
@@ -187,7 +199,7 @@ impl Embedded {
         .await?;
         if let Err(exited) = waited {
             tracing::warn!("Postgres did not stop within 60 s; forcing an immediate shutdown");
-            let _ = rustix::process::kill_process(self.pid, Signal::QUIT);
+            self.child.lock().signal(Signal::QUIT);
             let _ =
                 tokio::task::spawn_blocking(move || exited.recv_timeout(Duration::from_secs(10)))
                     .await;
@@ -300,21 +312,25 @@ fn initdb(
         give(&building, account)?;
     }
     tracing::info!(path = %pgdata.display(), "initialising the Postgres cluster");
-    let mut command = Command::new(installation.bin("initdb"));
-    command.arg("-D").arg(&building).args([
-        "-U",
-        SUPERUSER,
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--locale=C",
-        "--no-instructions",
-    ]);
-    if !fsync {
-        command.arg("--no-sync");
-    }
-    let (_, exited) = spawn(command, account, log)?;
+    let (initdb, target) = (installation.bin("initdb"), building.clone());
+    let make = move || {
+        let mut command = Command::new(&initdb);
+        command.arg("-D").arg(&target).args([
+            "-U",
+            SUPERUSER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ]);
+        if !fsync {
+            command.arg("--no-sync");
+        }
+        command
+    };
+    let (_, exited) = spawn(Box::new(make), account, log, None)?;
     let status = exited.recv().context("initdb supervisor vanished")??;
     if !status.success() {
         let _ = std::fs::remove_dir_all(&building);
@@ -407,30 +423,15 @@ fn socket_dir(pgdata: &Path, port: u16, account: Option<Account>) -> anyhow::Res
 /// A `postmaster.pid` left by a Postgres that is gone is removed; one whose
 /// Postgres is still shutting down (its host just died) is waited for.
 async fn clear_stale_pid(pgdata: &Path) -> anyhow::Result<()> {
-    let file = pgdata.join("postmaster.pid");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let Some(pid) = running_postmaster(pgdata) else {
             return Ok(());
         };
-        let pid = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-            .and_then(Pid::from_raw);
-        let alive = pid.is_some_and(|pid| {
-            rustix::process::test_kill_process(pid).is_ok()
-                && std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
-                    .is_ok_and(|comm| comm.trim() == "postgres")
-        });
-        if !alive {
-            let _ = std::fs::remove_file(&file);
-            return Ok(());
-        }
         if Instant::now() > deadline {
             bail!(
                 "a Postgres (pid {}) is still running on {}; is another zatabase using this data directory?",
-                pid.map_or(0, |p| p.as_raw_nonzero().get()),
+                pid.as_raw_nonzero().get(),
                 pgdata.display()
             );
         }
@@ -438,58 +439,203 @@ async fn clear_stale_pid(pgdata: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Starts `command` from a thread that outlives it, as `account`, in its own
-/// process group (a terminal's Ctrl-C goes to the host, which then stops
-/// Postgres in order), with SIGINT as its parent-death signal.
+/// The postmaster that `postmaster.pid` names, if it is a live Postgres;
+/// a file naming anything else is removed.
+fn running_postmaster(pgdata: &Path) -> Option<Pid> {
+    let file = pgdata.join("postmaster.pid");
+    let text = std::fs::read_to_string(&file).ok()?;
+    let pid = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+        .and_then(Pid::from_raw);
+    let alive = pid.filter(|pid| {
+        rustix::process::test_kill_process(*pid).is_ok()
+            && std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+    });
+    if alive.is_none() {
+        let _ = std::fs::remove_file(&file);
+    }
+    alive
+}
+
+/// A process the host runs (Postgres, or initdb), as its supervisor
+/// thread keeps it.
+struct Child {
+    running: Mutex<Running>,
+    /// Signalled when `stopping` is set.
+    changed: Condvar,
+}
+
+struct Running {
+    /// The process while it has not been reaped: its pid cannot have been
+    /// reused, so a signal sent to it reaches it and nothing else.
+    pid: Option<Pid>,
+    /// Start it again when it exits (Postgres, once it was ready).
+    restart: bool,
+    /// The host is stopping it: an exit is final.
+    stopping: bool,
+}
+
+impl Running {
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
+impl Child {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The wait before starting a Postgres that died again, doubled at each
+/// quick death up to [`RESTART_AT_MOST`].
+const RESTART_FIRST: Duration = Duration::from_secs(2);
+const RESTART_AT_MOST: Duration = Duration::from_secs(60);
+/// A Postgres that ran this long before dying is restarted after
+/// [`RESTART_FIRST`] again.
+const RAN_WELL: Duration = Duration::from_secs(60);
+
+/// Starts what `make` makes from a thread that outlives it, as `account`,
+/// in its own process group (a terminal's Ctrl-C goes to the host, which
+/// then stops Postgres in order), with SIGINT as its parent-death signal.
+/// Once its [`Running::restart`] is set, the thread starts it again each
+/// time it exits, after a wait (and, for Postgres, once the cluster in
+/// `pgdata` is free), until the host stops it: a Postgres that crashed
+/// or was killed comes back by itself, and the host's pools reconnect.
+/// The receiver gets the final exit.
 fn spawn(
-    mut command: Command,
+    make: Box<dyn Fn() -> Command + Send>,
     account: Option<Account>,
     log: &Path,
-) -> anyhow::Result<(Pid, mpsc::Receiver<std::io::Result<ExitStatus>>)> {
-    let (output, pipe) = std::io::pipe()?;
-    command
-        .stdin(Stdio::null())
-        .stdout(pipe.try_clone()?)
-        .stderr(pipe)
-        .process_group(0);
-    LogWriter::open(log)?.copy_from(output)?;
-    if let Some(account) = account {
-        command.uid(account.uid).gid(account.gid);
-    }
+    pgdata: Option<PathBuf>,
+) -> anyhow::Result<(Arc<Child>, mpsc::Receiver<std::io::Result<ExitStatus>>)> {
+    let log = log.to_path_buf();
     let host = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (prctl, getppid, exit). It runs after the
-    // uid/gid change, which would otherwise clear the parent-death signal.
-    unsafe {
-        command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::INT))?;
-            // The host may have died between fork and prctl.
-            if rustix::process::getppid() != Some(host) {
-                std::process::exit(1);
-            }
-            Ok(())
-        });
-    }
+    let prepare = move |command: &mut Command| -> std::io::Result<()> {
+        let (output, pipe) = std::io::pipe()?;
+        command
+            .stdin(Stdio::null())
+            .stdout(pipe.try_clone()?)
+            .stderr(pipe)
+            .process_group(0);
+        LogWriter::open(&log)?.copy_from(output)?;
+        if let Some(account) = account {
+            command.uid(account.uid).gid(account.gid);
+        }
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe system calls (prctl, getppid, exit). It
+        // runs after the uid/gid change, which would otherwise clear the
+        // parent-death signal.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(Signal::INT))?;
+                // The host may have died between fork and prctl.
+                if rustix::process::getppid() != Some(host) {
+                    std::process::exit(1);
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    };
+    let child = Arc::new(Child {
+        running: Mutex::new(Running {
+            pid: None,
+            restart: false,
+            stopping: false,
+        }),
+        changed: Condvar::new(),
+    });
     let (started_tx, started_rx) = mpsc::channel();
     let (exited_tx, exited_rx) = mpsc::channel();
-    let program = command.get_program().to_string_lossy().into_owned();
+    let program = make().get_program().to_string_lossy().into_owned();
+    let supervised = child.clone();
     std::thread::Builder::new()
         .name("postgres-supervisor".to_owned())
-        .spawn(move || match command.spawn() {
-            Ok(mut child) => {
-                let _ = started_tx.send(Ok(child.id()));
-                let _ = exited_tx.send(child.wait());
-            }
-            Err(e) => {
-                let _ = started_tx.send(Err(e));
+        .spawn(move || {
+            let child = supervised;
+            let mut started = Some(started_tx);
+            let mut wait = RESTART_FIRST;
+            loop {
+                let mut command = make();
+                let spawned = prepare(&mut command).and_then(|()| command.spawn());
+                let since = Instant::now();
+                let status = match spawned {
+                    Ok(mut process) => {
+                        let pid = Pid::from_child(&process);
+                        {
+                            let mut running = child.lock();
+                            running.pid = Some(pid);
+                            if running.stopping {
+                                running.signal(Signal::INT);
+                            }
+                        }
+                        if let Some(started) = started.take() {
+                            let _ = started.send(Ok(()));
+                        }
+                        // Exited, but not reaped until its pid is forgotten.
+                        while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+                            rustix::process::WaitId::Pid(pid),
+                            rustix::process::WaitIdOptions::EXITED
+                                | rustix::process::WaitIdOptions::NOWAIT,
+                        ) {}
+                        let mut running = child.lock();
+                        running.pid = None;
+                        let status = process.wait();
+                        drop(running);
+                        status
+                    }
+                    Err(error) => match started.take() {
+                        Some(started) => {
+                            let _ = started.send(Err(error));
+                            return;
+                        }
+                        None => Err(error),
+                    },
+                };
+                let running = child.lock();
+                if running.stopping || !running.restart {
+                    drop(running);
+                    let _ = exited_tx.send(status);
+                    return;
+                }
+                if since.elapsed() >= RAN_WELL {
+                    wait = RESTART_FIRST;
+                }
+                tracing::error!(
+                    status = %status.as_ref().map_or_else(|e| e.to_string(), |s| s.to_string()),
+                    "Postgres exited; starting it again in {} s",
+                    wait.as_secs()
+                );
+                let (running, _) = child
+                    .changed
+                    .wait_timeout_while(running, wait, |running| !running.stopping)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if running.stopping {
+                    drop(running);
+                    let _ = exited_tx.send(status);
+                    return;
+                }
+                drop(running);
+                wait = (wait * 2).min(RESTART_AT_MOST);
+                if let Some(pgdata) = &pgdata {
+                    // Its backends outlive a killed postmaster for a moment.
+                    let _ = running_postmaster(pgdata);
+                }
             }
         })?;
-    let pid = started_rx
+    started_rx
         .recv()
         .context("the supervisor thread vanished")?
         .with_context(|| format!("starting {program}"))?;
-    let pid = Pid::from_raw(pid as i32).context("bad child pid")?;
-    Ok((pid, exited_rx))
+    Ok((child, exited_rx))
 }
 
 /// Where Postgres's output goes: `postgres.log`, readable by the host's
