@@ -13,7 +13,7 @@ use crate::functions::{find, name};
 
 /// A positive integer query parameter, at most `max`, or `default`.
 fn bounded(request: &Request, key: &str, default: i64, max: i64) -> Result<i64, ApiError> {
-    match request.query_param(key) {
+    match request.query_param(key)? {
         None => Ok(default),
         Some(raw) => raw
             .parse::<i64>()
@@ -32,7 +32,7 @@ pub fn logs(request: &Request, params: &Params) -> Result<Response, ApiError> {
     let function = find(&caller, id)?;
     require(Resource::Functions, Some(name(&function)), Action::Read)?;
     let limit = bounded(request, "limit", 100, 1000)?;
-    let request_id = request.query_param("request_id");
+    let request_id = request.query_param("request_id")?;
     if request_id.as_deref().is_some_and(|id| id.contains('\0')) {
         return Err(ApiError::bad_request(
             "`request_id` must not contain NUL characters",

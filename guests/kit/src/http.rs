@@ -253,14 +253,26 @@ impl Request {
     }
 
     /// The first value of the query parameter `name`, percent-decoded (`+`
-    /// is a space). A value that does not decode is absent.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.as_deref()?.split('&').find_map(|pair| {
+    /// is a space), if it is given. A value that does not decode (`%FF`,
+    /// `%zz`) is a 400, never taken for an absent one: a filter the caller
+    /// sent must not be dropped.
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let Some(query) = self.query.as_deref() else {
+            return Ok(None);
+        };
+        let found = query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (crate::router::percent_decode(key)? == name)
-                .then(|| crate::router::percent_decode(&value.replace('+', " ")))
-                .flatten()
-        })
+            (crate::router::percent_decode(key)? == name).then_some(value)
+        });
+        found
+            .map(|value| {
+                crate::router::percent_decode(&value.replace('+', " ")).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "the query parameter `{name}` is not valid percent-encoded UTF-8"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// The body as JSON of type `T`.
@@ -462,9 +474,17 @@ mod tests {
             query: Some("limit=10&q=a+b%21&empty&limit=20".to_owned()),
             ..Request::default()
         };
-        assert_eq!(request.query_param("limit").as_deref(), Some("10"));
-        assert_eq!(request.query_param("q").as_deref(), Some("a b!"));
-        assert_eq!(request.query_param("empty").as_deref(), Some(""));
-        assert_eq!(request.query_param("missing"), None);
+        let param = |name: &str| request.query_param(name).unwrap();
+        assert_eq!(param("limit").as_deref(), Some("10"));
+        assert_eq!(param("q").as_deref(), Some("a b!"));
+        assert_eq!(param("empty").as_deref(), Some(""));
+        assert_eq!(param("missing"), None);
+        for bad in ["id=%FF", "id=%zz", "id=a%"] {
+            let request = Request {
+                query: Some(bad.to_owned()),
+                ..Request::default()
+            };
+            assert_eq!(request.query_param("id").unwrap_err().status, 400, "{bad}");
+        }
     }
 }
