@@ -1550,6 +1550,11 @@ fn a_functions_logs_and_metrics_are_recorded() {
     fn_get(&host, &other, &format!("/v1/functions/{id}/logs")).expect_error(404);
     fn_get(&host, &other, &format!("/v1/functions/{id}/metrics")).expect_error(404);
     fn_get(&host, &token, &format!("/v1/functions/{id}/logs?limit=0")).expect_error(400);
+    // A filter that does not decode is refused, not dropped (which would
+    // answer every request's lines).
+    for query in ["request_id=%FF", "limit=%zz"] {
+        fn_get(&host, &token, &format!("/v1/functions/{id}/logs?{query}")).expect_error(400);
+    }
     fn_get(
         &host,
         &token,
@@ -1596,6 +1601,7 @@ fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
     assert_eq!(secret["required"], true);
     assert_eq!(secret["secret"], true);
     assert_eq!(secret["format"], "text");
+    assert_eq!(webhook["public"], true, "a webhook's sender has no token");
 
     // hello: a parameter given, and one left to its default.
     let install = |template: &str, body: Value| {
@@ -1635,6 +1641,7 @@ fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
     assert_eq!(hooked.status, 201, "{}", hooked.text());
     assert_eq!(hooked.json()["secrets"], json!(["signing_secret"]));
     assert!(!hooked.text().contains("whsec_test"));
+    assert_eq!(hooked.json()["public"], true);
     let body = br#"{"type":"payment.succeeded","id":42}"#.to_vec();
     let sign = |key: &[u8], body: &[u8]| {
         use hmac::Mac;
@@ -1646,11 +1653,17 @@ fn the_marketplace_lists_templates_and_installs_them_as_callable_functions() {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
-    let bearer = format!("Bearer {token}");
+    // Sent as GitHub sends it: no token, the project named by a header.
+    let whoami = fn_get(&host, &token, "/v1/whoami").json();
+    let project = whoami["project_id"].as_str().unwrap().to_owned();
+    let environment = whoami["environment"].as_str().unwrap().to_owned();
     let post = |signature: Option<String>, body: Vec<u8>| {
-        let mut headers = vec![("authorization", bearer.clone())];
+        let mut headers = vec![
+            ("x-zatabase-project", project.clone()),
+            ("x-zatabase-environment", environment.clone()),
+        ];
         if let Some(signature) = signature {
-            headers.push(("x-signature-256", signature));
+            headers.push(("x-hub-signature-256", signature));
         }
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         host.request("POST", "/fn/hook", &headers, body)
@@ -1809,6 +1822,33 @@ fn the_crud_template_keeps_json_in_a_table_of_the_tenant() {
     assert_eq!(ordered.status, 201, "{}", ordered.text());
     let rows = host.sql_ok("SELECT data->>'n' AS n FROM \"order\"", &[]);
     assert_eq!(rows["rows"], json!([{ "n": "1" }]));
+
+    // A document Postgres cannot store is the client's 400, in the
+    // platform's error shape.
+    let nul = send(
+        &host,
+        &token,
+        "POST",
+        "/fn/notes",
+        Some(json!({ "t": "a\u{0}b" })),
+    );
+    assert!(nul.expect_error(400).contains("NUL"));
+
+    // Pointed at a table that is not its own, the function touches
+    // nothing of it: every request is a 409 naming both shapes.
+    host.sql_ok(
+        "CREATE TABLE ledger (id int8 PRIMARY KEY, amount numeric)",
+        &[],
+    );
+    host.sql_ok("INSERT INTO ledger VALUES (5, 10)", &[]);
+    install(&host, &token, "crud", "wrong", json!({ "table": "ledger" }));
+    for (method, path) in [("GET", "/fn/wrong"), ("DELETE", "/fn/wrong/5")] {
+        let refused = send(&host, &token, method, path, None);
+        let message = refused.expect_error(409);
+        assert!(message.contains("amount numeric"), "{message}");
+    }
+    let kept = host.sql_ok("SELECT count(*) AS n FROM ledger", &[]);
+    assert_eq!(kept["rows"], json!([{ "n": 1 }]));
 }
 
 #[test]
@@ -1859,6 +1899,35 @@ fn the_vector_search_template_finds_the_nearest_embeddings() {
     assert_eq!(
         search(json!({ "embedding": [1, 0, 0], "metric": "manhattan" })).status,
         400
+    );
+    for bad in [
+        json!({ "embedding": [1, 0, 0], "k": 5.5 }),
+        json!({ "embedding": [1, 0, 0], "k": "5" }),
+        json!({ "embedding": [1e300, 0, 0] }),
+    ] {
+        search(bad.clone()).expect_error(400);
+    }
+    // The stored length holds: another is refused, and search still works.
+    let put = |id: &str, embedding: Value| {
+        send(
+            &host,
+            &token,
+            "PUT",
+            &format!("/fn/similar/{id}"),
+            Some(json!({ "embedding": embedding })),
+        )
+    };
+    let message = put("d", json!([1, 0])).expect_error(400);
+    assert!(message.contains("the stored ones have 3"), "{message}");
+    put("e", json!([1e300, 0, 0])).expect_error(400);
+    assert_eq!(
+        put("c", json!([0.8, 0.2, 0.0])).status,
+        200,
+        "a replacement of the same length"
+    );
+    assert_eq!(
+        search(json!({ "embedding": [1, 0, 0], "k": 1 })).status,
+        200
     );
     assert_eq!(
         send(&host, &token, "DELETE", "/fn/similar/a", None).status,
@@ -2058,7 +2127,11 @@ fn the_sdk_example_reaches_the_tenant_and_the_log() {
     let host = Host::start();
     let token = host.token();
     let me = fn_get(&host, &token, "/v1/whoami").json();
-    let id = create(&host, &token, json!({ "name": "guestbook" }))["id"]
+    let id = create(
+        &host,
+        &token,
+        json!({ "name": "guestbook", "public": true }),
+    )["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -2092,6 +2165,31 @@ fn the_sdk_example_reaches_the_tenant_and_the_log() {
         )
         .status,
         400
+    );
+    // Public: anyone reads, but signing takes Write on the table, which an
+    // anonymous caller does not hold.
+    let project = me["project_id"].as_str().unwrap();
+    let environment = me["environment"].as_str().unwrap();
+    let anonymous = |method: &str, body: Vec<u8>| {
+        host.request(
+            method,
+            "/fn/guestbook",
+            &[
+                ("x-zatabase-project", project),
+                ("x-zatabase-environment", environment),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+    };
+    assert_eq!(
+        anonymous("GET", Vec::new()).json()["entries"][0]["name"],
+        "Ada"
+    );
+    anonymous("POST", br#"{"name":"Eve","message":"hi"}"#.to_vec()).expect_error(403);
+    assert_eq!(
+        host.sql_ok("SELECT count(*) AS n FROM guestbook", &[])["rows"],
+        json!([{ "n": 1 }])
     );
     let expected = format!("Ada signed (caller {})", me["user_id"].as_str().unwrap());
     let path = format!("/v1/functions/{id}/logs?request_id={request_id}");

@@ -23,6 +23,7 @@ fn describe(template: &Template) -> serde_json::Value {
         "name": template.name,
         "description": template.description,
         "tags": template.tags,
+        "public": template.public,
         "parameters": template.parameters.iter().map(|p| json!({
             "name": p.name,
             "description": p.description,
@@ -155,7 +156,7 @@ pub fn install(request: &Request, params: &Params) -> Result<Response, ApiError>
             ),
             variables: Some(variables),
             secrets: Some(secrets),
-            public: body.public,
+            public: Some(body.public.unwrap_or(template.public)),
             timeout_ms: body.timeout_ms,
             memory_mb: body.memory_mb,
             allowed_outbound_hosts: body.allowed_outbound_hosts,
@@ -195,6 +196,7 @@ mod tests {
             name: "t".to_owned(),
             description: String::new(),
             tags: Vec::new(),
+            public: false,
             parameters: vec![
                 parameter("key", true, true, None),
                 parameter("greeting", false, false, Some("hi")),

@@ -22,6 +22,9 @@ struct Metadata {
     description: String,
     #[serde(default)]
     tags: Vec<String>,
+    /// An install is public unless its request says otherwise.
+    #[serde(default)]
+    public: bool,
     #[serde(default)]
     parameters: Vec<Parameter>,
 }
@@ -109,6 +112,7 @@ pub fn load() -> anyhow::Result<Vec<Embedded>> {
                     name: metadata.name,
                     description: metadata.description,
                     tags: metadata.tags,
+                    public: metadata.public,
                     parameters: metadata
                         .parameters
                         .into_iter()

@@ -1,6 +1,9 @@
 //! A guestbook: `POST /` with `{"name", "message"}` signs it, `GET /` reads
 //! it. The HTTP side is spin-sdk's; the table is the tenant's own, reached
-//! through `zatabase_sdk::sql`, and each signature is logged.
+//! through `zatabase_sdk::sql`, and each signature is logged. Anyone who
+//! can call the function reads; signing takes Write on the `guestbook`
+//! table (`zatabase_sdk::check`): the function's SQL has the tenant's full
+//! rights, so the function decides what its caller may do.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -51,6 +54,15 @@ fn handle(request: Request) -> impl IntoResponse {
             Err(error) => fail(error),
         },
         Method::Post => {
+            use zatabase_sdk::{Action, Resource};
+            if let Err(refusal) =
+                zatabase_sdk::check(Resource::Tables, Some("guestbook"), Action::Write)
+            {
+                return answer(
+                    403,
+                    json!({ "error": "Forbidden", "message": refusal, "status": 403 }),
+                );
+            }
             let Ok(signature) = serde_json::from_slice::<Signature>(request.body()) else {
                 return answer(400, json!({ "error": "expected {\"name\", \"message\"}" }));
             };

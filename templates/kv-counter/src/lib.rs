@@ -44,8 +44,14 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
     } else {
         path
     };
-    if name.contains('/') || name.len() > 200 {
-        return Ok(answer(404, r#"{"error":"a counter is one path segment"}"#.to_owned()));
+    // Names a URL carries as they are (so also JSON strings as they are).
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"._~-".contains(&b);
+    if name.is_empty() || name.len() > 200 || !name.bytes().all(plain) {
+        return Ok(answer(
+            404,
+            r#"{"error":"Not Found","message":"a counter is named by 1 to 200 letters, digits, `.`, `_`, `~` or `-`","status":404}"#
+                .to_owned(),
+        ));
     }
     let store = Store::open_default()?;
     let key = format!("counter:{name}");
@@ -61,6 +67,10 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             store.delete(&key)?;
             Response::builder().status(204).build()
         }
-        _ => answer(405, r#"{"error":"POST, GET or DELETE"}"#.to_owned()),
+        _ => answer(
+            405,
+            r#"{"error":"Method Not Allowed","message":"POST, GET or DELETE","status":405}"#
+                .to_owned(),
+        ),
     })
 }

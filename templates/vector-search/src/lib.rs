@@ -9,7 +9,9 @@
 //! | `DELETE /<id>` | 204, or 404 |
 //!
 //! An embedding of another length than the stored ones is a 400 (pgvector
-//! refuses to compare them).
+//! refuses to compare them): the first one stored sets the length.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
@@ -26,7 +28,89 @@ fn answer(status: u16, body: Value) -> Response {
 }
 
 fn error(status: u16, message: &str) -> Response {
-    answer(status, json!({ "error": message, "status": status }))
+    let reason = match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        _ => "Internal Server Error",
+    };
+    answer(
+        status,
+        json!({ "error": reason, "message": message, "status": status }),
+    )
+}
+
+/// The table, created if missing, and checked to be the one this template
+/// makes: `CREATE TABLE IF NOT EXISTS` would take any relation of that name
+/// (another app's table, a view) for it. Checked once an instance.
+fn ensure_table(
+    db: &Connection,
+    table: &str,
+    create: &str,
+    columns: &[(&str, &str)],
+) -> Result<(), Response> {
+    static READY: AtomicBool = AtomicBool::new(false);
+    if READY.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    // Two first requests at once race to create it; the loser's error
+    // (a duplicate type) is gone on the second try.
+    if db.execute(create, &[]).is_err() {
+        db.execute(create, &[])
+            .map_err(|e| error(500, &format!("creating {table}: {e}")))?;
+    }
+    let found = db
+        .query(
+            "SELECT c.relkind::text, a.attname::text, format_type(a.atttypid, NULL)
+             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+             WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[ParameterValue::Str(table.to_owned())],
+        )
+        .map_err(|e| error(500, &format!("reading {table}'s columns: {e}")))?;
+    let shape: Vec<(String, String, String)> = found
+        .rows
+        .iter()
+        .filter_map(|row| {
+            Some((
+                String::decode(&row[0]).ok()?,
+                String::decode(&row[1]).ok()?,
+                String::decode(&row[2]).ok()?,
+            ))
+        })
+        .collect();
+    let fits = shape.len() == columns.len()
+        && shape
+            .iter()
+            .zip(columns)
+            .all(|((kind, name, ty), (want_name, want_ty))| {
+                kind == "r"
+                    && name == want_name
+                    && (ty == want_ty || ty.ends_with(&format!(".{want_ty}")))
+            });
+    if !fits {
+        let has: Vec<String> = shape
+            .iter()
+            .map(|(_, name, ty)| format!("{name} {ty}"))
+            .collect();
+        let wants: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| format!("{name} {ty}"))
+            .collect();
+        return Err(error(
+            409,
+            &format!(
+                "{table} is not this function's table: it has ({}), this function keeps ({}); \
+                 install it again with another `table`",
+                has.join(", "),
+                wants.join(", ")
+            ),
+        ));
+    }
+    READY.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// The table's name, quoted, if it is a plain lower-case identifier (quoted,
@@ -41,29 +125,57 @@ fn table() -> Option<String> {
     plain.then(|| format!("\"{name}\""))
 }
 
-/// `[1,2,3]` from a JSON array of numbers.
-fn vector(value: &Value) -> Option<String> {
-    let numbers: Option<Vec<f64>> = value.as_array()?.iter().map(Value::as_f64).collect();
-    let numbers = numbers.filter(|n| !n.is_empty() && n.iter().all(|x| x.is_finite()))?;
-    Some(format!(
-        "[{}]",
-        numbers.iter().map(f64::to_string).collect::<Vec<_>>().join(",")
-    ))
+/// pgvector's most dimensions.
+const MAX_DIMENSIONS: usize = 16_000;
+
+/// `[1,2,3]` and its length from a JSON array of numbers, each within a
+/// `real`'s range (what pgvector stores), or the 400 to answer.
+fn vector(value: &Value) -> Result<(String, usize), Response> {
+    let numbers: Option<Vec<f64>> = value
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_f64).collect());
+    let numbers = numbers
+        .filter(|n| (1..=MAX_DIMENSIONS).contains(&n.len()))
+        .filter(|n| n.iter().all(|x| x.is_finite() && x.abs() <= f64::from(f32::MAX)))
+        .ok_or_else(|| {
+            error(
+                400,
+                &format!(
+                    "`embedding` must be an array of 1 to {MAX_DIMENSIONS} numbers, each within a 32-bit float's range"
+                ),
+            )
+        })?;
+    let text = numbers
+        .iter()
+        .map(f64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok((format!("[{text}]"), numbers.len()))
 }
 
 #[http_component]
-fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
+fn handle(request: Request) -> impl IntoResponse {
+    // A failure of the database is answered in the platform's error shape.
+    serve(request).unwrap_or_else(|e| error(500, &e.to_string()))
+}
+
+fn serve(request: Request) -> anyhow::Result<Response> {
     let Some(table) = table() else {
         return Ok(error(500, "the `table` variable is not a plain table name"));
     };
     let db = Connection::open("postgres://tenant")?;
-    db.execute(
-        &format!(
-            "CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY,
-               embedding extensions.vector NOT NULL, document jsonb NOT NULL DEFAULT '{{}}')"
-        ),
-        &[],
-    )?;
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY,
+           embedding extensions.vector NOT NULL, document jsonb NOT NULL DEFAULT '{{}}')"
+    );
+    let columns = [
+        ("id", "text"),
+        ("embedding", "vector"),
+        ("document", "jsonb"),
+    ];
+    if let Err(response) = ensure_table(&db, &table, &create, &columns) {
+        return Ok(response);
+    }
     let path = request
         .header("spin-path-info")
         .and_then(|v| v.as_str())
@@ -76,13 +188,17 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             let Some(body) = body() else {
                 return Ok(error(400, "expected a JSON body"));
             };
-            let Some(embedding) = vector(&body["embedding"]) else {
-                return Ok(error(400, "`embedding` must be a non-empty array of numbers"));
+            let (embedding, _) = match vector(&body["embedding"]) {
+                Ok(vector) => vector,
+                Err(response) => return Ok(response),
             };
-            let k = body["k"].as_i64().unwrap_or(10);
-            if !(1..=1000).contains(&k) {
-                return Ok(error(400, "`k` must be from 1 to 1000"));
-            }
+            let k = match &body["k"] {
+                Value::Null => Some(10),
+                k => k.as_i64().filter(|k| (1..=1000).contains(k)),
+            };
+            let Some(k) = k else {
+                return Ok(error(400, "`k` must be a whole number from 1 to 1000"));
+            };
             let operator = match body["metric"].as_str().unwrap_or("cosine") {
                 "cosine" => "<=>",
                 "l2" => "<->",
@@ -112,16 +228,36 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                         .collect();
                     answer(200, json!({ "results": results? }))
                 }
-                Err(e) => error(400, &e.to_string()),
+                Err(e) if e.to_string().contains("different vector dimensions") => error(
+                    400,
+                    "`embedding` has another length than the stored embeddings",
+                ),
+                Err(e) => return Err(e.into()),
             }
         }
         (Method::Put, id) if !id.is_empty() && !id.contains('/') => {
             let Some(body) = body() else {
                 return Ok(error(400, "expected a JSON body"));
             };
-            let Some(embedding) = vector(&body["embedding"]) else {
-                return Ok(error(400, "`embedding` must be a non-empty array of numbers"));
+            let (embedding, dimensions) = match vector(&body["embedding"]) {
+                Ok(vector) => vector,
+                Err(response) => return Ok(response),
             };
+            let stored = db.query(
+                &format!("SELECT extensions.vector_dims(embedding)::int8 FROM {table} WHERE id <> $1 LIMIT 1"),
+                &[ParameterValue::Str(id.to_owned())],
+            )?;
+            if let Some(row) = stored.rows.first() {
+                let length = i64::decode(&row[0])?;
+                if length != dimensions as i64 {
+                    return Ok(error(
+                        400,
+                        &format!(
+                            "`embedding` has {dimensions} numbers; the stored ones have {length}"
+                        ),
+                    ));
+                }
+            }
             let document = match &body["document"] {
                 Value::Null => json!({}),
                 document @ Value::Object(_) => document.clone(),
