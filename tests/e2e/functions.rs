@@ -1530,6 +1530,25 @@ fn a_functions_logs_and_metrics_are_recorded() {
     let p50 = metrics["duration_ms"]["p50"].as_f64().unwrap();
     let p99 = metrics["duration_ms"]["p99"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 <= p99, "{metrics}");
+    // Percentiles are durations calls took (nearest rank), not values
+    // between two: of a 1 ms call and a 100 ms one, p50 is 1 ms.
+    let quiet = create(&host, &token, json!({ "name": "two-calls" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    host.platform_sql(&format!(
+        "INSERT INTO zatabase.function_invocation_batches (function_id, at, statuses, durations_us, cold)
+         VALUES ('{quiet}', now(), '{{200,503}}', '{{1000,100000}}', '{{false,false}}')"
+    ));
+    let two = fn_get(&host, &token, &format!("/v1/functions/{quiet}/metrics")).json();
+    let ms = |p: &str| two["duration_ms"][p].as_f64().unwrap();
+    assert_eq!(
+        (ms("p50"), ms("p95"), ms("p99")),
+        (1.0, 100.0, 100.0),
+        "{two}"
+    );
+    assert_eq!(two["by_status"], json!({ "200": 1, "503": 1 }), "{two}");
+    assert_eq!(two["errors"], 1, "{two}");
     // The host's own metrics count them under the `fn` group.
     let exposition = host.get("/metrics").text();
     for line in [

@@ -84,6 +84,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "master key check",
         include_str!("../../migrations/0015_master_key_check.sql"),
     ),
+    (
+        16,
+        "telemetry prune indexes",
+        include_str!("../../migrations/0016_telemetry_prune_indexes.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

@@ -11,9 +11,11 @@
 //! lowest CPU priority on the embedded Postgres ([`Db::background_connection`]):
 //! the writes (Postgres compresses the arrays) wait for idle CPU rather
 //! than delay requests. A host keeps at most `MAX_PENDING_BYTES` of
-//! unwritten lines (Postgres away, a function logging without pause) and
-//! drops the rest, counting them in its log. Rows older than seven days are
-//! pruned.
+//! unwritten lines (Postgres away, a function logging without pause), each
+//! function at most `MAX_PENDING_BYTES_PER_FUNCTION` of them (one flooding
+//! function does not crowd out the others' lines), and drops the rest,
+//! counting them in its log. Rows older than seven days are pruned, and a
+//! function keeps its newest `KEPT_LINES_PER_FUNCTION` lines.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,8 @@ use crate::db::Db;
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_PENDING_BYTES: usize = 8 << 20;
+const MAX_PENDING_BYTES_PER_FUNCTION: usize = 1 << 20;
+const KEPT_LINES_PER_FUNCTION: i64 = 100_000;
 const MAX_PENDING_INVOCATIONS: usize = 100_000;
 
 #[derive(Default)]
@@ -37,6 +41,8 @@ struct Pending {
     invocation_count: usize,
     logs: Vec<Line>,
     log_bytes: usize,
+    /// Each function's share of `log_bytes`.
+    function_log_bytes: HashMap<String, usize>,
     dropped: u64,
 }
 
@@ -70,11 +76,26 @@ impl Telemetry {
         let size =
             std::mem::size_of::<Line>() + function_id.len() + request_id.len() + message.len();
         let mut pending = self.pending.lock().expect("telemetry poisoned");
-        if pending.log_bytes + size > MAX_PENDING_BYTES {
+        let share = pending
+            .function_log_bytes
+            .get(function_id)
+            .copied()
+            .unwrap_or(0);
+        if pending.log_bytes + size > MAX_PENDING_BYTES
+            || share + size > MAX_PENDING_BYTES_PER_FUNCTION
+        {
             pending.dropped += 1;
             return;
         }
         pending.log_bytes += size;
+        match pending.function_log_bytes.get_mut(function_id) {
+            Some(share) => *share += size,
+            None => {
+                pending
+                    .function_log_bytes
+                    .insert(function_id.to_owned(), size);
+            }
+        }
         pending.logs.push(Line {
             function_id: function_id.to_owned(),
             request_id: request_id.to_owned(),
@@ -124,6 +145,9 @@ impl Telemetry {
     pub async fn run(&self, db: Arc<Db>) {
         let mut last_prune = std::time::Instant::now();
         let mut connection: Option<PgConnection> = None;
+        // Functions that logged since the last prune: those whose lines
+        // may be past their count.
+        let mut logged: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             tokio::time::sleep(FLUSH_EVERY).await;
             let conn = match &mut connection {
@@ -137,7 +161,8 @@ impl Telemetry {
                     }
                 },
             };
-            let mut written = self.flush(conn).await;
+            let (mut written, functions) = self.flush_logged(conn).await;
+            logged.extend(functions);
             if written && last_prune.elapsed() > PRUNE_EVERY {
                 last_prune = std::time::Instant::now();
                 for table in ["function_invocation_batches", "function_logs"] {
@@ -152,6 +177,26 @@ impl Telemetry {
                         written = false;
                     }
                 }
+                for function_id in logged.drain() {
+                    // Past the newest KEPT_LINES_PER_FUNCTION, by the
+                    // function's own index.
+                    let pruned = sqlx::query(
+                        "DELETE FROM zatabase.function_logs
+                         WHERE function_id = $1::uuid AND (at, id) <= (
+                           SELECT at, id FROM zatabase.function_logs
+                           WHERE function_id = $1::uuid
+                           ORDER BY at DESC, id DESC OFFSET $2 LIMIT 1)",
+                    )
+                    .bind(&function_id)
+                    .bind(KEPT_LINES_PER_FUNCTION)
+                    .execute(&mut *conn)
+                    .await;
+                    if let Err(error) = pruned {
+                        tracing::warn!(%error, "pruning a function's oldest lines");
+                        written = false;
+                        break;
+                    }
+                }
             }
             if !written {
                 // Perhaps the connection broke: a new one next time.
@@ -164,11 +209,17 @@ impl Telemetry {
     /// A batch that fails is dropped and said so: telemetry never holds up
     /// requests.
     pub async fn flush(&self, conn: &mut PgConnection) -> bool {
+        self.flush_logged(conn).await.0
+    }
+
+    /// [`Telemetry::flush`], and which functions' lines were written.
+    async fn flush_logged(&self, conn: &mut PgConnection) -> (bool, Vec<String>) {
         let mut ok = true;
         let Pending {
             invocations,
             invocation_count,
             logs,
+            function_log_bytes,
             dropped,
             ..
         } = std::mem::take(&mut *self.pending.lock().expect("telemetry poisoned"));
@@ -236,7 +287,7 @@ impl Telemetry {
                 ok = false;
             }
         }
-        ok
+        (ok, function_log_bytes.into_keys().collect())
     }
 }
 
@@ -307,6 +358,20 @@ mod tests {
         );
         assert_eq!(pending.dropped as usize, lines - pending.logs.len());
         assert!(pending.log_bytes <= MAX_PENDING_BYTES);
+    }
+
+    #[test]
+    fn a_flooding_function_leaves_room_for_the_others_lines() {
+        let telemetry = Telemetry::default();
+        let line = "x".repeat(1000);
+        for _ in 0..(MAX_PENDING_BYTES / 1000) {
+            telemetry.log("flood", "req", Level::Info, &line);
+        }
+        telemetry.log("quiet", "req", Level::Info, "still heard");
+        let pending = telemetry.pending.lock().unwrap();
+        assert!(pending.function_log_bytes["flood"] <= MAX_PENDING_BYTES_PER_FUNCTION);
+        assert!(pending.dropped > 0);
+        assert_eq!(pending.logs.last().unwrap().message, "still heard");
     }
 
     #[test]
