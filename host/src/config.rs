@@ -488,6 +488,22 @@ impl Config {
             "http.max_connections must be positive"
         );
         ensure!(
+            self.pool.max_connections > 0 && self.pool.tenant_max_connections > 0,
+            "pool.max_connections and pool.tenant_max_connections must be positive"
+        );
+        if self.database_url.is_none() {
+            // Postgres keeps 3 for superusers; the host holds 3 more of its
+            // own (two listeners, the telemetry writer).
+            let needed = self.pool.max_connections + self.pool.tenant_max_connections + 6;
+            ensure!(
+                self.postgres.max_connections >= needed,
+                "postgres.max_connections ({}) leaves no room for pool.max_connections, one \
+                 tenant's pool.tenant_max_connections and the host's own connections: it must \
+                 be at least {needed}",
+                self.postgres.max_connections
+            );
+        }
+        ensure!(
             (1..=3600).contains(&self.postgres.start_timeout_secs),
             "postgres.start_timeout_secs must be between 1 and 3600"
         );
@@ -610,6 +626,15 @@ mod tests {
         assert!(
             keeps_none.validate().is_err(),
             "the active deployment stays"
+        );
+        let mut crowded = Config::default();
+        crowded.postgres.max_connections = 20;
+        let message = crowded.validate().unwrap_err().to_string();
+        assert!(message.contains("at least 30"), "{message}");
+        crowded.database_url = Some("postgres://elsewhere/db".to_owned());
+        assert!(
+            crowded.validate().is_ok(),
+            "another server's limit is its own"
         );
         for (seconds, valid) in [(0, false), (1, true), (3600, true), (u64::MAX, false)] {
             let mut start = Config::default();

@@ -1586,6 +1586,27 @@ fn a_functions_logs_and_metrics_are_recorded() {
         &format!("/v1/functions/{id}/metrics?hours=1000"),
     )
     .expect_error(400);
+    // A change of settings makes the deployment anew: its first call is
+    // a cold start too.
+    let changed = call(
+        &host,
+        "PUT",
+        &format!("/v1/functions/{id}"),
+        &token,
+        Some(&json!({ "variables": { "greeting": "changed" } })),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert!(zatabase_tests::eventually(
+        std::time::Duration::from_secs(5),
+        || { fn_get(&host, &token, "/fn/chatty/var/greeting").text() == "changed" }
+    ));
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+            metrics = fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json();
+            metrics["cold_starts"] == 2
+        }),
+        "{metrics}"
+    );
 }
 
 #[test]

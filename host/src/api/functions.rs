@@ -268,7 +268,7 @@ pub(crate) async fn run(
     } = &**deployment;
     let ctx = RequestContext::new(request_id, caller, client, Some(context.clone()));
     let request_id = ctx.request_id.clone();
-    let cold = state.functions.cold(&function.id, deployment);
+    let cold = state.functions.cold(deployment);
     let started = std::time::Instant::now();
     let mut response = match state.dispatcher.dispatch(component, ctx, request).await {
         Ok(response) => response,

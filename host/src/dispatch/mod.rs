@@ -199,8 +199,8 @@ impl RequestContext {
 }
 
 /// What a user's function runs with: its own tenant, whoever calls it, and
-/// its variables (secrets included: they are the function's own).
-#[derive(Debug)]
+/// its variables (secrets included: they are the function's own; its
+/// `Debug` names them without their values).
 pub struct FunctionContext {
     pub tenant: Arc<Tenant>,
     pub variables: std::collections::HashMap<String, String>,
@@ -211,6 +211,18 @@ pub struct FunctionContext {
     pub egress: Arc<Egress>,
     /// Its own logs.
     pub log: FunctionLog,
+}
+
+impl std::fmt::Debug for FunctionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.variables.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("FunctionContext")
+            .field("tenant", &self.tenant)
+            .field("variables", &names)
+            .field("allowed_outbound_hosts", &self.allowed_outbound_hosts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Limits applied when the manifest names none.

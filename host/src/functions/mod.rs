@@ -12,7 +12,7 @@
 //! A forgotten function read again as it was gets the deployment (linked
 //! component, kept instances) this host already made of it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,8 +124,7 @@ pub struct Deployment {
     pub version: i32,
     pub component: Arc<LoadedComponent>,
     pub context: Arc<FunctionContext>,
-    /// Whether it has served a request (after which [`Functions::cold`]
-    /// need not look it up again).
+    /// Whether it has served a request: its first is a cold start.
     served: AtomicBool,
 }
 
@@ -137,9 +136,6 @@ pub struct Functions {
     limits: Limits,
     resolved: Mutex<Resolved>,
     deployments: Deployments,
-    /// Deployments (function id, version) this host has served a request
-    /// of: a resolution forgotten and fetched again is not a cold start.
-    served: Mutex<HashSet<(String, i32)>>,
     /// Compiled components by sha256 (at most `COMPILED_AT_MOST`).
     compiled: Mutex<HashMap<String, Component>>,
     /// One load of a component at a time: the requests of a burst on a
@@ -302,7 +298,6 @@ impl Functions {
             },
             resolved: Mutex::new(Resolved::default()),
             deployments: Deployments::default(),
-            served: Mutex::new(HashSet::new()),
             compiled: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
@@ -484,18 +479,13 @@ impl Functions {
             .forget(None);
     }
 
-    /// True for the first request this host serves of a deployment (a cold
-    /// start), false after.
-    pub fn cold(&self, function_id: &str, deployment: &Deployment) -> bool {
-        if deployment.served.load(Ordering::Relaxed) {
-            return false;
-        }
-        deployment.served.store(true, Ordering::Relaxed);
-        let mut served = self.served.lock().expect("served deployments poisoned");
-        if served.len() > 100_000 {
-            served.clear();
-        }
-        served.insert((function_id.to_owned(), deployment.version))
+    /// True for the first request a deployment, as this host made it
+    /// (compiled or taken from the cache, then linked), serves: a cold
+    /// start. A function re-read unchanged keeps the deployment already
+    /// made, so only a real load counts: a version activated again, or
+    /// made again with changed settings or after going unused, does.
+    pub fn cold(&self, deployment: &Deployment) -> bool {
+        !deployment.served.swap(true, Ordering::Relaxed)
     }
 
     /// The function `lookup` names, if there is one.
