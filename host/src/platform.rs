@@ -130,10 +130,30 @@ impl Platform {
             db.migrate().await.context("applying migrations")?;
             db.warm_up().await;
             let components = compiling.await??;
-            anyhow::Ok((db, components))
+            let functions = Arc::new(Functions::new(
+                db.clone(),
+                engine.clone(),
+                function_cache,
+                metrics.clone(),
+                &config.functions,
+                config.components.max_memory_mb,
+                function_secrets,
+            )?);
+            let resealed = functions
+                .seal_unbound_secrets()
+                .await
+                .context("sealing function secrets stored unbound")?;
+            if resealed > 0 {
+                tracing::info!(
+                    resealed,
+                    "function secrets sealed again, bound to their tenant"
+                );
+            }
+            anyhow::Ok((db, components, functions))
         }
         .await;
-        let (db, components) = match rest {
+        // Whatever failed, the embedded Postgres stops with the start.
+        let (db, components, functions) = match rest {
             Ok(parts) => parts,
             Err(e) => {
                 if let Some(embedded) = embedded {
@@ -154,25 +174,6 @@ impl Platform {
             let (auth, pool, metrics) = (auth.clone(), db.platform_pool().clone(), metrics.clone());
             async move { auth.sessions.listen(pool, &metrics).await }
         });
-        let functions = Arc::new(Functions::new(
-            db.clone(),
-            engine.clone(),
-            function_cache,
-            metrics.clone(),
-            &config.functions,
-            config.components.max_memory_mb,
-            function_secrets,
-        )?);
-        let resealed = functions
-            .seal_unbound_secrets()
-            .await
-            .context("sealing function secrets stored unbound")?;
-        if resealed > 0 {
-            tracing::info!(
-                resealed,
-                "function secrets sealed again, bound to their tenant"
-            );
-        }
         functions.preload().await;
         functions.tidy_cache().await;
         let function_listener = tokio::spawn({

@@ -183,7 +183,13 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
     file.write_all(contents)?;
     file.sync_all()?;
     let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
+    if linked.is_ok()
+        || linked
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists)
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
     match linked {
         Ok(()) => {
             if let Some(dir) = path.parent() {
@@ -192,7 +198,12 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+        // A file system without hard links: the data directory's lock
+        // keeps a second host out anyway.
+        Err(_) => {
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            Ok(true)
+        }
     }
 }
 

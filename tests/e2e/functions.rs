@@ -2479,6 +2479,39 @@ fn secrets_are_sealed_by_the_host_and_open_only_where_they_were_written() {
         fn_get(&host, &owner, "/fn/mine/var/api_key").text(),
         "sealed:v2:not really"
     );
+    // However the request is spelled, what the route group takes for a
+    // write of secrets gets them sealed.
+    let spelled = {
+        use std::io::{Read, Write};
+        let address = host.url("").trim_start_matches("http://").to_owned();
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        let body = r#"{"secrets": {"api_key": "lower-case put"}}"#;
+        write!(
+            stream,
+            "put {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {owner}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answered = String::new();
+        let _ = stream.read_to_string(&mut answered);
+        answered
+    };
+    assert!(spelled.starts_with("HTTP/1.1 200"), "{spelled}");
+    assert!(zatabase_tests::eventually(
+        std::time::Duration::from_secs(5),
+        || { fn_get(&host, &owner, "/fn/mine/var/api_key").text() == "lower-case put" }
+    ));
+    let encoded = call(
+        &host,
+        "POST",
+        "/v1/functions/templates/web%68ook/install",
+        &owner,
+        Some(&json!({ "function_name": "encoded", "parameters": { "signing_secret": "whsec" } })),
+    );
+    assert_eq!(encoded.status, 201, "{}", encoded.text());
+    let encoded = format!("/v1/functions/{}", encoded.json()["id"].as_str().unwrap());
+    assert_eq!(call(&host, "DELETE", &encoded, &owner, None).status, 204);
 
     // Whoever can write the platform's tables can copy a sealed value into
     // another tenant's function, or under another name: it opens in
@@ -2511,4 +2544,47 @@ fn secrets_are_sealed_by_the_host_and_open_only_where_they_were_written() {
         fn_get(&again, &owner, "/fn/mine/var/api_key").text(),
         "from before"
     );
+}
+
+#[test]
+fn a_call_is_recorded_as_its_body_ends_not_as_its_head_leaves() {
+    use std::io::{Read, Write};
+    let host = Host::start();
+    let token = host.token();
+    let id = deployed(&host, &token, json!({ "name": "halfway" }), spin7());
+    // The head says 200; the function traps while its body is sent.
+    let address = host
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /fn/halfway/half HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answered = Vec::new();
+    let _ = stream.read_to_end(&mut answered);
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(answered.contains("the first half"), "{answered}");
+    // Cut, not ended: chunked encoding's last chunk never comes, so the
+    // client cannot take half an answer for a whole one.
+    assert!(!answered.ends_with("0\r\n\r\n"), "{answered:?}");
+    assert_eq!(fn_get(&host, &token, "/fn/halfway/hello").status, 200);
+    let mut metrics = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+            metrics = fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json();
+            metrics["invocations"] == 2
+        }),
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics["by_status"],
+        json!({ "200": 1, "500": 1 }),
+        "{metrics}"
+    );
+    assert_eq!(metrics["errors"], 1, "{metrics}");
 }

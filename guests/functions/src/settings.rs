@@ -76,10 +76,17 @@ const MAX_NAME_BYTES: usize = 128;
 /// the clear.
 const SEALED: &str = "sealed:v2:";
 
+/// The longest a sealed value of at most `MAX_VALUE_BYTES` can be: its
+/// nonce and tag, in base64, after the prefix.
+const MAX_SEALED_BYTES: usize = SEALED.len() + (12 + MAX_VALUE_BYTES + 16).div_ceil(3) * 4;
+
 /// Refuses a secret value the host did not seal: it never should reach
 /// here, and must never be stored.
 fn check_sealed<'a>(values: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
-    if values.into_iter().any(|v| !v.starts_with(SEALED)) {
+    if values
+        .into_iter()
+        .any(|v| !v.starts_with(SEALED) || v.len() > MAX_SEALED_BYTES)
+    {
         return Err(ApiError::internal(
             "a secret reached the route group unsealed",
         ));

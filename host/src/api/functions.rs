@@ -20,6 +20,7 @@ use super::ApiError;
 use crate::auth::{Access, AuthError};
 use crate::caps::zatabase::platform::session::{Action, Principal, Resource};
 use crate::dispatch::{ForeignAuthorization, RequestContext};
+use crate::functions::telemetry::Call;
 use crate::functions::{Deployment, Function, Lookup};
 use crate::server::{AppState, Caller, RequestId, RouteGroup, principal};
 
@@ -269,17 +270,23 @@ pub(crate) async fn run(
     let ctx = RequestContext::new(request_id, caller, client, Some(context.clone()));
     let request_id = ctx.request_id.clone();
     let cold = state.functions.cold(deployment);
+    let head = request.method() == http::Method::HEAD;
     let started = std::time::Instant::now();
-    let mut response = match state.dispatcher.dispatch(component, ctx, request).await {
+    let response = match state.dispatcher.dispatch(component, ctx, request).await {
         Ok(response) => response,
         Err(error) => ApiError::dispatch_failed(error, &request_id).into_response(),
     };
-    state.functions.telemetry().invocation(
-        &function.id,
-        response.status().as_u16(),
-        started.elapsed(),
+    // Recorded when the body has gone out: a function that fails after
+    // its head is an error, and its time is the whole call's.
+    let call = Call {
+        function_id: &function.id,
+        status: response.status().as_u16(),
+        started,
         cold,
-    );
+        head,
+    };
+    let telemetry = state.functions.telemetry();
+    let mut response = response.map(|body| telemetry.record_when_sent(call, body));
     response
         .extensions_mut()
         .insert(RouteGroup(component.requests.clone()));

@@ -21,9 +21,15 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// The database half of readiness, looked at no more than once a
 /// [`FRESH_FOR`]: callers arriving while a look is under way wait for it
 /// and share its answer.
-#[derive(Default)]
 pub struct Probe {
     last: tokio::sync::Mutex<Option<(Instant, Database)>>,
+    fresh_for: Duration,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Self::fresh_for(FRESH_FOR)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -33,6 +39,13 @@ struct Database {
 }
 
 impl Probe {
+    fn fresh_for(fresh_for: Duration) -> Self {
+        Self {
+            last: tokio::sync::Mutex::new(None),
+            fresh_for,
+        }
+    }
+
     /// The last answer while it is fresh, else a new one from `look`.
     async fn database<F>(&self, look: impl FnOnce() -> F) -> Database
     where
@@ -40,7 +53,7 @@ impl Probe {
     {
         let mut last = self.last.lock().await;
         if let Some((at, seen)) = *last
-            && at.elapsed() < FRESH_FOR
+            && at.elapsed() < self.fresh_for
         {
             return seen;
         }
@@ -50,12 +63,22 @@ impl Probe {
     }
 }
 
+/// How long one look may take: probes share it, so it must not wait out
+/// the pool's acquire timeout.
+const LOOK_WITHIN: Duration = Duration::from_secs(3);
+
 async fn look(db: &Db) -> Database {
-    let postgres = db.ping().await;
-    Database {
-        postgres,
-        migrations: postgres && db.migrations_applied().await.unwrap_or(false),
-    }
+    let looked = tokio::time::timeout(LOOK_WITHIN, async {
+        let postgres = db.ping().await;
+        Database {
+            postgres,
+            migrations: postgres && db.migrations_applied().await.unwrap_or(false),
+        }
+    });
+    looked.await.unwrap_or(Database {
+        postgres: false,
+        migrations: false,
+    })
 }
 
 /// The process is up and serving.
@@ -107,10 +130,9 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_database_is_looked_at_once_a_second_whoever_asks() {
-        let probe = std::sync::Arc::new(Probe::default());
+    async fn the_database_is_looked_at_once_while_fresh_whoever_asks() {
         let looks = std::sync::Arc::new(AtomicU32::new(0));
-        let ask = || {
+        let ask = |probe: &std::sync::Arc<Probe>| {
             let (probe, looks) = (probe.clone(), looks.clone());
             tokio::spawn(async move {
                 probe
@@ -126,7 +148,8 @@ mod tests {
                     .postgres
             })
         };
-        let at_once: Vec<_> = (0..20).map(|_| ask()).collect();
+        let probe = std::sync::Arc::new(Probe::fresh_for(Duration::from_secs(3600)));
+        let at_once: Vec<_> = (0..20).map(|_| ask(&probe)).collect();
         for asked in at_once {
             assert!(asked.await.unwrap());
         }
@@ -135,10 +158,11 @@ mod tests {
             1,
             "concurrent probes share one look"
         );
-        assert!(ask().await.unwrap());
+        assert!(ask(&probe).await.unwrap());
         assert_eq!(looks.load(Ordering::SeqCst), 1, "a fresh answer is reused");
-        tokio::time::sleep(FRESH_FOR).await;
-        assert!(ask().await.unwrap());
-        assert_eq!(looks.load(Ordering::SeqCst), 2, "a stale one is not");
+        let stale = std::sync::Arc::new(Probe::fresh_for(Duration::ZERO));
+        assert!(ask(&stale).await.unwrap());
+        assert!(ask(&stale).await.unwrap());
+        assert_eq!(looks.load(Ordering::SeqCst), 3, "a stale one is not");
     }
 }

@@ -258,7 +258,20 @@ fn give(dir: &Path, account: Account) -> anyhow::Result<()> {
                 continue;
             }
             let child = path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
-            if entry.file_type() == rustix::fs::FileType::Directory {
+            // The entry itself, never what a link names (and a file system
+            // without types in its listings tells the type here).
+            let found = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .with_context(|| giving(&child))?;
+            let kind = rustix::fs::FileType::from_raw_mode(found.st_mode);
+            if kind == rustix::fs::FileType::RegularFile
+                && found.st_nlink > 1
+                && found.st_uid != account.uid
+            {
+                // A hard link to someone else's file: not the cluster's.
+                tracing::warn!(path = %child.display(), "not handing over a file linked from elsewhere");
+                continue;
+            }
+            if kind == rustix::fs::FileType::Directory {
                 // Opened without following a link: one swapped in since
                 // the listing fails here rather than being followed.
                 let sub = rustix::fs::openat(&fd, name, directory, Mode::empty())
@@ -518,14 +531,16 @@ fn spawn(
 ) -> anyhow::Result<(Arc<Child>, mpsc::Receiver<std::io::Result<ExitStatus>>)> {
     let log = log.to_path_buf();
     let host = rustix::process::getpid();
-    let prepare = move |command: &mut Command| -> std::io::Result<()> {
+    // Prepares a command; what it returns says when its output is all in
+    // the log.
+    let prepare = move |command: &mut Command| -> std::io::Result<mpsc::Receiver<()>> {
         let (output, pipe) = std::io::pipe()?;
         command
             .stdin(Stdio::null())
             .stdout(pipe.try_clone()?)
             .stderr(pipe)
             .process_group(0);
-        LogWriter::open(&log)?.copy_from(output)?;
+        let copied = LogWriter::open(&log)?.copy_from(output)?;
         if let Some(account) = account {
             command.uid(account.uid).gid(account.gid);
         }
@@ -543,7 +558,7 @@ fn spawn(
                 Ok(())
             });
         }
-        Ok(())
+        Ok(copied)
     };
     let child = Arc::new(Child {
         running: Mutex::new(Running {
@@ -565,10 +580,14 @@ fn spawn(
             let mut wait = RESTART_FIRST;
             loop {
                 let mut command = make();
-                let spawned = prepare(&mut command).and_then(|()| command.spawn());
+                let spawned =
+                    prepare(&mut command).and_then(|copied| Ok((command.spawn()?, copied)));
+                // The command holds the pipe's writing end: dropped, the log
+                // ends when the process and its children are gone.
+                drop(command);
                 let since = Instant::now();
                 let status = match spawned {
-                    Ok(mut process) => {
+                    Ok((mut process, copied)) => {
                         let pid = Pid::from_child(&process);
                         {
                             let mut running = child.lock();
@@ -590,6 +609,10 @@ fn spawn(
                         running.pid = None;
                         let status = process.wait();
                         drop(running);
+                        // Its last words in the log before anyone reads
+                        // them there (a child still holding the pipe
+                        // gets a second).
+                        let _ = copied.recv_timeout(Duration::from_secs(1));
                         status
                     }
                     Err(error) => match started.take() {
@@ -670,8 +693,10 @@ impl LogWriter {
     }
 
     /// Copies `output` into the log from a thread of its own, until every
-    /// process holding the pipe's other end is gone.
-    fn copy_from(mut self, mut output: std::io::PipeReader) -> std::io::Result<()> {
+    /// process holding the pipe's other end is gone; the receiver hears
+    /// when it is.
+    fn copy_from(mut self, mut output: std::io::PipeReader) -> std::io::Result<mpsc::Receiver<()>> {
+        let (done, copied) = mpsc::channel();
         std::thread::Builder::new()
             .name("postgres-log".to_owned())
             .spawn(move || {
@@ -684,8 +709,9 @@ impl LogWriter {
                         Err(_) => break,
                     }
                 }
+                let _ = done.send(());
             })?;
-        Ok(())
+        Ok(copied)
     }
 
     fn write(&mut self, bytes: &[u8]) {

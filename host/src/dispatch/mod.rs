@@ -1035,6 +1035,11 @@ async fn run_p3(
         None,
         body,
     );
+    // Set when the run fails after its response went out: the body, which
+    // then ends as if whole (the guest's stream is dropped with its
+    // store), ends in an error instead, so the client sees a cut answer.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_body = failed.clone();
     let handled = store
         .run_concurrent(async |accessor| -> wasmtime::Result<()> {
             let response = match service.handle(accessor, request).await? {
@@ -1048,13 +1053,22 @@ async fn run_p3(
                 response.into_http_with_getter(&mut access, io, <HostState as WasiHttpView>::http)
             })?;
             let (read, finished) = tokio::sync::oneshot::channel::<()>();
-            let response = response.map(|body| Body::new(UntilRead { body, _read: read }));
+            let response = response.map(|body| {
+                Body::new(UntilRead {
+                    body,
+                    _read: read,
+                    failed: failed_body,
+                })
+            });
             if answer.send(Ok(response)).is_ok() {
                 let _ = finished.await;
             }
             Ok(())
         })
         .await;
+    if !matches!(handled, Ok(Ok(()))) {
+        failed.store(true, std::sync::atomic::Ordering::Release);
+    }
     handled??;
     // A WASI 0.3 instance may keep what it holds between requests (its
     // sockets, its Spin handles, as a Worker keeps its globals), but not a
@@ -1070,21 +1084,33 @@ async fn run_p3(
     Ok(())
 }
 
-/// A response body that tells, by being dropped, that the client has it.
+/// A response body that tells, by being dropped, that the client has it,
+/// and that ends in an error when its run failed.
 struct UntilRead<B> {
     body: B,
     _read: tokio::sync::oneshot::Sender<()>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl<B: http_body::Body + Unpin> http_body::Body for UntilRead<B> {
+impl<B> http_body::Body for UntilRead<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            None if this.failed.load(std::sync::atomic::Ordering::Acquire) => Poll::Ready(Some(
+                Err("the function failed while sending its body".into()),
+            )),
+            polled => Poll::Ready(polled.map(|frame| frame.map_err(Into::into))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

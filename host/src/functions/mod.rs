@@ -331,17 +331,30 @@ impl Functions {
             else {
                 continue;
             };
+            let mut changed = false;
             for (name, value) in secrets.iter_mut() {
                 if SecretBox::is_sealed(value) {
                     continue;
                 }
-                if let Some(plain) = self.secrets.open_unbound(value) {
-                    let context = sealing::secret_context(&project_id, &environment, name);
-                    *value = self.secrets.seal(&plain, &context);
-                    sealed += 1;
-                }
+                let Some(plain) = self.secrets.open_unbound(value) else {
+                    continue;
+                };
+                let context = sealing::secret_context(&project_id, &environment, name);
+                // A host of before sealed again what a newer one had
+                // sealed bound (it took that for a value in the clear):
+                // the bound value is the secret's.
+                *value = if self.secrets.open(&plain, &context).is_some() {
+                    plain
+                } else {
+                    self.secrets.seal(&plain, &context)
+                };
+                changed = true;
+                sealed += 1;
             }
-            // Unless it changed meanwhile (then it was written sealed).
+            if !changed {
+                continue;
+            }
+            // Unless it changed meanwhile: the next start looks again.
             sqlx::query(
                 "UPDATE zatabase.functions SET secrets = $2 WHERE id = $1::uuid AND secrets = $3",
             )

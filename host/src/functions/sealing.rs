@@ -34,27 +34,66 @@ pub fn secret_context(project_id: &str, environment: &str, name: &str) -> String
     )
 }
 
-/// Which secrets a request to the functions route group carries.
+/// Which secrets a request to the functions route group may carry.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Carrying {
     /// A function's settings: its `secrets`.
     Settings,
-    /// An install of template `name`: its secret parameters.
+    /// An install of template `name`: its secret parameters (and any
+    /// `secrets` beside them).
     Install(String),
 }
 
-/// Whether `method` on `path` carries secrets, and which.
+/// Whether `method` on `path` (a request the functions route group will
+/// answer) may carry secrets, and which. Matched loosely, so that nothing
+/// the route group takes for a write of secrets escapes: any method
+/// (compared without case) that may have a body, on any path; segments
+/// compared percent-decoded, as the route group's router decodes them.
+/// Sealing a `secrets` field of a route that takes none is harmless: the
+/// route refuses the unknown field.
 pub fn carrying(method: &Method, path: &str) -> Option<Carrying> {
-    let rest = path.strip_prefix("/v1/functions")?;
-    let segments: Vec<&str> = rest.split('/').skip(1).collect();
-    match (method, rest, segments.as_slice()) {
-        (&Method::POST, "" | "/", _) => Some(Carrying::Settings),
-        (&Method::POST, _, ["templates", name, "install"]) => {
+    let method = method.as_str().to_ascii_uppercase();
+    if matches!(
+        method.as_str(),
+        "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE"
+    ) {
+        return None;
+    }
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s).unwrap_or_default())
+        .collect();
+    match segments
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["v1", "functions", "templates", name, "install"] => {
             Some(Carrying::Install((*name).to_owned()))
         }
-        (&Method::PUT, _, [id] | [id, ""]) if !id.is_empty() => Some(Carrying::Settings),
+        ["v1", "functions", ..] => Some(Carrying::Settings),
         _ => None,
     }
+}
+
+/// `%XX` escapes decoded; `None` when they are malformed or not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Functions {
@@ -78,18 +117,21 @@ impl Functions {
             let context = secret_context(&caller.project_id, &caller.environment, name);
             self.secrets.seal(value, &context)
         };
-        match carrying {
-            Carrying::Settings => {
-                if let Some(Value::Object(secrets)) = body.get_mut("secrets") {
-                    for (name, value) in secrets.iter_mut() {
-                        if let Value::String(text) = value {
-                            check(&format!("`secrets.{name}`"), text)?;
-                            *value = Value::String(seal(name, text));
-                        }
+        let seal_settings = |body: &mut serde_json::Map<String, Value>| {
+            if let Some(Value::Object(secrets)) = body.get_mut("secrets") {
+                for (name, value) in secrets.iter_mut() {
+                    if let Value::String(text) = value {
+                        check(&format!("`secrets.{name}`"), text)?;
+                        *value = Value::String(seal(name, text));
                     }
                 }
             }
+            Ok::<(), ApiError>(())
+        };
+        match carrying {
+            Carrying::Settings => seal_settings(&mut body)?,
             Carrying::Install(template) => {
+                seal_settings(&mut body)?;
                 let secret: Vec<&str> = self
                     .templates
                     .iter()
@@ -147,26 +189,43 @@ mod tests {
     #[test]
     fn the_routes_that_carry_secrets() {
         let post = Method::POST;
-        assert_eq!(carrying(&post, "/v1/functions"), Some(Carrying::Settings));
-        assert_eq!(carrying(&post, "/v1/functions/"), Some(Carrying::Settings));
-        assert_eq!(
-            carrying(&Method::PUT, "/v1/functions/abc"),
-            Some(Carrying::Settings)
-        );
-        assert_eq!(
-            carrying(&post, "/v1/functions/templates/webhook/install"),
-            Some(Carrying::Install("webhook".to_owned()))
-        );
+        let method = |m: &str| Method::from_bytes(m.as_bytes()).unwrap();
         for (method, path) in [
-            (&Method::GET, "/v1/functions"),
-            (&Method::GET, "/v1/functions/abc"),
-            (&Method::DELETE, "/v1/functions/abc"),
-            (&post, "/v1/functions/abc/deployments"),
-            (&post, "/v1/functions/abc/invoke"),
-            (&post, "/v1/functionsx"),
-            (&Method::PUT, "/v1/functions/"),
+            (post.clone(), "/v1/functions"),
+            (post.clone(), "/v1/functions/"),
+            (Method::PUT, "/v1/functions/abc"),
+            (Method::PUT, "/v1/functions/abc/"),
+            (method("put"), "/v1/functions/abc"),
+            (Method::PATCH, "/v1/functions/abc"),
+            (post.clone(), "/v1/functions/abc/triggers"),
+            (post.clone(), "/v1//functions/abc"),
+            (post.clone(), "/v1/%66unctions"),
         ] {
-            assert_eq!(carrying(method, path), None, "{method} {path}");
+            assert_eq!(
+                carrying(&method, path),
+                Some(Carrying::Settings),
+                "{method} {path}"
+            );
+        }
+        for path in [
+            "/v1/functions/templates/webhook/install",
+            "/v1/functions/templates/web%68ook/install",
+            "/v1/functions/templat%65s/webhook/install",
+        ] {
+            assert_eq!(
+                carrying(&method("post"), path),
+                Some(Carrying::Install("webhook".to_owned())),
+                "{path}"
+            );
+        }
+        for (method, path) in [
+            (Method::GET, "/v1/functions"),
+            (Method::GET, "/v1/functions/abc"),
+            (method("delete"), "/v1/functions/abc"),
+            (post.clone(), "/v1/sql"),
+            (post.clone(), "/v1/functionsx"),
+        ] {
+            assert_eq!(carrying(&method, path), None, "{method} {path}");
         }
     }
 

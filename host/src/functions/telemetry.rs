@@ -18,6 +18,7 @@
 //! function keeps its newest `KEPT_LINES_PER_FUNCTION` lines.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -288,6 +289,125 @@ impl Telemetry {
             }
         }
         (ok, function_log_bytes.into_keys().collect())
+    }
+}
+
+/// The status recorded for a call whose client went away before the body
+/// was all sent (nginx's "client closed request").
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// One call of a function, as it is answered.
+pub struct Call<'a> {
+    pub function_id: &'a str,
+    pub status: u16,
+    pub started: std::time::Instant,
+    pub cold: bool,
+    /// A `HEAD` request: no body is sent, whatever the function wrote.
+    pub head: bool,
+}
+
+impl Telemetry {
+    /// Records `call` when `body`, its response's, has been sent whole: its
+    /// duration is to the body's end, and a body that fails midway (the
+    /// function trapped or ran out of time after its head went out) is a
+    /// 500, one the client stopped reading a [`CLIENT_CLOSED`]. A body
+    /// already whole is recorded at once.
+    pub fn record_when_sent(
+        self: &Arc<Self>,
+        call: Call<'_>,
+        body: axum::body::Body,
+    ) -> axum::body::Body {
+        use http_body::Body as _;
+        // No body goes out after a HEAD, a 204 or a 304: hyper drops it
+        // unread, which is no client closing early.
+        let no_body = call.head || matches!(call.status, 204 | 304);
+        if no_body || body.is_end_stream() || body.size_hint().exact().is_some() {
+            self.invocation(
+                call.function_id,
+                call.status,
+                call.started.elapsed(),
+                call.cold,
+            );
+            return body;
+        }
+        axum::body::Body::new(Recorded {
+            inner: body,
+            call: Some(Ongoing {
+                telemetry: self.clone(),
+                function_id: call.function_id.to_owned(),
+                status: call.status,
+                started: call.started,
+                cold: call.cold,
+            }),
+        })
+    }
+}
+
+/// A call whose body is still being sent.
+struct Ongoing {
+    telemetry: Arc<Telemetry>,
+    function_id: String,
+    status: u16,
+    started: std::time::Instant,
+    cold: bool,
+}
+
+impl Ongoing {
+    fn record(&self, status: u16) {
+        self.telemetry
+            .invocation(&self.function_id, status, self.started.elapsed(), self.cold);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records its call when it ends.
+    struct Recorded {
+        #[pin]
+        inner: axum::body::Body,
+        call: Option<Ongoing>,
+    }
+
+    impl PinnedDrop for Recorded {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.record(CLIENT_CLOSED);
+            }
+        }
+    }
+}
+
+impl http_body::Body for Recorded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => {
+                if let Some(call) = this.call.take() {
+                    call.record(call.status);
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => {
+                if let Some(call) = this.call.take() {
+                    call.record(500);
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -37,18 +37,23 @@ impl TrustedProxies {
     /// address believed is the client), as does a header that is absent.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = peer;
-        let lines: Vec<&str> = headers
+        // Bytes, not text: what the client wrote on the left may be
+        // anything, and must not cost the entries the proxies appended.
+        let entries = headers
             .get_all(X_FORWARDED_FOR)
             .iter()
-            .map_while(|value| value.to_str().ok())
-            .collect();
-        for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+            .rev()
+            .flat_map(|line| line.as_bytes().rsplit(|b| *b == b','));
+        for entry in entries {
             if !self.trusts(client) {
                 break;
             }
-            match entry.trim().parse::<IpAddr>() {
-                Ok(address) => client = address,
-                Err(_) => break,
+            let address = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|entry| entry.trim().parse::<IpAddr>().ok());
+            match address {
+                Some(address) => client = address,
+                None => break,
             }
         }
         match client {
@@ -120,6 +125,17 @@ mod tests {
         assert_eq!(trusted.client(peer, &headers), ip("10.0.0.7"));
         let headers = forwarded(&["198.51.100.4:80"]);
         assert_eq!(trusted.client(peer, &headers), peer);
+        // What the client wrote cannot hide what the proxy appended.
+        let mut headers = HeaderMap::new();
+        headers.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(trusted.client(peer, &headers), ip("203.0.113.9"));
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(trusted.client(peer, &headers), ip("203.0.113.9"));
         // IPv6, and IPv4 written as IPv6.
         let headers = forwarded(&["2001:db8::1"]);
         assert_eq!(trusted.client(peer, &headers), ip("2001:db8::1"));

@@ -138,11 +138,21 @@ fn items(rows: &RowSet) -> anyhow::Result<Vec<Value>> {
         .collect()
 }
 
+/// Whether a NUL character is anywhere in `value`, keys included.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 /// A JSON object body, or the 400 to answer.
 fn object(request: &Request) -> Result<String, Response> {
     match serde_json::from_slice::<Value>(request.body()) {
-        // Postgres's jsonb holds no NUL character (JSON writes it \u0000).
-        Ok(Value::Object(_)) if request.body().windows(6).any(|w| w == b"\\u0000") => Err(error(
+        // Postgres's jsonb holds no NUL character.
+        Ok(value @ Value::Object(_)) if holds_nul(&value) => Err(error(
             400,
             "the document holds a NUL character (\\u0000), which Postgres's jsonb cannot store",
         )),

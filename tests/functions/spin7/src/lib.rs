@@ -120,6 +120,22 @@ async fn handle(request: Request) -> Answer {
                 .map_err(|e| ErrorCode::InternalError(Some(e.to_string())))?
                 .into_response()
         }
+        "/half" => {
+            // A head and a first chunk, then a trap while the body is sent.
+            let (mut tx, body) = spin_sdk::http::body::stream::<String>();
+            spin_sdk::wasip3::spawn(async move {
+                use futures::SinkExt;
+                let _ = tx.send("the first half\n".to_owned()).await;
+                // Long enough for the head and the first half to go out.
+                spin_sdk::wasip3::clocks::monotonic_clock::wait_for(300_000_000).await;
+                panic!("the function failed halfway through its body");
+            });
+            http::Response::builder()
+                .status(200)
+                .body(body)
+                .map_err(|e| ErrorCode::InternalError(Some(e.to_string())))?
+                .into_response()
+        }
         "/fetch" => match spin_sdk::http::get(header("x-target")).await {
             Ok(response) => {
                 let status = response.status();
