@@ -723,6 +723,7 @@ impl Dispatcher {
         // `wasi:http` error code it answered with.
         let owner = Owner::of(&component.pre, &ctx);
         let instance = self.instance(component, &ctx, owner.as_ref());
+        let cut = Cut::default();
         let (run, receiver) = match &component.pre {
             HandlerPre::P2(pre) => {
                 let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -733,6 +734,7 @@ impl Dispatcher {
                     request,
                     sender,
                     instantiations,
+                    cut.clone(),
                 );
                 let answer = receiver.map(|answer| {
                     answer.map(|answer| {
@@ -752,6 +754,7 @@ impl Dispatcher {
                     request,
                     sender,
                     instantiations,
+                    cut.clone(),
                 );
                 (run.boxed(), receiver.boxed())
             }
@@ -759,10 +762,17 @@ impl Dispatcher {
         // Past the deadline the store is dropped, and with it the response
         // sender: this one timer bounds every wait below.
         let timeout = component.timeout;
+        let timed_out = cut.clone();
         let mut run = Box::pin(async move {
-            match tokio::time::timeout(timeout, run).await {
-                Ok(result) => result,
-                Err(_) => Err(anyhow::Error::new(Trap::Interrupt)),
+            let mut run = run;
+            tokio::select! {
+                result = &mut run => result,
+                () = tokio::time::sleep(timeout) => {
+                    // Said before the run (and its store) is dropped.
+                    timed_out.cut();
+                    drop(run);
+                    Err(anyhow::Error::new(Trap::Interrupt))
+                }
             }
         });
 
@@ -779,6 +789,7 @@ impl Dispatcher {
         .await;
         let answered = match outcome {
             Ok(Ok(Ok(response))) => {
+                let response = response.map(|body| cut.body(body));
                 // A small body the guest has written by now leaves with
                 // the head, in one write.
                 let (response, running) = coalesce::written_body(response, run).await;
@@ -947,6 +958,7 @@ async fn run_p2(
     request: http::Request<IncomingBody>,
     answer: Outparam,
     instantiations: prometheus_client::metrics::histogram::Histogram,
+    failed: Cut,
 ) -> anyhow::Result<()> {
     let (mut store, (proxy, entry), served) = match instance {
         Instance::Warm(Warm {
@@ -966,10 +978,15 @@ async fn run_p2(
         let incoming = http.new_incoming_request(Scheme::Http, request)?;
         (incoming, http.new_response_outparam(answer)?)
     };
-    proxy
+    let handled = proxy
         .wasi_http_incoming_handler()
         .call_handle(&mut store, incoming, outparam)
-        .await?;
+        .await;
+    if handled.is_err() {
+        // Before the store, and the body's stream with it, is dropped.
+        failed.cut();
+    }
+    handled?;
     if let Some(owner) = owner
         && store.data().holds_nothing()
     {
@@ -1002,6 +1019,7 @@ async fn run_p3(
     request: http::Request<IncomingBody>,
     answer: Answer,
     instantiations: prometheus_client::metrics::histogram::Histogram,
+    failed: Cut,
 ) -> anyhow::Result<()> {
     let (mut store, service, served) = match instance {
         Instance::Warm(Warm {
@@ -1035,11 +1053,6 @@ async fn run_p3(
         None,
         body,
     );
-    // Set when the run fails after its response went out: the body, which
-    // then ends as if whole (the guest's stream is dropped with its
-    // store), ends in an error instead, so the client sees a cut answer.
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failed_body = failed.clone();
     let handled = store
         .run_concurrent(async |accessor| -> wasmtime::Result<()> {
             let response = match service.handle(accessor, request).await? {
@@ -1053,13 +1066,7 @@ async fn run_p3(
                 response.into_http_with_getter(&mut access, io, <HostState as WasiHttpView>::http)
             })?;
             let (read, finished) = tokio::sync::oneshot::channel::<()>();
-            let response = response.map(|body| {
-                Body::new(UntilRead {
-                    body,
-                    _read: read,
-                    failed: failed_body,
-                })
-            });
+            let response = response.map(|body| Body::new(UntilRead { body, _read: read }));
             if answer.send(Ok(response)).is_ok() {
                 let _ = finished.await;
             }
@@ -1067,7 +1074,8 @@ async fn run_p3(
         })
         .await;
     if !matches!(handled, Ok(Ok(()))) {
-        failed.store(true, std::sync::atomic::Ordering::Release);
+        // Before the store, and the body's stream with it, is dropped.
+        failed.cut();
     }
     handled??;
     // A WASI 0.3 instance may keep what it holds between requests (its
@@ -1084,21 +1092,61 @@ async fn run_p3(
     Ok(())
 }
 
-/// A response body that tells, by being dropped, that the client has it,
-/// and that ends in an error when its run failed.
+/// A response body that tells, by being dropped, that the client has it.
 struct UntilRead<B> {
     body: B,
     _read: tokio::sync::oneshot::Sender<()>,
-    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl<B> http_body::Body for UntilRead<B>
-where
-    B: http_body::Body + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl<B: http_body::Body + Unpin> http_body::Body for UntilRead<B> {
     type Data = B::Data;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Whether a guest's run failed, said before its store (and with it the
+/// stream its body comes from) is dropped. A dropped store ends that
+/// stream as if the body were whole, in both WASI versions; a body read
+/// through [`Cut::body`] ends in an error instead, so a client is never
+/// handed half an answer for a whole one.
+#[derive(Clone, Default)]
+pub struct Cut(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cut {
+    fn cut(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn body(&self, body: Body) -> Body {
+        Body::new(CutBody {
+            body,
+            cut: self.clone(),
+        })
+    }
+}
+
+struct CutBody {
+    body: Body,
+    cut: Cut,
+}
+
+impl http_body::Body for CutBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -1106,10 +1154,12 @@ where
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-            None if this.failed.load(std::sync::atomic::Ordering::Acquire) => Poll::Ready(Some(
-                Err("the function failed while sending its body".into()),
-            )),
-            polled => Poll::Ready(polled.map(|frame| frame.map_err(Into::into))),
+            None if this.cut.0.load(std::sync::atomic::Ordering::Acquire) => {
+                Poll::Ready(Some(Err(axum::Error::new(
+                    "the function failed while sending its body",
+                ))))
+            }
+            polled => Poll::Ready(polled),
         }
     }
 
