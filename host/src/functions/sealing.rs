@@ -78,22 +78,12 @@ pub fn carrying(method: &Method, path: &str) -> Option<Carrying> {
     }
 }
 
-/// `%XX` escapes decoded; `None` when they are malformed or not UTF-8.
+/// `%XX` escapes decoded; `None` when the result is not UTF-8.
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(Into::into)
 }
 
 impl Functions {
