@@ -2551,40 +2551,43 @@ fn a_call_is_recorded_as_its_body_ends_not_as_its_head_leaves() {
     use std::io::{Read, Write};
     let host = Host::start();
     let token = host.token();
-    let id = deployed(&host, &token, json!({ "name": "halfway" }), spin7());
-    // The head says 200; the function traps while its body is sent.
-    let address = host
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut stream = std::net::TcpStream::connect(&address).unwrap();
-    write!(
-        stream,
-        "GET /fn/halfway/half HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answered = Vec::new();
-    let _ = stream.read_to_end(&mut answered);
-    let answered = String::from_utf8_lossy(&answered);
-    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
-    assert!(answered.contains("the first half"), "{answered}");
-    // Cut, not ended: chunked encoding's last chunk never comes, so the
-    // client cannot take half an answer for a whole one.
-    assert!(!answered.ends_with("0\r\n\r\n"), "{answered:?}");
-    assert_eq!(fn_get(&host, &token, "/fn/halfway/hello").status, 200);
-    let mut metrics = Value::Null;
-    assert!(
-        zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
-            metrics = fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json();
-            metrics["invocations"] == 2
-        }),
-        "{metrics}"
-    );
-    assert_eq!(
-        metrics["by_status"],
-        json!({ "200": 1, "500": 1 }),
-        "{metrics}"
-    );
-    assert_eq!(metrics["errors"], 1, "{metrics}");
+    // Both WASI versions: the head says 200, then the function traps while
+    // its body is sent.
+    let stream5 = std::fs::read(function_fixture("stream5")).unwrap();
+    for (name, wasm, path) in [("halfway", spin7(), "/half"), ("halfway5", stream5, "/")] {
+        let id = deployed(&host, &token, json!({ "name": name }), wasm);
+        let address = host.url("").trim_start_matches("http://").to_owned();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "GET /fn/{name}{path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answered = Vec::new();
+        let _ = stream.read_to_end(&mut answered);
+        let answered = String::from_utf8_lossy(&answered);
+        assert!(answered.starts_with("HTTP/1.1 200"), "{name}: {answered}");
+        assert!(answered.contains("the first half"), "{name}: {answered}");
+        // Cut, not ended: chunked encoding's last chunk never comes, so the
+        // client cannot take half an answer for a whole one.
+        assert!(!answered.ends_with("0\r\n\r\n"), "{name}: {answered:?}");
+        let mut metrics = Value::Null;
+        assert!(
+            zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+                metrics = fn_get(&host, &token, &format!("/v1/functions/{id}/metrics")).json();
+                metrics["invocations"] == 1
+            }),
+            "{name}: {metrics}"
+        );
+        assert_eq!(
+            metrics["by_status"],
+            json!({ "500": 1 }),
+            "{name}: {metrics}"
+        );
+        let duration = metrics["duration_ms"]["p50"].as_f64().unwrap();
+        assert!(
+            duration >= 250.0,
+            "{name}: the whole call, to the cut: {metrics}"
+        );
+    }
 }

@@ -107,7 +107,13 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             if preflight {
                 response.header("access-control-allow-methods", "GET, PUT");
             }
-            response.body(if preflight { "" } else { "cors by the function" }).build()
+            response
+                .body(if preflight {
+                    ""
+                } else {
+                    "cors by the function"
+                })
+                .build()
         }
         "/pg4" => {
             use spin_sdk::pg4::{Connection, Decode, ParameterValue};
@@ -123,13 +129,20 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
         }
         "/config" => {
             use spin_sdk::wit::wasi::config::store;
-            let read = (store::get("greeting"), store::get("missing"), store::get_all());
+            let read = (
+                store::get("greeting"),
+                store::get("missing"),
+                store::get_all(),
+            );
             match read {
                 (Ok(greeting), Ok(missing), Ok(all)) => {
                     let names: Vec<String> = all.into_iter().map(|(name, _)| name).collect();
                     Response::new(
                         200,
-                        format!("greeting={greeting:?} missing={missing:?} names={}", names.join(",")),
+                        format!(
+                            "greeting={greeting:?} missing={missing:?} names={}",
+                            names.join(",")
+                        ),
                     )
                 }
                 other => Response::new(502, format!("config failed: {other:?}")),

@@ -77,9 +77,14 @@ async fn handle(request: Request) -> Answer {
             let (probe, authorization) = (header("x-probe"), header("authorization"));
             let client = header("spin-client-addr");
             // The platform's own headers, none of which may arrive from a client.
-            let routing = ["x-zatabase-project", "x-zatabase-environment", "x-zatabase-trigger", "x-zatabase-schedule"]
-                .map(header)
-                .concat();
+            let routing = [
+                "x-zatabase-project",
+                "x-zatabase-environment",
+                "x-zatabase-trigger",
+                "x-zatabase-schedule",
+            ]
+            .map(header)
+            .concat();
             let body = match request.into_body().bytes().await {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(error) => return text(400, format!("reading the body: {error:?}")),
@@ -161,7 +166,9 @@ async fn handle(request: Request) -> Answer {
             let ok = results.iter().filter(|r| r.is_ok()).count();
             let limited = results
                 .iter()
-                .filter(|r| matches!(r, Err(e) if format!("{e:?}").contains("ConnectionLimitReached")))
+                .filter(
+                    |r| matches!(r, Err(e) if format!("{e:?}").contains("ConnectionLimitReached")),
+                )
                 .count();
             text(
                 200,
