@@ -85,6 +85,7 @@ impl StdoutStream for GuestOutput {
         Box::new(LineWriter {
             output: self.clone(),
             line: Vec::new(),
+            request_id: None,
         })
     }
 }
@@ -92,16 +93,23 @@ impl StdoutStream for GuestOutput {
 struct LineWriter {
     output: GuestOutput,
     line: Vec<u8>,
+    /// The request the line being gathered began in: a kept instance's
+    /// line finished in a later request is the earlier one's.
+    request_id: Option<Arc<str>>,
 }
 
 impl LineWriter {
     fn emit(&mut self) {
         if !self.line.is_empty() {
             let text = String::from_utf8_lossy(&self.line);
+            let request_id = self
+                .request_id
+                .take()
+                .unwrap_or_else(|| self.output.request_id.get());
             emit(
                 self.output.level,
                 &self.output.component,
-                &self.output.request_id.get(),
+                &request_id,
                 text.trim_end(),
                 self.output.function.as_ref(),
                 &self.output.budget,
@@ -124,6 +132,9 @@ impl AsyncWrite for LineWriter {
                     continue;
                 }
             }
+            if self.line.is_empty() {
+                self.request_id = Some(self.output.request_id.get());
+            }
             self.line.push(byte);
         }
         Poll::Ready(Ok(buf.len()))
@@ -142,5 +153,47 @@ impl AsyncWrite for LineWriter {
 impl Drop for LineWriter {
     fn drop(&mut self) {
         self.emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::functions::telemetry::Telemetry;
+
+    #[tokio::test]
+    async fn a_line_is_the_request_s_it_began_in() {
+        let telemetry = Arc::new(Telemetry::default());
+        let tag = RequestTag::new(Arc::from("first"));
+        let function = FunctionLog {
+            function_id: Arc::from("f"),
+            telemetry: telemetry.clone(),
+        };
+        let output = GuestOutput::stdout(
+            Arc::from("c"),
+            tag.clone(),
+            Some(function),
+            LogBudget::new(),
+        );
+        let mut stream = std::pin::Pin::from(output.async_stream());
+        stream
+            .write_all(b"whole\nbegun in the first ")
+            .await
+            .unwrap();
+        // A kept instance serves the next request, and ends the line there.
+        tag.set(Arc::from("second"));
+        stream.write_all(b"request\nthe second's\n").await.unwrap();
+        let lines = telemetry.pending_lines();
+        let owned = |id: &str, message: &str| (id.to_owned(), message.to_owned());
+        assert_eq!(
+            lines,
+            [
+                owned("first", "whole"),
+                owned("first", "begun in the first request"),
+                owned("second", "the second's"),
+            ]
+        );
     }
 }

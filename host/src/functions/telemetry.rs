@@ -112,6 +112,17 @@ impl Telemetry {
         });
     }
 
+    /// The lines pending, as (request id, message): for tests.
+    #[cfg(test)]
+    pub fn pending_lines(&self) -> Vec<(String, String)> {
+        let pending = self.pending.lock().expect("telemetry poisoned");
+        pending
+            .logs
+            .iter()
+            .map(|l| (l.request_id.clone(), l.message.clone()))
+            .collect()
+    }
+
     /// One call of the function `function_id`, answered with `status`.
     pub fn invocation(&self, function_id: &str, status: u16, duration: Duration, cold: bool) {
         let mut pending = self.pending.lock().expect("telemetry poisoned");
