@@ -89,6 +89,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "telemetry prune indexes",
         include_str!("../../migrations/0016_telemetry_prune_indexes.sql"),
     ),
+    (
+        17,
+        "invocation minutes",
+        include_str!("../../migrations/0017_invocation_minutes.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

@@ -4,20 +4,22 @@
 //!
 //! Requests only push onto an in-memory batch; a background task writes
 //! the batch every quarter second in one statement per table, so a function
-//! call never waits on a write. Invocations are stored one row per function
-//! per batch, as arrays (migration 0010): a row per call cost Postgres more
-//! than the call itself, in bursts that took a core from the requests. The
+//! call never waits on a write. Invocations are counted into one row per
+//! function per minute (migration 0017): counts by status, and durations
+//! as a histogram of buckets 2^(1/16) wide ([`duration_bucket`]), which each
+//! write adds to. A row per call cost Postgres more than the call itself,
+//! and the metrics then had every call of their window to read and sort;
+//! a minute's row is as small for a busy function as for a quiet one. The
 //! writer has a connection of its own, whose server process runs at the
 //! lowest CPU priority on the embedded Postgres ([`Db::background_connection`]):
-//! the writes (Postgres compresses the arrays) wait for idle CPU rather
-//! than delay requests. A host keeps at most `MAX_PENDING_BYTES` of
+//! the writes wait for idle CPU rather than delay requests. A host keeps at most `MAX_PENDING_BYTES` of
 //! unwritten lines (Postgres away, a function logging without pause), each
 //! function at most `MAX_PENDING_BYTES_PER_FUNCTION` of them (one flooding
 //! function does not crowd out the others' lines), and drops the rest,
 //! counting them in its log. Rows older than seven days are pruned, and a
 //! function keeps its newest `KEPT_LINES_PER_FUNCTION` lines.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -32,14 +34,17 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_PENDING_BYTES: usize = 8 << 20;
 const MAX_PENDING_BYTES_PER_FUNCTION: usize = 1 << 20;
 const KEPT_LINES_PER_FUNCTION: i64 = 100_000;
-const MAX_PENDING_INVOCATIONS: usize = 100_000;
+/// Function-minutes with calls not yet written.
+const MAX_PENDING_MINUTES: usize = 10_000;
+/// Duration buckets per doubling: each is 2^(1/16), about 4.4 %, wide.
+const BUCKETS_PER_DOUBLING: f64 = 16.0;
 
 #[derive(Default)]
 struct Pending {
-    /// Each function's calls since the last write, kept as the columns
-    /// they are written as, so writing does no regrouping.
-    invocations: HashMap<String, Calls>,
-    invocation_count: usize,
+    /// Each function's calls since the last write, by the minute they
+    /// were answered in (almost always one).
+    invocations: HashMap<String, Vec<Minute>>,
+    minute_count: usize,
     logs: Vec<Line>,
     log_bytes: usize,
     /// Each function's share of `log_bytes`.
@@ -47,13 +52,66 @@ struct Pending {
     dropped: u64,
 }
 
-/// One function's calls in a batch, in the order they were answered.
-struct Calls {
-    /// When the first was answered.
-    at: SystemTime,
-    statuses: Vec<i16>,
-    durations_us: Vec<i64>,
-    cold: Vec<bool>,
+/// One function's calls answered in one minute, counted as
+/// `zatabase.function_invocation_minutes` stores them.
+#[derive(Debug, PartialEq)]
+struct Minute {
+    /// Its start, in seconds since the epoch.
+    minute: i64,
+    invocations: i64,
+    errors: i64,
+    cold_starts: i64,
+    min_us: i64,
+    max_us: i64,
+    /// Calls by status.
+    statuses: BTreeMap<i16, i64>,
+    /// Calls by [`duration_bucket`].
+    buckets: BTreeMap<i16, i64>,
+}
+
+impl Minute {
+    fn new(minute: i64) -> Self {
+        Minute {
+            minute,
+            invocations: 0,
+            errors: 0,
+            cold_starts: 0,
+            min_us: i64::MAX,
+            max_us: 0,
+            statuses: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    fn count(&mut self, status: i16, duration_us: i64, cold: bool) {
+        self.invocations += 1;
+        self.errors += i64::from(status >= 500);
+        self.cold_starts += i64::from(cold);
+        self.min_us = self.min_us.min(duration_us);
+        self.max_us = self.max_us.max(duration_us);
+        *self.statuses.entry(status).or_default() += 1;
+        *self
+            .buckets
+            .entry(duration_bucket(duration_us))
+            .or_default() += 1;
+    }
+}
+
+/// The histogram bucket of a call that took `duration_us`:
+/// `floor(16 * log2(duration_us))`, a duration under 1 µs counting as 1.
+/// Migration 0017 and the metrics query (guests/functions) use the same
+/// rule; a bucket's durations are all within 2.2 % of its geometric middle,
+/// [`bucket_middle_us`].
+fn duration_bucket(duration_us: i64) -> i16 {
+    // At most 16 * 63 = 1008 for any i64: the cast cannot clip.
+    (BUCKETS_PER_DOUBLING * (duration_us.max(1) as f64).log2()).floor() as i16
+}
+
+/// The geometric middle of a bucket, in µs: what the metrics report for a
+/// percentile that falls in it.
+#[cfg(test)]
+fn bucket_middle_us(bucket: i16) -> f64 {
+    2f64.powf((f64::from(bucket) + 0.5) / BUCKETS_PER_DOUBLING)
 }
 
 struct Line {
@@ -125,31 +183,46 @@ impl Telemetry {
 
     /// One call of the function `function_id`, answered with `status`.
     pub fn invocation(&self, function_id: &str, status: u16, duration: Duration, cold: bool) {
+        self.invocation_at(function_id, status, duration, cold, SystemTime::now());
+    }
+
+    fn invocation_at(
+        &self,
+        function_id: &str,
+        status: u16,
+        duration: Duration,
+        cold: bool,
+        at: SystemTime,
+    ) {
+        let minute = i64::try_from(timestamp(at) as u64 / 60 * 60).unwrap_or(0);
+        let status = i16::try_from(status).unwrap_or(i16::MAX);
+        let duration_us = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
         let mut pending = self.pending.lock().expect("telemetry poisoned");
-        if pending.invocation_count >= MAX_PENDING_INVOCATIONS {
-            pending.dropped += 1;
-            return;
-        }
-        pending.invocation_count += 1;
-        let calls = match pending.invocations.get_mut(function_id) {
-            Some(calls) => calls,
+        let pending = &mut *pending;
+        let minutes = match pending.invocations.get_mut(function_id) {
+            Some(minutes) => minutes,
+            None if pending.minute_count >= MAX_PENDING_MINUTES => {
+                pending.dropped += 1;
+                return;
+            }
             None => pending
                 .invocations
                 .entry(function_id.to_owned())
-                .or_insert_with(|| Calls {
-                    at: SystemTime::now(),
-                    statuses: Vec::new(),
-                    durations_us: Vec::new(),
-                    cold: Vec::new(),
-                }),
+                .or_default(),
         };
-        calls
-            .statuses
-            .push(i16::try_from(status).unwrap_or(i16::MAX));
-        calls
-            .durations_us
-            .push(i64::try_from(duration.as_micros()).unwrap_or(i64::MAX));
-        calls.cold.push(cold);
+        let counted = match minutes.iter_mut().find(|m| m.minute == minute) {
+            Some(counted) => counted,
+            None if pending.minute_count >= MAX_PENDING_MINUTES => {
+                pending.dropped += 1;
+                return;
+            }
+            None => {
+                pending.minute_count += 1;
+                minutes.push(Minute::new(minute));
+                minutes.last_mut().expect("just pushed")
+            }
+        };
+        counted.count(status, duration_us, cold);
     }
 
     /// Writes what is pending, on a [`Db::background_connection`]; until
@@ -177,9 +250,12 @@ impl Telemetry {
             logged.extend(functions);
             if written && last_prune.elapsed() > PRUNE_EVERY {
                 last_prune = std::time::Instant::now();
-                for table in ["function_invocation_batches", "function_logs"] {
+                for (table, at) in [
+                    ("function_invocation_minutes", "minute"),
+                    ("function_logs", "at"),
+                ] {
                     let prune = format!(
-                        "DELETE FROM zatabase.{table} WHERE at < now() - interval '7 days'"
+                        "DELETE FROM zatabase.{table} WHERE {at} < now() - interval '7 days'"
                     );
                     if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(prune))
                         .execute(&mut *conn)
@@ -229,7 +305,7 @@ impl Telemetry {
         let mut ok = true;
         let Pending {
             invocations,
-            invocation_count,
+            minute_count,
             logs,
             function_log_bytes,
             dropped,
@@ -239,30 +315,62 @@ impl Telemetry {
             tracing::warn!(dropped, "function telemetry dropped (too much pending)");
         }
         if !invocations.is_empty() {
-            let batches = Batches::of(&invocations);
-            // Each function's calls are a slice of the flat arrays: Postgres
-            // copies slices, it never handles a call on its own.
+            let rows = MinuteRows::of(&invocations);
+            // Each row's statuses and buckets are slices of flat arrays;
+            // a minute already stored (another write, another host) is
+            // added to.
             let written = sqlx::query(
-                "INSERT INTO zatabase.function_invocation_batches
-                   (function_id, at, statuses, durations_us, cold)
-                 SELECT b.function_id, to_timestamp(b.at),
-                   ($5::int2[])[b.first:b.last], ($6::int8[])[b.first:b.last],
-                   ($7::bool[])[b.first:b.last]
-                 FROM unnest($1::uuid[], $2::float8[], $3::int4[], $4::int4[])
-                   AS b (function_id, at, first, last)
-                 WHERE EXISTS (SELECT 1 FROM zatabase.functions f WHERE f.id = b.function_id)",
+                "INSERT INTO zatabase.function_invocation_minutes AS m
+                   (function_id, minute, invocations, errors, cold_starts, min_us, max_us,
+                    statuses, status_counts, buckets, bucket_counts)
+                 SELECT r.function_id, to_timestamp(r.minute), r.invocations, r.errors,
+                   r.cold_starts, r.min_us, r.max_us,
+                   ($8::int2[])[r.s_first:r.s_last], ($9::int8[])[r.s_first:r.s_last],
+                   ($12::int2[])[r.b_first:r.b_last], ($13::int8[])[r.b_first:r.b_last]
+                 FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
+                             $6::int8[], $7::int8[], $10::int4[], $11::int4[],
+                             $14::int4[], $15::int4[])
+                   AS r (function_id, minute, invocations, errors, cold_starts, min_us, max_us,
+                         s_first, s_last, b_first, b_last)
+                 WHERE EXISTS (SELECT 1 FROM zatabase.functions f WHERE f.id = r.function_id)
+                 ON CONFLICT (function_id, minute) DO UPDATE SET
+                   invocations = m.invocations + excluded.invocations,
+                   errors = m.errors + excluded.errors,
+                   cold_starts = m.cold_starts + excluded.cold_starts,
+                   min_us = least(m.min_us, excluded.min_us),
+                   max_us = greatest(m.max_us, excluded.max_us),
+                   (statuses, status_counts) = (
+                     SELECT array_agg(k ORDER BY k), array_agg(n ORDER BY k)
+                     FROM (SELECT k, sum(n)::int8 AS n
+                           FROM unnest(m.statuses || excluded.statuses,
+                                       m.status_counts || excluded.status_counts) AS u (k, n)
+                           GROUP BY k) s),
+                   (buckets, bucket_counts) = (
+                     SELECT array_agg(k ORDER BY k), array_agg(n ORDER BY k)
+                     FROM (SELECT k, sum(n)::int8 AS n
+                           FROM unnest(m.buckets || excluded.buckets,
+                                       m.bucket_counts || excluded.bucket_counts) AS u (k, n)
+                           GROUP BY k) b)",
             )
-            .bind(&batches.functions)
-            .bind(&batches.at)
-            .bind(&batches.first)
-            .bind(&batches.last)
-            .bind(&batches.statuses)
-            .bind(&batches.durations_us)
-            .bind(&batches.cold)
+            .bind(&rows.functions)
+            .bind(&rows.minute)
+            .bind(&rows.invocations)
+            .bind(&rows.errors)
+            .bind(&rows.cold_starts)
+            .bind(&rows.min_us)
+            .bind(&rows.max_us)
+            .bind(&rows.statuses)
+            .bind(&rows.status_counts)
+            .bind(&rows.s_first)
+            .bind(&rows.s_last)
+            .bind(&rows.buckets)
+            .bind(&rows.bucket_counts)
+            .bind(&rows.b_first)
+            .bind(&rows.b_last)
             .execute(&mut *conn)
             .await;
             if let Err(error) = written {
-                tracing::warn!(%error, count = invocation_count, "writing function invocations");
+                tracing::warn!(%error, minutes = minute_count, "writing function invocations");
                 ok = false;
             }
         }
@@ -422,38 +530,54 @@ impl http_body::Body for Recorded {
     }
 }
 
-/// Pending invocations as one batch row per function: the calls in flat
-/// arrays, function after function, and each function's slice of them
-/// (1-based, inclusive, as Postgres slices).
+/// Pending minutes as the rows they are written as: a column each, and
+/// each row's statuses and buckets as slices (1-based, inclusive, as
+/// Postgres slices) of flat arrays.
 #[derive(Default)]
-struct Batches<'a> {
+struct MinuteRows<'a> {
     functions: Vec<&'a str>,
-    /// When each function's first call in the batch was answered.
-    at: Vec<f64>,
-    first: Vec<i32>,
-    last: Vec<i32>,
+    minute: Vec<i64>,
+    invocations: Vec<i64>,
+    errors: Vec<i64>,
+    cold_starts: Vec<i64>,
+    min_us: Vec<i64>,
+    max_us: Vec<i64>,
     statuses: Vec<i16>,
-    durations_us: Vec<i64>,
-    cold: Vec<bool>,
+    status_counts: Vec<i64>,
+    s_first: Vec<i32>,
+    s_last: Vec<i32>,
+    buckets: Vec<i16>,
+    bucket_counts: Vec<i64>,
+    b_first: Vec<i32>,
+    b_last: Vec<i32>,
 }
 
-impl<'a> Batches<'a> {
-    fn of(invocations: &'a HashMap<String, Calls>) -> Self {
-        let mut batches = Batches::default();
-        for (function, calls) in invocations {
-            let first = batches.statuses.len() + 1;
-            batches.functions.push(function);
-            batches.at.push(timestamp(calls.at));
-            batches.statuses.extend_from_slice(&calls.statuses);
-            batches.durations_us.extend_from_slice(&calls.durations_us);
-            batches.cold.extend_from_slice(&calls.cold);
-            // At most MAX_PENDING_INVOCATIONS calls: the offsets fit.
-            batches.first.push(i32::try_from(first).unwrap_or(i32::MAX));
-            batches
-                .last
-                .push(i32::try_from(batches.statuses.len()).unwrap_or(i32::MAX));
+impl<'a> MinuteRows<'a> {
+    fn of(invocations: &'a HashMap<String, Vec<Minute>>) -> Self {
+        // At most MAX_PENDING_MINUTES rows of at most 1,009 buckets and
+        // 65,536 statuses each: the offsets fit.
+        let offset = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let mut rows = MinuteRows::default();
+        for (function, minutes) in invocations {
+            for m in minutes {
+                rows.functions.push(function);
+                rows.minute.push(m.minute);
+                rows.invocations.push(m.invocations);
+                rows.errors.push(m.errors);
+                rows.cold_starts.push(m.cold_starts);
+                rows.min_us.push(m.min_us);
+                rows.max_us.push(m.max_us);
+                rows.s_first.push(offset(rows.statuses.len() + 1));
+                rows.statuses.extend(m.statuses.keys());
+                rows.status_counts.extend(m.statuses.values());
+                rows.s_last.push(offset(rows.statuses.len()));
+                rows.b_first.push(offset(rows.buckets.len() + 1));
+                rows.buckets.extend(m.buckets.keys());
+                rows.bucket_counts.extend(m.buckets.values());
+                rows.b_last.push(offset(rows.buckets.len()));
+            }
         }
-        batches
+        rows
     }
 }
 
@@ -506,39 +630,111 @@ mod tests {
     }
 
     #[test]
-    fn each_function_gets_its_own_slice_of_the_calls_in_order() {
+    fn calls_are_counted_by_function_and_minute() {
         let telemetry = Telemetry::default();
-        for (function, status, duration_us) in [("a", 200, 10), ("b", 500, 200), ("a", 404, 30)] {
-            telemetry.invocation(
+        let minute = SystemTime::UNIX_EPOCH + Duration::from_secs(60 * 29_000_000);
+        let next = minute + Duration::from_secs(60);
+        for (function, status, duration_us, at) in [
+            ("a", 200, 10, minute),
+            ("b", 500, 200, minute + Duration::from_secs(59)),
+            ("a", 404, 30, minute + Duration::from_millis(59_999)),
+            ("a", 200, 11, minute),
+            ("a", 200, 1000, next),
+        ] {
+            telemetry.invocation_at(
                 function,
                 status,
                 Duration::from_micros(duration_us),
                 duration_us > 100,
+                at,
             );
         }
         let pending = std::mem::take(&mut *telemetry.pending.lock().unwrap());
-        assert_eq!(pending.invocation_count, 3);
-        let batches = Batches::of(&pending.invocations);
-        assert_eq!(batches.statuses.len(), 3);
-        type Row<'a> = (&'a str, Vec<i16>, Vec<i64>, Vec<bool>);
-        let mut rows: Vec<Row> = (0..batches.functions.len())
+        assert_eq!(pending.minute_count, 3);
+        let start = 60 * 29_000_000;
+        let a = &pending.invocations["a"];
+        assert_eq!(
+            a[0],
+            Minute {
+                minute: start,
+                invocations: 3,
+                errors: 0,
+                cold_starts: 0,
+                min_us: 10,
+                max_us: 30,
+                statuses: BTreeMap::from([(200, 2), (404, 1)]),
+                // 16 log2(10) = 53.2, 16 log2(11) = 55.4, 16 log2(30) = 78.5
+                buckets: BTreeMap::from([(53, 1), (55, 1), (78, 1)]),
+            }
+        );
+        assert_eq!(a[1].minute, start + 60);
+        assert_eq!(a[1].cold_starts, 1);
+        assert_eq!(pending.invocations["b"][0].errors, 1);
+
+        let rows = MinuteRows::of(&pending.invocations);
+        assert_eq!(rows.functions.len(), 3);
+        type Row<'a> = (&'a str, i64, Vec<i16>, Vec<i64>, Vec<i16>);
+        let mut found: Vec<Row> = (0..3)
             .map(|i| {
-                let range = batches.first[i] as usize - 1..batches.last[i] as usize;
+                let s = rows.s_first[i] as usize - 1..rows.s_last[i] as usize;
+                let b = rows.b_first[i] as usize - 1..rows.b_last[i] as usize;
                 (
-                    batches.functions[i],
-                    batches.statuses[range.clone()].to_vec(),
-                    batches.durations_us[range.clone()].to_vec(),
-                    batches.cold[range].to_vec(),
+                    rows.functions[i],
+                    rows.minute[i],
+                    rows.statuses[s.clone()].to_vec(),
+                    rows.status_counts[s].to_vec(),
+                    rows.buckets[b].to_vec(),
                 )
             })
             .collect();
-        rows.sort_by(|x, y| x.0.cmp(y.0));
+        found.sort();
         assert_eq!(
-            rows,
+            found,
             [
-                ("a", vec![200, 404], vec![10, 30], vec![false, false]),
-                ("b", vec![500], vec![200], vec![true]),
+                ("a", start, vec![200, 404], vec![2, 1], vec![53, 55, 78]),
+                ("a", start + 60, vec![200], vec![1], vec![159]),
+                ("b", start, vec![500], vec![1], vec![122]),
             ]
         );
+    }
+
+    #[test]
+    fn a_bucket_holds_durations_within_its_stated_error() {
+        let mut last = duration_bucket(0);
+        assert_eq!(last, 0);
+        assert_eq!(duration_bucket(1), 0);
+        assert_eq!(duration_bucket(i64::MAX), 1008);
+        for us in (1..2_000_000).chain([3_600_000_000, 1 << 40, (1 << 40) + 1]) {
+            let bucket = duration_bucket(us);
+            assert!(bucket >= last, "{us}");
+            last = bucket;
+            let middle = bucket_middle_us(bucket);
+            let error = (middle - us as f64).abs() / us as f64;
+            assert!(
+                error < 0.022,
+                "{us} µs in bucket {bucket}: {middle} µs, off by {error}"
+            );
+        }
+        // Powers of two start their bucket.
+        assert_eq!(duration_bucket(1024), 160);
+        assert_eq!(duration_bucket(1023), 159);
+    }
+
+    #[test]
+    fn pending_minutes_are_bounded() {
+        let telemetry = Telemetry::default();
+        for i in 0..MAX_PENDING_MINUTES + 5 {
+            telemetry.invocation(&format!("f{i}"), 200, Duration::from_micros(5), false);
+        }
+        // The functions already pending are still counted.
+        telemetry.invocation("f0", 200, Duration::from_micros(5), false);
+        let pending = telemetry.pending.lock().unwrap();
+        assert_eq!(pending.minute_count, MAX_PENDING_MINUTES);
+        assert_eq!(pending.dropped, 5);
+        let f0: i64 = pending.invocations["f0"]
+            .iter()
+            .map(|m| m.invocations)
+            .sum();
+        assert_eq!(f0, 2);
     }
 }
