@@ -114,11 +114,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Sets up logging from `RUST_LOG` (default: info for Zatabase, warnings
-/// for its libraries).
+/// for its libraries). Postgres's notices are never logged, whatever
+/// `RUST_LOG` says: sqlx logs each as it comes, and a tenant's statements
+/// choose their text and number (`RAISE WARNING` in a loop), which would
+/// write past the functions' log budgets, line breaks and all.
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift_codegen=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift_codegen=warn"))
+        .add_directive(
+            "sqlx::postgres::notice=off"
+                .parse()
+                .expect("a valid directive"),
+        );
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

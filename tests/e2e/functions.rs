@@ -1206,6 +1206,39 @@ fn spins_interfaces_are_never_cut_short_by_the_row_cap() {
     );
 }
 
+#[test]
+fn an_arrays_elements_count_against_the_result_cap() {
+    // `{0,0,...}` is two bytes an element as Postgres sends it, and a value
+    // of its own each as the host types it: typed, 100,000 of them are past
+    // 4 MiB, though their text is not.
+    let host = Host::builder()
+        .config("[sql]\nmax_result_bytes = 4194304\n")
+        .start();
+    let token = host.token();
+    deployed(&host, &token, json!({ "name": "arrays" }), spin7());
+    let zeros = |count: u32| {
+        host.request(
+            "GET",
+            "/fn/arrays/pg-array",
+            &[
+                ("authorization", format!("Bearer {token}").as_str()),
+                ("x-count", count.to_string().as_str()),
+            ],
+            vec![],
+        )
+    };
+    assert_eq!(zeros(1000).text(), "elements=1000");
+    let over = zeros(100_000);
+    assert_eq!(over.status, 500, "{}", over.text());
+    assert!(
+        over.text()
+            .contains("larger than this host returns at once"),
+        "{}",
+        over.text()
+    );
+    assert_eq!(zeros(1000).text(), "elements=1000");
+}
+
 /// A loopback HTTP server (IPv4, and IPv6 on the same port where it can)
 /// answering `host=<its Host header>` to every request; its port.
 fn host_echo_server() -> u16 {

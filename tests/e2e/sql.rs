@@ -243,6 +243,49 @@ fn timeouts_cut_long_statements_and_the_pool_recovers() {
 }
 
 #[test]
+fn an_error_a_statement_raises_keeps_its_connection() {
+    // Any SQLSTATE can be raised: one of the classes that mean a lost
+    // connection, sent by a statement, is an answer like any other, and the
+    // connection serves the next request (closing it on each would cost a
+    // backend and a login a statement).
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    let backend = || host.sql_ok("SELECT pg_backend_pid() AS pid", &[])["rows"][0]["pid"].clone();
+    let before = backend();
+    for (code, status) in [
+        ("XX000", 500),
+        ("08006", 503),
+        ("57P01", 503),
+        ("53300", 503),
+    ] {
+        let raised = host
+            .sql(
+                &format!("DO $$BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END$$"),
+                &[],
+            )
+            .expect_error(status);
+        assert!(raised.contains("raised"), "{code}: {raised}");
+        assert_eq!(backend(), before, "{code} cost the connection");
+    }
+}
+
+#[test]
+fn a_tenants_notices_are_not_logged() {
+    let host = Host::start();
+    // With a line break, a notice logged as it came would forge a line.
+    host.sql_ok(
+        "SET client_min_messages = notice; DO $$BEGIN \
+           RAISE WARNING E'x\\n2026-01-01T00:00:00Z  INFO zatabase: forged warning'; \
+           RAISE NOTICE 'forged notice'; END$$",
+        &[],
+    );
+    host.sql_ok("SELECT 1", &[]);
+    let log = host.log();
+    assert!(!log.contains("forged"), "{log}");
+}
+
+#[test]
 fn a_statement_that_turns_its_timeout_off_is_still_cut_and_its_backend_ended() {
     let host = Host::builder()
         .config("[sql]\nstatement_timeout_ms = 300\n")

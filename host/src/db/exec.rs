@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use sqlx::postgres::{PgConnection, PgDatabaseError, PgErrorPosition, PgRow};
+use sqlx::postgres::{PgConnection, PgDatabaseError, PgErrorPosition, PgRow, PgSeverity};
 use sqlx::{AssertSqlSafe, Column, Connection, Either, Executor, Row, SqlSafeStr, ValueRef};
 
 use super::decode::{TypeCache, TypeDesc};
@@ -358,6 +358,8 @@ struct RawResult {
     rows: Vec<PgRow>,
     affected_rows: u64,
     truncated: bool,
+    /// `Limits::max_result_bytes`, which typing the values keeps to too.
+    max_bytes: usize,
 }
 
 impl RawResult {
@@ -395,6 +397,7 @@ impl RawResult {
             rows: self.rows,
             affected_rows: self.affected_rows,
             truncated: self.truncated,
+            max_bytes: self.max_bytes,
         })
     }
 }
@@ -407,15 +410,25 @@ pub struct Fetched {
     rows: Vec<PgRow>,
     affected_rows: u64,
     truncated: bool,
+    max_bytes: usize,
 }
 
 impl Fetched {
-    /// Every value typed.
+    /// Every value typed. An array's elements become a value each, so a
+    /// row is measured again as typed ([`typed_bytes`]), against the same
+    /// cap: the rows past it are cut and the result marked truncated.
     pub fn typed(self) -> Result<QueryResult, SqlError> {
-        let rows = self
-            .rows
-            .iter()
-            .map(|row| {
+        let mut bytes = 0usize;
+        let mut truncated = self.truncated;
+        let mut rows = Vec::with_capacity(self.rows.len());
+        for row in &self.rows {
+            let size = typed_bytes(row, &self.descs);
+            if bytes + size > self.max_bytes {
+                truncated = true;
+                break;
+            }
+            bytes += size;
+            rows.push(
                 self.descs
                     .iter()
                     .enumerate()
@@ -425,14 +438,14 @@ impl Fetched {
                             Some(text) => desc.decoder.value(desc.array_delimiter, text),
                         })
                     })
-                    .collect()
-            })
-            .collect::<Result<_, SqlError>>()?;
+                    .collect::<Result<_, SqlError>>()?,
+            );
+        }
         Ok(QueryResult {
             columns: self.columns,
             rows,
             affected_rows: self.affected_rows,
-            truncated: self.truncated,
+            truncated,
         })
     }
 
@@ -500,6 +513,7 @@ async fn collect(
         rows: Vec::new(),
         affected_rows: 0,
         truncated: false,
+        max_bytes: limits.max_result_bytes,
     };
     let mut stream = sqlx::raw_sql(AssertSqlSafe(sent)).fetch_many(&mut *conn);
     while let Some(item) = stream.try_next().await? {
@@ -551,6 +565,26 @@ fn row_bytes(row: &PgRow) -> usize {
                     .map_or(0, <[u8]>::len)
         })
         .sum()
+}
+
+/// What holding one array element typed costs beside its bytes (its own
+/// string while split, the typed value in the array).
+const ELEMENT_OVERHEAD: usize = 64;
+
+/// [`row_bytes`] as the row is typed: an array's every element counts
+/// [`ELEMENT_OVERHEAD`] too (each delimiter counted as one more element,
+/// quoted or not), or `{0,0,...}` would hold 60 times its size.
+fn typed_bytes(row: &PgRow, descs: &[Arc<TypeDesc>]) -> usize {
+    let elements: usize = descs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, desc)| {
+            let delimiter = u8::try_from(desc.array_delimiter?).ok()?;
+            let text = row.try_get_raw(i).ok()?.as_bytes().ok()?;
+            Some(1 + text.iter().filter(|&&b| b == delimiter).count())
+        })
+        .sum();
+    row_bytes(row).saturating_add(elements.saturating_mul(ELEMENT_OVERHEAD))
 }
 
 /// The text of column `i` of `row`, `None` for NULL.
@@ -747,9 +781,20 @@ pub fn map_error(e: sqlx::Error, positions: &Positions<'_>) -> SqlError {
                 }
                 _ => None,
             };
+            // An error Postgres ends the session with (FATAL, PANIC) is
+            // the connection's loss, whatever its code; any other is an
+            // answer, after which the connection is ready (a statement can
+            // raise any SQLSTATE it likes, `XX000` or `08006` included, so
+            // the code says nothing of the connection). The connection's
+            // owner closes it on an error without a SQLSTATE.
+            let fatal = matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic);
             SqlError {
-                kind: kind_of(pg.code()),
-                sqlstate: Some(pg.code().to_owned()),
+                kind: if fatal {
+                    ErrorKind::Unavailable
+                } else {
+                    kind_of(pg.code())
+                },
+                sqlstate: (!fatal).then(|| pg.code().to_owned()),
                 message: pg.message().to_owned(),
                 detail: pg.detail().map(str::to_owned),
                 hint: pg.hint().map(str::to_owned),

@@ -346,6 +346,10 @@ impl Db {
                         .options([
                             ("search_path", search_path.as_str()),
                             ("statement_timeout", timeout.as_str()),
+                            // A tenant's notices (`RAISE NOTICE`, `WARNING`)
+                            // have no reader: not sent (and never logged,
+                            // `init_logging`), whatever it sets for itself.
+                            ("client_min_messages", "error"),
                         ]),
                     self.pools.tenant_max_connections,
                     self.pools.acquire_timeout,
@@ -499,14 +503,18 @@ impl TenantSql {
         let work = exec::run(&mut conn, &self.db.types, scope, limits, statement, params);
         match tokio::time::timeout(limits.statement_timeout + TIMEOUT_GRACE, work).await {
             Ok(result) => {
-                // Postgres answered, with rows or with its error: the
-                // connection is ready for the next request. A lost socket
-                // or a result the host could not read says otherwise: not
-                // drained either, but closed.
+                // Postgres answered, with rows or with its error (one with
+                // a SQLSTATE, whatever its class: a statement may raise any
+                // code it likes): the connection is ready for the next
+                // request. A lost socket or a result the host could not
+                // read says otherwise: not drained either, but closed. (A
+                // backend that ended itself with its error is found closed
+                // when the connection is next taken.)
                 if matches!(
                     &result,
                     Err(SqlError {
                         kind: ErrorKind::Unavailable | ErrorKind::Internal,
+                        sqlstate: None,
                         ..
                     })
                 ) {

@@ -9,6 +9,7 @@
 //!   (`spin:key-value@3.0.0`)
 //! - `/pg`: creates a table, inserts a row, reads every row back
 //!   (`spin:postgres@4.2.0`, streamed rows)
+//! - `/pg-array`: an int4 array of `x-count` zeros from Postgres; its length
 //! - `/pg-types`: one value of each of Postgres 4.2's types, out and in
 //! - `/stream`: a body streamed in 100 chunks after the response has started
 //! - `/fetch`: an outbound GET of the URL in the `x-target` header; its
@@ -102,6 +103,10 @@ async fn handle(request: Request) -> Answer {
             Err(error) => text(500, format!("key-value failed: {error}")),
         },
         "/pg" => match postgres().await {
+            Ok(body) => text(200, body),
+            Err(error) => text(500, format!("postgres failed: {error}")),
+        },
+        "/pg-array" => match zeros(header("x-count").parse().unwrap_or(0)).await {
             Ok(body) => text(200, body),
             Err(error) => text(500, format!("postgres failed: {error}")),
         },
@@ -241,6 +246,23 @@ async fn postgres() -> Result<String, pg::Error> {
         })
         .collect();
     Ok(format!("inserted={inserted}\n{}", lines.join("\n")))
+}
+
+/// An array of `count` zeros, read back: how many elements arrived.
+async fn zeros(count: i32) -> Result<String, pg::Error> {
+    let db = pg::Connection::open("any address").await?;
+    let rows = db
+        .query(
+            "SELECT array_fill(0, ARRAY[$1::int4]) AS zeros",
+            [pg::ParameterValue::Int32(count)],
+        )
+        .await?
+        .collect()
+        .await?;
+    match rows.first().map(|row| &row[0]) {
+        Some(pg::DbValue::ArrayInt32(zeros)) => Ok(format!("elements={}", zeros.len())),
+        other => Ok(format!("unexpected {other:?}")),
+    }
 }
 
 /// A value of each type spin-sdk 7 maps, read back as `column=value` lines;
