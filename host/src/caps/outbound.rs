@@ -178,14 +178,7 @@ async fn destinations(
     let bare = unbracketed(host);
     let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::time::timeout(within, tokio::net::lookup_host((bare, port)))
-            .await
-            .map_err(|_| Error::DnsTimeout)?
-            .map_err(|error| Error::DnsError {
-                rcode: Some(error.to_string()),
-                info_code: None,
-            })?
-            .collect(),
+        Err(_) => lookup(bare, port, within).await?,
     };
     if addresses.is_empty() {
         return Err(Error::DestinationNotFound);
@@ -202,6 +195,42 @@ async fn destinations(
         return Err(Error::DestinationIpProhibited);
     }
     Ok(addresses)
+}
+
+/// Name lookups under way at once, host-wide. `getaddrinfo` runs on tokio's
+/// blocking threads and cannot be cancelled: a lookup given up at its
+/// timeout still holds its thread until the resolver gives up too (tens of
+/// seconds against a name server that never answers). Bounded, the lookups
+/// of functions whose names do not resolve cannot take the blocking pool
+/// that password hashing, component loads and file I/O share.
+const MAX_LOOKUPS: usize = 64;
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+
+/// The addresses `host` resolves to, within `within` (waiting for a free
+/// lookup included). The lookup holds its permit until it ends, even one
+/// given up.
+async fn lookup(host: &str, port: u16, within: Duration) -> Result<Vec<SocketAddr>, Error> {
+    let deadline = tokio::time::Instant::now() + within;
+    let permit = tokio::time::timeout_at(deadline, LOOKUPS.acquire())
+        .await
+        .map_err(|_| Error::DnsTimeout)?
+        .map_err(|_| Error::InternalError(Some("name lookups are closed".to_owned())))?;
+    let host = host.to_owned();
+    let lookup = tokio::spawn(async move {
+        let _held = permit;
+        tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map(Iterator::collect)
+    });
+    let failed = |error: String| Error::DnsError {
+        rcode: Some(error),
+        info_code: None,
+    };
+    match tokio::time::timeout_at(deadline, lookup).await {
+        Err(_) => Err(Error::DnsTimeout),
+        Ok(Err(joined)) => Err(failed(joined.to_string())),
+        Ok(Ok(resolved)) => resolved.map_err(|error| failed(error.to_string())),
+    }
 }
 
 /// Bounds on an outbound request the guest did not bound itself, so a
@@ -449,6 +478,25 @@ mod blocked_networks {
             destinations(&uri, &[], within).await.unwrap(),
             ["[::1]:80".parse().unwrap()]
         );
+    }
+
+    #[tokio::test]
+    async fn name_lookups_wait_for_a_free_one_within_their_timeout() {
+        let uri: http::Uri = "http://localhost:8080/".parse().unwrap();
+        let within = Duration::from_millis(200);
+        let all = LOOKUPS
+            .acquire_many(u32::try_from(MAX_LOOKUPS).unwrap())
+            .await
+            .unwrap();
+        assert!(matches!(
+            destinations(&uri, &[], within).await,
+            Err(Error::DnsTimeout)
+        ));
+        // An address needs no lookup.
+        let literal = "http://127.0.0.1:8080/".parse().unwrap();
+        assert!(destinations(&literal, &[], within).await.is_ok());
+        drop(all);
+        assert!(!destinations(&uri, &[], within).await.unwrap().is_empty());
     }
 
     #[test]
