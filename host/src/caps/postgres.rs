@@ -67,7 +67,10 @@ impl PostgresState {
         statement: &str,
         params: Vec<v3::ParameterValue>,
     ) -> wasmtime::Result<Result<QueryResult, v3::Error>> {
-        let params: Vec<Value> = params.into_iter().map(parameter).collect();
+        let params: Vec<Value> = match params.into_iter().map(parameter).collect() {
+            Ok(params) => params,
+            Err(bad) => return Ok(Err(v3::Error::BadParameter(bad))),
+        };
         let connection = self.connection(connection)?;
         Ok(connection.run(statement, &params).await.map_err(failed))
     }
@@ -149,10 +152,11 @@ fn failed(error: SqlError) -> v3::Error {
     v3::Error::QueryFailed(message)
 }
 
-fn parameter(value: v3::ParameterValue) -> Value {
+/// A parameter as the host binds it, or why it cannot be.
+fn parameter(value: v3::ParameterValue) -> Result<Value, String> {
     use v3::ParameterValue as P;
     let scalar = match value {
-        P::DbNull => return Value::Null,
+        P::DbNull => return Ok(Value::Null),
         P::Boolean(b) => Scalar::Boolean(b),
         P::Int8(n) => Scalar::Int16(n.into()),
         P::Int16(n) => Scalar::Int16(n),
@@ -163,11 +167,11 @@ fn parameter(value: v3::ParameterValue) -> Value {
         P::Str(s) => Scalar::Text(s),
         P::Binary(b) => Scalar::Bytes(b),
         P::Date(d) => Scalar::Date(date_text(d)),
-        P::Time(t) => Scalar::Time(time_text(t)),
-        P::Datetime(dt) => Scalar::Timestamp(datetime_text(dt)),
+        P::Time(t) => Scalar::Time(time_text(t)?),
+        P::Datetime(dt) => Scalar::Timestamp(datetime_text(dt)?),
         P::Timestamp(seconds) => Scalar::Timestamptz(civil(seconds)),
     };
-    Value::Scalar(scalar)
+    Ok(Value::Scalar(scalar))
 }
 
 /// Spin's date tuple as Postgres reads it: its astronomical year 0 is 1 BC
@@ -186,21 +190,35 @@ fn year_text(y: i32) -> (String, &'static str) {
     }
 }
 
-fn time_text((h, mi, s, ns): (u8, u8, u8, u32)) -> String {
-    format!("{h:02}:{mi:02}:{s:02}.{ns:09}")
+/// A time of day; nanoseconds past a second are refused (written out,
+/// `.1500000000` would read as 0.15 s).
+fn time_text((h, mi, s, ns): (u8, u8, u8, u32)) -> Result<String, String> {
+    if ns >= 1_000_000_000 {
+        return Err(format!(
+            "a time's nanoseconds must be under 1,000,000,000, not {ns}"
+        ));
+    }
+    Ok(format!("{h:02}:{mi:02}:{s:02}.{ns:09}"))
 }
 
-fn datetime_text((y, m, d, h, mi, s, ns): (i32, u8, u8, u8, u8, u8, u32)) -> String {
+fn datetime_text(
+    (y, m, d, h, mi, s, ns): (i32, u8, u8, u8, u8, u8, u32),
+) -> Result<String, String> {
     let (year, era) = year_text(y);
-    format!("{year}-{m:02}-{d:02}T{}{era}", time_text((h, mi, s, ns)))
+    Ok(format!(
+        "{year}-{m:02}-{d:02}T{}{era}",
+        time_text((h, mi, s, ns))?
+    ))
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SS+00:00`.
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SS+00:00` (` BC` after it for a year
+/// before 1, as Postgres reads it).
 fn civil(seconds: i64) -> String {
     let (year, month, day) = crate::functions::cron::civil(seconds.div_euclid(86_400));
+    let (year, era) = year_text(i32::try_from(year).unwrap_or(i32::MIN));
     let rest = seconds.rem_euclid(86_400);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
+        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00{era}",
         rest / 3600,
         rest % 3600 / 60,
         rest % 60
@@ -560,8 +578,8 @@ fn parameter_v4(value: v4::ParameterValue) -> Result<Value, String> {
         P::Str(s) => Scalar::Text(s),
         P::Binary(b) => Scalar::Bytes(b),
         P::Date(d) => Scalar::Date(date_text(d)),
-        P::Time(t) => Scalar::Time(time_text(t)),
-        P::Datetime(dt) => Scalar::Timestamp(datetime_text(dt)),
+        P::Time(t) => Scalar::Time(time_text(t)?),
+        P::Datetime(dt) => Scalar::Timestamp(datetime_text(dt)?),
         P::Timestamp(seconds) => Scalar::Timestamptz(civil(seconds)),
         P::Uuid(s) => Scalar::Uuid(s),
         P::Jsonb(bytes) => Scalar::Json(
@@ -807,6 +825,19 @@ mod tests {
         assert_eq!(civil(0), "1970-01-01T00:00:00+00:00");
         assert_eq!(civil(951_782_400), "2000-02-29T00:00:00+00:00");
         assert_eq!(civil(-1), "1969-12-31T23:59:59+00:00");
+        // Before year 1, as Postgres reads it (it has no year 0).
+        assert_eq!(civil(-62_135_596_800), "0001-01-01T00:00:00+00:00");
+        assert_eq!(civil(-62_135_596_801), "0001-12-31T23:59:59+00:00 BC");
+    }
+
+    #[test]
+    fn nanoseconds_past_a_second_are_refused() {
+        assert_eq!(
+            time_text((12, 0, 0, 999_999_999)).unwrap(),
+            "12:00:00.999999999"
+        );
+        assert!(time_text((12, 0, 0, 1_500_000_000)).is_err());
+        assert!(datetime_text((2024, 1, 1, 12, 0, 0, 1_000_000_000)).is_err());
     }
 
     #[test]
@@ -852,7 +883,7 @@ mod tests {
         assert_eq!(date_text((0, 1, 1)), "0001-01-01 BC");
         assert_eq!(date_text((2024, 3, 1)), "2024-03-01");
         assert_eq!(
-            datetime_text((-43, 3, 15, 12, 30, 0, 0)),
+            datetime_text((-43, 3, 15, 12, 30, 0, 0)).unwrap(),
             "0044-03-15T12:30:00.000000000 BC"
         );
     }
