@@ -1239,6 +1239,21 @@ fn an_arrays_elements_count_against_the_result_cap() {
     assert_eq!(zeros(1000).text(), "elements=1000");
 }
 
+#[test]
+fn results_a_function_leaves_unread_are_bounded() {
+    // WASI 0.3 hands rows over as a stream: held by the host until read.
+    let host = Host::start();
+    let token = host.token();
+    deployed(&host, &token, json!({ "name": "hoarder" }), spin7());
+    let answer = fn_get(&host, &token, "/fn/hoarder/pg-hoard");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let text = answer.text();
+    // 8 MB each, 64 MiB unread at most.
+    assert!(text.starts_with("held=8\n"), "{text}");
+    assert!(text.contains("still unread"), "{text}");
+    assert!(text.ends_with("again=1"), "{text}");
+}
+
 /// A loopback HTTP server (IPv4, and IPv6 on the same port where it can)
 /// answering `host=<its Host header>` to every request; its port.
 fn host_echo_server() -> u16 {

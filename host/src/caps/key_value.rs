@@ -14,6 +14,7 @@ use wasmtime::component::{
 use super::fermyon::spin::key_value as v2;
 use super::spin::key_value::key_value as v3;
 use super::types::{ErrorKind, QueryResult, Scalar, SqlError, Value};
+use super::unread::Unread;
 use crate::db::{Db, Fetched, TenantSql};
 use crate::dispatch::{FunctionContext, HostState};
 
@@ -222,6 +223,8 @@ pub struct KeyValueState {
     pub db: Arc<Db>,
     pub function: Option<Arc<FunctionContext>>,
     pub table: ResourceTable,
+    /// Keys streamed to the guest and not read yet.
+    pub unread: Unread,
 }
 
 fn failed(error: SqlError) -> Failure {
@@ -388,9 +391,29 @@ impl<T> v3::HostStoreWithStore<T> for V3 {
         store: Resource<Store>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), v3::Error>>)> {
         let listed = with_store(accessor, &store)?.keys().await;
+        let unread = accessor.with(|mut access| access.get().unread.clone());
         let (keys, outcome) = match listed {
-            Ok(keys) => (keys, Ok(())),
-            Err(failure) => (Vec::new(), Err(v3::Error::from(failure))),
+            Ok(keys) => {
+                let bytes = keys
+                    .iter()
+                    .map(|k| k.len() + std::mem::size_of::<String>())
+                    .sum();
+                match unread.stream(keys, bytes) {
+                    Ok(keys) => (keys, Ok(())),
+                    Err(refused) => (
+                        unread
+                            .stream(Vec::new(), 0)
+                            .expect("nothing is always allowed"),
+                        Err(v3::Error::Other(refused)),
+                    ),
+                }
+            }
+            Err(failure) => (
+                unread
+                    .stream(Vec::new(), 0)
+                    .expect("nothing is always allowed"),
+                Err(v3::Error::from(failure)),
+            ),
         };
         accessor.with(|mut access| {
             let keys = StreamReader::new(&mut access, keys)?;

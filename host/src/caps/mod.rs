@@ -28,6 +28,7 @@ pub mod platform_db;
 pub mod postgres;
 pub mod session;
 pub mod sql;
+pub mod unread;
 pub mod variables;
 
 use std::collections::BTreeSet;

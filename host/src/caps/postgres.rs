@@ -13,6 +13,7 @@ use wasmtime::component::{
 use super::spin::postgres3_0_0::postgres as v3;
 use super::spin::postgres4_2_0::postgres as v4;
 use super::types::{QueryResult, Scalar, SqlError, Value};
+use super::unread::Unread;
 use crate::db::{Db, Fetched, TenantSql};
 use crate::dispatch::{FunctionContext, HostState};
 
@@ -36,6 +37,8 @@ pub struct PostgresState {
     pub db: Arc<Db>,
     pub function: Option<Arc<FunctionContext>>,
     pub table: ResourceTable,
+    /// Rows streamed to the guest and not read yet.
+    pub unread: Unread,
 }
 
 impl PostgresState {
@@ -467,10 +470,18 @@ impl<T> v4::HostConnectionWithStore<T> for V4 {
             v4::Error,
         >,
     > {
-        let connection = accessor.with(|mut access| access.get().connection(&connection))?;
+        let (connection, unread) = accessor.with(|mut access| {
+            let state = access.get();
+            wasmtime::error::Ok((state.connection(&connection)?, state.unread.clone()))
+        })?;
         let (columns, rows) = match query_v4(&connection, &statement, params).await {
             Ok(result) => result,
             Err(error) => return Ok(Err(error)),
+        };
+        let bytes = rows.iter().flatten().map(db_value_bytes).sum();
+        let rows = match unread.stream(rows, bytes) {
+            Ok(rows) => rows,
+            Err(refused) => return Ok(Err(v4::Error::Other(refused))),
         };
         accessor.with(|mut access| {
             let rows = StreamReader::new(&mut access, rows)?;
@@ -488,6 +499,27 @@ impl<T> v4::HostConnectionWithStore<T> for V4 {
         let connection = accessor.with(|mut access| access.get().connection(&connection))?;
         Ok(execute_v4(&connection, &statement, params).await)
     }
+}
+
+/// What a value holds of the host: its own size and what it points to.
+fn db_value_bytes(value: &v4::DbValue) -> usize {
+    use v4::DbValue as V;
+    let strings = |items: &[Option<String>]| {
+        items
+            .iter()
+            .map(|s| std::mem::size_of::<Option<String>>() + s.as_ref().map_or(0, String::len))
+            .sum()
+    };
+    std::mem::size_of::<v4::DbValue>()
+        + match value {
+            V::Str(s) | V::Decimal(s) | V::Uuid(s) => s.len(),
+            V::Binary(b) | V::Jsonb(b) => b.len(),
+            V::ArrayStr(items) | V::ArrayDecimal(items) => strings(items),
+            V::ArrayInt32(items) => items.len() * std::mem::size_of::<Option<i32>>(),
+            V::ArrayInt64(items) => items.len() * std::mem::size_of::<Option<i64>>(),
+            V::Unsupported(b) => b.len(),
+            _ => 0,
+        }
 }
 
 async fn run_v4(

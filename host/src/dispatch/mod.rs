@@ -581,6 +581,7 @@ impl Dispatcher {
                 log_budget.clone(),
             ))
             .build();
+        let unread = crate::caps::unread::Unread::default();
         let state = HostState {
             table: ResourceTable::new(),
             wasi,
@@ -641,11 +642,13 @@ impl Dispatcher {
                 db: self.services.db.clone(),
                 function: ctx.function.clone(),
                 table: crate::caps::handle_table(),
+                unread: unread.clone(),
             },
             key_value: KeyValueState {
                 db: self.services.db.clone(),
                 function: ctx.function.clone(),
                 table: crate::caps::handle_table(),
+                unread,
             },
             log: LogState {
                 component: id,

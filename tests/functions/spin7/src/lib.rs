@@ -10,6 +10,8 @@
 //! - `/pg`: creates a table, inserts a row, reads every row back
 //!   (`spin:postgres@4.2.0`, streamed rows)
 //! - `/pg-array`: an int4 array of `x-count` zeros from Postgres; its length
+//! - `/pg-hoard`: asks for ten 8 MB rows without reading any; how many the
+//!   host handed over, its refusal, and a read once they are dropped
 //! - `/pg-types`: one value of each of Postgres 4.2's types, out and in
 //! - `/stream`: a body streamed in 100 chunks after the response has started
 //! - `/fetch`: an outbound GET of the URL in the `x-target` header; its
@@ -107,6 +109,10 @@ async fn handle(request: Request) -> Answer {
             Err(error) => text(500, format!("postgres failed: {error}")),
         },
         "/pg-array" => match zeros(header("x-count").parse().unwrap_or(0)).await {
+            Ok(body) => text(200, body),
+            Err(error) => text(500, format!("postgres failed: {error}")),
+        },
+        "/pg-hoard" => match hoard().await {
             Ok(body) => text(200, body),
             Err(error) => text(500, format!("postgres failed: {error}")),
         },
@@ -263,6 +269,32 @@ async fn zeros(count: i32) -> Result<String, pg::Error> {
         Some(pg::DbValue::ArrayInt32(zeros)) => Ok(format!("elements={}", zeros.len())),
         other => Ok(format!("unexpected {other:?}")),
     }
+}
+
+/// Ten results of one 8 MB value each, none read: the host streams a
+/// bounded number, then refuses; once they are dropped, it answers again.
+async fn hoard() -> Result<String, pg::Error> {
+    let db = pg::Connection::open("any address").await?;
+    let mut held = Vec::new();
+    let mut refused = String::new();
+    for _ in 0..10 {
+        match db.query("SELECT repeat('x', 8000000) AS big", []).await {
+            Ok(result) => held.push(result),
+            Err(error) => {
+                refused = error.to_string();
+                break;
+            }
+        }
+    }
+    let count = held.len();
+    drop(held);
+    let again = db
+        .query("SELECT repeat('x', 8000000) AS big", [])
+        .await?
+        .collect()
+        .await?
+        .len();
+    Ok(format!("held={count}\nrefused={refused}\nagain={again}"))
 }
 
 /// A value of each type spin-sdk 7 maps, read back as `column=value` lines;

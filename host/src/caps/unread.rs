@@ -1,0 +1,142 @@
+//! Results a WASI 0.3 guest is handed as streams (a query's rows, a
+//! store's keys) and has not read yet.
+//!
+//! The host reads such a result whole, then streams it to the guest: until
+//! the guest reads it, it is host memory, which the guest's own memory
+//! limit does not count. A guest that asks again and again without reading
+//! would hold as much of the host as it likes; so a store's unread results
+//! are bounded. While it has [`MAX_UNREAD_BYTES`] unread, a call that would
+//! stream more is refused (one result, however large within its own caps,
+//! is always handed over when nothing else is unread). A result counts
+//! until the guest has read all of it or dropped its stream.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Destination, StreamProducer, StreamResult, VecBuffer};
+
+/// What a store may hold unread before a call that would stream more is
+/// refused: four results at the default `sql.max_result_bytes`, or one
+/// listing of a store's keys.
+pub const MAX_UNREAD_BYTES: usize = 64 << 20;
+
+/// A store's unread bytes, shared by the capabilities that stream.
+#[derive(Clone, Default)]
+pub struct Unread(Arc<AtomicUsize>);
+
+impl Unread {
+    /// `items` as a stream producer counting `bytes` until it is read or
+    /// dropped; or why not, when too much is unread already.
+    pub fn stream<T>(&self, items: Vec<T>, bytes: usize) -> Result<Metered<T>, String> {
+        let mut unread = self.0.load(Ordering::Relaxed);
+        loop {
+            if unread > 0 && unread.saturating_add(bytes) > MAX_UNREAD_BYTES {
+                return Err(format!(
+                    "{} MiB of earlier results are still unread; read or drop their streams \
+                     before asking for more",
+                    unread >> 20
+                ));
+            }
+            match self.0.compare_exchange_weak(
+                unread,
+                unread.saturating_add(bytes),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => unread = now,
+            }
+        }
+        Ok(Metered {
+            items: items.into(),
+            _held: Held {
+                unread: self.0.clone(),
+                bytes,
+            },
+        })
+    }
+
+    /// Bytes unread now.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes counted as unread until dropped.
+struct Held {
+    unread: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.unread.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A stream's items, handed over as the guest reads them (no more at once
+/// than its read asks for), counted as unread until the last is read or
+/// the stream is dropped.
+pub struct Metered<T> {
+    items: VecDeque<T>,
+    _held: Held,
+}
+
+impl<T, D> StreamProducer<D> for Metered<T>
+where
+    T: Unpin + Send + Sync + 'static,
+{
+    type Item = T;
+    type Buffer = VecBuffer<T>;
+
+    fn poll_produce<'a>(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        store: StoreContextMut<'a, D>,
+        mut destination: Destination<'a, Self::Item, Self::Buffer>,
+        _: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        let this = self.get_mut();
+        let wanted = destination.remaining(store).unwrap_or(usize::MAX);
+        let count = wanted.min(this.items.len());
+        if count > 0 {
+            let chunk: Vec<T> = this.items.drain(..count).collect();
+            destination.set_buffer(chunk.into());
+        }
+        // Once the last is handed over, the producer is dropped and its
+        // bytes with it.
+        Poll::Ready(Ok(if this.items.is_empty() {
+            StreamResult::Dropped
+        } else {
+            // A zero-length read: the rest is ready whenever it is read.
+            StreamResult::Completed
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_holds_one_result_of_any_size_and_more_up_to_the_bound() {
+        let unread = Unread::default();
+        let big = unread.stream(vec![0u8], MAX_UNREAD_BYTES * 2).unwrap();
+        assert!(unread.stream(vec![0u8], 1).is_err());
+        drop(big);
+        assert_eq!(unread.bytes(), 0);
+        let held: Vec<_> = (0..4)
+            .map(|_| unread.stream(vec![0u8], MAX_UNREAD_BYTES / 4).unwrap())
+            .collect();
+        let refused = unread.stream(vec![0u8], 1).err().unwrap();
+        assert!(refused.contains("64 MiB"), "{refused}");
+        drop(held);
+        assert_eq!(unread.bytes(), 0);
+        assert!(unread.stream(vec![0u8], 1).is_ok());
+    }
+}
