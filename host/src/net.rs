@@ -1,4 +1,5 @@
-//! Sets of IP addresses, as the configuration names them.
+//! Sets of IP addresses, as the configuration names them, and the client
+//! a request's address stands for.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -17,6 +18,21 @@ pub enum Network {
         network: IpAddr,
         prefix: u8,
     },
+}
+
+/// The client an address stands for, as the rate limit and the login
+/// throttle count them: an IPv4 address (an IPv4-mapped IPv6 one
+/// included), or an IPv6 address's /64, which one client usually holds
+/// whole (counted per address, it would have 2^64 counters to spread its
+/// requests over).
+pub fn client(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
 }
 
 impl TryFrom<String> for Network {

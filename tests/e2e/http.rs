@@ -214,6 +214,36 @@ fn rate_limits_count_down_and_refuse_with_429() {
 }
 
 #[test]
+fn a_token_does_not_take_logins_off_their_addresss_limit() {
+    let host = Host::builder()
+        .config("[rate_limit]\nrequests = 4\nwindow_secs = 3600\n")
+        .start();
+    // The signup is the address's first request.
+    let bearer = format!("Bearer {}", host.token());
+    let login = |i: u32| {
+        host.request(
+            "POST",
+            "/v1/auth/login",
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+            ],
+            serde_json::to_vec(&json!({
+                "email": format!("nobody-{i}@example.com"),
+                "password": "not the password",
+            }))
+            .unwrap(),
+        )
+    };
+    for i in 0..3 {
+        login(i).expect_error(401);
+    }
+    login(3).expect_error(429);
+    // The token's organization was charged nothing.
+    assert_eq!(host.authed_get("/v1/whoami").status, 200);
+}
+
+#[test]
 fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
     let limited = |config: &str| {
         Host::builder()

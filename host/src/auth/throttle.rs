@@ -1,5 +1,5 @@
 //! Login throttling: failed attempts counted per account and per client
-//! address in a fixed window; past the limit, attempts are refused (429)
+//! address (an IPv6 client's /64, [`crate::net::client`]) in a fixed window; past the limit, attempts are refused (429)
 //! until the window ends. Counters live in this host's memory.
 //!
 //! An attempt counts as failed from the moment it is let through until it
@@ -60,6 +60,7 @@ impl LoginThrottle {
     /// The attempt begun for `email` from `ip` succeeded: the account's
     /// failures are forgotten, and this attempt is no failure of the address.
     pub fn succeeded(&self, email: &str, ip: IpAddr) {
+        let ip = crate::net::client(ip);
         let mut counts = self.counts.lock().expect("throttle poisoned");
         counts.accounts.remove(&key(email));
         if let Some(window) = counts.addresses.get_mut(&ip) {
@@ -68,6 +69,8 @@ impl LoginThrottle {
     }
 
     fn begin_at(&self, email: &str, ip: IpAddr, now: Instant) -> Result<(), u32> {
+        // An IPv6 client is its /64, as for the rate limit.
+        let ip = crate::net::client(ip);
         let account = key(email);
         let mut counts = self.counts.lock().expect("throttle poisoned");
         let waits = self
@@ -141,6 +144,23 @@ mod tests {
         );
         let later = t0 + Duration::from_secs(61);
         assert!(throttle.begin_at(a, ip, later).is_ok(), "windows end");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let throttle = LoginThrottle::new(5, 3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..3u16 {
+            let ip: IpAddr = format!("2001:db8::{i:x}").parse().unwrap();
+            assert!(throttle.begin_at(&format!("{i}@x.io"), ip, t0).is_ok());
+        }
+        let same_network: IpAddr = "2001:db8::ffff:1".parse().unwrap();
+        assert!(throttle.begin_at("z@x.io", same_network, t0).is_err());
+        let next_network: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        assert!(throttle.begin_at("z@x.io", next_network, t0).is_ok());
+        // A success from another address of the /64 takes one off it.
+        throttle.succeeded("0@x.io", same_network);
+        assert!(throttle.begin_at("y@x.io", same_network, t0).is_ok());
     }
 
     #[test]

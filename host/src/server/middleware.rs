@@ -309,6 +309,15 @@ fn exempt(path: &str) -> bool {
     path == "/health" || path == "/healthz" || path == "/health/ready" || path == "/metrics"
 }
 
+/// The routes that answer credentials (an email and password, a refresh
+/// token), not a bearer token.
+fn takes_credentials(path: &str) -> bool {
+    matches!(
+        path.trim_end_matches('/'),
+        "/v1/auth/signup" | "/v1/auth/login" | "/v1/auth/refresh"
+    )
+}
+
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(limiter) = &state.rate_limiter else {
         return next.run(request).await;
@@ -317,8 +326,13 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         return next.run(request).await;
     }
     // Per organization for authenticated callers, per address otherwise.
+    // The routes that take credentials instead of a token are always per
+    // address: a token they ignore (any old one of any organization) must
+    // not move a client's signups and logins off its address's count.
     let key = match request.extensions().get::<Caller>() {
-        Some(Caller::Verified(principal)) => format!("org:{}", principal.organization_id),
+        Some(Caller::Verified(principal)) if !takes_credentials(request.uri().path()) => {
+            format!("org:{}", principal.organization_id)
+        }
         _ => super::ratelimit::address_key(client_address(&request)),
     };
     let quota = limiter.check(key);

@@ -83,15 +83,9 @@ impl RateLimiter {
 /// usual allocation, which it can fill with addresses), an IPv4 one (or
 /// IPv4 mapped into IPv6) its address.
 pub fn address_key(address: std::net::IpAddr) -> String {
-    match address {
-        std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("ip:{v4}"),
-            None => {
-                let s = v6.segments();
-                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+    match crate::net::client(address) {
+        v4 @ std::net::IpAddr::V4(_) => format!("ip:{v4}"),
+        v6 @ std::net::IpAddr::V6(_) => format!("ip:{v6}/64"),
     }
 }
 
