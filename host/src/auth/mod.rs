@@ -93,6 +93,7 @@ pub const SESSION_QUERY: &str = "SELECT s.revoked_at IS NULL AND s.expires_at > 
 pub struct Auth {
     keys: Keys,
     passwords: Passwords,
+    hashing: password::Hashing,
     pub throttle: LoginThrottle,
     pub sessions: sessions::SessionCache,
     issuer: String,
@@ -131,6 +132,9 @@ impl Auth {
                 config.argon2_iterations,
                 config.argon2_parallelism,
             )?,
+            hashing: password::Hashing::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
             throttle: LoginThrottle::new(
                 config.max_failed_logins_per_account,
                 config.max_failed_logins_per_ip,
@@ -249,7 +253,9 @@ impl Auth {
 
     pub async fn hash_password(self: &Arc<Self>, password: String) -> anyhow::Result<String> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.passwords.hash(&password)).await?
+        self.hashing
+            .run(move || this.passwords.hash(&password))
+            .await?
     }
 
     pub fn password_is_current(&self, hash: &str) -> bool {
@@ -258,7 +264,8 @@ impl Auth {
 
     pub async fn verify_password(self: &Arc<Self>, password: String, hash: Option<String>) -> bool {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.passwords.verify(&password, hash.as_deref()))
+        self.hashing
+            .run(move || this.passwords.verify(&password, hash.as_deref()))
             .await
             .unwrap_or(false)
     }
