@@ -145,6 +145,15 @@ fn signup_refuses_bad_input_and_duplicates() {
     // the second does not.
     assert_eq!(login(&host, &email, PASSWORD).status, 200);
     login(&host, &email, "another password").expect_error(401);
+
+    // An accent composed or not is one address, for signup and login; an
+    // invisible character makes no look-alike.
+    let composed = format!("jos\u{e9}-{email}");
+    let decomposed = format!("jose\u{301}-{email}");
+    host.signup(&composed, PASSWORD);
+    signup(json!({ "email": decomposed, "password": PASSWORD })).expect_error(409);
+    assert_eq!(login(&host, &decomposed, PASSWORD).status, 200);
+    signup(json!({ "email": format!("\u{200b}{email}"), "password": PASSWORD })).expect_error(422);
 }
 
 #[test]

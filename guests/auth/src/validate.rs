@@ -2,14 +2,19 @@
 
 use zatabase_guest_kit::ApiError;
 
-/// The stored form of an email address: trimmed, lower case, and plausibly
-/// an address (one `@`, a local part, a dotted domain, no spaces).
+/// The stored form of an email address: trimmed, lower case, Unicode NFC
+/// (`jose\u{301}` is `jos\u{e9}`, as a user typing either expects), and
+/// plausibly an address (one `@`, a local part, a dotted domain, no spaces,
+/// no invisible characters that would make a look-alike of another).
 pub fn email(raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
+    use unicode_normalization::UnicodeNormalization;
+    let email: String = raw.trim().to_lowercase().nfc().collect();
     let invalid = || ApiError::unprocessable("`email` is not a valid email address");
     if email.is_empty()
         || email.len() > 254
-        || email.chars().any(|c| c.is_whitespace() || c.is_control())
+        || email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
     {
         return Err(invalid());
     }
@@ -62,6 +67,31 @@ pub fn name(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     Ok(Some(name.to_owned()))
 }
 
+/// Unicode's default-ignorable code points (zero-width spaces and joiners,
+/// direction marks, variation selectors, soft hyphens, tags...): shown as
+/// nothing, so `ada\u{200b}@x.io` would pass for `ada@x.io`.
+fn invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x34F
+            | 0x61C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
 /// A project slug from an email's local part: `[a-z0-9-]`, never empty.
 pub fn slug_base(email: &str) -> String {
     let local = email.split('@').next().unwrap_or_default();
@@ -112,6 +142,23 @@ mod tests {
             "ada@example.com.",
         ] {
             assert_eq!(email(bad).unwrap_err().status, 422, "{bad}");
+        }
+        // One address however its accents are composed.
+        assert_eq!(
+            email("Jose\u{301}@example.com").unwrap(),
+            email("jos\u{e9}@example.com").unwrap()
+        );
+        assert_eq!(
+            email("jos\u{e9}@example.com").unwrap(),
+            "jos\u{e9}@example.com"
+        );
+        // No invisible look-alikes.
+        for bad in [
+            "ada\u{200b}@example.com",
+            "a\u{ad}da@example.com",
+            "ada@exa\u{feff}mple.com",
+        ] {
+            assert_eq!(email(bad).unwrap_err().status, 422, "{bad:?}");
         }
     }
 
