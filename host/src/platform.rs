@@ -47,6 +47,7 @@ pub struct Platform {
     function_listener: tokio::task::JoinHandle<()>,
     telemetry_writer: tokio::task::JoinHandle<()>,
     idle_sweeper: tokio::task::JoinHandle<()>,
+    session_sweeper: tokio::task::JoinHandle<()>,
     _lock: File,
 }
 
@@ -194,6 +195,7 @@ impl Platform {
                 }
             }
         });
+        let session_sweeper = tokio::spawn(crate::auth::expiry::run(db.platform_pool().clone()));
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "platform started"
@@ -215,6 +217,7 @@ impl Platform {
             function_listener,
             telemetry_writer,
             idle_sweeper,
+            session_sweeper,
             _lock: lock,
         })
     }
@@ -231,6 +234,7 @@ impl Platform {
             Err(error) => tracing::warn!(%error, "function telemetry not written at shut-down"),
         }
         self.idle_sweeper.abort();
+        self.session_sweeper.abort();
         self.db.close().await;
         if let Some(embedded) = self.embedded {
             embedded.stop().await?;

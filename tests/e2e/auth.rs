@@ -175,6 +175,54 @@ fn a_wrong_email_and_a_wrong_password_read_the_same() {
 }
 
 #[test]
+fn ended_sessions_and_spent_tokens_are_deleted_in_time() {
+    let mut host = Host::start();
+    let kept = host.signup(&unique_email("kept"), PASSWORD);
+    let rotated = refresh(&host, &kept.refresh_token);
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let current = Account::from(&rotated.json());
+    let ended = host.signup(&unique_email("ended"), PASSWORD);
+    let rows = |host: &Host, user: &str| {
+        host.platform_sql(&format!(
+            "SELECT (SELECT count(*) FROM zatabase.sessions WHERE user_id = '{user}') || ',' ||
+               (SELECT count(*) FROM zatabase.refresh_tokens t JOIN zatabase.sessions s
+                  ON s.id = t.session_id WHERE s.user_id = '{user}')"
+        ))
+    };
+    assert_eq!(rows(&host, &kept.user_id), "1,2");
+    assert_eq!(rows(&host, &ended.user_id), "1,1");
+    // Two days after the spend, four after the other session's expiry (the
+    // spent token of a day ago stays).
+    host.platform_sql(&format!(
+        "UPDATE zatabase.refresh_tokens t SET used_at = now() - interval '2 days'
+         FROM zatabase.sessions s WHERE s.id = t.session_id AND s.user_id = '{}'
+           AND t.used_at IS NOT NULL;
+         UPDATE zatabase.sessions SET expires_at = now() - interval '4 days'
+         WHERE user_id = '{}'",
+        kept.user_id, ended.user_id
+    ));
+    // Each host sweeps as it starts, then hourly.
+    host.keep_data();
+    assert!(host.stop().success());
+    let data_dir = host.data_dir.clone();
+    drop(host);
+    let host = Host::builder().data_dir(&data_dir).start();
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(10), || {
+            rows(&host, &kept.user_id) == "1,1" && rows(&host, &ended.user_id) == "0,0"
+        }),
+        "{} {}",
+        rows(&host, &kept.user_id),
+        rows(&host, &ended.user_id)
+    );
+    // The spent token is now unknown (no longer taken as theft), and the
+    // session goes on.
+    refresh(&host, &kept.refresh_token).expect_error(401);
+    assert_eq!(refresh(&host, &current.refresh_token).status, 200);
+    refresh(&host, &ended.refresh_token).expect_error(401);
+}
+
+#[test]
 fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
     let host = Host::start();
     let first = host.signup(&unique_email("dee"), PASSWORD);

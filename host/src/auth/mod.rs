@@ -4,6 +4,7 @@
 //! Signing keys and password hashing stay here too (the `auth` capability).
 
 pub mod access;
+pub mod expiry;
 pub mod jwt;
 pub mod password;
 pub mod sessions;

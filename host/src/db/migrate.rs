@@ -94,6 +94,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "invocation minutes",
         include_str!("../../migrations/0017_invocation_minutes.sql"),
     ),
+    (
+        18,
+        "session expiry",
+        include_str!("../../migrations/0018_session_expiry.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
