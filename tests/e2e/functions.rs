@@ -1254,6 +1254,33 @@ fn results_a_function_leaves_unread_are_bounded() {
     assert!(text.ends_with("again=1"), "{text}");
 }
 
+#[test]
+fn work_a_function_does_after_its_response_is_done() {
+    // WASI 0.3: a guest may go on after returning its response. That work
+    // runs to its end, with no further request to the function.
+    let host = Host::start();
+    let token = host.token();
+    deployed(&host, &token, json!({ "name": "later" }), spin7());
+    assert_eq!(fn_get(&host, &token, "/fn/later/later").text(), "answered");
+    let mut stored = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(5), || {
+            stored = call(
+                &host,
+                "POST",
+                "/v1/sql",
+                &token,
+                Some(&json!({ "query": "SELECT convert_from(value, 'UTF8') AS v FROM zatabase_kv WHERE key = 'later'" })),
+            )
+            .json();
+            stored["rows"] == json!([{ "v": "after request 1" }])
+        }),
+        "{stored}"
+    );
+    // The instance is kept, and serves the next request.
+    assert_eq!(fn_get(&host, &token, "/fn/later/served").text(), "2");
+}
+
 /// A loopback HTTP server (IPv4, and IPv6 on the same port where it can)
 /// answering `host=<its Host header>` to every request; its port.
 fn host_echo_server() -> u16 {

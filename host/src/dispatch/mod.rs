@@ -1013,7 +1013,8 @@ enum Instance {
 
 /// Runs a WASI 0.3 component: `handler.handle` is an async export that
 /// returns its response, whose body the guest may go on writing; the
-/// store's event loop runs until that body has been read (or dropped).
+/// store's event loop runs until that body has been read (or dropped) and
+/// the guest's tasks have ended, all within the request's deadline.
 /// An instance that served its request cleanly is kept for the next one.
 async fn run_p3(
     pre: ServicePre<HostState>,
@@ -1073,6 +1074,12 @@ async fn run_p3(
             if answer.send(Ok(response)).is_ok() {
                 let _ = finished.await;
             }
+            // What the guest goes on with after its response (work it
+            // spawned: a write, a call) runs to its end, within the
+            // request's deadline, before the instance is kept: parked with
+            // the store, it would stop where it was, holding what it held
+            // (a tenant connection), until the instance's next request.
+            std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
             Ok(())
         })
         .await;

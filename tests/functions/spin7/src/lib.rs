@@ -22,6 +22,7 @@
 //!   provide: the call must fail clearly, the rest keep working)
 //! - `/served`: how many requests this instance has served (a WASI 0.3
 //!   instance may serve several)
+//! - `/later`: answers at once, then sets the key `later` in its store
 //! - `/log`: a line on stdout naming that count
 //! - `/flood`: 2000 lines of a thousand bytes on stdout (2 MB)
 //! - `/panic`, `/loop`: a trap, a spin past any timeout
@@ -64,6 +65,16 @@ async fn handle(request: Request) -> Answer {
     match path_info.as_str() {
         "/hello" => text(200, "hello from spin-sdk 7"),
         "/served" => text(200, served.to_string()),
+        "/later" => {
+            // Answers at once, then writes to its store: work a Worker
+            // would hand to `waitUntil`.
+            spin_sdk::wasip3::spawn(async move {
+                if let Ok(store) = key_value::Store::open_default().await {
+                    let _ = store.set("later", format!("after request {served}")).await;
+                }
+            });
+            text(200, "answered")
+        }
         "/log" => {
             println!("request {served} of this instance");
             text(200, "logged")
