@@ -166,11 +166,12 @@ fn unbracketed(host: &str) -> &str {
 }
 
 /// The addresses `uri`'s host resolves to, once every one of them is
-/// checked against `blocked`.
+/// checked against `blocked`; a name is looked up as `tenant`'s.
 async fn destinations(
     uri: &http::Uri,
     blocked: &[Network],
     within: Duration,
+    tenant: &str,
 ) -> Result<Vec<SocketAddr>, Error> {
     let https = uri.scheme() == Some(&Scheme::HTTPS);
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -178,7 +179,7 @@ async fn destinations(
     let bare = unbracketed(host);
     let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => lookup(bare, port, within).await?,
+        Err(_) => lookup(bare, port, within, tenant).await?,
     };
     if addresses.is_empty() {
         return Err(Error::DestinationNotFound);
@@ -205,11 +206,57 @@ async fn destinations(
 /// that password hashing, component loads and file I/O share.
 const MAX_LOOKUPS: usize = 64;
 static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+/// Of those, what one tenant's functions may hold at once: a project whose
+/// names never resolve waits on its own lookups, not on every tenant's.
+const MAX_TENANT_LOOKUPS: usize = 16;
+static TENANT_LOOKUPS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// One of a tenant's lookups under way, until dropped.
+struct TenantLookup(String);
+
+impl TenantLookup {
+    fn begin(tenant: &str) -> Option<Self> {
+        let mut under_way = TENANT_LOOKUPS.lock().expect("lookups poisoned");
+        let count = under_way.entry(tenant.to_owned()).or_default();
+        if *count >= MAX_TENANT_LOOKUPS {
+            return None;
+        }
+        *count += 1;
+        Some(Self(tenant.to_owned()))
+    }
+}
+
+impl Drop for TenantLookup {
+    fn drop(&mut self) {
+        let mut under_way = TENANT_LOOKUPS.lock().expect("lookups poisoned");
+        if let Some(count) = under_way.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                under_way.remove(&self.0);
+            }
+        }
+    }
+}
 
 /// The addresses `host` resolves to, within `within` (waiting for a free
-/// lookup included). The lookup holds its permit until it ends, even one
-/// given up.
-async fn lookup(host: &str, port: u16, within: Duration) -> Result<Vec<SocketAddr>, Error> {
+/// lookup included), looked up as `tenant`'s. The lookup holds its turns
+/// until it ends, even one given up.
+async fn lookup(
+    host: &str,
+    port: u16,
+    within: Duration,
+    tenant: &str,
+) -> Result<Vec<SocketAddr>, Error> {
+    let failed = |error: String| Error::DnsError {
+        rcode: Some(error),
+        info_code: None,
+    };
+    let tenants_turn = TenantLookup::begin(tenant).ok_or_else(|| {
+        failed(format!(
+            "this project has {MAX_TENANT_LOOKUPS} name lookups under way already"
+        ))
+    })?;
     let deadline = tokio::time::Instant::now() + within;
     let permit = tokio::time::timeout_at(deadline, LOOKUPS.acquire())
         .await
@@ -217,15 +264,11 @@ async fn lookup(host: &str, port: u16, within: Duration) -> Result<Vec<SocketAdd
         .map_err(|_| Error::InternalError(Some("name lookups are closed".to_owned())))?;
     let host = host.to_owned();
     let lookup = tokio::spawn(async move {
-        let _held = permit;
+        let _held = (permit, tenants_turn);
         tokio::net::lookup_host((host.as_str(), port))
             .await
             .map(Iterator::collect)
     });
-    let failed = |error: String| Error::DnsError {
-        rcode: Some(error),
-        info_code: None,
-    };
     match tokio::time::timeout_at(deadline, lookup).await {
         Err(_) => Err(Error::DnsTimeout),
         Ok(Err(joined)) => Err(failed(joined.to_string())),
@@ -261,16 +304,19 @@ fn destination(uri: &http::Uri) -> String {
 pub struct OutboundHttp {
     pub allowed: Arc<[AllowedHost]>,
     pub egress: Option<Arc<Egress>>,
+    /// Whose function this is (its tenant's key), for its name lookups.
+    tenant: Arc<str>,
     /// Requests connecting, and exchanges open (see the module's doc).
     connections: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
 }
 
 impl OutboundHttp {
-    pub fn new(allowed: Arc<[AllowedHost]>, egress: Option<Arc<Egress>>) -> Self {
+    pub fn new(allowed: Arc<[AllowedHost]>, egress: Option<Arc<Egress>>, tenant: &str) -> Self {
         Self {
             allowed,
             egress,
+            tenant: Arc::from(tenant),
             connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             admitted: Arc::new(Semaphore::new(MAX_ADMITTED)),
         }
@@ -322,6 +368,7 @@ impl WasiHttpHooks for OutboundHttp {
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         };
         let connections = self.connections.clone();
+        let tenant = self.tenant.clone();
         let options = options.unwrap_or_default();
         let timeouts = send::Timeouts {
             connect: options.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
@@ -333,7 +380,7 @@ impl WasiHttpHooks for OutboundHttp {
                 return Err(Error::ConnectionLimitReached);
             };
             let uri = request.uri();
-            let addresses = destinations(uri, &egress.blocked, timeouts.connect).await?;
+            let addresses = destinations(uri, &egress.blocked, timeouts.connect, &tenant).await?;
             let tls = match uri.scheme() == Some(&Scheme::HTTPS) {
                 true => Some((
                     &egress.tls,
@@ -365,7 +412,7 @@ mod tests {
             .iter()
             .map(|e| AllowedHost::parse(e).unwrap())
             .collect();
-        OutboundHttp::new(allowed.into(), None).permits(&uri.parse().unwrap())
+        OutboundHttp::new(allowed.into(), None, "t").permits(&uri.parse().unwrap())
     }
 
     #[test]
@@ -457,7 +504,7 @@ mod blocked_networks {
         ] {
             assert!(
                 matches!(
-                    destinations(&uri.parse().unwrap(), &blocked, within).await,
+                    destinations(&uri.parse().unwrap(), &blocked, within, "t").await,
                     Err(Error::DestinationIpProhibited)
                 ),
                 "{uri}"
@@ -465,7 +512,7 @@ mod blocked_networks {
         }
         // What is reached is the addresses checked, on the URI's port.
         let uri = "https://localhost:8443/x".parse().unwrap();
-        let checked = destinations(&uri, &[network("203.0.113.0/24")], within)
+        let checked = destinations(&uri, &[network("203.0.113.0/24")], within, "t")
             .await
             .unwrap();
         assert!(!checked.is_empty());
@@ -475,7 +522,7 @@ mod blocked_networks {
         }
         let uri = "http://[::1]/".parse().unwrap();
         assert_eq!(
-            destinations(&uri, &[], within).await.unwrap(),
+            destinations(&uri, &[], within, "t").await.unwrap(),
             ["[::1]:80".parse().unwrap()]
         );
     }
@@ -489,14 +536,32 @@ mod blocked_networks {
             .await
             .unwrap();
         assert!(matches!(
-            destinations(&uri, &[], within).await,
+            destinations(&uri, &[], within, "t").await,
             Err(Error::DnsTimeout)
         ));
         // An address needs no lookup.
         let literal = "http://127.0.0.1:8080/".parse().unwrap();
-        assert!(destinations(&literal, &[], within).await.is_ok());
+        assert!(destinations(&literal, &[], within, "t").await.is_ok());
         drop(all);
-        assert!(!destinations(&uri, &[], within).await.unwrap().is_empty());
+        assert!(
+            !destinations(&uri, &[], within, "t")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_tenant_holds_at_most_its_share_of_the_lookups() {
+        let mine: Vec<_> = (0..MAX_TENANT_LOOKUPS)
+            .map(|_| TenantLookup::begin("mine").unwrap())
+            .collect();
+        assert!(TenantLookup::begin("mine").is_none());
+        let other = TenantLookup::begin("other").unwrap();
+        drop(mine);
+        assert!(TenantLookup::begin("mine").is_some());
+        drop(other);
+        assert!(!TENANT_LOOKUPS.lock().unwrap().contains_key("other"));
     }
 
     #[test]

@@ -99,6 +99,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session expiry",
         include_str!("../../migrations/0018_session_expiry.sql"),
     ),
+    (
+        19,
+        "emails nfc",
+        include_str!("../../migrations/0019_emails_nfc.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";

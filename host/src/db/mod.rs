@@ -506,10 +506,10 @@ impl TenantSql {
                 // Postgres answered, with rows or with its error (one with
                 // a SQLSTATE, whatever its class: a statement may raise any
                 // code it likes): the connection is ready for the next
-                // request. A lost socket or a result the host could not
-                // read says otherwise: not drained either, but closed. (A
-                // backend that ended itself with its error is found closed
-                // when the connection is next taken.)
+                // request. A lost socket, a result the host could not read
+                // or an error Postgres ended the session with (FATAL,
+                // PANIC: mapped without a SQLSTATE) says otherwise: not
+                // drained either, but closed.
                 if matches!(
                     &result,
                     Err(SqlError {

@@ -232,6 +232,11 @@ pub struct ComponentDefaults {
     pub memory_mb: u64,
 }
 
+/// The instances of one component that may go on working after their
+/// response at once (a WASI 0.3 guest's spawned work), each until it ends
+/// or its request's deadline: each holds an instance slot of the host's.
+const MAX_LINGERING: usize = 16;
+
 /// A compiled, linked, pre-instantiated component.
 pub struct LoadedComponent {
     /// The id, shared by every request's log and metric labels.
@@ -250,6 +255,8 @@ pub struct LoadedComponent {
     route: Option<route::Indices>,
     /// Instances kept between requests.
     warm: WarmPool,
+    /// Turns for WASI 0.3 instances at work after their response.
+    lingering: Arc<tokio::sync::Semaphore>,
     timeout: Duration,
     memory_bytes: usize,
     /// The grants through which its `sql` reaches the caller's tenant.
@@ -435,6 +442,7 @@ pub fn load(
         pre,
         route,
         warm: WarmPool::default(),
+        lingering: Arc::new(tokio::sync::Semaphore::new(MAX_LINGERING)),
         origin,
         load_time: started.elapsed(),
     })
@@ -464,6 +472,7 @@ pub fn load_function(
         pre,
         route: None,
         warm: WarmPool::default(),
+        lingering: Arc::new(tokio::sync::Semaphore::new(MAX_LINGERING)),
         origin: Origin::Cached,
         load_time: started.elapsed(),
     })
@@ -591,6 +600,7 @@ impl Dispatcher {
                     .as_ref()
                     .map_or_else(|| Arc::from([]), |f| f.allowed_outbound_hosts.clone()),
                 ctx.function.as_ref().map(|f| f.egress.clone()),
+                ctx.function.as_ref().map_or("", |f| f.tenant.key.as_str()),
             ),
             limiter: MemoryLimiter {
                 max_memory: component.memory_bytes,
@@ -797,12 +807,12 @@ impl Dispatcher {
                 // the head, in one write.
                 let (response, running) = coalesce::written_body(response, run).await;
                 if let Some(run) = running {
-                    tokio::spawn(run);
+                    tokio::spawn(after_answer(component.name.clone(), run));
                 }
                 Ok(Ok(response))
             }
             Ok(Ok(Err(code))) => {
-                tokio::spawn(run);
+                tokio::spawn(after_answer(component.name.clone(), run));
                 Ok(Err(code))
             }
             // The guest dropped its response slot unused: its own result says why.
@@ -1003,6 +1013,18 @@ async fn run_p2(
     Ok(())
 }
 
+/// The rest of a guest's run once it has answered (its body, work it
+/// spawned), which no one waits for: how it ended is logged.
+async fn after_answer(component: Arc<str>, run: impl Future<Output = anyhow::Result<()>>) {
+    if let Err(error) = run.await {
+        let error = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => "it ran past its timeout".to_owned(),
+            _ => format!("{error:#}"),
+        };
+        tracing::warn!(%component, %error, "a guest failed after its answer");
+    }
+}
+
 /// An instance to serve a request with.
 enum Instance {
     /// A new store; the component is instantiated in it.
@@ -1057,41 +1079,63 @@ async fn run_p3(
         None,
         body,
     );
+    let lingering = component.lingering.clone();
     let handled = store
-        .run_concurrent(async |accessor| -> wasmtime::Result<()> {
-            let response = match service.handle(accessor, request).await? {
-                Ok(response) => response,
+        .run_concurrent(async |accessor| -> wasmtime::Result<bool> {
+            match service.handle(accessor, request).await? {
                 Err(code) => {
                     let _ = answer.send(Err(format!("{code:?}")));
-                    return Ok(());
                 }
-            };
-            let response = accessor.with(|mut access| {
-                response.into_http_with_getter(&mut access, io, <HostState as WasiHttpView>::http)
-            })?;
-            let (read, finished) = tokio::sync::oneshot::channel::<()>();
-            let response = response.map(|body| Body::new(UntilRead { body, _read: read }));
-            if answer.send(Ok(response)).is_ok() {
-                let _ = finished.await;
+                Ok(response) => {
+                    let response = accessor.with(|mut access| {
+                        response.into_http_with_getter(
+                            &mut access,
+                            io,
+                            <HostState as WasiHttpView>::http,
+                        )
+                    })?;
+                    let (read, finished) = tokio::sync::oneshot::channel::<()>();
+                    let response =
+                        response.map(|body| Body::new(UntilRead { body, _read: read }));
+                    if answer.send(Ok(response)).is_ok() {
+                        let _ = finished.await;
+                    }
+                }
             }
-            // What the guest goes on with after its response (work it
+            // What the guest goes on with after its answer (work it
             // spawned: a write, a call) runs to its end, within the
             // request's deadline, before the instance is kept: parked with
             // the store, it would stop where it was, holding what it held
-            // (a tenant connection), until the instance's next request.
+            // (a tenant connection), until the instance's next request. At
+            // most MAX_LINGERING instances of a component wait so; past
+            // that, the work is dropped with its store.
+            let idle = std::future::poll_fn(|cx| {
+                Poll::Ready(accessor.poll_no_interesting_tasks(cx).is_ready())
+            })
+            .await;
+            if idle {
+                return Ok(true);
+            }
+            let Ok(_turn) = lingering.try_acquire_owned() else {
+                tracing::warn!(
+                    component = %component.name,
+                    "work after the response dropped: {MAX_LINGERING} instances are at such work already"
+                );
+                return Ok(false);
+            };
             std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
-            Ok(())
+            Ok(true)
         })
         .await;
-    if !matches!(handled, Ok(Ok(()))) {
+    if !matches!(handled, Ok(Ok(_))) {
         // Before the store, and the body's stream with it, is dropped.
         failed.cut();
     }
-    handled??;
+    let settled = handled??;
     // A WASI 0.3 instance may keep what it holds between requests (its
     // sockets, its Spin handles, as a Worker keeps its globals), but not a
-    // transaction.
-    if store.data().holds_no_transaction() {
+    // transaction, nor work still under way.
+    if settled && store.data().holds_no_transaction() {
         component.warm.keep(Warm {
             store,
             handler: Handler::P3(service),

@@ -318,7 +318,8 @@ impl Telemetry {
             let rows = MinuteRows::of(&invocations);
             // Each row's statuses and buckets are slices of flat arrays;
             // a minute already stored (another write, another host) is
-            // added to.
+            // added to. Rows go in (function, minute) order, so two hosts
+            // adding to the same rows lock them in the same order.
             let written = sqlx::query(
                 "INSERT INTO zatabase.function_invocation_minutes AS m
                    (function_id, minute, invocations, errors, cold_starts, min_us, max_us,
@@ -329,10 +330,11 @@ impl Telemetry {
                    ($12::int2[])[r.b_first:r.b_last], ($13::int8[])[r.b_first:r.b_last]
                  FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
                              $6::int8[], $7::int8[], $10::int4[], $11::int4[],
-                             $14::int4[], $15::int4[])
+                             $14::int4[], $15::int4[]) WITH ORDINALITY
                    AS r (function_id, minute, invocations, errors, cold_starts, min_us, max_us,
-                         s_first, s_last, b_first, b_last)
+                         s_first, s_last, b_first, b_last, n)
                  WHERE EXISTS (SELECT 1 FROM zatabase.functions f WHERE f.id = r.function_id)
+                 ORDER BY r.n
                  ON CONFLICT (function_id, minute) DO UPDATE SET
                    invocations = m.invocations + excluded.invocations,
                    errors = m.errors + excluded.errors,
@@ -558,7 +560,11 @@ impl<'a> MinuteRows<'a> {
         // 65,536 statuses each: the offsets fit.
         let offset = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let mut rows = MinuteRows::default();
-        for (function, minutes) in invocations {
+        let mut functions: Vec<_> = invocations.iter().collect();
+        functions.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (function, minutes) in functions {
+            let mut minutes: Vec<&Minute> = minutes.iter().collect();
+            minutes.sort_unstable_by_key(|m| m.minute);
             for m in minutes {
                 rows.functions.push(function);
                 rows.minute.push(m.minute);
@@ -674,7 +680,7 @@ mod tests {
         let rows = MinuteRows::of(&pending.invocations);
         assert_eq!(rows.functions.len(), 3);
         type Row<'a> = (&'a str, i64, Vec<i16>, Vec<i64>, Vec<i16>);
-        let mut found: Vec<Row> = (0..3)
+        let found: Vec<Row> = (0..3)
             .map(|i| {
                 let s = rows.s_first[i] as usize - 1..rows.s_last[i] as usize;
                 let b = rows.b_first[i] as usize - 1..rows.b_last[i] as usize;
@@ -687,7 +693,7 @@ mod tests {
                 )
             })
             .collect();
-        found.sort();
+        // In (function, minute) order: hosts lock shared rows alike.
         assert_eq!(
             found,
             [
@@ -723,11 +729,12 @@ mod tests {
     #[test]
     fn pending_minutes_are_bounded() {
         let telemetry = Telemetry::default();
+        let at = SystemTime::now();
         for i in 0..MAX_PENDING_MINUTES + 5 {
-            telemetry.invocation(&format!("f{i}"), 200, Duration::from_micros(5), false);
+            telemetry.invocation_at(&format!("f{i}"), 200, Duration::from_micros(5), false, at);
         }
         // The functions already pending are still counted.
-        telemetry.invocation("f0", 200, Duration::from_micros(5), false);
+        telemetry.invocation_at("f0", 200, Duration::from_micros(5), false, at);
         let pending = telemetry.pending.lock().unwrap();
         assert_eq!(pending.minute_count, MAX_PENDING_MINUTES);
         assert_eq!(pending.dropped, 5);
