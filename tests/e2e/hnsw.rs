@@ -348,11 +348,19 @@ fn hnsw_builds_and_searches_refuse_what_cannot_be_done() {
     let (rebuilt, _) = wait_for_build(&host, &token, "docs", "embedding");
     assert_eq!(rebuilt["status"], "ready", "{rebuilt}");
     assert_ne!(rebuilt["index"], old);
-    let left = host.sql_ok(
-        "SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'docs' AND indexdef LIKE '%hnsw%'",
-        &[],
+    // The old one is dropped once the new one is ready (concurrently, so
+    // it may take a moment).
+    let mut left = Value::Null;
+    assert!(
+        zatabase_tests::eventually(Duration::from_secs(10), || {
+            left = host.sql_ok(
+                "SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'docs' AND indexdef LIKE '%hnsw%'",
+                &[],
+            );
+            left["rows"][0]["n"] == 1
+        }),
+        "{left}"
     );
-    assert_eq!(left["rows"][0]["n"], 1, "{left}");
 
     // Another tenant sees none of it and reaches nothing.
     let other = host
