@@ -868,3 +868,100 @@ fn what_cannot_be_stored_or_read_back_is_refused_by_line_and_searches_check_thei
         .collect();
     assert_eq!(ids, [json!("2")]);
 }
+
+#[test]
+fn names_that_would_shadow_or_collide_are_refused_and_odd_tables_still_answer() {
+    let host = Host::start();
+    let token = host.token();
+    let create = |body: Value| call(&host, "POST", "/v1/collections", &token, Some(&body));
+    // pgvector's types would be hidden behind a table of that name.
+    for name in ["vector", "halfvec", "sparsevec"] {
+        let message = create(json!({ "name": name })).expect_error(422);
+        assert!(message.contains("pgvector"), "{name}: {message}");
+    }
+    // Postgres's own columns cannot be projected.
+    for column in ["xmin", "ctid", "tableoid"] {
+        let message = create(json!({
+            "name": "sys",
+            "projection": { column: { "type": "text", "path": "$.x" } }
+        }))
+        .expect_error(422);
+        assert!(message.contains(column), "{column}: {message}");
+    }
+    // A table with a column named `t` is searched as a whole row.
+    host.sql_ok(
+        "CREATE TABLE docs (id text, t text, emb extensions.vector(2));
+         INSERT INTO docs VALUES ('a', 'tee', '[1,0]')",
+        &[],
+    );
+    let found = call(
+        &host,
+        "POST",
+        "/v1/knn",
+        &token,
+        Some(&json!({ "table": "docs", "column": "emb", "vector": [1, 0], "k": 1 })),
+    );
+    assert_eq!(found.status, 200, "{}", found.text());
+    let found = found.json();
+    assert_eq!(found["results"][0]["id"], "a", "{found}");
+    assert_eq!(found["results"][0]["document"]["t"], "tee", "{found}");
+    // A collection whose table was dropped through SQL is listed as such,
+    // and can be deleted.
+    assert_eq!(create(json!({ "name": "gone" })).status, 201);
+    host.sql_ok("DROP TABLE gone", &[]);
+    let listed = call(&host, "GET", "/v1/collections", &token, None);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let listed = listed.json();
+    assert_eq!(listed["collections"][0]["table_missing"], true, "{listed}");
+    assert_eq!(
+        call(&host, "DELETE", "/v1/collections/gone", &token, None).status,
+        204
+    );
+}
+
+#[test]
+fn a_search_cut_at_the_result_cap_says_so() {
+    let host = Host::builder()
+        .config("[sql]\nmax_result_bytes = 4194304\n")
+        .start();
+    let token = host.token();
+    let created = call(
+        &host,
+        "POST",
+        "/v1/collections",
+        &token,
+        Some(&json!({
+            "name": "big",
+            "projection": { "embedding": { "type": "vector(2)", "path": "$.embedding" } }
+        })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let filler = "x".repeat(1 << 20);
+    let lines: Vec<String> = (0..6)
+        .map(|i| json!({ "id": i, "embedding": [1, i], "filler": filler }).to_string())
+        .collect();
+    let ingested = ingest(
+        &host,
+        &token,
+        "big",
+        "application/x-ndjson",
+        &lines.join("\n"),
+    );
+    assert_eq!(ingested.status, 200, "{}", ingested.text());
+    let search = |k: u32| {
+        call(
+            &host,
+            "POST",
+            "/v1/knn",
+            &token,
+            Some(&json!({ "collection": "big", "column": "embedding", "vector": [1, 0], "k": k })),
+        )
+        .json()
+    };
+    let cut = search(6);
+    assert_eq!(cut["truncated"], true, "truncated missing");
+    assert!(cut["results"].as_array().unwrap().len() < 6);
+    let whole = search(2);
+    assert_eq!(whole["results"].as_array().unwrap().len(), 2);
+    assert_eq!(whole.get("truncated"), None);
+}

@@ -63,6 +63,11 @@ impl SettingsRow {
 const READ: &str = "SELECT name, projection, version, created_at, updated_at
     FROM zatabase_collections";
 
+/// pgvector's types: they live in schema `extensions`, after the tenant's
+/// on its search path, so a table of the same name (whose row type takes
+/// the name) would hide them from every statement of the tenant.
+const EXTENSION_TYPES: [&str; 3] = ["vector", "halfvec", "sparsevec"];
+
 /// A name that can be a collection: an identifier, not the platform's.
 pub fn check_name(name: &str) -> Result<(), ApiError> {
     if !projection::valid_identifier(name)
@@ -72,6 +77,19 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
         return Err(ApiError::unprocessable(format!(
             "`{name}` is not a collection name: 1-63 of a-z, 0-9 and _, starting with a letter, \
              not starting with zatabase_ or pg_"
+        )));
+    }
+    Ok(())
+}
+
+/// A name a new collection can take: [`check_name`]'s, and not one of the
+/// types the tenant's statements use (a collection made so before keeps
+/// its name, and can be deleted).
+fn check_new_name(name: &str) -> Result<(), ApiError> {
+    check_name(name)?;
+    if EXTENSION_TYPES.contains(&name) {
+        return Err(ApiError::unprocessable(format!(
+            "`{name}` is not a collection name: it would hide pgvector's type of that name"
         )));
     }
     Ok(())
@@ -168,9 +186,15 @@ fn describe(collection: &Collection) -> Result<Json, ApiError> {
             param(collection.name.as_str()),
         ],
     )
-    .map_err(sql_error)?;
-    let stats = json_rows(&stats)?.pop().unwrap_or_default();
-    Ok(json!({
+;
+    let stats = match stats {
+        Ok(stats) => json_rows(&stats)?.pop().unwrap_or_default(),
+        // Its table was dropped outside the API (through `/v1/sql`): said
+        // so, and the list still answers (the collection can be deleted).
+        Err(e) if e.kind == ErrorKind::UndefinedObject => json!({ "table_missing": true }),
+        Err(e) => return Err(sql_error(e)),
+    };
+    let mut described = json!({
         "name": collection.name,
         "document_count": stats["document_count"],
         "size_bytes": stats["size_bytes"],
@@ -179,7 +203,11 @@ fn describe(collection: &Collection) -> Result<Json, ApiError> {
         "indexes": stats["indexes"],
         "created_at": collection.created_at,
         "updated_at": collection.updated_at,
-    }))
+    });
+    if stats["table_missing"] == true {
+        described["table_missing"] = json!(true);
+    }
+    Ok(described)
 }
 
 fn backfill_state(pending: i64) -> Json {
@@ -209,7 +237,7 @@ struct CreateRequest {
 /// transaction (a taken name is 409 and leaves nothing).
 pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: CreateRequest = request.json()?;
-    check_name(&body.name)?;
+    check_new_name(&body.name)?;
     require(Resource::Collections, Some(&body.name), Action::Write)?;
     let projection = projection::parse(&body.projection)?;
     tenant::create_if_missing(SETTINGS).map_err(sql_error)?;

@@ -303,7 +303,11 @@ pub fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
     // The rows go out as the host wrote them, however deeply they nest.
     Ok(Response::json_text(
         200,
-        format!("{{\"results\":{},\"ef_search\":{ef_search}}}", found.rows),
+        format!(
+            "{{\"results\":{},\"ef_search\":{ef_search}{}}}",
+            found.rows,
+            knn::truncated(&found)
+        ),
     ))
 }
 

@@ -421,7 +421,12 @@ impl ArrayScanner {
                 continue;
             }
             if self.in_string {
-                self.element.push(byte);
+                // Past the cap the element is only scanned: its size is
+                // known to be too large, and one long string must not
+                // hold the whole body.
+                if self.element.len() <= MAX_DOCUMENT {
+                    self.element.push(byte);
+                }
                 match (self.escaped, byte) {
                     (true, _) => self.escaped = false,
                     (false, b'\\') => self.escaped = true,
@@ -495,6 +500,27 @@ mod tests {
         }
         scanner.finish()?;
         Ok(seen)
+    }
+
+    #[test]
+    fn one_long_string_holds_no_more_than_a_document() {
+        let mut scanner = ArrayScanner::default();
+        let mut sizes = Vec::new();
+        let mut each = |_: u64, t: &[u8]| {
+            sizes.push(t.len());
+            Ok(())
+        };
+        scanner.feed(br#"[{"a": ""#, &mut each).unwrap();
+        let chunk = vec![b'x'; 256 << 10];
+        for _ in 0..40 {
+            scanner.feed(&chunk, &mut each).unwrap();
+            assert!(scanner.element.len() <= MAX_DOCUMENT + 1);
+        }
+        scanner.feed(br#""}, {"b": 1}]"#, &mut each).unwrap();
+        scanner.finish().unwrap();
+        // The long one is cut past the cap (and refused as too large);
+        // the next is whole.
+        assert_eq!(sizes, [MAX_DOCUMENT + 1, 9]);
     }
 
     #[test]

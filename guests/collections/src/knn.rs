@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json};
 use zatabase_guest_kit::access::require;
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::sql;
-use zatabase_guest_kit::types::{ErrorKind, Scalar, SqlError, Value};
+use zatabase_guest_kit::types::{ErrorKind, JsonResult, Scalar, SqlError, Value};
 use zatabase_guest_kit::values::{json_rows, param, param_from_json};
 use zatabase_guest_kit::{ApiError, Params, Request, Response};
 
@@ -100,11 +100,21 @@ pub fn knn(request: &Request, _: &Params) -> Result<Response, ApiError> {
         Order::Exact,
     )?;
     let found = sql::execute_json(&search.statement, &search.params).map_err(search_error)?;
-    // The rows go out as the host wrote them, however deeply they nest.
+    // The rows go out as the host wrote them, however deeply they nest;
+    // cut at the host's result cap, the answer says so, as `/v1/sql` does.
     Ok(Response::json_text(
         200,
-        format!("{{\"results\":{}}}", found.rows),
+        format!("{{\"results\":{}{}}}", found.rows, truncated(&found)),
     ))
+}
+
+/// `,"truncated":true` for a result the host cut at its cap, else nothing.
+pub(crate) fn truncated(found: &JsonResult) -> &'static str {
+    if found.truncated {
+        ",\"truncated\":true"
+    } else {
+        ""
+    }
 }
 
 /// Postgres's verdict on a search: a table filter naming no column, or
@@ -322,7 +332,7 @@ fn table_search(name: &str, query: &Query, order: Order) -> Result<Search, ApiEr
         statement: ordered(
             order,
             &format!(
-                "to_jsonb(t) ->> 'id' AS id, {distance} AS distance, to_jsonb(t) - '{}' AS document",
+                "to_jsonb(t.*) ->> 'id' AS id, {distance} AS distance, to_jsonb(t.*) - '{}' AS document",
                 query.column
             ),
             &format!(

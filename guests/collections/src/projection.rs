@@ -14,13 +14,20 @@ use zatabase_guest_kit::ApiError;
 /// Largest vector dimension pgvector indexes (and accepts here).
 pub const MAX_DIMENSIONS: u32 = 16_000;
 
-/// Columns every collection table has; a projection cannot name them.
-pub const RESERVED: [&str; 5] = [
+/// Columns every collection table has (its own, and Postgres's system
+/// columns); a projection cannot name them.
+pub const RESERVED: [&str; 11] = [
     "id",
     "document",
     "created_at",
     "updated_at",
     "projection_version",
+    "tableoid",
+    "xmin",
+    "cmin",
+    "xmax",
+    "cmax",
+    "ctid",
 ];
 
 /// A column type of a projection.

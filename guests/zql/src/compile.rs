@@ -160,9 +160,10 @@ impl Builder<'_> {
         };
         let mut floats = Vec::with_capacity(items.len());
         for item in items {
-            match item.as_f64() {
-                Some(f) if f.is_finite() => floats.push(f as f32),
-                _ => return fail("a vector must be a non-empty array of numbers"),
+            // A vector holds 32-bit floats: 1e39 is no number there.
+            match item.as_f64().map(|f| f as f32) {
+                Some(f) if f.is_finite() => floats.push(f),
+                _ => return fail("a vector must be a non-empty array of 32-bit float numbers"),
             }
         }
         Ok(format!(

@@ -77,17 +77,22 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
     let sql = compile(statement, params).map_err(invalid)?;
     match sql.shape {
         Shape::Records | Shape::Values => {
-            let rows = store::read(&sql.statement, &sql.params)?
-                .map(|r| json_rows(&r))
-                .transpose()?
-                .unwrap_or_default();
+            let read = store::read(&sql.statement, &sql.params)?;
+            // Cut at the host's result cap (`sql.max_result_bytes`), as
+            // `/v1/sql` says it.
+            let truncated = read.as_ref().is_some_and(|r| r.truncated);
+            let rows = read.map(|r| json_rows(&r)).transpose()?.unwrap_or_default();
             // A count or an aggregate over no table is over no records.
             let rows = if rows.is_empty() && sql.shape == Shape::Values {
                 empty_values(statement)
             } else {
                 rows
             };
-            Ok(json!({ "results": rows }))
+            let mut answer = json!({ "results": rows });
+            if truncated {
+                answer["truncated"] = json!(true);
+            }
+            Ok(answer)
         }
         Shape::Write => {
             let written = match statement {
@@ -247,7 +252,11 @@ fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
         .flatten()
         .map(|r| json!({ "id": r["id"], "score": r["score"], "data": r["data"] }))
         .collect();
-    Ok(Response::json(200, &json!({ "results": results })))
+    let mut found = json!({ "results": results });
+    if answer["truncated"] == true {
+        found["truncated"] = json!(true);
+    }
+    Ok(Response::json(200, &found))
 }
 
 fn no_record(id: &str) -> ApiError {
