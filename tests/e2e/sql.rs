@@ -271,6 +271,61 @@ fn an_error_a_statement_raises_keeps_its_connection() {
 }
 
 #[test]
+fn what_runs_at_commit_cannot_change_how_the_next_request_is_read() {
+    // A held cursor's query runs as its transaction commits: a session
+    // setting it makes there must not outlive the request, or Postgres
+    // reads the next one (on the same connection) otherwise than the host.
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    // Read with standard strings, `'a\''` is `a\'` and the string goes
+    // on; with backslash escapes, it ends there. Read as UTF-8, `E'Á\'`
+    // escapes the quote; read as Shift-JIS, the backslash is half of a
+    // character and the quote ends the string.
+    let quoted = "SELECT 'a\\'' ; COMMIT; CREATE TABLE injected (x int); --' AS s";
+    let quoted_value = "a\\' ; COMMIT; CREATE TABLE injected (x int); --";
+    let escaped = "SELECT E'\u{c1}\\' ; COMMIT; CREATE TABLE injected (x int); --' AS s";
+    let escaped_value = "\u{c1}' ; COMMIT; CREATE TABLE injected (x int); --";
+    for (poison, read, value) in [
+        (
+            "DECLARE c CURSOR WITH HOLD FOR \
+             SELECT set_config('standard_conforming_strings', 'off', false)",
+            quoted,
+            quoted_value,
+        ),
+        (
+            "DECLARE c CURSOR WITH HOLD FOR SELECT set_config('client_encoding', 'SJIS', false)",
+            escaped,
+            escaped_value,
+        ),
+        (
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1 FROM pg_catalog.pg_class; \
+             DO $$BEGIN EXECUTE 'PREPARE left_behind AS SELECT 1'; END$$",
+            quoted,
+            quoted_value,
+        ),
+    ] {
+        host.sql_ok(poison, &[]);
+        assert_eq!(
+            host.sql_ok(read, &[])["rows"],
+            json!([{ "s": value }]),
+            "{poison}"
+        );
+        let left = host.sql_ok(
+            "SELECT (SELECT count(*) FROM pg_cursors) AS cursors,
+               (SELECT count(*) FROM pg_prepared_statements) AS prepared,
+               to_regclass('injected') IS NULL AS clean",
+            &[],
+        );
+        assert_eq!(
+            left["rows"],
+            json!([{ "cursors": 0, "prepared": 0, "clean": true }]),
+            "{poison}"
+        );
+    }
+}
+
+#[test]
 fn a_tenants_notices_are_not_logged() {
     let host = Host::start();
     // With a line break, a notice logged as it came would forge a line.

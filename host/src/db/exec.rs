@@ -290,10 +290,18 @@ pub const SESSION_SETTINGS: [(&str, &str); 6] = [
 /// Sent after a client's statements on a connection that is reset: Postgres
 /// lexes a whole query string before it runs any of it, so the reset at the
 /// start of the next request comes too late for a setting that changes how
-/// that request is read (`standard_conforming_strings`). A successful
-/// request ends with its settings reset here; a failed one has them rolled
-/// back with its transaction.
-const SUFFIX: &str = "\n;RESET ALL";
+/// that request is read (`standard_conforming_strings`, `client_encoding`).
+/// The transaction is committed first, then everything reset: code runs at
+/// commit too (a `WITH HOLD` cursor's query is run to its end, deferred
+/// triggers fire), and what it set at session level would outlive a reset
+/// made before it. A failed request skips the rest of the string and has
+/// its settings rolled back with its transaction.
+const SUFFIX: &str = "\n;COMMIT;RESET ALL;CLOSE ALL;UNLISTEN *;DISCARD TEMP;DEALLOCATE ALL";
+
+/// A transaction that spans requests (`Tx`) committed, and its connection
+/// reset as [`SUFFIX`] does, in one round trip.
+pub const COMMIT_AND_RESET: &str =
+    "COMMIT;RESET ALL;CLOSE ALL;UNLISTEN *;DISCARD TEMP;DEALLOCATE ALL";
 
 /// Sent after a client's statements inside a transaction that spans
 /// requests (`Tx`), where resetting everything would undo the client's own

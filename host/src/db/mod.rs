@@ -800,7 +800,14 @@ impl Tx {
                 "the transaction was rolled back because a statement in it failed",
             ));
         }
-        match conn.conn().execute("COMMIT").await {
+        // A tenant's connection is reset as it commits (see
+        // `exec::COMMIT_AND_RESET`); the platform's runs only the route
+        // groups' own SQL, and keeps its prepared statements.
+        let commit = match &conn {
+            TxConn::Tenant(_) => exec::COMMIT_AND_RESET,
+            TxConn::Platform(_) => "COMMIT",
+        };
+        match conn.conn().execute(sqlx::raw_sql(commit)).await {
             Ok(_) => {
                 conn.release();
                 Ok(())
