@@ -21,6 +21,7 @@ pub mod net;
 pub mod platform;
 pub mod secrets;
 pub mod server;
+pub mod turns;
 
 use std::process::ExitCode;
 

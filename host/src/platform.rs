@@ -48,6 +48,7 @@ pub struct Platform {
     telemetry_writer: tokio::task::JoinHandle<()>,
     idle_sweeper: tokio::task::JoinHandle<()>,
     session_sweeper: tokio::task::JoinHandle<()>,
+    cache_tidier: tokio::task::JoinHandle<()>,
     _lock: File,
 }
 
@@ -196,6 +197,20 @@ impl Platform {
             }
         });
         let session_sweeper = tokio::spawn(crate::auth::expiry::run(db.platform_pool().clone()));
+        // Compiled components no stored deployment uses any more (pruned
+        // versions, deleted functions, uploads that failed after their
+        // compile) leave the disk hourly, not only at the next start.
+        let cache_tidier = tokio::spawn({
+            let functions = functions.clone();
+            async move {
+                let hour = Duration::from_secs(3600);
+                let mut every = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
+                loop {
+                    every.tick().await;
+                    functions.tidy_cache().await;
+                }
+            }
+        });
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "platform started"
@@ -218,6 +233,7 @@ impl Platform {
             telemetry_writer,
             idle_sweeper,
             session_sweeper,
+            cache_tidier,
             _lock: lock,
         })
     }
@@ -235,6 +251,7 @@ impl Platform {
         }
         self.idle_sweeper.abort();
         self.session_sweeper.abort();
+        self.cache_tidier.abort();
         self.db.close().await;
         if let Some(embedded) = self.embedded {
             embedded.stop().await?;

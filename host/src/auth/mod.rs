@@ -94,7 +94,8 @@ pub const SESSION_QUERY: &str = "SELECT s.revoked_at IS NULL AND s.expires_at > 
 pub struct Auth {
     keys: Keys,
     passwords: Passwords,
-    hashing: password::Hashing,
+    /// Password hashes, one a core at a time.
+    hashing: crate::turns::Turns,
     pub throttle: LoginThrottle,
     pub sessions: sessions::SessionCache,
     issuer: String,
@@ -133,9 +134,7 @@ impl Auth {
                 config.argon2_iterations,
                 config.argon2_parallelism,
             )?,
-            hashing: password::Hashing::new(
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            ),
+            hashing: crate::turns::Turns::per_core(),
             throttle: LoginThrottle::new(
                 config.max_failed_logins_per_account,
                 config.max_failed_logins_per_ip,

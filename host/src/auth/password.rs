@@ -1,38 +1,9 @@
 //! Passwords: argon2id, hashed on the blocking pool (a hash is tens of
-//! milliseconds of one core by design), one a core at a time ([`Hashing`]).
-
-use std::sync::Arc;
+//! milliseconds of one core by design), one a core at a time (the auth
+//! service runs them in [`crate::turns::Turns`]).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-
-/// Runs password hashes at most `at_once` at a time; the rest wait their
-/// turn. Each hash holds argon2's memory (19 MiB by default) and a core for
-/// tens of milliseconds: unbounded, a burst of signups or logins had every
-/// blocking thread (512) hashing at once, gigabytes, with the host's other
-/// blocking work (component loads, file I/O) queued behind them. A hash
-/// keeps its turn until it ends, even when its request has gone.
-#[derive(Clone)]
-pub struct Hashing(Arc<tokio::sync::Semaphore>);
-
-impl Hashing {
-    pub fn new(at_once: usize) -> Self {
-        Self(Arc::new(tokio::sync::Semaphore::new(at_once.max(1))))
-    }
-
-    /// `work` on the blocking pool, in its turn.
-    pub async fn run<R: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> R + Send + 'static,
-    ) -> anyhow::Result<R> {
-        let turn = self.0.clone().acquire_owned().await?;
-        Ok(tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            work()
-        })
-        .await?)
-    }
-}
 
 /// Hashes and verifies with fixed argon2id parameters.
 #[derive(Clone)]
@@ -110,45 +81,6 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hashes_run_in_turns_even_when_their_callers_leave() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let hashing = Hashing::new(2);
-        let running = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicUsize::new(0));
-        let work = || {
-            let (running, most, done) = (running.clone(), most.clone(), done.clone());
-            move || {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(30));
-                running.fetch_sub(1, Ordering::SeqCst);
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-        };
-        // Two callers give up once their work has started: their turns
-        // are still taken until it ends.
-        for _ in 0..2 {
-            let started = hashing.run(work());
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(5), started).await;
-        }
-        let all: Vec<_> = (0..6)
-            .map(|_| {
-                tokio::spawn({
-                    let hashing = hashing.clone();
-                    let work = work();
-                    async move { hashing.run(work).await.unwrap() }
-                })
-            })
-            .collect();
-        for one in all {
-            one.await.unwrap();
-        }
-        assert_eq!(done.load(Ordering::SeqCst), 8);
-        assert_eq!(most.load(Ordering::SeqCst), 2);
-    }
 
     #[test]
     fn hashes_of_other_parameters_are_not_current() {

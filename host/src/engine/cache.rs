@@ -10,11 +10,12 @@
 
 #![allow(unsafe_code)] // `Component::deserialize_file`; see `load`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -25,10 +26,14 @@ use wasmtime::component::Component;
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
-    /// Components this process has loaded or compiled (by sha256): their
-    /// entries stay, stored or not.
-    used: Arc<Mutex<HashSet<String>>>,
+    /// Components this process has loaded or compiled (by sha256), and
+    /// when last: their entries stay a while, stored or not (an upload is
+    /// compiled before its bytes are stored).
+    used: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// How long an entry this process used stays when nothing stored needs it.
+const KEPT_AFTER_USE: Duration = Duration::from_secs(600);
 
 /// Feeds `Hash` output into sha256, for a key that is stable across runs.
 struct ShaHasher(Sha256);
@@ -69,18 +74,28 @@ impl CompileCache {
         self.used
             .lock()
             .expect("cache marks poisoned")
-            .insert(sha256.to_owned());
+            .insert(sha256.to_owned(), Instant::now());
     }
 
     /// Removes the files no component can use any more: entries compiled
     /// by another engine (an older binary, other settings), files another
     /// process left half-written (the data directory is this process's
     /// alone), and entries of components neither in `stored` (the
-    /// platform's, by sha256) nor used by this process. How many went.
+    /// platform's, by sha256) nor used by this process in the last
+    /// [`KEPT_AFTER_USE`]. How many went.
     pub fn retain(&self, stored: &HashSet<String>) -> usize {
+        self.retain_as_of(stored, Instant::now())
+    }
+
+    fn retain_as_of(&self, stored: &HashSet<String>, now: Instant) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < KEPT_AFTER_USE;
+        self.used
+            .lock()
+            .expect("cache marks poisoned")
+            .retain(|_, at| recent(at));
         let ours = format!("tmp-{}-", std::process::id());
         let mut removed = 0;
         for entry in entries.flatten() {
@@ -95,7 +110,8 @@ impl CompileCache {
                             .used
                             .lock()
                             .expect("cache marks poisoned")
-                            .contains(sha256)
+                            .get(sha256)
+                            .is_some_and(recent)
                 }
                 Some((_, "cwasm")) => true,
                 Some((_, extension)) => {
@@ -169,14 +185,33 @@ impl CompileCache {
             std::process::id(),
             WRITES.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&tmp, &compiled)
+        // Synced before it takes its name, and the name synced after: a
+        // crash can leave no file under the name whose header is whole but
+        // whose code is not (the header is all that loading checks).
+        write_synced(&tmp, &compiled)
             .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| sync_dir(&path))
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
             })?;
         // SAFETY: as above; this is the file just written from `compiled`.
         let component = unsafe { Component::deserialize_file(engine, &path) }?;
         Ok((component, Origin::Compiled))
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Syncs the directory `path` is in (its entries: a rename into it).
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -225,6 +260,13 @@ mod tests {
         expected.sort();
         assert_eq!(left, expected);
         assert_eq!(removed, 3);
+        // Used, but not lately, and not stored: it goes too.
+        let later = Instant::now() + KEPT_AFTER_USE * 2;
+        assert_eq!(
+            cache.retain_as_of(&HashSet::from([stored.clone()]), later),
+            1
+        );
+        assert!(!dir.join(format!("{used}-{key}.cwasm")).exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

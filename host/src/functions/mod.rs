@@ -142,6 +142,9 @@ pub struct Functions {
     /// host that has not loaded it wait for the first one's, rather than
     /// each compiling it.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Compiles (of uploads, and of components not in the cache), one a
+    /// core at a time.
+    compiling: crate::turns::Turns,
     listening: AtomicBool,
     telemetry: Arc<Telemetry>,
     /// What every function is linked against, built once.
@@ -300,6 +303,7 @@ impl Functions {
             deployments: Deployments::default(),
             compiled: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
+            compiling: crate::turns::Turns::per_core(),
             listening: AtomicBool::new(false),
             telemetry: Arc::new(Telemetry::default()),
             linker,
@@ -396,10 +400,11 @@ impl Functions {
         let engine = self.engine.clone();
         let cache = self.cache.clone();
         let linker = self.linker.clone();
-        let (info, component) =
-            tokio::task::spawn_blocking(move || inspect(&engine, &cache, &linker, &wasm))
-                .await
-                .map_err(|e| format!("the component could not be checked: {e}"))??;
+        let (info, component) = self
+            .compiling
+            .run(move || inspect(&engine, &cache, &linker, &wasm))
+            .await
+            .map_err(|e| format!("the component could not be checked: {e}"))??;
         self.keep_compiled(info.sha256.clone(), component);
         Ok(info)
     }
@@ -607,8 +612,12 @@ impl Functions {
         let started = std::time::Instant::now();
         let component = self.component(&defined.sha256).await?;
         let compiled = started.elapsed();
-        let timeout = Duration::from_millis(u64::try_from(defined.timeout_ms)?);
-        let memory_mb = u64::try_from(defined.memory_mb)?;
+        // Within what this host allows now: a maximum the operator lowered
+        // holds for the functions stored above it too.
+        let timeout = Duration::from_millis(
+            u64::try_from(defined.timeout_ms)?.min(u64::from(self.limits.max_timeout_ms)),
+        );
+        let memory_mb = u64::try_from(defined.memory_mb)?.min(u64::from(self.limits.max_memory_mb));
         let stubbed = linker_for(&self.engine, &self.linker, &component)?;
         let loaded = dispatch::load_function(
             stubbed.as_ref().unwrap_or(&self.linker),
@@ -705,11 +714,11 @@ impl Functions {
                 .await
                 .with_context(|| format!("loading component {sha256}"))?;
         let (engine, cache) = (self.engine.clone(), self.cache.clone());
-        Ok(
-            tokio::task::spawn_blocking(move || cache.load(engine.wasmtime(), &wasm))
-                .await??
-                .0,
-        )
+        Ok(self
+            .compiling
+            .run(move || cache.load(engine.wasmtime(), &wasm))
+            .await??
+            .0)
     }
 
     fn compiled(&self, sha256: &str) -> Option<Component> {

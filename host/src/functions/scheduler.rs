@@ -8,8 +8,14 @@
 //! one after another. The function gets
 //! `POST /fn/<name><path>` with `x-zatabase-trigger: cron` and
 //! `x-zatabase-schedule`, anonymously; its status is kept as `last_status`.
+//!
+//! A host runs at most `MAX_RUNNING` ticks at once, and a trigger's tick
+//! only once its last one on this host has ended: each tick holds an
+//! instance of the host's for as long as its function takes, and no rate
+//! limit counts ticks. A tick past either bound is skipped, and logged.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +29,40 @@ use crate::server::{AppState, RequestId};
 
 const EVERY: Duration = Duration::from_millis(500);
 const BATCH: i64 = 32;
+const MAX_RUNNING: usize = 64;
+
+/// The triggers whose tick is running on this host.
+#[derive(Clone, Default)]
+struct Running(Arc<Mutex<HashSet<String>>>);
+
+/// A trigger's tick running, until dropped.
+struct Ticking {
+    running: Running,
+    trigger: String,
+}
+
+impl Running {
+    fn begin(&self, trigger: &str) -> Option<Ticking> {
+        let mut running = self.0.lock().expect("running triggers poisoned");
+        if running.len() >= MAX_RUNNING || !running.insert(trigger.to_owned()) {
+            return None;
+        }
+        Some(Ticking {
+            running: self.clone(),
+            trigger: trigger.to_owned(),
+        })
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.running
+            .0
+            .lock()
+            .expect("running triggers poisoned")
+            .remove(&self.trigger);
+    }
+}
 
 /// A claimed tick.
 struct Due {
@@ -34,12 +74,24 @@ struct Due {
 
 /// Claims and runs due triggers until the process ends.
 pub async fn run(state: AppState) {
+    let running = Running::default();
     loop {
         tokio::time::sleep(EVERY).await;
         match claim(&state).await {
             Ok(due) => {
                 for due in due {
-                    tokio::spawn(fire(state.clone(), due));
+                    let Some(ticking) = running.begin(&due.trigger) else {
+                        tracing::warn!(
+                            trigger = due.trigger,
+                            "a tick skipped: its last one still runs, or {MAX_RUNNING} ticks do"
+                        );
+                        continue;
+                    };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        fire(state, due).await;
+                        drop(ticking);
+                    });
                 }
             }
             Err(error) => tracing::warn!(%error, "claiming due function triggers"),
@@ -148,5 +200,24 @@ async fn fire(state: AppState, due: Due) {
             .await;
     if let Err(error) = recorded {
         tracing::warn!(%error, "recording a trigger's status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_ticks_once_at_a_time_and_a_host_a_bounded_number() {
+        let running = Running::default();
+        let first = running.begin("a").unwrap();
+        assert!(running.begin("a").is_none(), "its last tick still runs");
+        drop(first);
+        let all: Vec<_> = (0..MAX_RUNNING)
+            .map(|i| running.begin(&i.to_string()).unwrap())
+            .collect();
+        assert!(running.begin("b").is_none(), "the host runs enough");
+        drop(all);
+        assert!(running.begin("b").is_some());
     }
 }
