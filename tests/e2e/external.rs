@@ -35,6 +35,30 @@ fn an_external_postgres_with_pgvector_serves_tenants_over_password_logins() {
     );
 }
 
+#[test]
+fn a_tenant_that_changes_its_own_login_locks_nothing_out() {
+    let postgres = Standalone::start(true);
+    let host = Host::builder()
+        .env("DATABASE_URL", &postgres.url())
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    // A role may change its own password and defaults.
+    host.sql_ok(
+        "RESET ROLE; ALTER ROLE CURRENT_USER PASSWORD 'mine now'; \
+         ALTER ROLE CURRENT_USER SET default_transaction_read_only = on",
+        &[],
+    );
+    // Its one connection ended, the next request logs in anew: refused
+    // with the old password, the host provisions the role again (its
+    // password, no defaults of the tenant's) and goes on.
+    host.sql(
+        "RESET ROLE; SELECT pg_terminate_backend(pg_backend_pid())",
+        &[],
+    )
+    .expect_error(503);
+    host.sql_ok("CREATE TABLE after_the_change (x int)", &[]);
+}
+
 /// A host on `postgres`; hosts sharing a database share the master key.
 fn host_on(postgres: &Standalone) -> Host {
     Host::builder()

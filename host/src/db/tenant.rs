@@ -53,7 +53,9 @@ impl Tenant {
 
 /// Creates the tenant's roles and schema if they are missing; safe to run
 /// again. `password` is set on the login role (external databases need it;
-/// the embedded one authenticates its Unix socket by trust).
+/// the embedded one authenticates its Unix socket by trust). A role may
+/// change its own password and defaults (`ALTER ROLE CURRENT_USER`), so
+/// both are set again here, and any other default dropped.
 pub async fn provision(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -83,6 +85,7 @@ END
 $provision$;
 ALTER ROLE {login} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
   CONNECTION LIMIT {connection_limit} PASSWORD {password};
+ALTER ROLE {login} RESET ALL;
 ALTER ROLE {login} SET search_path = {schema}, extensions;
 CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner};
 GRANT USAGE ON SCHEMA extensions TO {owner};
