@@ -34,7 +34,9 @@ pub struct Scope<'a> {
     pub role: Option<&'a str>,
     /// Schemas, unquoted, in order; `None` keeps the connection's default.
     pub search_path: Option<&'a [&'a str]>,
-    /// Whether to clear session state an earlier request may have left.
+    /// Whether the run leaves nothing of its session state behind: it
+    /// commits, then resets the connection, in its own round trip (so the
+    /// next run finds it clean).
     pub reset_session: bool,
     /// With `reset_session`: whether session-level advisory locks must be
     /// released too (the client may still take them: see migration 0011).
@@ -326,15 +328,16 @@ fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
         text.push_str(";\n");
         count += 1;
     };
-    if scope.reset_session {
-        // Settings back to the connection's defaults (the role among them),
-        // temporary tables, cursors and listens gone.
-        for statement in ["RESET ALL", "DISCARD TEMP", "CLOSE ALL", "UNLISTEN *"] {
-            add(statement);
-        }
-        if scope.release_locks {
-            add("SELECT pg_catalog.pg_advisory_unlock_all()");
-        }
+    // A reset connection needs no reset before: every request on it ended
+    // with one after its commit ([`SUFFIX`], [`COMMIT_AND_RESET`]), or
+    // failed, and had what it set (settings, temporary tables, cursors,
+    // listens) rolled back with its transaction. What outlives a rollback
+    // is the tenant's own (a connection serves one tenant): a statement it
+    // prepared inside a function, which the next commit deallocates; and
+    // session-level advisory locks, revoked from tenants (migration 0011)
+    // or else released here.
+    if scope.reset_session && scope.release_locks {
+        add("SELECT pg_catalog.pg_advisory_unlock_all()");
     }
     // Names and values are the host's own, never a client's; quoted anyway.
     if let Some(role) = scope.role {
