@@ -103,9 +103,23 @@ pub async fn run(
         substitutions: &substitutions,
     };
 
-    let raw = collect(conn, sent, target, limits)
-        .await
-        .map_err(|e| map_error(e, &positions))?;
+    let raw = match collect(conn, sent, target, limits).await {
+        Ok(raw) => raw,
+        // Past the client's statements and the host's COMMIT (statement
+        // `target + 1`) is the reset: the client's statements are committed
+        // and their result is whole, but a reset that failed halfway (a
+        // statement cancelled by a sibling request, say) leaves what the
+        // request set on the connection, which the next request would
+        // inherit. Answered, and the connection closed by its owner.
+        Err(failed) if scope.reset_session && failed.completed > target + 1 => {
+            tracing::warn!(error = %failed.error, "a tenant connection's reset failed after its commit; closing it");
+            RawResult {
+                reset_failed: true,
+                ..failed.partial
+            }
+        }
+        Err(failed) => return Err(map_error(failed.error, &positions)),
+    };
     let mut result = raw
         .resolve(conn, types)
         .await
@@ -371,6 +385,16 @@ struct RawResult {
     truncated: bool,
     /// `Limits::max_result_bytes`, which typing the values keeps to too.
     max_bytes: usize,
+    /// Whether the reset after the commit failed: see [`Fetched::reset_failed`].
+    reset_failed: bool,
+}
+
+/// A run that failed: why, how many statements had completed, and what had
+/// been collected by then.
+struct Failed {
+    error: sqlx::Error,
+    completed: usize,
+    partial: RawResult,
 }
 
 impl RawResult {
@@ -409,6 +433,7 @@ impl RawResult {
             affected_rows: self.affected_rows,
             truncated: self.truncated,
             max_bytes: self.max_bytes,
+            reset_failed: self.reset_failed,
         })
     }
 }
@@ -422,9 +447,16 @@ pub struct Fetched {
     affected_rows: u64,
     truncated: bool,
     max_bytes: usize,
+    reset_failed: bool,
 }
 
 impl Fetched {
+    /// The client's statements committed, but the reset after them did not
+    /// finish: the connection must not serve another request.
+    pub fn reset_failed(&self) -> bool {
+        self.reset_failed
+    }
+
     /// Every value typed. An array's elements become a value each, so a
     /// row is measured again as typed ([`typed_bytes`]), against the same
     /// cap: the rows past it are cut and the result marked truncated.
@@ -516,7 +548,7 @@ async fn collect(
     sent: String,
     target: usize,
     limits: Limits,
-) -> Result<RawResult, sqlx::Error> {
+) -> Result<RawResult, Failed> {
     let mut index = 0;
     let mut bytes = 0usize;
     let mut result = RawResult {
@@ -525,9 +557,21 @@ async fn collect(
         affected_rows: 0,
         truncated: false,
         max_bytes: limits.max_result_bytes,
+        reset_failed: false,
     };
     let mut stream = sqlx::raw_sql(AssertSqlSafe(sent)).fetch_many(&mut *conn);
-    while let Some(item) = stream.try_next().await? {
+    loop {
+        let item = match stream.try_next().await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    completed: index,
+                    partial: result,
+                });
+            }
+        };
         match item {
             Either::Left(done) => {
                 if index == target {

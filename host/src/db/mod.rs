@@ -510,14 +510,14 @@ impl TenantSql {
                 // or an error Postgres ended the session with (FATAL,
                 // PANIC: mapped without a SQLSTATE) says otherwise: not
                 // drained either, but closed.
-                if matches!(
-                    &result,
-                    Err(SqlError {
-                        kind: ErrorKind::Unavailable | ErrorKind::Internal,
-                        sqlstate: None,
-                        ..
-                    })
-                ) {
+                let unusable = match &result {
+                    Ok(fetched) => fetched.reset_failed(),
+                    Err(e) => {
+                        e.sqlstate.is_none()
+                            && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Internal)
+                    }
+                };
+                if unusable {
                     conn.close_on_drop();
                 } else {
                     conn.finish();

@@ -271,11 +271,16 @@ impl Drop for Pooled {
                 runtime.spawn(async move {
                     // Reads what the run still sends, up to its
                     // ReadyForQuery, then one Sync's. A run that ended in
-                    // an error (its statement timeout, say) has that error
-                    // read first, as the ping's: the next ping reads on.
+                    // an error of the client's statements (a division by
+                    // zero, say) has that error read first, as the ping's:
+                    // the next ping reads on. One cancelled, timed out or
+                    // out of resources may have been the reset after the
+                    // run's commit, stopped halfway: not put back.
                     let drained = async {
                         match conn.ping().await {
-                            Err(sqlx::Error::Database(_)) => conn.ping().await,
+                            Err(sqlx::Error::Database(e)) if !may_have_stopped_a_reset(&*e) => {
+                                conn.ping().await
+                            }
                             other => other,
                         }
                     };
@@ -289,6 +294,16 @@ impl Drop for Pooled {
             _ => self.pool.discard(conn, pid),
         }
     }
+}
+
+/// Whether `error` could have ended the reset that follows a run's commit
+/// (those statements fail only so), rather than only the client's
+/// statements.
+fn may_have_stopped_a_reset(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = error.code().unwrap_or_default();
+    ["57", "53", "55", "58", "XX"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 /// Takes one connection off the open count when dropped, unless defused
