@@ -454,6 +454,14 @@ async fn run_platform(
     }
 }
 
+/// A tenant pool's failure to hand out a connection.
+fn pool_error(e: AcquireError) -> SqlError {
+    match e {
+        AcquireError::TimedOut => acquire_error(sqlx::Error::PoolTimedOut),
+        AcquireError::Connect(e) => acquire_error(e),
+    }
+}
+
 fn acquire_error(e: sqlx::Error) -> SqlError {
     match e {
         sqlx::Error::PoolTimedOut => error(
@@ -549,26 +557,19 @@ impl TenantSql {
         }
         let pool = self.db.tenant_pool(&self.tenant);
         match pool.acquire().await {
-            Ok(conn) => Ok(conn),
             // The login role's password is not the one the host derives: a
             // tenant may change its own (`RESET ROLE; ALTER ROLE
             // CURRENT_USER PASSWORD ...`). Provisioned again, it is the
             // host's once more.
             Err(AcquireError::Connect(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("28P01") =>
-            {
-                tracing::warn!(tenant = %self.tenant.key, "a tenant's login was refused; provisioning it again");
-                if let Err(e) = self.db.provision(&self.tenant).await {
-                    tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
-                }
-                pool.acquire().await.map_err(|e| match e {
-                    AcquireError::TimedOut => acquire_error(sqlx::Error::PoolTimedOut),
-                    AcquireError::Connect(e) => acquire_error(e),
-                })
-            }
-            Err(AcquireError::TimedOut) => Err(acquire_error(sqlx::Error::PoolTimedOut)),
-            Err(AcquireError::Connect(e)) => Err(acquire_error(e)),
+                if e.code().as_deref() == Some("28P01") => {}
+            other => return other.map_err(pool_error),
         }
+        tracing::warn!(tenant = %self.tenant.key, "a tenant's login was refused; provisioning it again");
+        if let Err(e) = self.db.provision(&self.tenant).await {
+            tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
+        }
+        pool.acquire().await.map_err(pool_error)
     }
 
     /// The tenant this runs in.
