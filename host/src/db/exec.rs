@@ -118,7 +118,24 @@ pub async fn run(
                 ..failed.partial
             }
         }
-        Err(failed) => return Err(map_error(failed.error, &positions)),
+        Err(failed) => {
+            let mapped = map_error(failed.error, &positions);
+            // Failed inside the transaction the prefix's `BEGIN` opened
+            // (the `BEGIN` done, the `COMMIT` not reached): Postgres skipped
+            // the rest of the string and holds the transaction aborted.
+            // A failed `COMMIT` has rolled back already.
+            let aborted = (1..=target).contains(&failed.completed);
+            if scope.reset_session && aborted && mapped.sqlstate.is_some() {
+                if let Err(e) = conn.execute("ROLLBACK").await {
+                    tracing::warn!(error = %e, "rolling back a failed tenant run");
+                    return Err(error(
+                        ErrorKind::Unavailable,
+                        "the database connection was lost",
+                    ));
+                }
+            }
+            return Err(mapped);
+        }
     };
     let mut result = raw
         .resolve(conn, types)
@@ -310,8 +327,8 @@ pub const SESSION_SETTINGS: [(&str, &str); 6] = [
 /// The transaction is committed first, then everything reset: code runs at
 /// commit too (a `WITH HOLD` cursor's query is run to its end, deferred
 /// triggers fire), and what it set at session level would outlive a reset
-/// made before it. A failed request skips the rest of the string and has
-/// its settings rolled back with its transaction.
+/// made before it. A failed request skips the rest of the string; its
+/// transaction, and what it set with it, is rolled back (`run`).
 const SUFFIX: &str = "\n;COMMIT;RESET ALL;CLOSE ALL;UNLISTEN *;DISCARD TEMP;DEALLOCATE ALL";
 
 /// A transaction that spans requests (`Tx`) committed, and its connection
@@ -350,6 +367,13 @@ fn prefix(scope: Scope<'_>, limits: Limits) -> (String, usize) {
     // prepared inside a function, which the next commit deallocates; and
     // session-level advisory locks, revoked from tenants (migration 0011)
     // or else released here.
+    // An explicit transaction, ended by the suffix's `COMMIT`: a `COMMIT`
+    // ending the implicit one of a multi-statement string has Postgres
+    // log a warning ("there is no transaction in progress"), a line in
+    // the server's log for every request.
+    if scope.reset_session {
+        add("BEGIN");
+    }
     if scope.reset_session && scope.release_locks {
         add("SELECT pg_catalog.pg_advisory_unlock_all()");
     }

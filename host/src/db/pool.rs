@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
+use sqlx::{Connection, Executor};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -223,8 +223,9 @@ impl Pooled {
     }
 
     /// Declares that every run on this connection is a whole transaction
-    /// of its own (one simple query, no transaction control), so Postgres is
-    /// out of any transaction once it has answered. Dropped mid-run (its
+    /// of its own (one simple query, no transaction control of the
+    /// client's), so Postgres is out of it once it has answered, or holds
+    /// it aborted after an error until rolled back. Dropped mid-run (its
     /// caller went away), the connection is then drained: the run is left
     /// up to [`DRAIN_WITHIN`] to finish, and the connection goes back to the
     /// pool; a run still going after that is ended with its backend, as any
@@ -272,17 +273,21 @@ impl Drop for Pooled {
                     // Reads what the run still sends, up to its
                     // ReadyForQuery, then one Sync's. A run that ended in
                     // an error of the client's statements (a division by
-                    // zero, say) has that error read first, as the ping's:
-                    // the next ping reads on. One cancelled, timed out or
-                    // out of resources may have been the reset after the
-                    // run's commit, stopped halfway: not put back.
+                    // zero, say) has that error read first, as the ping's.
+                    // One cancelled, timed out or out of resources may have
+                    // been the reset after the run's commit, stopped
+                    // halfway: not put back. Then the run's transaction, if
+                    // its error left it aborted and the run was dropped
+                    // before its rollback, is rolled back.
                     let drained = async {
                         match conn.ping().await {
-                            Err(sqlx::Error::Database(e)) if !may_have_stopped_a_reset(&*e) => {
-                                conn.ping().await
+                            Err(sqlx::Error::Database(e)) if may_have_stopped_a_reset(&*e) => {
+                                return Err(sqlx::Error::Database(e));
                             }
-                            other => other,
+                            Ok(()) | Err(sqlx::Error::Database(_)) => {}
+                            Err(other) => return Err(other),
                         }
+                        leave_aborted_transaction(&mut conn).await
                     };
                     match tokio::time::timeout(DRAIN_WITHIN, drained).await {
                         Ok(Ok(())) => pool.put_back(conn, pid),
@@ -293,6 +298,19 @@ impl Drop for Pooled {
             }
             _ => self.pool.discard(conn, pid),
         }
+    }
+}
+
+/// Rolls back the transaction `conn` is in if an error aborted it (a
+/// statement then fails with `25P02`); an idle connection is left as is,
+/// and Postgres's log spared a warning about a `ROLLBACK` with no
+/// transaction.
+async fn leave_aborted_transaction(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    match conn.execute("SELECT 1").await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => {
+            conn.execute("ROLLBACK").await.map(drop)
+        }
+        other => other.map(drop),
     }
 }
 
