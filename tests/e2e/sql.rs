@@ -343,14 +343,14 @@ fn a_tenants_notices_are_not_logged() {
 #[test]
 fn requests_leave_no_line_in_the_servers_log() {
     let host = Host::start();
-    let postgres_log = || {
-        std::fs::read_to_string(host.data_dir.join("postgres.log")).unwrap_or_default()
-    };
+    let postgres_log =
+        || std::fs::read_to_string(host.data_dir.join("postgres.log")).unwrap_or_default();
     let before = postgres_log().len();
     host.sql_ok("CREATE TABLE quiet (id int PRIMARY KEY)", &[]);
     for n in 0..5 {
         host.sql_ok("INSERT INTO quiet VALUES ($1)", &[json!(n)]);
-        host.sql("INSERT INTO quiet VALUES (0)", &[]).expect_error(409);
+        host.sql("INSERT INTO quiet VALUES (0)", &[])
+            .expect_error(409);
         host.sql_ok("SELECT count(*) AS n FROM quiet", &[]);
     }
     // Postgres logs what it logs of a request's error (the level is its

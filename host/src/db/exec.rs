@@ -125,14 +125,16 @@ pub async fn run(
             // the rest of the string and holds the transaction aborted.
             // A failed `COMMIT` has rolled back already.
             let aborted = (1..=target).contains(&failed.completed);
-            if scope.reset_session && aborted && mapped.sqlstate.is_some() {
-                if let Err(e) = conn.execute("ROLLBACK").await {
-                    tracing::warn!(error = %e, "rolling back a failed tenant run");
-                    return Err(error(
-                        ErrorKind::Unavailable,
-                        "the database connection was lost",
-                    ));
-                }
+            if scope.reset_session
+                && aborted
+                && mapped.sqlstate.is_some()
+                && let Err(e) = conn.execute("ROLLBACK").await
+            {
+                tracing::warn!(error = %e, "rolling back a failed tenant run");
+                return Err(error(
+                    ErrorKind::Unavailable,
+                    "the database connection was lost",
+                ));
             }
             return Err(mapped);
         }
