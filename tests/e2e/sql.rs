@@ -271,6 +271,29 @@ fn an_error_a_statement_raises_keeps_its_connection() {
 }
 
 #[test]
+fn a_statement_cancelled_by_its_own_tenant_leaves_the_connection_usable() {
+    // A cancel (a sibling's `pg_cancel_backend`, here the statement's own)
+    // leaves the run's transaction aborted: it is rolled back before the
+    // connection serves the next request. (One that lands on the host's
+    // `COMMIT` is rolled back too, but no statement can place it there.)
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 1\n")
+        .start();
+    for _ in 0..3 {
+        // As the login role, which may signal its own backends.
+        let cancelled = host.sql(
+            "RESET ROLE; DO $$DECLARE x bool; BEGIN x := pg_cancel_backend(pg_backend_pid()); END$$",
+            &[],
+        );
+        assert_eq!(cancelled.status, 408, "{}", cancelled.text());
+        assert_eq!(
+            host.sql_ok("SELECT 1 AS one", &[])["rows"],
+            json!([{ "one": 1 }])
+        );
+    }
+}
+
+#[test]
 fn what_runs_at_commit_cannot_change_how_the_next_request_is_read() {
     // A held cursor's query runs as its transaction commits: a session
     // setting it makes there must not outlive the request, or Postgres

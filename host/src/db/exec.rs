@@ -120,21 +120,32 @@ pub async fn run(
         }
         Err(failed) => {
             let mapped = map_error(failed.error, &positions);
-            // Failed inside the transaction the prefix's `BEGIN` opened
-            // (the `BEGIN` done, the `COMMIT` not reached): Postgres skipped
-            // the rest of the string and holds the transaction aborted.
-            // A failed `COMMIT` has rolled back already.
-            let aborted = (1..=target).contains(&failed.completed);
-            if scope.reset_session
-                && aborted
-                && mapped.sqlstate.is_some()
-                && let Err(e) = conn.execute("ROLLBACK").await
-            {
-                tracing::warn!(error = %e, "rolling back a failed tenant run");
-                return Err(error(
-                    ErrorKind::Unavailable,
-                    "the database connection was lost",
-                ));
+            if scope.reset_session && mapped.sqlstate.is_some() {
+                let completed = failed.completed;
+                // Failed inside the transaction the prefix's `BEGIN` opened
+                // (the `BEGIN` done, the `COMMIT` not reached): Postgres
+                // skipped the rest of the string and holds the transaction
+                // aborted. Failed at the `COMMIT`: rolled back if the commit
+                // itself failed (a deferred constraint), aborted if a cancel
+                // or timeout came as it started. Failed at the `BEGIN`
+                // because a transaction was left aborted: should never be,
+                // healed all the same.
+                let rolled_back = if (1..=target).contains(&completed) {
+                    conn.execute("ROLLBACK").await.map(drop)
+                } else if completed == target + 1
+                    || (completed == 0 && mapped.sqlstate.as_deref() == Some("25P02"))
+                {
+                    super::pool::leave_aborted_transaction(conn).await
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = rolled_back {
+                    tracing::warn!(error = %e, "rolling back a failed tenant run");
+                    return Err(error(
+                        ErrorKind::Unavailable,
+                        "the database connection was lost",
+                    ));
+                }
             }
             return Err(mapped);
         }

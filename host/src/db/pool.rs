@@ -305,7 +305,7 @@ impl Drop for Pooled {
 /// statement then fails with `25P02`); an idle connection is left as is,
 /// and Postgres's log spared a warning about a `ROLLBACK` with no
 /// transaction.
-async fn leave_aborted_transaction(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+pub(super) async fn leave_aborted_transaction(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     match conn.execute("SELECT 1").await {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => {
             conn.execute("ROLLBACK").await.map(drop)
