@@ -2059,6 +2059,7 @@ fn the_vector_search_template_finds_the_nearest_embeddings() {
         400
     );
     for bad in [
+        json!({ "embedding": [1, 0, 0], "metric": 5 }),
         json!({ "embedding": [1, 0, 0], "k": 5.5 }),
         json!({ "embedding": [1, 0, 0], "k": "5" }),
         json!({ "embedding": [1e300, 0, 0] }),
@@ -2093,6 +2094,28 @@ fn the_vector_search_template_finds_the_nearest_embeddings() {
     );
     let after = search(json!({ "embedding": [1, 0, 0], "k": 1 })).json();
     assert_eq!(after["results"][0]["id"], "c");
+
+    // Postgres's jsonb holds no NUL: the client's mistake, not a 500.
+    let nul = send(
+        &host,
+        &token,
+        "PUT",
+        "/fn/similar/f",
+        Some(json!({ "embedding": [1, 0, 0], "document": { "t": "a\u{0}b" } })),
+    );
+    assert!(nul.expect_error(400).contains("NUL"));
+    // An embedding of another length (written through SQL here; two first
+    // PUTs at once in the template's own use) does not break searches:
+    // each finds those of its own length.
+    host.sql_ok(
+        "INSERT INTO embeddings (id, embedding) VALUES ('z', '[1,0]')",
+        &[],
+    );
+    let mixed = search(json!({ "embedding": [1, 0, 0], "k": 5 })).json();
+    assert_eq!(mixed["results"].as_array().unwrap().len(), 2, "{mixed}");
+    let short = search(json!({ "embedding": [0, 1], "k": 5 })).json();
+    assert_eq!(short["results"][0]["id"], "z", "{short}");
+    assert_eq!(short["results"].as_array().unwrap().len(), 1, "{short}");
 }
 
 #[test]
@@ -2169,6 +2192,31 @@ fn the_kv_counter_template_counts_in_its_own_store() {
         theirs["rows"],
         json!([{ "key": "counter:visits", "count": "2" }])
     );
+
+    // `/` counts the installed default counter.
+    assert_eq!(
+        send(&host, &token, "POST", "/fn/other-counter", None).json(),
+        json!({ "counter": "x", "count": 1 })
+    );
+    // A default counter the function would refuse is refused at install.
+    let refused = call(
+        &host,
+        "POST",
+        "/v1/functions/templates/kv-counter/install",
+        &token,
+        Some(
+            &json!({ "function_name": "spaced", "parameters": { "default_counter": "page views" } }),
+        ),
+    );
+    assert!(refused.expect_error(422).contains("default_counter"));
+    // A stored value that is no count is answered in the error shape.
+    host.sql_ok(
+        "UPDATE zatabase_kv SET value = convert_to('many', 'UTF8') WHERE key = 'counter:visits'",
+        &[],
+    );
+    let broken = send(&host, &token, "GET", "/fn/counter/visits", None);
+    assert!(broken.expect_error(500).contains("does not hold a count"));
+    assert_eq!(broken.json()["status"], 500);
 }
 
 #[test]

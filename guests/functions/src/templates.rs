@@ -34,6 +34,7 @@ fn describe(template: &Template) -> serde_json::Value {
                 ParameterFormat::Text => "text",
                 ParameterFormat::Identifier => "identifier",
                 ParameterFormat::HeaderName => "header-name",
+                ParameterFormat::PathSegment => "path-segment",
             },
         })).collect::<Vec<_>>(),
     })
@@ -85,6 +86,11 @@ fn misfit(format: ParameterFormat, value: &str) -> Option<&'static str> {
         ),
         ParameterFormat::HeaderName => (!(value.len() <= 128 && value.bytes().all(token)))
             .then_some("must be an HTTP header name (letters, digits and ``!#$%&'*+-.^_`|~``)"),
+        ParameterFormat::PathSegment => (!(value.len() <= 200
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))))
+        .then_some("must be one URL path segment: 1 to 200 letters, digits, `.`, `_`, `~` or `-`"),
     }
 }
 

@@ -52,6 +52,7 @@ enum Format {
     Text,
     Identifier,
     HeaderName,
+    PathSegment,
 }
 
 impl From<Format> for ParameterFormat {
@@ -60,6 +61,7 @@ impl From<Format> for ParameterFormat {
             Format::Text => Self::Text,
             Format::Identifier => Self::Identifier,
             Format::HeaderName => Self::HeaderName,
+            Format::PathSegment => Self::PathSegment,
         }
     }
 }

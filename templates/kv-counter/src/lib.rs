@@ -26,13 +26,32 @@ fn answer(status: u16, body: String) -> Response {
 
 fn count(store: &Store, key: &str) -> anyhow::Result<u64> {
     Ok(match store.get(key)? {
-        Some(bytes) => String::from_utf8(bytes)?.parse()?,
+        Some(bytes) => String::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("`{key}` in the store does not hold a count"))?,
         None => 0,
     })
 }
 
+fn error(status: u16, message: &str) -> Response {
+    let reason = match status {
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Internal Server Error",
+    };
+    let body = serde_json::json!({ "error": reason, "message": message, "status": status });
+    answer(status, body.to_string())
+}
+
 #[http_component]
-fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
+fn handle(request: Request) -> impl IntoResponse {
+    // A failure of the store (or a value in it that is not a count) is
+    // answered in the platform's error shape.
+    serve(request).unwrap_or_else(|e| error(500, &e.to_string()))
+}
+
+fn serve(request: Request) -> anyhow::Result<Response> {
     let path = request
         .header("spin-path-info")
         .and_then(|v| v.as_str())
@@ -47,10 +66,9 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
     // Names a URL carries as they are (so also JSON strings as they are).
     let plain = |b: u8| b.is_ascii_alphanumeric() || b"._~-".contains(&b);
     if name.is_empty() || name.len() > 200 || !name.bytes().all(plain) {
-        return Ok(answer(
+        return Ok(error(
             404,
-            r#"{"error":"Not Found","message":"a counter is named by 1 to 200 letters, digits, `.`, `_`, `~` or `-`","status":404}"#
-                .to_owned(),
+            "a counter is named by 1 to 200 letters, digits, `.`, `_`, `~` or `-`",
         ));
     }
     let store = Store::open_default()?;
@@ -67,10 +85,6 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             store.delete(&key)?;
             Response::builder().status(204).build()
         }
-        _ => answer(
-            405,
-            r#"{"error":"Method Not Allowed","message":"POST, GET or DELETE","status":405}"#
-                .to_owned(),
-        ),
+        _ => error(405, "POST, GET or DELETE"),
     })
 }

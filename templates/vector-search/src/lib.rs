@@ -153,6 +153,16 @@ fn vector(value: &Value) -> Result<(String, usize), Response> {
     Ok((format!("[{text}]"), numbers.len()))
 }
 
+/// Whether `value` holds a NUL character anywhere, keys included.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 #[http_component]
 fn handle(request: Request) -> impl IntoResponse {
     // A failure of the database is answered in the platform's error shape.
@@ -188,7 +198,7 @@ fn serve(request: Request) -> anyhow::Result<Response> {
             let Some(body) = body() else {
                 return Ok(error(400, "expected a JSON body"));
             };
-            let (embedding, _) = match vector(&body["embedding"]) {
+            let (embedding, dimensions) = match vector(&body["embedding"]) {
                 Ok(vector) => vector,
                 Err(response) => return Ok(response),
             };
@@ -199,21 +209,52 @@ fn serve(request: Request) -> anyhow::Result<Response> {
             let Some(k) = k else {
                 return Ok(error(400, "`k` must be a whole number from 1 to 1000"));
             };
-            let operator = match body["metric"].as_str().unwrap_or("cosine") {
-                "cosine" => "<=>",
-                "l2" => "<->",
-                "inner_product" => "<#>",
+            let metric = match &body["metric"] {
+                Value::Null => Some("cosine"),
+                metric => metric.as_str(),
+            };
+            let operator = match metric {
+                Some("cosine") => "<=>",
+                Some("l2") => "<->",
+                Some("inner_product") => "<#>",
                 _ => return Ok(error(400, "`metric` is cosine, l2 or inner_product")),
             };
+            // Only embeddings of the query's length are candidates: the
+            // length check of a PUT and its write are two statements, so
+            // two first PUTs of different lengths at once can both be
+            // stored (and SQL can write any), and a distance between
+            // vectors of different lengths is an error.
             let found = db.query(
                 &format!(
                     "SELECT id, (embedding OPERATOR(extensions.{operator}) $1::extensions.vector)::float8 AS distance,
                        document::text FROM {table}
+                     WHERE extensions.vector_dims(embedding) = $3
                      ORDER BY embedding OPERATOR(extensions.{operator}) $1::extensions.vector LIMIT $2"
                 ),
-                &[ParameterValue::Str(embedding), ParameterValue::Int64(k)],
+                &[
+                    ParameterValue::Str(embedding),
+                    ParameterValue::Int64(k),
+                    ParameterValue::Int64(dimensions as i64),
+                ],
             );
             match found {
+                Ok(rows) if rows.rows.is_empty() => {
+                    // None of this length: a mistake, if others are stored.
+                    let other = db.query(
+                        &format!("SELECT extensions.vector_dims(embedding)::int8 FROM {table} LIMIT 1"),
+                        &[],
+                    )?;
+                    match other.rows.first() {
+                        Some(row) => error(
+                            400,
+                            &format!(
+                                "`embedding` has {dimensions} numbers; the stored ones have {}",
+                                i64::decode(&row[0])?
+                            ),
+                        ),
+                        None => answer(200, json!({ "results": [] })),
+                    }
+                }
                 Ok(rows) => {
                     let results: anyhow::Result<Vec<Value>> = rows
                         .rows
@@ -228,10 +269,6 @@ fn serve(request: Request) -> anyhow::Result<Response> {
                         .collect();
                     answer(200, json!({ "results": results? }))
                 }
-                Err(e) if e.to_string().contains("different vector dimensions") => error(
-                    400,
-                    "`embedding` has another length than the stored embeddings",
-                ),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -260,6 +297,13 @@ fn serve(request: Request) -> anyhow::Result<Response> {
             }
             let document = match &body["document"] {
                 Value::Null => json!({}),
+                // Postgres's jsonb holds no NUL character.
+                document @ Value::Object(_) if holds_nul(document) => {
+                    return Ok(error(
+                        400,
+                        "`document` holds a NUL character (\\u0000), which Postgres's jsonb cannot store",
+                    ));
+                }
                 document @ Value::Object(_) => document.clone(),
                 _ => return Ok(error(400, "`document` must be a JSON object")),
             };
