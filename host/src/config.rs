@@ -118,6 +118,9 @@ pub struct HttpConfig {
     /// How long a connection has to send a request's head, the wait for
     /// the next request on a kept-alive connection included.
     pub header_read_timeout_ms: u64,
+    /// How long a response may wait on a client that reads none of it
+    /// before the connection is closed.
+    pub send_timeout_ms: u64,
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_allowed_origins: Vec<String>,
     pub shutdown_grace_secs: u64,
@@ -295,6 +298,7 @@ impl Default for HttpConfig {
             body_limit_bytes: 10 * 1024 * 1024,
             max_connections: 10_000,
             header_read_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace_secs: 30,
             trusted_proxies: Vec::new(),
@@ -510,6 +514,10 @@ impl Config {
         ensure!(
             self.http.header_read_timeout_ms > 0,
             "http.header_read_timeout_ms must be positive"
+        );
+        ensure!(
+            self.http.send_timeout_ms > 0,
+            "http.send_timeout_ms must be positive"
         );
         // Key-value's largest value (1 MiB) arrives as 2 MiB of hex, and
         // must always fit.

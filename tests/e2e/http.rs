@@ -522,3 +522,70 @@ fn connections_past_the_cap_are_closed_and_the_others_served() {
     std::io::Read::read_to_string(&mut first, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[test]
+fn a_client_that_reads_none_of_its_answers_is_cut_off() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let host = Host::builder()
+        .config(
+            "[http]\nmax_connections = 1\nsend_timeout_ms = 500\n\
+             [rate_limit]\nenabled = false\n",
+        )
+        .start();
+    // Asks for far more than the socket buffers hold, and reads nothing:
+    // the host's writes stop going through, and the one connection slot is
+    // held.
+    let stalled = std::net::TcpStream::connect(address(&host)).unwrap();
+    let mut writer = stalled.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let request = b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..5_000 {
+            if writer.write_all(request).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Until it is cut, another client's connection is closed at once.
+    let started = Instant::now();
+    let served = loop {
+        let mut next = std::net::TcpStream::connect(address(&host)).unwrap();
+        next.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = next.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut next, &mut answer);
+        if answer.starts_with("HTTP/1.1 200") {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(served, "the stalled client still holds the only connection");
+    drop(stalled);
+}
+
+#[test]
+fn a_head_past_64_kib_is_refused() {
+    use std::io::Write;
+    let host = Host::start();
+    let ask = |header_bytes: usize| -> String {
+        let mut stream = std::net::TcpStream::connect(address(&host)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let _ = write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(header_bytes)
+        );
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+        answer
+    };
+    assert!(ask(32 * 1024).starts_with("HTTP/1.1 200"));
+    let refused = ask(100 * 1024);
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
+}

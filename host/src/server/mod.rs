@@ -4,6 +4,7 @@
 mod middleware;
 pub mod proxy;
 pub mod ratelimit;
+mod stall;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -332,6 +333,11 @@ async fn seal_secrets(
     }
 }
 
+/// The largest request head, and about the read buffer a connection may
+/// grow to (hyper's default, 408 KiB, let 10,000 slow clients hold 4 GB
+/// with heads alone); a larger head is a 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests for up to
 /// the grace period.
 ///
@@ -343,7 +349,9 @@ async fn seal_secrets(
 /// `http.header_read_timeout_ms` to send each request's head (the wait
 /// for the next one on a kept-alive connection included), and past
 /// `http.max_connections` a new connection is closed at once, so those
-/// being served keep their share.
+/// being served keep their share. A client that stops reading its answers
+/// is cut after `http.send_timeout_ms` without progress ([`stall`]), and
+/// a request's head may take at most [`MAX_HEAD_BYTES`] of buffer.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -351,11 +359,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = state.config.shutdown_grace();
     let max_connections = state.config.http.max_connections;
+    let send_timeout = Duration::from_millis(state.config.http.send_timeout_ms);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_millis(
             state.config.http.header_read_timeout_ms,
-        ));
+        ))
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES);
     let proxies = Arc::new(proxy::TrustedProxies::new(
         state.config.http.trusted_proxies.clone(),
     ));
@@ -403,7 +414,10 @@ pub async fn serve(
             tower::ServiceExt::oneshot(app.clone(), request)
         });
         let connection = http
-            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stall::SendDeadline::new(tcp, send_timeout)),
+                service,
+            )
             .with_upgrades();
         let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
