@@ -2757,3 +2757,68 @@ fn a_call_is_recorded_as_its_body_ends_not_as_its_head_leaves() {
         );
     }
 }
+
+#[test]
+fn a_projects_subdomain_serves_only_its_own_functions() {
+    use std::io::{Read, Write};
+    let host = Host::builder()
+        .config("[functions]\nbase_domain = \"fn.test\"\n")
+        .start();
+    // The victim's public `page` (spin-sdk 5), and another tenant's public
+    // `page` (the hello fixture) that would like to answer at the victim's
+    // origin.
+    let victim = public_spin5(&host, "page");
+    let slug = host.platform_sql(&format!(
+        "SELECT slug FROM zatabase.projects WHERE id = '{victim}'"
+    ));
+    let attacker_token = host
+        .signup(&unique_email("subdomain"), "a long test password")
+        .access_token;
+    deployed(
+        &host,
+        &attacker_token,
+        json!({ "name": "page", "public": true }),
+        std::fs::read(fixture("hello")).unwrap(),
+    );
+    let attacker = fn_get(&host, &attacker_token, "/v1/whoami").json()["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ask = |host_header: &str, extra: &[(&str, &str)]| -> String {
+        let mut request = format!(
+            "GET /fn/page/hello HTTP/1.1\r\nHost: {host_header}\r\n\
+             X-Zatabase-Environment: sandbox\r\nConnection: close\r\n"
+        );
+        for (name, value) in extra {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let address = host.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let at_victim = format!("{slug}.fn.test");
+    let own = ask(&at_victim, &[]);
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    assert!(own.contains("hello from spin-sdk 5"), "{own}");
+    assert!(
+        own.to_ascii_lowercase()
+            .contains("vary: authorization, x-zatabase-project, x-zatabase-environment"),
+        "{own}"
+    );
+    // Neither a project header nor another project's token moves the
+    // victim's origin to another project.
+    let named = ask(&at_victim, &[("X-Zatabase-Project", &attacker)]);
+    assert!(named.contains("hello from spin-sdk 5"), "{named}");
+    let bearer = format!("Bearer {attacker_token}");
+    let tokened = ask(&at_victim, &[("Authorization", &bearer)]);
+    assert!(tokened.starts_with("HTTP/1.1 404"), "{tokened}");
+    // Off the subdomains, the header and the token name the project.
+    let elsewhere = ask("api.example", &[("X-Zatabase-Project", &attacker)]);
+    assert!(elsewhere.contains(r#"{"hello":"world"}"#), "{elsewhere}");
+    let tokened = ask("api.example", &[("Authorization", &bearer)]);
+    assert!(tokened.contains(r#"{"hello":"world"}"#), "{tokened}");
+}

@@ -62,7 +62,10 @@ pub async fn call(state: &AppState, mut request: Request) -> Response {
         }
         _ => None,
     };
-    let anonymous = anonymous_project(state, &request)
+    // A `Host` that names a project's subdomain decides the project: no
+    // header or token puts another project's function at its origin.
+    let subdomain = subdomain_project(state, &request);
+    let anonymous = anonymous_project(&request, subdomain.as_deref())
         .and_then(|project| Ok((project, anonymous_environment(&request)?)));
     let outcome = async {
         let caller = match foreign {
@@ -85,6 +88,15 @@ pub async fn call(state: &AppState, mut request: Request) -> Response {
             }
         };
         let function = resolve(state, &lookup, &name).await?;
+        if subdomain
+            .as_deref()
+            .is_some_and(|slug| slug != function.project_slug)
+        {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("function `{name}` not found"),
+            ));
+        }
         // A public function answers anyone; any other needs Read on it,
         // as `invoke` does (a token must not reach less than no token).
         if let Some((_, access)) = &caller
@@ -102,7 +114,16 @@ pub async fn call(state: &AppState, mut request: Request) -> Response {
             if foreign.is_some() {
                 request.extensions_mut().insert(ForeignAuthorization);
             }
-            run(state, caller, &function, &path_info, request).await
+            let mut response = run(state, caller, &function, &path_info, request).await;
+            // Which function answered a URL depends on these too: a cache
+            // must not hand one caller's answer to another.
+            response.headers_mut().append(
+                header::VARY,
+                HeaderValue::from_static(
+                    "Authorization, X-Zatabase-Project, X-Zatabase-Environment",
+                ),
+            );
+            response
         }
         (Err(error), Some(rejected))
             if matches!(
@@ -175,13 +196,10 @@ async fn caller(
     }
 }
 
-fn anonymous_project(state: &AppState, request: &Request) -> Result<String, ApiError> {
-    if let Some(project) = request.headers().get(&PROJECT_HEADER) {
-        return project
-            .to_str()
-            .map(|p| p.trim().to_ascii_lowercase())
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "X-Zatabase-Project is not text"));
-    }
+/// The project whose subdomain the request's `Host` names
+/// (`<slug>.<functions.base_domain>`), if one is configured and it does.
+fn subdomain_project(state: &AppState, request: &Request) -> Option<String> {
+    let base = state.config.functions.base_domain.as_ref()?;
     let host = request
         .headers()
         .get(header::HOST)
@@ -190,14 +208,24 @@ fn anonymous_project(state: &AppState, request: &Request) -> Result<String, ApiE
             let name = h.split(':').next().unwrap_or(h);
             name.trim_end_matches('.').to_ascii_lowercase()
         });
-    if let (Some(base), Some(host)) = (&state.config.functions.base_domain, host)
-        && let Some(slug) = host
-            .strip_suffix(base.as_str())
-            .and_then(|s| s.strip_suffix('.'))
-        && !slug.is_empty()
-        && !slug.contains('.')
-    {
+    let slug = host?
+        .strip_suffix(base.as_str())?
+        .strip_suffix('.')?
+        .to_owned();
+    (!slug.is_empty() && !slug.contains('.')).then_some(slug)
+}
+
+/// The project an anonymous call names: its subdomain's, else the
+/// `X-Zatabase-Project` header's.
+fn anonymous_project(request: &Request, subdomain: Option<&str>) -> Result<String, ApiError> {
+    if let Some(slug) = subdomain {
         return Ok(slug.to_owned());
+    }
+    if let Some(project) = request.headers().get(&PROJECT_HEADER) {
+        return project
+            .to_str()
+            .map(|p| p.trim().to_ascii_lowercase())
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "X-Zatabase-Project is not text"));
     }
     Err(ApiError::unauthorized(AuthError::Missing))
 }

@@ -57,6 +57,7 @@ macro_rules! lookup {
     ($($rest:literal),*) => {
         concat!(
             "SELECT f.id::text AS id, f.name, f.project_id::text AS project_id,
+                (SELECT slug FROM zatabase.projects WHERE id = f.project_id) AS project_slug,
                 f.environment, f.public, f.timeout_ms, f.memory_mb,
                 f.variables::text AS variables, f.secrets::text AS secrets,
                 f.allowed_outbound_hosts,
@@ -112,6 +113,9 @@ pub struct Function {
     pub id: String,
     pub name: String,
     pub public: bool,
+    /// Its project's slug (slugs never change): a request whose `Host`
+    /// names a project's subdomain reaches only that project's functions.
+    pub project_slug: String,
     /// None until its first deployment.
     pub deployment: Option<Arc<Deployment>>,
     /// Spin's `spin-base-path` and `spin-matched-route` for it
@@ -590,6 +594,7 @@ impl Functions {
             id,
             name,
             public: row.try_get("public")?,
+            project_slug: row.try_get("project_slug")?,
             deployment,
         }))
     }
@@ -1022,6 +1027,7 @@ mod tests {
             id: id.to_owned(),
             name: name.to_owned(),
             public: false,
+            project_slug: "p".to_owned(),
             deployment: None,
             base_path: http::HeaderValue::from_static("/fn/x"),
             matched_route: http::HeaderValue::from_static("/fn/x/..."),
