@@ -3,6 +3,7 @@
 //! window's end, Unix seconds). Limits are per host process.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,9 +17,16 @@ pub struct Quota {
     pub allowed: bool,
 }
 
-/// Clients counted in one window; past it, new clients share one count
-/// (bounded memory, whatever number of addresses a client has).
+/// Addresses counted in one window; past it, a new address shares one of
+/// [`OVERFLOW_BUCKETS`] counts (bounded memory, whatever number of addresses
+/// a client has). Organizations are always counted on their own: an
+/// organization takes a signup, which is rate limited itself, and a client
+/// filling the table must not move them onto a shared count.
 const MAX_CLIENTS: usize = 200_000;
+/// How many counts addresses past [`MAX_CLIENTS`] share, picked by a keyed
+/// hash: one client filling the table shares a count with a few of the
+/// addresses that come after, not with all of them.
+const OVERFLOW_BUCKETS: u64 = 4096;
 
 /// Counts requests per client key.
 #[derive(Debug)]
@@ -26,6 +34,8 @@ pub struct RateLimiter {
     limit: u32,
     window_secs: u64,
     counts: Mutex<Counts>,
+    /// Keys the overflow buckets' hash, so no one can aim at another's.
+    overflow: RandomState,
 }
 
 /// The current window's counts: every key shares the window (they are
@@ -42,6 +52,7 @@ impl RateLimiter {
             limit,
             window_secs,
             counts: Mutex::new(Counts::default()),
+            overflow: RandomState::new(),
         }
     }
 
@@ -60,8 +71,11 @@ impl RateLimiter {
             counts.window = window;
             counts.by_key.clear();
         }
-        let key = if counts.by_key.len() >= MAX_CLIENTS && !counts.by_key.contains_key(&key) {
-            "overflow".to_owned()
+        let key = if counts.by_key.len() >= MAX_CLIENTS
+            && !key.starts_with("org:")
+            && !counts.by_key.contains_key(&key)
+        {
+            self.overflow_key(&key)
         } else {
             key
         };
@@ -76,6 +90,14 @@ impl RateLimiter {
             reset: (window + 1) * self.window_secs,
             allowed,
         }
+    }
+}
+
+impl RateLimiter {
+    /// The shared count an address past [`MAX_CLIENTS`] is counted in.
+    fn overflow_key(&self, key: &str) -> String {
+        let bucket = self.overflow.hash_one(key) % OVERFLOW_BUCKETS;
+        format!("overflow:{bucket}")
     }
 }
 
@@ -112,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_client_is_its_64_and_clients_past_the_cap_share_a_count() {
+    fn an_ipv6_client_is_its_64_and_addresses_past_the_cap_share_hashed_counts() {
         let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
         let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
@@ -122,11 +144,27 @@ mod tests {
         for n in 0..MAX_CLIENTS {
             limiter.check_at(format!("ip:{n}"), 0);
         }
-        assert!(limiter.check_at("ip:new".to_owned(), 0).allowed);
-        assert!(!limiter.check_at("ip:newer".to_owned(), 0).allowed);
-        assert!(
-            limiter.check_at("ip:newest".to_owned(), 60).allowed,
-            "a new window"
-        );
+        // Two new addresses of one overflow bucket share its count; one of
+        // another bucket has its own, and an organization is counted alone.
+        let bucket = |key: &str| limiter.overflow_key(key);
+        let first = "ip:new".to_owned();
+        let (mut same, mut other) = (None, None);
+        for n in 0.. {
+            let key = format!("ip:new-{n}");
+            if bucket(&key) == bucket(&first) {
+                same.get_or_insert(key);
+            } else {
+                other.get_or_insert(key);
+            }
+            if same.is_some() && other.is_some() {
+                break;
+            }
+        }
+        assert!(limiter.check_at(first, 0).allowed);
+        assert!(!limiter.check_at(same.clone().unwrap(), 0).allowed);
+        assert!(limiter.check_at(other.unwrap(), 0).allowed);
+        assert!(limiter.check_at("org:late".to_owned(), 0).allowed);
+        assert!(!limiter.check_at("org:late".to_owned(), 0).allowed);
+        assert!(limiter.check_at(same.unwrap(), 60).allowed, "a new window");
     }
 }
