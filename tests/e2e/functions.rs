@@ -2535,6 +2535,13 @@ fn a_function_that_sets_its_own_cors_keeps_it() {
     assert_eq!(actual.text(), "hello from spin-sdk 5");
     assert_eq!(actual.header("access-control-allow-origin"), Some("*"));
     assert!(actual.header("access-control-expose-headers").is_some());
+    // One that sets CORS headers but no origin gets the platform's policy
+    // alone: its `Allow-Credentials` does not stay beside it.
+    let partial = send("GET", "/fn/site/cors-partial", false);
+    assert_eq!(partial.text(), "partial cors");
+    assert_eq!(partial.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(partial.header("access-control-allow-credentials"), None);
+    assert_eq!(partial.header("access-control-max-age"), None);
 }
 
 #[test]

@@ -153,6 +153,8 @@ fn cors_preflight_and_exposed_headers() {
     assert_eq!(actual.header("access-control-allow-origin"), Some("*"));
     let exposed = actual.header("access-control-expose-headers").unwrap();
     assert!(exposed.contains("x-ratelimit-remaining"), "{exposed}");
+    // A 429's wait, for a browser app to honour.
+    assert!(exposed.contains("retry-after"), "{exposed}");
 }
 
 #[test]

@@ -98,7 +98,7 @@ pub struct CorsPolicy {
 
 /// The response headers a browser's script may read.
 const EXPOSED: HeaderValue = HeaderValue::from_static(
-    "x-request-id,x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset",
+    "x-request-id,x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset,retry-after",
 );
 
 impl CorsPolicy {
@@ -242,7 +242,28 @@ where
                     .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
             });
         let mut response = match answered {
-            Some(response) if own_cors || !preflight => response,
+            Some(response) if own_cors => response,
+            Some(mut response) if !preflight => {
+                // The platform's policy applies: none of a function's own
+                // (`Allow-Credentials` above all) stays beside it.
+                let headers = response.headers_mut();
+                if headers
+                    .keys()
+                    .any(|name| name.as_str().starts_with("access-control-"))
+                {
+                    for name in [
+                        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                        header::ACCESS_CONTROL_ALLOW_HEADERS,
+                        header::ACCESS_CONTROL_ALLOW_METHODS,
+                        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                        header::ACCESS_CONTROL_MAX_AGE,
+                    ] {
+                        headers.remove(name);
+                    }
+                }
+                response
+            }
             _ => {
                 let mut response = StatusCode::OK.into_response();
                 let headers = response.headers_mut();

@@ -96,6 +96,14 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
             Ok(_) => Response::new(200, "connected to Redis"),
             Err(error) => Response::new(502, format!("redis failed: {error}")),
         },
+        // CORS headers without an `Allow-Origin`: the platform's policy
+        // applies, and these must not stay beside it.
+        "/cors-partial" => Response::builder()
+            .status(200)
+            .header("access-control-allow-credentials", "true")
+            .header("access-control-max-age", "600")
+            .body("partial cors")
+            .build(),
         "/cors" => {
             let preflight = *request.method() == spin_sdk::http::Method::Options;
             let mut response = Response::builder();
