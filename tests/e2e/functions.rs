@@ -2829,3 +2829,47 @@ fn a_projects_subdomain_serves_only_its_own_functions() {
     let tokened = ask("api.example", &[("Authorization", &bearer)]);
     assert!(tokened.contains(r#"{"hello":"world"}"#), "{tokened}");
 }
+
+#[test]
+fn an_answer_begun_before_its_request_body_crossed_the_limit_is_cut() {
+    use std::io::{Read, Write};
+    let host = Host::builder()
+        // Room for the component's deployment (68 KB), not for the body.
+        .config("[http]\nbody_limit_bytes = 131072\n")
+        .start();
+    let token = host.token();
+    let stream5 = std::fs::read(function_fixture("stream5")).unwrap();
+    deployed(&host, &token, json!({ "name": "late" }), stream5);
+    let address = host.url("").trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let chunk = |stream: &mut std::net::TcpStream, bytes: usize| {
+        write!(stream, "{bytes:x}\r\n{}\r\n", "a".repeat(bytes)).unwrap();
+    };
+    write!(
+        stream,
+        "POST /fn/late/late-echo HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    chunk(&mut stream, 500);
+    // The function answers before it reads: its head comes first.
+    let mut answered = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answered.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "the head never came");
+        answered.push(byte[0]);
+    }
+    assert!(answered.starts_with(b"HTTP/1.1 200"));
+    // Then the body crosses the limit: the answer, made of a cut body,
+    // must not end as if whole.
+    for _ in 0..4 {
+        let _ = write!(stream, "{:x}\r\n{}\r\n", 65536, "b".repeat(65536));
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let _ = stream.read_to_end(&mut answered);
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(!answered.ends_with("0\r\n\r\n"), "{answered:?}");
+}

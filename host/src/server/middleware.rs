@@ -385,7 +385,10 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
 /// Runs `handler` on `request` with its body cut at `limit` bytes. Bodies
 /// above the limit answer 413: at once when `Content-Length` says so, or as
 /// soon as a streamed body crosses it (whatever the handler made of the
-/// cut-off body is replaced).
+/// cut-off body is replaced). A handler that answered before the body
+/// crossed it (a function streaming its answer as it reads) has its answer
+/// cut instead ([`CutIfCrossed`]): its head is gone, and an answer that
+/// ended cleanly would pass for one made of the whole body.
 ///
 /// The limit is the host's (`http.body_limit_bytes`) or, on a route group's
 /// routes, the route group's own (`body_limit_mb` in spin.toml). It is a
@@ -429,7 +432,52 @@ pub async fn body_limit<F: Future<Output = Response>>(
     if crossed.load(Ordering::Relaxed) {
         return too_large();
     }
-    response
+    response.map(|inner| Body::new(CutIfCrossed { inner, crossed }))
+}
+
+pin_project_lite::pin_project! {
+    /// An answer sent while its request's body may still be read: it ends
+    /// in an error if that body crosses the limit, so hyper closes the
+    /// connection before the answer's end (no last chunk; fewer bytes than
+    /// its `Content-Length`) and the client sees it cut.
+    struct CutIfCrossed {
+        #[pin]
+        inner: Body,
+        crossed: Arc<AtomicBool>,
+    }
+}
+
+impl http_body::Body for CutIfCrossed {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let crossed = || {
+            Poll::Ready(Some(Err(axum::Error::new(
+                "the request body crossed the limit after the answer began",
+            ))))
+        };
+        if this.crossed.load(Ordering::Relaxed) {
+            return crossed();
+        }
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if frame.is_none() && this.crossed.load(Ordering::Relaxed) {
+            return crossed();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A panic in a handler answers 500 in the error shape.
