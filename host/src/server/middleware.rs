@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -14,7 +14,6 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use super::AppState;
@@ -417,22 +416,68 @@ pub async fn body_limit<F: Future<Output = Response>>(
         // No body (a GET, or a declared length of 0): nothing to count.
         return handler(request).await;
     }
-    let crossed = Arc::new(AtomicBool::new(false));
-    let flag = crossed.clone();
+    let state = Arc::new(AtomicU8::new(READING));
     let request = request.map(|body| {
-        let limited = http_body_util::Limited::new(body, limit);
-        Body::new(limited.map_err(move |e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                flag.store(true, Ordering::Relaxed);
-            }
-            e
-        }))
+        Body::new(Watched {
+            inner: http_body_util::Limited::new(body, limit),
+            state: state.clone(),
+        })
     });
     let response = handler(request).await;
-    if crossed.load(Ordering::Relaxed) {
-        return too_large();
+    match state.load(Ordering::Relaxed) {
+        CROSSED => too_large(),
+        // Read to its end (a route group's buffered body): nothing left
+        // to cross.
+        ENDED => response,
+        _ => response.map(|inner| Body::new(CutIfCrossed { inner, state })),
     }
-    response.map(|inner| Body::new(CutIfCrossed { inner, crossed }))
+}
+
+/// How far a limited request body has been read.
+const READING: u8 = 0;
+const ENDED: u8 = 1;
+const CROSSED: u8 = 2;
+
+pin_project_lite::pin_project! {
+    /// A request body cut at the limit, which says when it ends or
+    /// crosses it.
+    struct Watched {
+        #[pin]
+        inner: http_body_util::Limited<Body>,
+        state: Arc<AtomicU8>,
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                this.state.store(CROSSED, Ordering::Relaxed);
+            }
+            None => this.state.store(ENDED, Ordering::Relaxed),
+            Some(Ok(_)) if this.inner.is_end_stream() => {
+                this.state.store(ENDED, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -443,7 +488,7 @@ pin_project_lite::pin_project! {
     struct CutIfCrossed {
         #[pin]
         inner: Body,
-        crossed: Arc<AtomicBool>,
+        state: Arc<AtomicU8>,
     }
 }
 
@@ -461,11 +506,11 @@ impl http_body::Body for CutIfCrossed {
                 "the request body crossed the limit after the answer began",
             ))))
         };
-        if this.crossed.load(Ordering::Relaxed) {
+        if this.state.load(Ordering::Relaxed) == CROSSED {
             return crossed();
         }
         let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if frame.is_none() && this.crossed.load(Ordering::Relaxed) {
+        if frame.is_none() && this.state.load(Ordering::Relaxed) == CROSSED {
             return crossed();
         }
         Poll::Ready(frame)
