@@ -351,6 +351,62 @@ fn a_request_refused_before_its_body_was_read_leaves_the_connection_usable() {
     }
 }
 
+/// A body declared over the limit but small (up to 1 MiB) is read and
+/// dropped before the 413: the client, still writing it, never meets a
+/// connection closed under it, and the connection serves the next request.
+/// A larger one is refused without being read.
+#[test]
+fn a_small_body_over_the_limit_is_read_before_its_413() {
+    use std::io::Write;
+    let host = Host::builder()
+        .config("[http]\nbody_limit_bytes = 1024\n")
+        .start();
+    let stream = std::net::TcpStream::connect(address(&host)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let size = 1 << 20;
+    // More than the kernel buffers between the two ends take at once, so
+    // the writes below block until the host reads.
+    writer
+        .write_all(
+            format!(
+                "POST /v1/sql HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+                 content-type: application/json\r\ncontent-length: {size}\r\n\r\n",
+                host.token()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    writer.write_all(&vec![b' '; size]).unwrap();
+    let (status, body) = read_response(&mut reader);
+    assert!(status.contains(" 413"), "{status}");
+    assert!(body.contains("1024"), "{body}");
+    writer
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let (status, _) = read_response(&mut reader);
+    assert!(status.contains(" 200"), "{status}");
+
+    // Past 1 MiB the 413 comes at once and the connection is closed.
+    let mut big = std::net::TcpStream::connect(address(&host)).unwrap();
+    big.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    big.write_all(
+        format!(
+            "POST /v1/sql HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            (size as u64) << 4
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut reader = std::io::BufReader::new(big);
+    let (status, _) = read_response(&mut reader);
+    assert!(status.contains(" 413"), "{status}");
+}
+
 /// A route group's request reaches it in one call when the host can read
 /// the body first (none, or a declared length up to 1 MiB), over
 /// `wasi:http` otherwise (chunked, or larger). Either way the same answer.

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -382,8 +382,9 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
 }
 
 /// Runs `handler` on `request` with its body cut at `limit` bytes. Bodies
-/// above the limit answer 413: at once when `Content-Length` says so, or as
-/// soon as a streamed body crosses it (whatever the handler made of the
+/// above the limit answer 413: without the handler when `Content-Length`
+/// says so (a small body read and dropped first: [`discard_small_body`]),
+/// or as soon as a streamed body crosses it (whatever the handler made of the
 /// cut-off body is replaced). A handler that answered before the body
 /// crossed it (a function streaming its answer as it reads) has its answer
 /// cut instead ([`CutIfCrossed`]): its head is gone, and an answer that
@@ -409,7 +410,8 @@ pub async fn body_limit<F: Future<Output = Response>>(
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(declared) = declared.filter(|&n| n > limit as u64) {
+        discard_small_body(declared, request).await;
         return too_large();
     }
     if http_body::Body::is_end_stream(request.body()) {
@@ -431,6 +433,31 @@ pub async fn body_limit<F: Future<Output = Response>>(
         ENDED => response,
         _ => response.map(|inner| Body::new(CutIfCrossed { inner, state })),
     }
+}
+
+/// The largest declared body read and dropped before its 413 is sent, and
+/// how long that may take.
+const DISCARD_UP_TO: u64 = 1 << 20;
+const DISCARD_WITHIN: Duration = Duration::from_secs(2);
+
+/// Reads and drops a refused body the client declared small enough to be
+/// cheap, unless the client waits for `100 Continue` before sending it.
+/// Otherwise hyper, finding part of the body unread after the 413, closes
+/// the connection with bytes still in flight: the kernel answers them with
+/// a reset, and a client still writing may see that reset before the 413.
+async fn discard_small_body(declared: u64, request: Request) {
+    let expects_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if declared > DISCARD_UP_TO || expects_continue {
+        return;
+    }
+    let mut body = request.into_body();
+    let drained = async {
+        while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+    };
+    let _ = tokio::time::timeout(DISCARD_WITHIN, drained).await;
 }
 
 /// How far a limited request body has been read.
