@@ -21,6 +21,7 @@ pub mod net;
 pub mod platform;
 pub mod secrets;
 pub mod server;
+pub mod tasks;
 pub mod turns;
 
 use std::process::ExitCode;
@@ -81,14 +82,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("zatabase listening on http://{address}");
             tracing::info!(%address, workers = platform.config.worker_threads(), "listening");
             // Cron triggers call functions: not when functions are off.
-            let scheduler = platform
-                .config
-                .feature_enabled("functions")
-                .then(|| tokio::spawn(functions::scheduler::run(state.clone())));
-            let served = server::serve(state, listener, shutdown).await;
-            if let Some(scheduler) = scheduler {
-                scheduler.abort();
+            if platform.config.feature_enabled("functions") {
+                platform
+                    .tasks
+                    .spawn(functions::scheduler::run(state.clone()));
             }
+            let served = server::serve(state, listener, shutdown).await;
             platform.stop().await?;
             served
         }

@@ -23,6 +23,7 @@ use crate::functions::Functions;
 use crate::manifest::{self, App};
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
+use crate::tasks::Tasks;
 
 /// What each new platform connection prepares (see `db::WarmStatement`).
 const WARM_STATEMENTS: [db::WarmStatement; 4] = [
@@ -42,6 +43,9 @@ pub struct Platform {
     pub auth: Arc<Auth>,
     pub functions: Arc<Functions>,
     pub metrics: Arc<Metrics>,
+    /// Connections, guests' runs after their answers, cron ticks: what a
+    /// stop waits for before Postgres goes.
+    pub tasks: Tasks,
     embedded: Option<Embedded>,
     session_listener: tokio::task::JoinHandle<()>,
     function_listener: tokio::task::JoinHandle<()>,
@@ -227,6 +231,7 @@ impl Platform {
             auth,
             functions,
             metrics,
+            tasks: Tasks::default(),
             embedded,
             session_listener,
             function_listener,

@@ -1281,6 +1281,47 @@ fn work_a_function_does_after_its_response_is_done() {
     assert_eq!(fn_get(&host, &token, "/fn/later/served").text(), "2");
 }
 
+/// A host asked to stop waits (within its grace period) for work a function
+/// goes on with after its answer, before it stops Postgres: the write made
+/// 1.5 s after the answer is there after a restart.
+#[test]
+fn a_stop_waits_for_work_a_function_does_after_its_answer() {
+    let mut host = Host::start();
+    let token = host.token();
+    deployed(&host, &token, json!({ "name": "later" }), spin7());
+    let bearer = format!("Bearer {token}");
+    let answer = host.request(
+        "GET",
+        "/fn/later/later",
+        &[("authorization", &bearer), ("x-delay-ms", "1500")],
+        Vec::new(),
+    );
+    assert_eq!(answer.text(), "answered");
+    host.keep_data();
+    assert!(host.stop().success());
+    let data_dir = host.data_dir.clone();
+    drop(host);
+
+    let again = Host::builder().data_dir(&data_dir).start();
+    let stored = call(
+        &again,
+        "POST",
+        "/v1/sql",
+        &token,
+        Some(
+            &json!({ "query": "SELECT convert_from(value, 'UTF8') AS v FROM zatabase_kv WHERE key = 'later'" }),
+        ),
+    );
+    assert_eq!(
+        stored.json()["rows"],
+        json!([{ "v": "after request 1" }]),
+        "{}",
+        stored.text()
+    );
+    drop(again);
+    let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
+}
+
 /// A loopback HTTP server (IPv4, and IPv6 on the same port where it can)
 /// answering `host=<its Host header>` to every request; its port.
 fn host_echo_server() -> u16 {

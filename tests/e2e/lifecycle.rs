@@ -78,6 +78,48 @@ fn in_flight_requests_finish_during_a_graceful_stop() {
     assert!(body.contains(r#""slept":"yes""#), "{body}");
 }
 
+/// Past the grace period a stop cuts what is still running: the client's
+/// connection is closed without an answer, and only then is Postgres
+/// stopped (before, the request went on and answered with the error of
+/// a Postgres stopped under it).
+#[test]
+fn a_request_still_running_past_the_grace_period_is_cut() {
+    let mut host = Host::builder()
+        .config("[http]\nshutdown_grace_secs = 1\n")
+        .start();
+    let url = host.url("/v1/sql");
+    let bearer = format!("Bearer {}", host.token());
+    let slow = std::thread::spawn(move || {
+        ureq::post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .send(r#"{"query":"SELECT pg_sleep(8)"}"#)
+            .map(|mut r| {
+                (
+                    r.status().as_u16(),
+                    r.body_mut().read_to_string().unwrap_or_default(),
+                )
+            })
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let stopping = std::time::Instant::now();
+    assert!(host.stop().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(7),
+        "the stop waited for the statement: {:?}",
+        stopping.elapsed()
+    );
+    let answered = slow.join().unwrap();
+    assert!(
+        answered.is_err(),
+        "answered after the grace period: {answered:?}"
+    );
+    let log = host.log();
+    let cut = log.find("guest runs were cut").expect("the cut is logged");
+    let stopped = log.find("Postgres stopped").expect("Postgres is stopped");
+    assert!(cut < stopped, "Postgres stopped before the cut:\n{log}");
+}
+
 #[test]
 fn sigkill_takes_postgres_down_and_the_next_start_recovers_every_committed_row() {
     let mut host = Host::start();

@@ -154,6 +154,8 @@ pub struct Services {
     pub db: Arc<Db>,
     pub auth: Arc<Auth>,
     pub functions: Arc<Functions>,
+    /// Where a guest's run after its answer goes on.
+    pub tasks: crate::tasks::Tasks,
 }
 
 /// Marks a request whose `Authorization` header is not a credential of the
@@ -807,12 +809,16 @@ impl Dispatcher {
                 // the head, in one write.
                 let (response, running) = coalesce::written_body(response, run).await;
                 if let Some(run) = running {
-                    tokio::spawn(after_answer(component.name.clone(), run));
+                    self.services
+                        .tasks
+                        .spawn(after_answer(component.name.clone(), run));
                 }
                 Ok(Ok(response))
             }
             Ok(Ok(Err(code))) => {
-                tokio::spawn(after_answer(component.name.clone(), run));
+                self.services
+                    .tasks
+                    .spawn(after_answer(component.name.clone(), run));
                 Ok(Err(code))
             }
             // The guest dropped its response slot unused: its own result says why.

@@ -72,11 +72,16 @@ struct Due {
     function: Lookup,
 }
 
-/// Claims and runs due triggers until the process ends.
+/// Claims and runs due triggers until the host begins to stop.
 pub async fn run(state: AppState) {
     let running = Running::default();
+    let mut stopping = std::pin::pin!(state.tasks.stopping());
     loop {
-        tokio::time::sleep(EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            // A tick claimed now could be cut before it runs, and lost.
+            () = &mut stopping => return,
+        }
         match claim(&state).await {
             Ok(due) => {
                 for due in due {
@@ -87,8 +92,9 @@ pub async fn run(state: AppState) {
                         );
                         continue;
                     };
+                    let tasks = state.tasks.clone();
                     let state = state.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         fire(state, due).await;
                         drop(ticking);
                     });

@@ -454,9 +454,8 @@ async fn discard_small_body(declared: u64, request: Request) {
         return;
     }
     let mut body = request.into_body();
-    let drained = async {
-        while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
-    };
+    let drained =
+        async { while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {} };
     let _ = tokio::time::timeout(DISCARD_WITHIN, drained).await;
 }
 

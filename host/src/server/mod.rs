@@ -32,6 +32,7 @@ use crate::functions::{Functions, sealing};
 use crate::manifest::App;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
+use crate::tasks::Tasks;
 pub use middleware::{Caller, RequestId, RouteGroup, client_address};
 use ratelimit::RateLimiter;
 
@@ -52,6 +53,7 @@ pub struct Shared {
     pub rate_limiter: Option<RateLimiter>,
     pub cors: middleware::CorsPolicy,
     pub readiness: api::health::Probe,
+    pub tasks: Tasks,
 }
 
 impl Deref for AppState {
@@ -67,6 +69,7 @@ impl AppState {
             db: platform.db.clone(),
             auth: platform.auth.clone(),
             functions: platform.functions.clone(),
+            tasks: platform.tasks.clone(),
         };
         let config = platform.config.clone();
         Self(Arc::new(Shared {
@@ -87,6 +90,7 @@ impl AppState {
             dispatcher: Dispatcher::new(platform.engine.clone(), services),
             functions: platform.functions.clone(),
             components: platform.components.clone(),
+            tasks: platform.tasks.clone(),
             config,
         }))
     }
@@ -338,8 +342,9 @@ async fn seal_secrets(
 /// with heads alone); a larger head is a 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Serves until SIGINT or SIGTERM, then drains in-flight requests for up to
-/// the grace period.
+/// Serves until SIGINT or SIGTERM, then drains in-flight requests (and the
+/// rest of the host's [`Tasks`]) for up to the grace period, and cuts what
+/// is left.
 ///
 /// The accept loop is the host's own rather than `axum::serve`, which sets
 /// no timer, so hyper drops its header-read timeout, and caps nothing: a
@@ -370,9 +375,9 @@ pub async fn serve(
     let proxies = Arc::new(proxy::TrustedProxies::new(
         state.config.http.trusted_proxies.clone(),
     ));
+    let tasks = state.tasks.clone();
     let app = app(state);
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, client) = tokio::select! {
@@ -419,12 +424,12 @@ pub async fn serve(
                 service,
             )
             .with_upgrades();
-        let mut stopping = stopping_rx.clone();
-        tokio::spawn(async move {
+        let stopping = tasks.stopping();
+        tasks.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
-                () = async { drop(stopping.wait_for(|stopping| *stopping).await) } => {
+                () = stopping => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 }
@@ -434,15 +439,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    let _ = stopping_tx.send(true);
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, connections.acquire_many(all))
-        .await
-        .is_err()
-    {
+    if !tasks.stop(grace).await {
         tracing::warn!(
             ?grace,
-            "grace period over; closing the remaining connections"
+            "grace period over; the remaining connections and guest runs were cut"
         );
     }
     Ok(())

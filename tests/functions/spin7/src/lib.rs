@@ -66,9 +66,11 @@ async fn handle(request: Request) -> Answer {
         "/hello" => text(200, "hello from spin-sdk 7"),
         "/served" => text(200, served.to_string()),
         "/later" => {
-            // Answers at once, then writes to its store: work a Worker
-            // would hand to `waitUntil`.
+            // Answers at once, then writes to its store (`x-delay-ms`
+            // later): work a Worker would hand to `waitUntil`.
+            let delay: u64 = header("x-delay-ms").parse().unwrap_or(0);
             spin_sdk::wasip3::spawn(async move {
+                spin_sdk::wasip3::clocks::monotonic_clock::wait_for(delay * 1_000_000).await;
                 if let Ok(store) = key_value::Store::open_default().await {
                     let _ = store.set("later", format!("after request {served}")).await;
                 }
