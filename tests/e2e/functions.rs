@@ -708,6 +708,13 @@ fn a_failing_function_gets_the_right_status_and_others_keep_serving() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let hog = fn_get(&host, &token, "/fn/faulty/alloc").expect_error(500);
     assert!(hog.contains("memory"), "{hog}");
+    // Host memory a guest holds outside its own limit is bounded too: a
+    // header map's size, and how many resources it keeps at once.
+    // Past either, wasi:http traps the guest.
+    let big = fn_get(&host, &token, "/fn/faulty/fields-big").expect_error(500);
+    assert!(big.contains("total size of fields exceeds limit"), "{big}");
+    let hoard = fn_get(&host, &token, "/fn/faulty/fields-many").expect_error(500);
+    assert!(hoard.contains("resource table has no free keys"), "{hoard}");
     assert_eq!(fn_get(&host, &token, "/fn/faulty/hello").status, 200);
 }
 

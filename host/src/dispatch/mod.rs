@@ -561,6 +561,15 @@ pub enum DispatchError {
     Host(anyhow::Error),
 }
 
+/// The most WASI resources (streams, pollables, header maps, requests and
+/// responses) a guest may hold at once, and the most bytes one header map
+/// it builds may take. Both are host memory outside the guest's own limit:
+/// wasmtime's defaults (a million handles, 128 KiB a map) let one request
+/// hold over 100 GB. At these, a store holds at most 128 MiB of maps; a
+/// guest past either bound traps (wasi:http's own answer to both).
+const MAX_WASI_HANDLES: usize = 4096;
+const MAX_FIELDS_BYTES: usize = 32 * 1024;
+
 /// Runs requests through components.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -593,10 +602,14 @@ impl Dispatcher {
             ))
             .build();
         let unread = crate::caps::unread::Unread::default();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_WASI_HANDLES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         let state = HostState {
-            table: ResourceTable::new(),
+            table,
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             hooks: OutboundHttp::new(
                 ctx.function
                     .as_ref()

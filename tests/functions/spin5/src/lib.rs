@@ -16,6 +16,8 @@
 //!   name, through `wasi:config/store` (Spin's other way to its variables)
 //! - `/stores`: opens the key-value store over and over, keeping every
 //!   handle, until the host refuses one
+//! - `/fields-big`: builds a header map of one 40 KB header
+//! - `/fields-many`: builds small header maps, keeping every one, up to 10,000
 //! - `/panic`, `/loop`, `/alloc`: a trap, a spin past any timeout, unbounded memory
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -166,6 +168,23 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 }
             };
             Response::new(200, format!("opened={} refused={refused}", open.len()))
+        }
+        "/fields-big" => {
+            let big =
+                spin_sdk::http::Fields::from_list(&[("x-pad".to_owned(), vec![b'x'; 40_000])]);
+            Response::new(200, format!("{:?}", big.map(drop)))
+        }
+        "/fields-many" => {
+            let mut kept = Vec::new();
+            while kept.len() < 10_000 {
+                match spin_sdk::http::Fields::from_list(&[("x-pad".to_owned(), b"x".to_vec())]) {
+                    Ok(fields) => kept.push(fields),
+                    Err(error) => {
+                        return Ok(Response::new(200, format!("kept={} {error:?}", kept.len())));
+                    }
+                }
+            }
+            Response::new(200, format!("kept={}", kept.len()))
         }
         "/panic" => panic!("the function panicked on purpose"),
         "/loop" => {
