@@ -395,3 +395,61 @@ fn hnsw_builds_and_searches_refuse_what_cannot_be_done() {
     let anonymous = host.request("GET", "/v1/indexes/hnsw", &[], Vec::new());
     anonymous.expect_error(401);
 }
+
+/// A tenant runs at most two builds at once, counted by their connections
+/// to Postgres: deleting the rows of its `zatabase_indexes` (its own table)
+/// does not make room for a third.
+#[test]
+fn a_tenant_cannot_forge_its_way_past_the_limit_on_builds() {
+    let host = Host::start();
+    let token = host.token();
+    host.sql_ok(
+        "CREATE TABLE t1 (embedding vector(2)); CREATE TABLE t2 (embedding vector(2));
+         CREATE TABLE t3 (embedding vector(2))",
+        &[],
+    );
+    let build = |table: &str| {
+        call(
+            &host,
+            "POST",
+            "/v1/indexes/hnsw/build",
+            &token,
+            Some(&json!({ "table": table, "column": "embedding" })),
+        )
+    };
+    std::thread::scope(|scope| {
+        // A writer holding its locks for a while: CREATE INDEX CONCURRENTLY
+        // waits for it, so the builds below stay running meanwhile.
+        let writer = scope.spawn(|| {
+            host.sql_ok(
+                "INSERT INTO t1 VALUES ('[1,0]'); INSERT INTO t2 VALUES ('[1,0]');
+                 INSERT INTO t3 VALUES ('[1,0]'); SELECT pg_sleep(5)",
+                &[],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(build("t1").status, 202);
+        assert_eq!(build("t2").status, 202);
+        host.sql_ok("DELETE FROM zatabase_indexes", &[]);
+        let message = build("t3").expect_error(409);
+        assert!(message.contains("2 index builds are running"), "{message}");
+        writer.join().unwrap();
+    });
+    // Once they are done, there is room again.
+    let started = Instant::now();
+    loop {
+        let third = build("t3");
+        if third.status == 202 {
+            break;
+        }
+        assert_eq!(third.status, 409, "{}", third.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            third.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (built, _) = wait_for_build(&host, &token, "t3", "embedding");
+    assert_eq!(built["status"], "ready", "{built}");
+}

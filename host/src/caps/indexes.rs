@@ -41,6 +41,12 @@ pub const STALE_AFTER_SECS: u32 = 30;
 /// Builds one tenant may run at once (each takes cores and memory).
 const MAX_BUILDS_PER_TENANT: i64 = 2;
 
+/// The `application_name` of a build's connection and of its watcher's:
+/// running builds are counted by their connections, which the tenant
+/// cannot remove, rather than by rows of its table, which it can.
+const BUILDING: &str = "zatabase-hnsw-build";
+const WATCHING: &str = "zatabase-hnsw-watch";
+
 /// pgvector's bounds on `m` and `ef_construction`, and on the dimensions
 /// an HNSW index of `vector` takes.
 const M: std::ops::RangeInclusive<u32> = 2..=100;
@@ -107,8 +113,8 @@ impl indexes::Host for SqlState {
         check(&build)?;
         // Both connections first: a build must not start without the one
         // that reports it alive.
-        let mut conn = tenant.dedicated().await?;
-        let watcher = tenant.dedicated().await?;
+        let mut conn = tenant.dedicated(BUILDING).await?;
+        let watcher = tenant.dedicated(WATCHING).await?;
         let lock = tenant.private_lock_key("indexes");
         let job = register(&mut conn, tenant.tenant(), lock, &build)
             .await
@@ -241,10 +247,15 @@ async fn register(
             }
         }
     }
-    let running: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {schema}.zatabase_indexes
-         WHERE status = 'building' AND heartbeat_at > {stale}"
-    )))
+    // Builds running on any host: the connections of the tenant's login
+    // role that say they build, this one aside. A tenant naming its own
+    // connections so only lowers its own limit.
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity
+         WHERE usename = session_user AND application_name = $1
+           AND pid <> pg_catalog.pg_backend_pid()",
+    )
+    .bind(BUILDING)
     .fetch_one(&mut *tx)
     .await?;
     if running >= MAX_BUILDS_PER_TENANT {

@@ -596,8 +596,9 @@ impl TenantSql {
     /// timeout, with the configured `maintenance_work_mem`. The login role
     /// has the owner role's rights; objects meant for the tenant's SQL are
     /// created after `SET LOCAL ROLE` to the owner. Closed, never pooled,
-    /// when dropped.
-    pub async fn dedicated(&self) -> Result<PgConnection, SqlError> {
+    /// when dropped. `purpose` is its `application_name` (the host's own
+    /// constant), by which its work is counted (`pg_stat_activity`).
+    pub async fn dedicated(&self, purpose: &'static str) -> Result<PgConnection, SqlError> {
         if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
             tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
             return Err(error(
@@ -612,8 +613,9 @@ impl TenantSql {
             .await
             .map_err(acquire_error)?;
         let settings = format!(
-            "SET statement_timeout = 0; SET maintenance_work_mem = '{}MB'",
-            self.db.limits.index_build_memory_mb
+            "SET statement_timeout = 0; SET maintenance_work_mem = '{}MB'; SET application_name = {}",
+            self.db.limits.index_build_memory_mb,
+            sqltext::quote_literal(purpose).expect("the host's names hold no NUL")
         );
         conn.execute(sqlx::raw_sql(AssertSqlSafe(settings)))
             .await
