@@ -482,9 +482,20 @@ impl Config {
             self.components.max_instances > 0,
             "components.max_instances must be positive"
         );
+        // Postgres keeps its timeouts in milliseconds as a 32-bit integer,
+        // the platform's tables its functions' limits likewise.
         ensure!(
-            self.sql.statement_timeout_ms > 0,
-            "sql.statement_timeout_ms must be positive"
+            (1..=i32::MAX as u64).contains(&self.sql.statement_timeout_ms),
+            "sql.statement_timeout_ms must be between 1 and 2147483647"
+        );
+        ensure!(
+            self.pool.acquire_timeout_ms > 0,
+            "pool.acquire_timeout_ms must be positive"
+        );
+        // A wasm32 memory is at most 4 GiB.
+        ensure!(
+            self.components.max_memory_mb <= 4096,
+            "components.max_memory_mb must be at most 4096 (a WebAssembly memory's 4 GiB)"
         );
         ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
         ensure!(
@@ -498,9 +509,11 @@ impl Config {
         if self.database_url.is_none() {
             // Postgres keeps 3 for superusers; the host holds 3 more of its
             // own (two listeners, the telemetry writer).
-            let needed = self.pool.max_connections + self.pool.tenant_max_connections + 6;
+            let needed = u64::from(self.pool.max_connections)
+                + u64::from(self.pool.tenant_max_connections)
+                + 6;
             ensure!(
-                self.postgres.max_connections >= needed,
+                u64::from(self.postgres.max_connections) >= needed,
                 "postgres.max_connections ({}) leaves no room for pool.max_connections, one \
                  tenant's pool.tenant_max_connections and the host's own connections: it must \
                  be at least {needed}",
@@ -533,6 +546,10 @@ impl Config {
         ensure!(
             functions.timeout_ms > 0 && functions.timeout_ms <= functions.max_timeout_ms,
             "functions.timeout_ms must be positive and at most functions.max_timeout_ms"
+        );
+        ensure!(
+            functions.max_timeout_ms <= i32::MAX as u32,
+            "functions.max_timeout_ms must be at most 2147483647"
         );
         ensure!(
             functions.memory_mb > 0
@@ -586,6 +603,11 @@ impl Config {
         ensure!(
             self.auth.max_failed_logins_per_account > 0 && self.auth.max_failed_logins_per_ip > 0,
             "auth.max_failed_logins_* must be positive"
+        );
+        // Zero would turn the login throttle off.
+        ensure!(
+            self.auth.failed_login_window_secs > 0,
+            "auth.failed_login_window_secs must be positive"
         );
         Ok(())
     }
@@ -648,6 +670,31 @@ mod tests {
             let mut start = Config::default();
             start.postgres.start_timeout_secs = seconds;
             assert_eq!(start.validate().is_ok(), valid, "{seconds}");
+        }
+        // Values that would fail at run time rather than at start.
+        let cases: [(&str, fn(&mut Config)); 6] = [
+            ("sql.statement_timeout_ms", |c| {
+                c.sql.statement_timeout_ms = 1 << 31;
+            }),
+            ("pool.acquire_timeout_ms", |c| c.pool.acquire_timeout_ms = 0),
+            ("components.max_memory_mb", |c| {
+                c.components.max_memory_mb = 4097;
+            }),
+            ("functions.max_timeout_ms", |c| {
+                c.functions.max_timeout_ms = u32::MAX;
+            }),
+            ("auth.failed_login_window_secs", |c| {
+                c.auth.failed_login_window_secs = 0;
+            }),
+            ("postgres.max_connections", |c| {
+                c.pool.max_connections = u32::MAX;
+            }),
+        ];
+        for (setting, spoil) in cases {
+            let mut config = Config::default();
+            spoil(&mut config);
+            let message = config.validate().expect_err(setting).to_string();
+            assert!(message.contains(setting), "{setting}: {message}");
         }
     }
 

@@ -65,6 +65,13 @@ impl Platform {
             None => manifest::Source::Embedded,
         };
         let app = manifest::load(&source, &|flag| config.feature_enabled(flag))?;
+        // A misspelt flag would leave on what it meant to turn off.
+        if let Some(unknown) = config.features.keys().find(|f| !app.features.contains(*f)) {
+            bail!(
+                "[features] names `{unknown}`, which no route group sits behind; known: {}",
+                app.features.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         let engine = Engine::new(&EngineConfig {
             max_instances: config.components.max_instances,
             max_memory_bytes: usize::try_from(config.components.max_memory_mb << 20)

@@ -396,3 +396,30 @@ fn a_database_refuses_a_master_key_other_than_its_own() {
     let again = Host::builder().data_dir(&data_dir).start();
     assert_eq!(again.get("/health/ready").status, 200);
 }
+
+/// `[features]` turns a route group off (its routes are absent: 404), and a
+/// flag no route group sits behind is refused at start rather than leave on
+/// what its misspelling meant to turn off.
+#[test]
+fn features_turn_route_groups_off_and_unknown_ones_are_refused() {
+    let host = Host::builder().config("[features]\nzql = false\n").start();
+    host.token();
+    let zql = host.authed(
+        "POST",
+        "/api/zql/query",
+        &[("content-type", "application/json")],
+        br#"{"query":"FROM things"}"#.to_vec(),
+    );
+    assert_eq!(zql.status, 404, "{}", zql.text());
+    host.sql_ok("SELECT 1", &[]);
+
+    let refused = Host::builder()
+        .config("[features]\nfunction = false\n")
+        .try_start()
+        .err()
+        .expect("a misspelt feature must not start");
+    assert!(
+        refused.contains("`function`") && refused.contains("functions"),
+        "{refused}"
+    );
+}

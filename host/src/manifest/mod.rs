@@ -28,6 +28,8 @@ pub struct App {
     pub name: String,
     pub components: Vec<Arc<ComponentSpec>>,
     pub routes: Vec<Route>,
+    /// Every feature flag a component sits behind, those turned off too.
+    pub features: BTreeSet<String>,
 }
 
 /// One component, ready to compile.
@@ -219,6 +221,7 @@ pub fn resolve(
     }
 
     let mut components = Vec::new();
+    let mut features = BTreeSet::new();
     for (id, component) in &manifest.component {
         validate_id(id)?;
         ensure!(
@@ -227,6 +230,7 @@ pub fn resolve(
         );
         let zatabase = component.tool.zatabase.as_ref();
         let feature = zatabase.and_then(|z| z.feature.clone());
+        features.extend(feature.clone());
         if feature.as_deref().is_some_and(|f| !feature_enabled(f)) {
             routes.retain(|r| &r.component != id);
             continue;
@@ -304,6 +308,7 @@ pub fn resolve(
         name: manifest.application.name,
         components,
         routes,
+        features,
     })
 }
 

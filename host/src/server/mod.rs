@@ -83,6 +83,7 @@ impl AppState {
                 name: platform.app.name.clone(),
                 components: platform.app.components.clone(),
                 routes: platform.app.routes.clone(),
+                features: platform.app.features.clone(),
             }),
             db: platform.db.clone(),
             auth: platform.auth.clone(),
