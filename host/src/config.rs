@@ -672,7 +672,8 @@ mod tests {
             assert_eq!(start.validate().is_ok(), valid, "{seconds}");
         }
         // Values that would fail at run time rather than at start.
-        let cases: [(&str, fn(&mut Config)); 6] = [
+        type Spoil = fn(&mut Config);
+        let cases: [(&str, Spoil); 6] = [
             ("sql.statement_timeout_ms", |c| {
                 c.sql.statement_timeout_ms = 1 << 31;
             }),
