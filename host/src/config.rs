@@ -166,6 +166,9 @@ pub struct FunctionsConfig {
     /// deploy past it removes the oldest others (and their components, when
     /// no other deployment shares them).
     pub max_deployments: u32,
+    /// Log lines kept per function, its newest: past them by a tenth, the
+    /// oldest are deleted.
+    pub log_lines_kept: u32,
     /// With a base domain, a public function also answers anonymous
     /// requests for `<project-slug>.<base_domain>`.
     pub base_domain: Option<String>,
@@ -334,6 +337,7 @@ impl Default for FunctionsConfig {
             max_timeout_ms: 60_000,
             memory_mb: 64,
             max_deployments: 100,
+            log_lines_kept: 100_000,
             base_domain: None,
             blocked_networks: vec![Network::Private],
             root_certificates: Vec::new(),
@@ -559,6 +563,10 @@ impl Config {
         ensure!(
             functions.max_deployments > 0,
             "functions.max_deployments must be positive"
+        );
+        ensure!(
+            (100..=100_000_000).contains(&functions.log_lines_kept),
+            "functions.log_lines_kept must be between 100 and 100000000"
         );
         if let Some(base) = &functions.base_domain {
             ensure!(

@@ -195,7 +195,8 @@ impl Platform {
         });
         let telemetry_writer = tokio::spawn({
             let (functions, db) = (functions.clone(), db.clone());
-            async move { functions.telemetry().run(db).await }
+            let kept = config.functions.log_lines_kept;
+            async move { functions.telemetry().run(db, kept).await }
         });
         let idle_sweeper = tokio::spawn({
             let db = db.clone();

@@ -1566,6 +1566,38 @@ fn outbound_http_never_reaches_a_blocked_network() {
     }
 }
 
+/// A function's oldest lines go as it floods, not on a clock: past its
+/// `functions.log_lines_kept` by a tenth, it is pruned to them (the newest).
+#[test]
+fn a_flooding_function_keeps_only_its_newest_lines() {
+    let host = Host::builder()
+        .config("[functions]\nlog_lines_kept = 100\n")
+        .start();
+    let token = host.token();
+    let id = deployed(&host, &token, json!({ "name": "flood" }), spin7());
+    for _ in 0..5 {
+        let flooded = fn_get(&host, &token, "/fn/flood/flood");
+        assert_eq!(flooded.status, 200, "{}", flooded.text());
+    }
+    let count = || {
+        host.platform_sql(&format!(
+            "SELECT count(*) FROM zatabase.function_logs WHERE function_id = '{id}'"
+        ))
+    };
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(10), || count() == "100"),
+        "{} lines kept",
+        count()
+    );
+    // The newest: the last request's notice that it wrote too much.
+    let newest = fn_get(&host, &token, &format!("/v1/functions/{id}/logs?limit=1")).json();
+    let message = newest["logs"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("more than 1 MiB"), "{newest}");
+}
+
 #[test]
 fn a_request_logs_a_mebibyte_at_most() {
     let host = Host::start();

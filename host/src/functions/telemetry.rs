@@ -17,7 +17,9 @@
 //! function at most `MAX_PENDING_BYTES_PER_FUNCTION` of them (one flooding
 //! function does not crowd out the others' lines), and drops the rest,
 //! counting them in its log. Rows older than seven days are pruned, and a
-//! function keeps its newest `KEPT_LINES_PER_FUNCTION` lines.
+//! function keeps its newest `functions.log_lines_kept` lines: its oldest
+//! go once it has logged a tenth of that again (a flooding function is
+//! pruned as it floods, not on a clock), and at the ten-minute sweep.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
@@ -33,7 +35,6 @@ const FLUSH_EVERY: Duration = Duration::from_millis(250);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_PENDING_BYTES: usize = 8 << 20;
 const MAX_PENDING_BYTES_PER_FUNCTION: usize = 1 << 20;
-const KEPT_LINES_PER_FUNCTION: i64 = 100_000;
 /// Function-minutes with calls not yet written.
 const MAX_PENDING_MINUTES: usize = 10_000;
 /// Duration buckets per doubling: each is 2^(1/16), about 4.4 %, wide.
@@ -227,12 +228,13 @@ impl Telemetry {
 
     /// Writes what is pending, on a [`Db::background_connection`]; until
     /// the process ends.
-    pub async fn run(&self, db: Arc<Db>) {
+    pub async fn run(&self, db: Arc<Db>, kept_lines: u32) {
         let mut last_prune = std::time::Instant::now();
         let mut connection: Option<PgConnection> = None;
-        // Functions that logged since the last prune: those whose lines
-        // may be past their count.
-        let mut logged: std::collections::HashSet<String> = std::collections::HashSet::new();
+        // Functions that logged since their last prune, and how many lines:
+        // those whose lines may be past their count.
+        let mut logged: HashMap<String, u32> = HashMap::new();
+        let prune_past = (kept_lines / 10).max(1);
         loop {
             tokio::time::sleep(FLUSH_EVERY).await;
             let conn = match &mut connection {
@@ -246,9 +248,13 @@ impl Telemetry {
                     }
                 },
             };
-            let (mut written, functions) = self.flush_logged(conn).await;
-            logged.extend(functions);
-            if written && last_prune.elapsed() > PRUNE_EVERY {
+            let (mut written, lines) = self.flush_logged(conn).await;
+            for (function_id, count) in lines {
+                let logged = logged.entry(function_id).or_default();
+                *logged = logged.saturating_add(count);
+            }
+            let sweep = written && last_prune.elapsed() > PRUNE_EVERY;
+            if sweep {
                 last_prune = std::time::Instant::now();
                 for (table, at) in [
                     ("function_invocation_minutes", "minute"),
@@ -265,9 +271,16 @@ impl Telemetry {
                         written = false;
                     }
                 }
-                for function_id in logged.drain() {
-                    // Past the newest KEPT_LINES_PER_FUNCTION, by the
-                    // function's own index.
+            }
+            if written {
+                let due: Vec<String> = logged
+                    .iter()
+                    .filter(|&(_, &count)| sweep || count >= prune_past)
+                    .map(|(function_id, _)| function_id.clone())
+                    .collect();
+                for function_id in due {
+                    // Past its newest `kept_lines`, by the function's own
+                    // index.
                     let pruned = sqlx::query(
                         "DELETE FROM zatabase.function_logs
                          WHERE function_id = $1::uuid AND (at, id) <= (
@@ -276,14 +289,16 @@ impl Telemetry {
                            ORDER BY at DESC, id DESC OFFSET $2 LIMIT 1)",
                     )
                     .bind(&function_id)
-                    .bind(KEPT_LINES_PER_FUNCTION)
+                    .bind(i64::from(kept_lines))
                     .execute(&mut *conn)
                     .await;
                     if let Err(error) = pruned {
+                        // The rest stay counted, for the next time.
                         tracing::warn!(%error, "pruning a function's oldest lines");
                         written = false;
                         break;
                     }
+                    logged.remove(&function_id);
                 }
             }
             if !written {
@@ -301,13 +316,13 @@ impl Telemetry {
     }
 
     /// [`Telemetry::flush`], and which functions' lines were written.
-    async fn flush_logged(&self, conn: &mut PgConnection) -> (bool, Vec<String>) {
+    /// Also the lines written, by function.
+    async fn flush_logged(&self, conn: &mut PgConnection) -> (bool, HashMap<String, u32>) {
         let mut ok = true;
         let Pending {
             invocations,
             minute_count,
             logs,
-            function_log_bytes,
             dropped,
             ..
         } = std::mem::take(&mut *self.pending.lock().expect("telemetry poisoned"));
@@ -409,7 +424,12 @@ impl Telemetry {
                 ok = false;
             }
         }
-        (ok, function_log_bytes.into_keys().collect())
+        // Counted whether or not they went: a prune too many costs little.
+        let mut lines = HashMap::new();
+        for line in &logs {
+            *lines.entry(line.function_id.clone()).or_default() += 1;
+        }
+        (ok, lines)
     }
 }
 
