@@ -2299,6 +2299,34 @@ fn the_kv_counter_template_counts_in_its_own_store() {
     assert_eq!(broken.json()["status"], 500);
 }
 
+/// A tick whose function fails after its response's head went out (a trap
+/// while its body streams) is recorded as the failure it is, not as the
+/// head's 200.
+#[test]
+fn a_tick_that_fails_after_its_head_is_recorded_as_failed() {
+    let host = Host::start();
+    let token = host.token();
+    let id = deployed(&host, &token, json!({ "name": "halfway" }), spin7());
+    let triggers = format!("/v1/functions/{id}/triggers");
+    let created = call(
+        &host,
+        "POST",
+        &triggers,
+        &token,
+        Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": "/half" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let mut listed = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(15), || {
+            listed = fn_get(&host, &token, &triggers).json();
+            !listed["triggers"][0]["last_status"].is_null()
+        }),
+        "{listed}"
+    );
+    assert_eq!(listed["triggers"][0]["last_status"], 500, "{listed}");
+}
+
 #[test]
 fn a_cron_trigger_calls_the_function_on_schedule() {
     let host = Host::start();

@@ -12,7 +12,10 @@
 //! A host runs at most `MAX_RUNNING` ticks at once, and a trigger's tick
 //! only once its last one on this host has ended: each tick holds an
 //! instance of the host's for as long as its function takes, and no rate
-//! limit counts ticks. A tick past either bound is skipped, and logged.
+//! limit counts ticks. A host claims no more than it has room for, and no
+//! trigger whose tick it still runs: what it leaves stays due, for another
+//! host or for its own next claim. A claim that fills its batch is
+//! followed by another at once.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -28,7 +31,7 @@ use crate::api::functions::{SCHEDULE_HEADER, TRIGGER_HEADER};
 use crate::server::{AppState, RequestId};
 
 const EVERY: Duration = Duration::from_millis(500);
-const BATCH: i64 = 32;
+const BATCH: usize = 32;
 const MAX_RUNNING: usize = 64;
 
 /// The triggers whose tick is running on this host.
@@ -42,6 +45,15 @@ struct Ticking {
 }
 
 impl Running {
+    /// How many more ticks may start, and the triggers whose tick runs.
+    fn room(&self) -> (usize, Vec<String>) {
+        let running = self.0.lock().expect("running triggers poisoned");
+        (
+            MAX_RUNNING.saturating_sub(running.len()),
+            running.iter().cloned().collect(),
+        )
+    }
+
     fn begin(&self, trigger: &str) -> Option<Ticking> {
         let mut running = self.0.lock().expect("running triggers poisoned");
         if running.len() >= MAX_RUNNING || !running.insert(trigger.to_owned()) {
@@ -82,41 +94,55 @@ pub async fn run(state: AppState) {
             // A tick claimed now could be cut before it runs, and lost.
             () = &mut stopping => return,
         }
-        match claim(&state).await {
-            Ok(due) => {
-                for due in due {
-                    let Some(ticking) = running.begin(&due.trigger) else {
-                        tracing::warn!(
-                            trigger = due.trigger,
-                            "a tick skipped: its last one still runs, or {MAX_RUNNING} ticks do"
-                        );
-                        continue;
-                    };
-                    let tasks = state.tasks.clone();
-                    let state = state.clone();
-                    tasks.spawn(async move {
-                        fire(state, due).await;
-                        drop(ticking);
-                    });
-                }
+        loop {
+            let (room, busy) = running.room();
+            let limit = room.min(BATCH);
+            if limit == 0 {
+                break;
             }
-            Err(error) => tracing::warn!(%error, "claiming due function triggers"),
+            let due = match claim(&state, limit, &busy).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "claiming due function triggers");
+                    break;
+                }
+            };
+            let full = due.len() == limit;
+            for due in due {
+                // Claimed within the room left and past the triggers that
+                // run: never refused.
+                let Some(ticking) = running.begin(&due.trigger) else {
+                    tracing::warn!(trigger = due.trigger, "a claimed tick found no room");
+                    continue;
+                };
+                let tasks = state.tasks.clone();
+                let state = state.clone();
+                tasks.spawn(async move {
+                    fire(state, due).await;
+                    drop(ticking);
+                });
+            }
+            if !full {
+                break;
+            }
         }
     }
 }
 
-async fn claim(state: &AppState) -> Result<Vec<Due>, sqlx::Error> {
+/// Claims up to `limit` due triggers, none of `busy`.
+async fn claim(state: &AppState, limit: usize, busy: &[String]) -> Result<Vec<Due>, sqlx::Error> {
     let mut tx = state.db.platform_pool().begin().await?;
     let rows = sqlx::query(
         "SELECT t.id::text AS id, t.schedule, t.path, f.id::text AS function_id,
            f.project_id::text AS project_id, f.environment,
            floor(extract(epoch FROM now()))::int8 AS now
          FROM zatabase.function_triggers t JOIN zatabase.functions f ON f.id = t.function_id
-         WHERE t.next_run <= now()
+         WHERE t.next_run <= now() AND NOT (t.id = ANY($2::uuid[]))
          ORDER BY t.next_run LIMIT $1
          FOR UPDATE OF t SKIP LOCKED",
     )
-    .bind(BATCH)
+    .bind(i64::try_from(limit).unwrap_or(BATCH as i64))
+    .bind(busy)
     .fetch_all(&mut *tx)
     .await?;
     let mut due = Vec::with_capacity(rows.len());
@@ -167,6 +193,8 @@ async fn fire(state: AppState, due: Due) {
                 trigger = due.trigger,
                 "loading a triggered function"
             );
+            // Not run: said so, not the last run's status left standing.
+            record(&state, &due.trigger, 503).await;
             return;
         }
     };
@@ -184,11 +212,18 @@ async fn fire(state: AppState, due: Due) {
             let path_info = due.path.split('?').next().unwrap_or("/");
             let response =
                 crate::api::functions::run(&state, None, &function, path_info, request).await;
-            let status = response.status().as_u16();
+            let mut status = response.status().as_u16();
             // Let a streamed body finish, so the function runs to its end;
-            // no one reads it, so each piece is dropped as it comes.
+            // no one reads it, so each piece is dropped as it comes. One
+            // that fails after its head (a trap, the timeout) failed the
+            // tick, as the function's metrics count it.
             let mut body = response.into_body();
-            while let Some(Ok(_)) = body.frame().await {}
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    status = 500;
+                    break;
+                }
+            }
             status
         }
         // Stored before the API checked paths as it does now: recorded as
@@ -198,9 +233,14 @@ async fn fire(state: AppState, due: Due) {
             400
         }
     };
+    record(&state, &due.trigger, status).await;
+}
+
+/// Keeps `status` as the trigger's `last_status`.
+async fn record(state: &AppState, trigger: &str, status: u16) {
     let recorded =
         sqlx::query("UPDATE zatabase.function_triggers SET last_status = $2 WHERE id = $1::uuid")
-            .bind(&due.trigger)
+            .bind(trigger)
             .bind(i16::try_from(status).unwrap_or(i16::MAX))
             .execute(state.db.platform_pool())
             .await;
@@ -223,7 +263,11 @@ mod tests {
             .map(|i| running.begin(&i.to_string()).unwrap())
             .collect();
         assert!(running.begin("b").is_none(), "the host runs enough");
+        assert_eq!(running.room().0, 0, "no room to claim in");
         drop(all);
-        assert!(running.begin("b").is_some());
+        let ticking = running.begin("b");
+        assert!(ticking.is_some());
+        let (room, busy) = running.room();
+        assert_eq!((room, busy), (MAX_RUNNING - 1, vec!["b".to_owned()]));
     }
 }
