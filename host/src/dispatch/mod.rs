@@ -313,11 +313,15 @@ impl Owner {
     /// when its instance must be its own (a WASI 0.2 function, whose
     /// authors expect Spin's fresh instance per request; an anonymous
     /// request to a route group).
+    ///
+    /// Only a user's function is shared by its deployment's requests: a
+    /// route group acts in its caller's tenant, so even a WASI 0.3 one
+    /// (none is built so today) is kept per caller.
     fn of(pre: &HandlerPre, ctx: &RequestContext) -> Option<Owner> {
         match (pre, &ctx.function, &ctx.principal) {
-            (HandlerPre::P3(_), _, _) => Some(Owner::Deployment),
-            (HandlerPre::P2(_), Some(_), _) | (HandlerPre::P2(_), None, None) => None,
-            (HandlerPre::P2(_), None, Some(principal)) => Some(Owner::Caller {
+            (HandlerPre::P3(_), Some(_), _) => Some(Owner::Deployment),
+            (HandlerPre::P2(_), Some(_), _) | (_, None, None) => None,
+            (_, None, Some(principal)) => Some(Owner::Caller {
                 user_id: principal.user_id.clone(),
                 project_id: principal.project_id.clone(),
                 environment: principal.environment.clone(),
