@@ -51,23 +51,33 @@ fn sigint_drains_and_exits_zero() {
     assert!(!alive(postgres));
 }
 
-#[test]
-fn in_flight_requests_finish_during_a_graceful_stop() {
-    let mut host = Host::start();
+/// `POST /v1/sql` of `query` on a thread of its own: its status and body,
+/// or the transport's error.
+fn sql_in_the_background(
+    host: &Host,
+    query: &str,
+) -> std::thread::JoinHandle<Result<(u16, String), ureq::Error>> {
     let url = host.url("/v1/sql");
     let bearer = format!("Bearer {}", host.token());
-    let slow = std::thread::spawn(move || {
+    let body = json!({ "query": query }).to_string();
+    std::thread::spawn(move || {
         ureq::post(&url)
             .header("content-type", "application/json")
             .header("authorization", &bearer)
-            .send(r#"{"query":"SELECT 'yes' AS slept FROM pg_sleep(1.5)"}"#)
+            .send(&body)
             .map(|mut r| {
                 (
                     r.status().as_u16(),
                     r.body_mut().read_to_string().unwrap_or_default(),
                 )
             })
-    });
+    })
+}
+
+#[test]
+fn in_flight_requests_finish_during_a_graceful_stop() {
+    let mut host = Host::start();
+    let slow = sql_in_the_background(&host, "SELECT 'yes' AS slept FROM pg_sleep(1.5)");
     std::thread::sleep(Duration::from_millis(400));
     assert!(host.stop().success());
     let (status, body) = slow
@@ -87,20 +97,7 @@ fn a_request_still_running_past_the_grace_period_is_cut() {
     let mut host = Host::builder()
         .config("[http]\nshutdown_grace_secs = 1\n")
         .start();
-    let url = host.url("/v1/sql");
-    let bearer = format!("Bearer {}", host.token());
-    let slow = std::thread::spawn(move || {
-        ureq::post(&url)
-            .header("content-type", "application/json")
-            .header("authorization", &bearer)
-            .send(r#"{"query":"SELECT pg_sleep(8)"}"#)
-            .map(|mut r| {
-                (
-                    r.status().as_u16(),
-                    r.body_mut().read_to_string().unwrap_or_default(),
-                )
-            })
-    });
+    let slow = sql_in_the_background(&host, "SELECT pg_sleep(8)");
     std::thread::sleep(Duration::from_millis(400));
     let stopping = std::time::Instant::now();
     assert!(host.stop().success());
