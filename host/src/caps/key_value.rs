@@ -14,7 +14,7 @@ use wasmtime::component::{
 use super::fermyon::spin::key_value as v2;
 use super::spin::key_value::key_value as v3;
 use super::types::{ErrorKind, QueryResult, Scalar, SqlError, Value};
-use super::unread::Unread;
+use super::unread::{Reserved, Unread};
 use crate::db::{Db, Fetched, TenantSql};
 use crate::dispatch::{FunctionContext, HostState};
 
@@ -174,8 +174,9 @@ impl Store {
 
     /// Every key, in order: read a page at a time (each page after the
     /// last key of the one before), so the host's row cap on a result
-    /// does not cut the list short.
-    async fn keys(&self) -> Result<Vec<String>, Failure> {
+    /// does not cut the list short. Each page is counted in `reserved` as
+    /// it arrives.
+    async fn keys(&self, reserved: &mut Reserved) -> Result<Vec<String>, Failure> {
         let mut keys: Vec<String> = Vec::new();
         let mut listed_bytes = 0;
         loop {
@@ -198,6 +199,7 @@ impl Store {
                 .await?;
             let full = page.rows.len() == KEYS_PER_PAGE || page.truncated;
             let read = page.rows.len();
+            let before = listed_bytes;
             for row in page.rows {
                 if let Some(Value::Scalar(Scalar::Text(key))) = row.into_iter().next() {
                     // A short key costs its `String` too.
@@ -205,6 +207,9 @@ impl Store {
                     keys.push(key);
                 }
             }
+            reserved
+                .grow(listed_bytes - before)
+                .map_err(Failure::Other)?;
             if listed_bytes > MAX_LISTED_BYTES {
                 return Err(Failure::Other(format!(
                     "the store's keys come to more than {} MiB, more than one listing returns",
@@ -303,7 +308,13 @@ impl v2::HostStore for KeyValueState {
         &mut self,
         store: Resource<Store>,
     ) -> wasmtime::Result<Result<Vec<String>, v2::Error>> {
-        Ok(self.store(&store)?.keys().await.map_err(Into::into))
+        // One call at a time: nothing else reads meanwhile.
+        let mut reserved = Unread::default().reserve();
+        Ok(self
+            .store(&store)?
+            .keys(&mut reserved)
+            .await
+            .map_err(Into::into))
     }
 
     async fn drop(&mut self, store: Resource<Store>) -> wasmtime::Result<()> {
@@ -385,29 +396,17 @@ impl<T> v3::HostStoreWithStore<T> for V3 {
             .map_err(Into::into))
     }
 
-    /// The keys are read in one statement, then streamed to the guest.
+    /// The keys are read page by page, counted as unread as they come,
+    /// then streamed to the guest.
     async fn get_keys(
         accessor: &Accessor<T, Self>,
         store: Resource<Store>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), v3::Error>>)> {
-        let listed = with_store(accessor, &store)?.keys().await;
         let unread = accessor.with(|mut access| access.get().unread.clone());
+        let mut reserved = unread.reserve();
+        let listed = with_store(accessor, &store)?.keys(&mut reserved).await;
         let (keys, outcome) = match listed {
-            Ok(keys) => {
-                let bytes = keys
-                    .iter()
-                    .map(|k| k.len() + std::mem::size_of::<String>())
-                    .sum();
-                match unread.stream(keys, bytes) {
-                    Ok(keys) => (keys, Ok(())),
-                    Err(refused) => (
-                        unread
-                            .stream(Vec::new(), 0)
-                            .expect("nothing is always allowed"),
-                        Err(v3::Error::Other(refused)),
-                    ),
-                }
-            }
+            Ok(keys) => (reserved.stream(keys), Ok(())),
             Err(failure) => (
                 unread
                     .stream(Vec::new(), 0)

@@ -32,16 +32,49 @@ impl Unread {
     /// `items` as a stream producer counting `bytes` until it is read or
     /// dropped; or why not, when too much is unread already.
     pub fn stream<T>(&self, items: Vec<T>, bytes: usize) -> Result<Metered<T>, String> {
-        let mut unread = self.0.load(Ordering::Relaxed);
+        let mut reserved = self.reserve();
+        reserved.grow(bytes)?;
+        Ok(reserved.stream(items))
+    }
+
+    /// A result read in parts (a store's keys, page by page), counted as
+    /// unread as each part arrives: calls reading at the same time see
+    /// each other's, and are refused as they cross the bound together
+    /// rather than after each has read it all.
+    pub fn reserve(&self) -> Reserved {
+        Reserved(Held {
+            unread: self.0.clone(),
+            bytes: 0,
+        })
+    }
+
+    /// Bytes unread now.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes of a result being read, counted as unread until dropped or
+/// handed over as its stream.
+pub struct Reserved(Held);
+
+impl Reserved {
+    /// Counts `bytes` more; or why not, when what others hold unread
+    /// leaves no room.
+    pub fn grow(&mut self, bytes: usize) -> Result<(), String> {
+        let held = &mut self.0;
+        let mut unread = held.unread.load(Ordering::Relaxed);
         loop {
-            if unread > 0 && unread.saturating_add(bytes) > MAX_UNREAD_BYTES {
+            let others = unread.saturating_sub(held.bytes);
+            if others > 0 && unread.saturating_add(bytes) > MAX_UNREAD_BYTES {
                 return Err(format!(
                     "{} MiB of earlier results are still unread; read or drop their streams \
                      before asking for more",
-                    unread >> 20
+                    others >> 20
                 ));
             }
-            match self.0.compare_exchange_weak(
+            match held.unread.compare_exchange_weak(
                 unread,
                 unread.saturating_add(bytes),
                 Ordering::Relaxed,
@@ -51,19 +84,16 @@ impl Unread {
                 Err(now) => unread = now,
             }
         }
-        Ok(Metered {
-            items: items.into(),
-            _held: Held {
-                unread: self.0.clone(),
-                bytes,
-            },
-        })
+        held.bytes += bytes;
+        Ok(())
     }
 
-    /// Bytes unread now.
-    #[cfg(test)]
-    pub fn bytes(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+    /// `items` as a stream producer, still counted until read or dropped.
+    pub fn stream<T>(self, items: Vec<T>) -> Metered<T> {
+        Metered {
+            items: items.into(),
+            _held: self.0,
+        }
     }
 }
 
@@ -138,5 +168,23 @@ mod tests {
         drop(held);
         assert_eq!(unread.bytes(), 0);
         assert!(unread.stream(vec![0u8], 1).is_ok());
+    }
+
+    #[test]
+    fn results_read_at_the_same_time_count_as_they_arrive() {
+        let unread = Unread::default();
+        let (mut first, mut second) = (unread.reserve(), unread.reserve());
+        first.grow(MAX_UNREAD_BYTES / 2).unwrap();
+        second.grow(MAX_UNREAD_BYTES / 4).unwrap();
+        // The second's next page would cross the bound with the first's.
+        let refused = second.grow(MAX_UNREAD_BYTES / 2).unwrap_err();
+        assert!(refused.contains("32 MiB"), "{refused}");
+        drop(second);
+        // Alone, one result grows as it must.
+        first.grow(MAX_UNREAD_BYTES).unwrap();
+        let stream = first.stream(vec![0u8]);
+        assert_eq!(unread.bytes(), MAX_UNREAD_BYTES * 3 / 2);
+        drop(stream);
+        assert_eq!(unread.bytes(), 0);
     }
 }
