@@ -234,4 +234,12 @@ fn every_response_carries_a_request_id() {
     );
     assert_ne!(replaced.header("x-request-id"), Some("bad id\twith spaces"));
     assert_eq!(replaced.header("x-request-id").unwrap().len(), 36);
+    // The host's own cron ticks' ids are not a client's to take.
+    let forged = host.request(
+        "GET",
+        "/health",
+        &[("x-request-id", "cron-forged")],
+        Vec::new(),
+    );
+    assert_eq!(forged.header("x-request-id").unwrap().len(), 36);
 }

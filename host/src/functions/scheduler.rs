@@ -198,7 +198,11 @@ async fn fire(state: AppState, due: Due) {
             return;
         }
     };
-    let request_id: Arc<str> = Arc::from(format!("cron-{}", uuid::Uuid::new_v4()));
+    let request_id: Arc<str> = Arc::from(format!(
+        "{}{}",
+        crate::server::CRON_REQUEST_ID_PREFIX,
+        uuid::Uuid::new_v4()
+    ));
     let request = http::Request::builder()
         .method(http::Method::POST)
         .uri(format!("/fn/{}{}", function.name, due.path))

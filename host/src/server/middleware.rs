@@ -67,7 +67,12 @@ pub struct RouteGroup(pub Arc<GroupSeries>);
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The client's `x-request-id` when it is sane, else a new one.
+/// How the ids of cron ticks' requests begin.
+pub const CRON_REQUEST_ID_PREFIX: &str = "cron-";
+
+/// The client's `x-request-id` when it is sane, else a new one. Ids of
+/// the host's own cron ticks (`cron-…`) are not a client's to choose: a
+/// function's log would show a caller's lines as its schedule's.
 fn request_id(request: &Request) -> Arc<str> {
     request
         .headers()
@@ -76,6 +81,7 @@ fn request_id(request: &Request) -> Arc<str> {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 128
+                && !v.starts_with(CRON_REQUEST_ID_PREFIX)
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })

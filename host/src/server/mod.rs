@@ -33,7 +33,7 @@ use crate::manifest::App;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
 use crate::tasks::Tasks;
-pub use middleware::{Caller, RequestId, RouteGroup, client_address};
+pub use middleware::{CRON_REQUEST_ID_PREFIX, Caller, RequestId, RouteGroup, client_address};
 use ratelimit::RateLimiter;
 
 /// What handlers share.
