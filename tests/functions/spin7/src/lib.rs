@@ -23,6 +23,7 @@
 //! - `/served`: how many requests this instance has served (a WASI 0.3
 //!   instance may serve several)
 //! - `/later`: answers at once, then sets the key `later` in its store
+//!   (`x-delay-ms` after the answer)
 //! - `/log`: a line on stdout naming that count
 //! - `/flood`: 2000 lines of a thousand bytes on stdout (2 MB)
 //! - `/panic`, `/loop`: a trap, a spin past any timeout
