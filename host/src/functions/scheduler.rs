@@ -115,11 +115,12 @@ pub async fn run(state: AppState) {
                     tracing::warn!(trigger = due.trigger, "a claimed tick found no room");
                     continue;
                 };
-                let tasks = state.tasks.clone();
-                let state = state.clone();
-                tasks.spawn(async move {
-                    fire(state, due).await;
-                    drop(ticking);
+                state.tasks.spawn({
+                    let state = state.clone();
+                    async move {
+                        fire(state, due).await;
+                        drop(ticking);
+                    }
                 });
             }
             if !full {
