@@ -1629,6 +1629,81 @@ fn a_request_logs_a_mebibyte_at_most() {
     );
 }
 
+/// A function's log is read a page at a time, newest first: each page's
+/// `next_before` starts the next, lines of the same instant are told apart
+/// by their order of writing, and a line written meanwhile does not shift
+/// the pages still to read.
+#[test]
+fn a_functions_log_is_read_page_by_page() {
+    let host = Host::start();
+    let token = host.token();
+    let id = create(&host, &token, json!({ "name": "paged" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Seven lines, `line 1` the oldest; lines 3 to 5 at the same instant.
+    host.platform_sql(&format!(
+        "INSERT INTO zatabase.function_logs (function_id, request_id, level, message, at)
+         SELECT '{id}', 'r' || n, 'info', 'line ' || n,
+                timestamptz '2026-11-01 00:00:00.000001Z'
+                  + make_interval(secs => CASE WHEN n BETWEEN 3 AND 5 THEN 3 ELSE n END)
+         FROM generate_series(1, 7) AS n ORDER BY n"
+    ));
+    let page = |query: &str| {
+        let answer = fn_get(&host, &token, &format!("/v1/functions/{id}/logs?{query}"));
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        answer.json()
+    };
+    let mut read = Vec::new();
+    let mut query = "limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let got = page(&query);
+        pages += 1;
+        for line in got["logs"].as_array().unwrap() {
+            assert_eq!(line.as_object().unwrap().len(), 4, "{line}");
+            read.push(line["message"].as_str().unwrap().to_owned());
+        }
+        match got["next_before"].as_str() {
+            Some(cursor) => query = format!("limit=2&before={cursor}"),
+            None => break,
+        }
+        if pages == 1 {
+            // Written after the first page was read: newer than every
+            // page still to come, so none of them shows it.
+            host.platform_sql(&format!(
+                "INSERT INTO zatabase.function_logs (function_id, request_id, level, message, at)
+                 VALUES ('{id}', 'late', 'info', 'line 8', now())"
+            ));
+        }
+    }
+    let want: Vec<String> = (1..=7).rev().map(|n| format!("line {n}")).collect();
+    assert_eq!(read, want);
+    assert_eq!(pages, 4, "seven lines, two a page");
+    // A full last page says there is no next one.
+    let all = page("limit=8");
+    assert_eq!(all["logs"].as_array().unwrap().len(), 8, "{all}");
+    assert_eq!(all["next_before"], Value::Null, "{all}");
+    // The filter by request holds across pages too.
+    let one = page("request_id=r4&limit=1");
+    assert_eq!(one["logs"][0]["message"], "line 4", "{one}");
+    assert_eq!(one["next_before"], Value::Null, "{one}");
+
+    // What the endpoints do not take is refused, not ignored.
+    for query in [
+        "before=12",
+        "before=a_1",
+        "before=1_-2",
+        "before=",
+        "limt=5",
+        "request=r4",
+    ] {
+        let refused = fn_get(&host, &token, &format!("/v1/functions/{id}/logs?{query}"));
+        refused.expect_error(400);
+    }
+    fn_get(&host, &token, &format!("/v1/functions/{id}/metrics?hour=2")).expect_error(400);
+}
+
 #[test]
 fn a_functions_logs_and_metrics_are_recorded() {
     let host = Host::start();

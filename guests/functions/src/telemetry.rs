@@ -25,12 +25,42 @@ fn bounded(request: &Request, key: &str, default: i64, max: i64) -> Result<i64, 
     }
 }
 
-/// `GET /v1/functions/:id/logs?limit=100&request_id=...`: newest first.
+/// Where a page of log lines ends: its last line's time (microseconds since
+/// the epoch) and id, written `<micros>_<id>`. The next page starts after it,
+/// in the same order (newest first, ties by id), so lines written between
+/// two pages neither repeat nor shift the rest.
+struct Cursor {
+    micros: i64,
+    id: i64,
+}
+
+impl Cursor {
+    fn parse(raw: &str) -> Result<Self, ApiError> {
+        let number = |part: &str| part.parse::<i64>().ok().filter(|n| *n >= 0);
+        raw.split_once('_')
+            .and_then(|(micros, id)| {
+                Some(Self {
+                    micros: number(micros)?,
+                    id: number(id)?,
+                })
+            })
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "`before` must be a `next_before` from an earlier page of this endpoint",
+                )
+            })
+    }
+}
+
+/// `GET /v1/functions/:id/logs?limit=100&request_id=...&before=...`: newest
+/// first, a page at a time; `next_before` (null on the last page) is the
+/// `before` of the next.
 pub fn logs(request: &Request, params: &Params) -> Result<Response, ApiError> {
     let caller = caller()?;
     let id = params.get("id");
     let function = find(&caller, id)?;
     require(Resource::Functions, Some(name(&function)), Action::Read)?;
+    request.only_query_params(&["limit", "request_id", "before"])?;
     let limit = bounded(request, "limit", 100, 1000)?;
     let request_id = request.query_param("request_id")?;
     if request_id.as_deref().is_some_and(|id| id.contains('\0')) {
@@ -38,21 +68,49 @@ pub fn logs(request: &Request, params: &Params) -> Result<Response, ApiError> {
             "`request_id` must not contain NUL characters",
         ));
     }
+    let before = request
+        .query_param("before")?
+        .map(|raw| Cursor::parse(&raw))
+        .transpose()?;
+    let (micros, line) = before.map_or((Value::Null, Value::Null), |cursor| {
+        (
+            Value::Scalar(Scalar::Int64(cursor.micros)),
+            Value::Scalar(Scalar::Int64(cursor.id)),
+        )
+    });
+    // One line more than the page, to tell whether another follows.
     let found = db::query_json(
         "SELECT request_id, level, message,
-           to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at
+           to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at,
+           (extract(epoch FROM at) * 1000000)::int8 || '_' || id AS cursor
          FROM zatabase.function_logs
          WHERE function_id = $1::uuid AND ($2::text IS NULL OR request_id = $2)
-         ORDER BY at DESC, id DESC LIMIT $3",
+           AND ($4::int8 IS NULL
+                OR (at, id) < (timestamptz 'epoch' + $4::int8 * interval '1 microsecond', $5::int8))
+         ORDER BY at DESC, id DESC LIMIT $3 + 1",
         &[
             param(id),
             request_id.map_or(Value::Null, param),
             Value::Scalar(Scalar::Int64(limit)),
+            micros,
+            line,
         ],
     )?;
+    let mut lines = json_rows(&found)?;
+    let more = lines.len() as i64 > limit;
+    lines.truncate(limit as usize);
+    let mut next_before = serde_json::Value::Null;
+    for line in &mut lines {
+        if let Some(fields) = line.as_object_mut() {
+            next_before = fields.remove("cursor").unwrap_or_default();
+        }
+    }
+    if !more {
+        next_before = serde_json::Value::Null;
+    }
     Ok(Response::json(
         200,
-        &json!({ "function_id": id, "logs": json_rows(&found)? }),
+        &json!({ "function_id": id, "logs": lines, "next_before": next_before }),
     ))
 }
 
@@ -64,6 +122,7 @@ pub fn metrics(request: &Request, params: &Params) -> Result<Response, ApiError>
     let id = params.get("id");
     let function = find(&caller, id)?;
     require(Resource::Functions, Some(name(&function)), Action::Read)?;
+    request.only_query_params(&["hours"])?;
     let hours = bounded(request, "hours", 24, 168)?;
     // One statement over the function's minute rows (migration 0017), so
     // the counts by status add up to the total. A percentile is the middle

@@ -275,6 +275,29 @@ impl Request {
             .transpose()
     }
 
+    /// Refuses a query parameter other than those in `known`: a misspelt
+    /// filter must not be taken for no filter.
+    pub fn only_query_params(&self, known: &[&str]) -> Result<(), ApiError> {
+        let Some(query) = self.query.as_deref() else {
+            return Ok(());
+        };
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            let key = crate::router::percent_decode(key).unwrap_or_else(|| key.to_owned());
+            if !known.contains(&key.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{key}`; this endpoint takes {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The body as JSON of type `T`.
     ///
     /// Wrong or missing content type answers 415, malformed JSON 400, and JSON
@@ -485,6 +508,23 @@ mod tests {
                 ..Request::default()
             };
             assert_eq!(request.query_param("id").unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_query_parameters_are_refused() {
+        let with = |query: &str| Request {
+            query: Some(query.to_owned()),
+            ..Request::default()
+        };
+        let known = ["limit", "before"];
+        for fine in ["", "limit=1", "limit=1&before=x", "&limit=1&", "lim%69t=2"] {
+            assert!(with(fine).only_query_params(&known).is_ok(), "{fine}");
+        }
+        assert!(Request::default().only_query_params(&known).is_ok());
+        for bad in ["limt=1", "limit=1&request=2", "x", "limit=1&%FF=2"] {
+            let refused = with(bad).only_query_params(&known).unwrap_err();
+            assert_eq!(refused.status, 400, "{bad}");
         }
     }
 }
