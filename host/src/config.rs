@@ -149,6 +149,10 @@ pub struct ComponentsConfig {
     pub max_instances: u32,
     /// The ceiling any component's `memory_mb` may reach.
     pub max_memory_mb: u64,
+    /// An instance kept for a later request is dropped after this long
+    /// unused, with what it holds (its memory; a function's sockets and
+    /// handles).
+    pub idle_instance_secs: u64,
 }
 
 /// Users' functions (`/v1/functions`, `/fn/:name`).
@@ -326,6 +330,7 @@ impl Default for ComponentsConfig {
             memory_mb: 128,
             max_instances: 1000,
             max_memory_mb: 4096,
+            idle_instance_secs: 60,
         }
     }
 }
@@ -500,6 +505,10 @@ impl Config {
         ensure!(
             self.components.max_memory_mb <= 4096,
             "components.max_memory_mb must be at most 4096 (a WebAssembly memory's 4 GiB)"
+        );
+        ensure!(
+            (1..=86_400).contains(&self.components.idle_instance_secs),
+            "components.idle_instance_secs must be from 1 to 86400"
         );
         ensure!(self.sql.max_rows > 0, "sql.max_rows must be positive");
         ensure!(
@@ -681,7 +690,10 @@ mod tests {
         }
         // Values that would fail at run time rather than at start.
         type Spoil = fn(&mut Config);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 7] = [
+            ("components.idle_instance_secs", |c| {
+                c.components.idle_instance_secs = 0;
+            }),
             ("sql.statement_timeout_ms", |c| {
                 c.sql.statement_timeout_ms = 1 << 31;
             }),

@@ -198,13 +198,22 @@ impl Platform {
             let kept = config.functions.log_lines_kept;
             async move { functions.telemetry().run(db, kept).await }
         });
+        // Idle tenant connections, and instances idle past
+        // `components.idle_instance_secs` (route groups' and functions').
         let idle_sweeper = tokio::spawn({
-            let db = db.clone();
+            let (db, functions) = (db.clone(), functions.clone());
+            let groups = components.clone();
+            let idle = Duration::from_secs(config.components.idle_instance_secs);
             async move {
-                let mut every = tokio::time::interval(Duration::from_secs(10));
+                let mut every = tokio::time::interval(Duration::from_secs(10).min(idle / 2));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     every.tick().await;
                     db.sweep_idle();
+                    for group in &groups {
+                        group.expire_idle(idle);
+                    }
+                    functions.expire_idle_instances(idle);
                 }
             }
         });

@@ -430,6 +430,25 @@ fn behind_a_trusted_proxy_a_function_sees_the_client_it_forwards() {
     assert!(echoed.contains("client=127.0.0.1:0\n"), "{echoed}");
 }
 
+/// A kept instance unused for `components.idle_instance_secs` is dropped,
+/// and what it held with it (a WASI 0.3 function's sockets and handles):
+/// the next request gets a fresh one.
+#[test]
+fn an_instance_idle_past_its_time_is_dropped() {
+    let host = Host::builder()
+        .config("[components]\nidle_instance_secs = 2\n")
+        .start();
+    let token = host.token();
+    deployed(&host, &token, json!({ "name": "kept" }), spin7());
+    let served = || fn_get(&host, &token, "/fn/kept/served").text();
+    assert_eq!(served(), "1");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(served(), "2", "within its idle time, the instance serves");
+    // Idle for 2 s, swept every second.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(served(), "1", "past it, a fresh instance serves");
+}
+
 #[test]
 fn a_wasi_0_3_instance_serves_requests_in_turn_until_it_fails() {
     let host = Host::start();

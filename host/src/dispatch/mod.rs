@@ -271,6 +271,11 @@ impl LoadedComponent {
     pub fn id(&self) -> &str {
         &self.name
     }
+
+    /// Drops its instances idle for `idle` or longer.
+    pub fn expire_idle(&self, idle: Duration) {
+        drop(self.warm.expire(idle));
+    }
 }
 
 /// An instance between requests, with how many it has served.
@@ -344,16 +349,18 @@ static WARM_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 /// request's caller, request id and deadline swapped in; one that trapped
 /// or ran out of time is never reused, nor a route group's that still holds
 /// a host resource (a function may keep its own, as a Worker keeps its
-/// globals: they are its tenant's).
+/// globals: they are its tenant's). One idle past the host's
+/// `components.idle_instance_secs` is dropped ([`WarmPool::expire`]), and
+/// what it held with it.
 #[derive(Default)]
-pub struct WarmPool(std::sync::Mutex<Vec<Warm>>);
+pub struct WarmPool(std::sync::Mutex<Vec<(Instant, Warm)>>);
 
 impl WarmPool {
     /// The most recently kept instance `owner` may use.
     fn take(&self, owner: &Owner) -> Option<Warm> {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let at = idle.iter().rposition(|warm| &warm.owner == owner)?;
-        let warm = idle.remove(at);
+        let at = idle.iter().rposition(|(_, warm)| &warm.owner == owner)?;
+        let (_, warm) = idle.remove(at);
         WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Some(warm)
     }
@@ -362,11 +369,12 @@ impl WarmPool {
         if warm.served >= MAX_REUSE {
             return;
         }
+        let kept = (Instant::now(), warm);
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= WARM_PER_COMPONENT {
             // The least recently kept makes room.
             idle.remove(0);
-            idle.push(warm);
+            idle.push(kept);
             return;
         }
         let total = WARM_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -374,7 +382,17 @@ impl WarmPool {
             WARM_TOTAL.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        idle.push(warm);
+        idle.push(kept);
+    }
+
+    /// Drops the instances kept longer than `idle` ago; their stores are
+    /// dropped after the lock is let go.
+    fn expire(&self, idle: Duration) -> Vec<Warm> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Kept in order: the oldest first.
+        let stale = kept.partition_point(|(at, _)| at.elapsed() >= idle);
+        WARM_TOTAL.fetch_sub(stale, std::sync::atomic::Ordering::Relaxed);
+        kept.drain(..stale).map(|(_, warm)| warm).collect()
     }
 }
 

@@ -271,6 +271,17 @@ impl Deployments {
         );
     }
 
+    /// Drops the instances of every deployment idle for `idle` or longer.
+    fn expire_idle(&self, idle: Duration) {
+        let deployments: Vec<Arc<Deployment>> = {
+            let kept = self.0.lock().expect("deployments poisoned");
+            kept.values().map(|kept| kept.deployment.clone()).collect()
+        };
+        for deployment in deployments {
+            deployment.component.expire_idle(idle);
+        }
+    }
+
     /// Drops what no resolution or request holds and no read has found for
     /// a while (a deleted function's, one replaced by a change).
     fn prune(kept: &mut HashMap<String, KeptDeployment>) {
@@ -389,6 +400,13 @@ impl Functions {
     }
 
     /// Where functions' invocations and log lines go.
+    /// Drops functions' instances idle for `idle` or longer, and what they
+    /// held (a WASI 0.3 function keeps its sockets and handles between
+    /// requests).
+    pub fn expire_idle_instances(&self, idle: Duration) {
+        self.deployments.expire_idle(idle);
+    }
+
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
