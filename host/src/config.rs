@@ -217,9 +217,13 @@ pub struct AuthConfig {
     /// Older `kid`s still accepted while their tokens expire (keys derived
     /// from the master key).
     pub accepted_kids: Vec<String>,
-    /// Failed logins allowed per account, and per client address, in a window.
+    /// Failed logins allowed per account from one client address (from
+    /// all together, 20 times that), and per client address, in a window.
     pub max_failed_logins_per_account: u32,
     pub max_failed_logins_per_ip: u32,
+    /// Logins and signups allowed per client address in the window,
+    /// successful or not: each costs a password hash.
+    pub max_password_checks_per_ip: u32,
     pub failed_login_window_secs: u64,
     /// argon2id parameters (OWASP's first recommendation by default).
     pub argon2_memory_kib: u32,
@@ -243,6 +247,7 @@ impl Default for AuthConfig {
             accepted_kids: Vec::new(),
             max_failed_logins_per_account: 5,
             max_failed_logins_per_ip: 20,
+            max_password_checks_per_ip: 100,
             failed_login_window_secs: 15 * 60,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
@@ -620,6 +625,10 @@ impl Config {
         ensure!(
             self.auth.max_failed_logins_per_account > 0 && self.auth.max_failed_logins_per_ip > 0,
             "auth.max_failed_logins_* must be positive"
+        );
+        ensure!(
+            self.auth.max_password_checks_per_ip > 0,
+            "auth.max_password_checks_per_ip must be positive"
         );
         // Zero would turn the login throttle off.
         ensure!(

@@ -676,10 +676,26 @@ fn hex_decode(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+/// A login from `client` (behind a trusted proxy on loopback).
+fn login_from(host: &Host, client: &str, email: &str, password: &str) -> zatabase_tests::Resp {
+    host.request(
+        "POST",
+        "/v1/auth/login",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", client),
+        ],
+        serde_json::to_vec(&json!({ "email": email, "password": password })).unwrap(),
+    )
+}
+
 #[test]
 fn repeated_failed_logins_are_throttled() {
     let host = Host::builder()
-        .config("[auth]\nmax_failed_logins_per_account = 3\nmax_failed_logins_per_ip = 6\n")
+        .config(
+            "[auth]\nmax_failed_logins_per_account = 3\nmax_failed_logins_per_ip = 6\n\
+             [http]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        )
         .start();
     let email = unique_email("jay");
     host.signup(&email, PASSWORD);
@@ -688,11 +704,17 @@ fn repeated_failed_logins_are_throttled() {
     }
     let throttled = login(&host, &email, PASSWORD);
     let message = throttled.expect_error(429);
-    assert!(message.contains("too many failed logins"), "{message}");
+    assert!(message.contains("too many login attempts"), "{message}");
     assert!(
         throttled
             .header("retry-after")
             .is_some_and(|s| s.parse::<u32>().unwrap() > 0)
+    );
+    // The guesses locked the account for the address they came from, not
+    // for its owner's.
+    assert_eq!(
+        login_from(&host, "198.51.100.20", &email, PASSWORD).status,
+        200
     );
 
     // Another account from the same address is fine, until the address has
@@ -704,6 +726,46 @@ fn repeated_failed_logins_are_throttled() {
         login(&host, &unique_email("ghost"), "whatever password").expect_error(401);
     }
     login(&host, &other, PASSWORD).expect_error(429);
+}
+
+/// Every login and signup costs a password hash: past
+/// `auth.max_password_checks_per_ip` from one address in the window, even
+/// successful ones, it is refused (429) before hashing, and a refused
+/// signup stores nothing.
+#[test]
+fn an_address_has_only_so_many_password_checks() {
+    let host = Host::builder()
+        .config(
+            "[auth]\nmax_password_checks_per_ip = 3\n\
+             [http]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        )
+        .start();
+    let email = unique_email("nia");
+    host.signup(&email, PASSWORD);
+    for _ in 0..2 {
+        assert_eq!(login(&host, &email, PASSWORD).status, 200);
+    }
+    let refused = login(&host, &email, PASSWORD);
+    refused.expect_error(429);
+    assert!(refused.header("retry-after").is_some());
+    let late = unique_email("ola");
+    let signup = host.post_json(
+        "/v1/auth/signup",
+        &json!({ "email": late, "password": PASSWORD }),
+    );
+    let message = signup.expect_error(429);
+    assert!(message.contains("too many signups and logins"), "{message}");
+    assert_eq!(
+        host.platform_sql(&format!(
+            "SELECT count(*) FROM zatabase.users WHERE email = '{late}'"
+        )),
+        "0"
+    );
+    // Another address has its own.
+    assert_eq!(
+        login_from(&host, "198.51.100.21", &email, PASSWORD).status,
+        200
+    );
 }
 
 #[test]

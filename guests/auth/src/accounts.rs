@@ -30,6 +30,13 @@ pub fn signup(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let email = validate::email(&body.email)?;
     validate::password(&body.password, &email)?;
     let name = validate::name(body.name.as_deref())?;
+    if let Err(seconds) = auth::signup_allowed() {
+        return Err(ApiError::new(
+            429,
+            format!("too many signups and logins from this address; try again in {seconds} s"),
+        )
+        .with_retry_after(seconds));
+    }
     let hash = auth::hash_password(&body.password);
 
     let tx = db::begin()?;
@@ -101,7 +108,7 @@ pub fn login(request: &Request, _: &Params) -> Result<Response, ApiError> {
     if let Err(seconds) = auth::login_allowed(&email) {
         return Err(ApiError::new(
             429,
-            format!("too many failed logins; try again in {seconds} s"),
+            format!("too many login attempts; try again in {seconds} s"),
         )
         .with_retry_after(seconds));
     }

@@ -135,11 +135,12 @@ impl Auth {
                 config.argon2_parallelism,
             )?,
             hashing: crate::turns::Turns::per_core(),
-            throttle: LoginThrottle::new(
-                config.max_failed_logins_per_account,
-                config.max_failed_logins_per_ip,
-                Duration::from_secs(config.failed_login_window_secs),
-            ),
+            throttle: LoginThrottle::new(throttle::Limits {
+                per_account: config.max_failed_logins_per_account,
+                per_ip: config.max_failed_logins_per_ip,
+                checks_per_ip: config.max_password_checks_per_ip,
+                window: Duration::from_secs(config.failed_login_window_secs),
+            }),
             sessions: sessions::SessionCache::new(Duration::from_secs(config.session_cache_secs)),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -272,6 +273,10 @@ impl Auth {
 
     pub fn login_allowed(&self, email: &str, ip: IpAddr) -> Result<(), u32> {
         self.throttle.begin(email, ip)
+    }
+
+    pub fn signup_allowed(&self, ip: IpAddr) -> Result<(), u32> {
+        self.throttle.begin_signup(ip)
     }
 }
 

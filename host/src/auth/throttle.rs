@@ -1,9 +1,19 @@
-//! Login throttling: failed attempts counted per account and per client
-//! address (an IPv6 client's /64, [`crate::net::client`]) in a fixed window; past the limit, attempts are refused (429)
-//! until the window ends. Counters live in this host's memory.
+//! Login and signup throttling, in fixed windows, in this host's memory:
 //!
-//! An attempt counts as failed from the moment it is let through until it
-//! is known to have succeeded: a check that only read the counters let any
+//! - failed logins of an account from one client address (an IPv6 client's
+//!   /64, [`crate::net::client`]): `per_account`; from all addresses
+//!   together, [`ACCOUNT_WIDE`] times that. A stranger's wrong guesses lock
+//!   the account for the stranger's address, not for its owner's, until
+//!   they come from many addresses;
+//! - failed logins from one address, whatever the account: `per_ip`;
+//! - password checks from one address, logins and signups alike, whether
+//!   they succeed or not: `checks_per_ip`. Each costs a password hash, one
+//!   a core at a time, so an address cannot keep the hashing busy (and
+//!   other users' logins waiting) with its own accounts.
+//!
+//! Past a limit, attempts are refused (429) until the window ends. An
+//! attempt counts as failed from the moment it is let through until it is
+//! known to have succeeded: a check that only read the counters let any
 //! number of concurrent guesses pass before the first failure was counted.
 //! Accounts are keyed by a digest of the email, so a client's oversized
 //! "email" costs the table 32 bytes.
@@ -19,52 +29,78 @@ use sha2::{Digest, Sha256};
 /// Past this many entries, a table drops the ones whose window has ended.
 const PRUNE_PAST: usize = 100_000;
 
+/// An account's failed logins from all addresses together, as a multiple of
+/// those allowed from one.
+pub const ACCOUNT_WIDE: u32 = 20;
+
 #[derive(Debug)]
 struct Window {
     started: Instant,
-    failures: u32,
+    count: u32,
+}
+
+/// The limits, each per window.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Failed logins of an account from one address.
+    pub per_account: u32,
+    /// Failed logins from one address.
+    pub per_ip: u32,
+    /// Logins and signups from one address.
+    pub checks_per_ip: u32,
+    pub window: Duration,
 }
 
 #[derive(Debug)]
 pub struct LoginThrottle {
-    per_account: u32,
-    per_ip: u32,
-    window: Duration,
-    /// Accounts by sha256 of the email, and addresses; in that locking order.
+    limits: Limits,
     counts: Mutex<Counts>,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
+    /// Failures by account (sha256 of the email) and address.
+    account_from: HashMap<([u8; 32], IpAddr), Window>,
+    /// Failures by account.
     accounts: HashMap<[u8; 32], Window>,
-    addresses: HashMap<IpAddr, Window>,
+    /// Failures by address.
+    failures: HashMap<IpAddr, Window>,
+    /// Password checks by address.
+    checks: HashMap<IpAddr, Window>,
 }
 
 impl LoginThrottle {
-    pub fn new(per_account: u32, per_ip: u32, window: Duration) -> Self {
+    pub fn new(limits: Limits) -> Self {
         Self {
-            per_account,
-            per_ip,
-            window,
+            limits,
             counts: Mutex::new(Counts::default()),
         }
     }
 
-    /// Starts a login attempt for `email` from `ip`: `Err(seconds)` when
-    /// either counter is exhausted, else the attempt is counted as failed
-    /// until [`Self::succeeded`] says otherwise.
+    /// Starts a login attempt for `email` from `ip`: `Err(seconds)` when a
+    /// counter is exhausted, else the attempt is counted as failed until
+    /// [`Self::succeeded`] says otherwise.
     pub fn begin(&self, email: &str, ip: IpAddr) -> Result<(), u32> {
         self.begin_at(email, ip, Instant::now())
     }
 
+    /// Starts a signup from `ip`: `Err(seconds)` when the address has had
+    /// its password checks.
+    pub fn begin_signup(&self, ip: IpAddr) -> Result<(), u32> {
+        self.begin_signup_at(ip, Instant::now())
+    }
+
     /// The attempt begun for `email` from `ip` succeeded: the account's
-    /// failures are forgotten, and this attempt is no failure of the address.
+    /// failures are forgotten, and this attempt is no failure of the
+    /// address (it stays one of its password checks).
     pub fn succeeded(&self, email: &str, ip: IpAddr) {
         let ip = crate::net::client(ip);
+        let account = key(email);
         let mut counts = self.counts.lock().expect("throttle poisoned");
-        counts.accounts.remove(&key(email));
-        if let Some(window) = counts.addresses.get_mut(&ip) {
-            window.failures = window.failures.saturating_sub(1);
+        counts.accounts.remove(&account);
+        counts.account_from.remove(&(account, ip));
+        if let Some(window) = counts.failures.get_mut(&ip) {
+            window.count = window.count.saturating_sub(1);
         }
     }
 
@@ -72,46 +108,69 @@ impl LoginThrottle {
         // An IPv6 client is its /64, as for the rate limit.
         let ip = crate::net::client(ip);
         let account = key(email);
+        let limits = self.limits;
         let mut counts = self.counts.lock().expect("throttle poisoned");
-        let waits = self
-            .wait(counts.accounts.get(&account), self.per_account, now)
-            .max(self.wait(counts.addresses.get(&ip), self.per_ip, now));
-        if let Some(seconds) = waits {
+        let Counts {
+            account_from,
+            accounts,
+            failures,
+            checks,
+        } = &mut *counts;
+        let waits = [
+            self.wait(account_from.get(&(account, ip)), limits.per_account, now),
+            self.wait(
+                accounts.get(&account),
+                limits.per_account.saturating_mul(ACCOUNT_WIDE),
+                now,
+            ),
+            self.wait(failures.get(&ip), limits.per_ip, now),
+            self.wait(checks.get(&ip), limits.checks_per_ip, now),
+        ];
+        if let Some(seconds) = waits.into_iter().flatten().max() {
             return Err(seconds);
         }
-        let Counts {
-            accounts,
-            addresses,
-        } = &mut *counts;
+        self.count(account_from, (account, ip), now);
         self.count(accounts, account, now);
-        self.count(addresses, ip, now);
+        self.count(failures, ip, now);
+        self.count(checks, ip, now);
         Ok(())
     }
 
-    /// Seconds to wait, when `window` has reached `limit` failures.
+    fn begin_signup_at(&self, ip: IpAddr, now: Instant) -> Result<(), u32> {
+        let ip = crate::net::client(ip);
+        let mut counts = self.counts.lock().expect("throttle poisoned");
+        if let Some(seconds) = self.wait(counts.checks.get(&ip), self.limits.checks_per_ip, now) {
+            return Err(seconds);
+        }
+        self.count(&mut counts.checks, ip, now);
+        Ok(())
+    }
+
+    /// Seconds to wait, when `window` has reached `limit`.
     fn wait(&self, window: Option<&Window>, limit: u32, now: Instant) -> Option<u32> {
         let window = window?;
         let elapsed = now.saturating_duration_since(window.started);
-        (elapsed < self.window && window.failures >= limit)
-            .then(|| (self.window - elapsed).as_secs().max(1) as u32)
+        (elapsed < self.limits.window && window.count >= limit)
+            .then(|| (self.limits.window - elapsed).as_secs().max(1) as u32)
     }
 
-    /// One more failure of `key` in its window (a new one if it ended).
+    /// One more of `key` in its window (a new one if it ended).
     fn count<K: Eq + Hash>(&self, table: &mut HashMap<K, Window>, key: K, now: Instant) {
+        let length = self.limits.window;
         if table.len() > PRUNE_PAST {
-            table.retain(|_, w| now.saturating_duration_since(w.started) < self.window);
+            table.retain(|_, w| now.saturating_duration_since(w.started) < length);
         }
         let window = table.entry(key).or_insert(Window {
             started: now,
-            failures: 0,
+            count: 0,
         });
-        if now.saturating_duration_since(window.started) >= self.window {
+        if now.saturating_duration_since(window.started) >= length {
             *window = Window {
                 started: now,
-                failures: 0,
+                count: 0,
             };
         }
-        window.failures += 1;
+        window.count += 1;
     }
 }
 
@@ -123,20 +182,32 @@ fn key(email: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    fn throttle(per_account: u32, per_ip: u32, checks_per_ip: u32) -> LoginThrottle {
+        LoginThrottle::new(Limits {
+            per_account,
+            per_ip,
+            checks_per_ip,
+            window: Duration::from_secs(60),
+        })
+    }
+
     #[test]
     fn accounts_and_addresses_are_throttled_separately() {
-        let throttle = LoginThrottle::new(2, 3, Duration::from_secs(60));
+        let throttle = throttle(2, 3, 100);
         let (a, b) = ("a@x.io", "b@x.io");
         let ip: IpAddr = [10, 0, 0, 1].into();
-        let other: IpAddr = [10, 0, 0, 2].into();
+        let owner: IpAddr = [10, 0, 0, 2].into();
         let t0 = Instant::now();
         assert!(throttle.begin_at(a, ip, t0).is_ok());
         assert!(throttle.begin_at(a, ip, t0).is_ok());
         assert!(
-            throttle.begin_at(a, other, t0).is_err(),
-            "the account is throttled"
+            throttle.begin_at(a, ip, t0).is_err(),
+            "the account is throttled for this address"
         );
-        assert!(throttle.begin_at(b, other, t0).is_ok());
+        assert!(
+            throttle.begin_at(a, owner, t0).is_ok(),
+            "and not for another"
+        );
         assert!(throttle.begin_at(b, ip, t0).is_ok());
         assert!(
             throttle.begin_at("c@x.io", ip, t0).is_err(),
@@ -147,8 +218,21 @@ mod tests {
     }
 
     #[test]
+    fn an_account_guessed_at_from_many_addresses_is_throttled_for_all() {
+        let throttle = throttle(1, 100, 100);
+        let t0 = Instant::now();
+        for n in 0..ACCOUNT_WIDE {
+            let ip: IpAddr = [10, 0, 1, n as u8].into();
+            assert!(throttle.begin_at("a@x.io", ip, t0).is_ok(), "{n}");
+        }
+        let owner: IpAddr = [10, 0, 2, 1].into();
+        assert!(throttle.begin_at("a@x.io", owner, t0).is_err());
+        assert!(throttle.begin_at("b@x.io", owner, t0).is_ok());
+    }
+
+    #[test]
     fn an_ipv6_client_is_its_slash_64() {
-        let throttle = LoginThrottle::new(5, 3, Duration::from_secs(60));
+        let throttle = throttle(5, 3, 100);
         let t0 = Instant::now();
         for i in 0..3u16 {
             let ip: IpAddr = format!("2001:db8::{i:x}").parse().unwrap();
@@ -165,7 +249,7 @@ mod tests {
 
     #[test]
     fn attempts_in_flight_count_until_they_succeed() {
-        let throttle = LoginThrottle::new(3, 6, Duration::from_secs(60));
+        let throttle = throttle(3, 6, 100);
         let ip: IpAddr = [10, 0, 0, 1].into();
         let t0 = Instant::now();
         // Three concurrent guesses, none finished: the fourth waits.
@@ -189,8 +273,26 @@ mod tests {
     }
 
     #[test]
+    fn logins_and_signups_share_an_addresss_password_checks() {
+        let throttle = throttle(5, 20, 3);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t0 = Instant::now();
+        assert!(throttle.begin_signup_at(ip, t0).is_ok());
+        assert!(throttle.begin_at("a@x.io", ip, t0).is_ok());
+        throttle.succeeded("a@x.io", ip);
+        assert!(throttle.begin_signup_at(ip, t0).is_ok());
+        // A success took no check back.
+        assert!(throttle.begin_signup_at(ip, t0).is_err());
+        assert!(throttle.begin_at("a@x.io", ip, t0).is_err());
+        let other: IpAddr = [10, 0, 0, 2].into();
+        assert!(throttle.begin_signup_at(other, t0).is_ok());
+        let later = t0 + Duration::from_secs(61);
+        assert!(throttle.begin_signup_at(ip, later).is_ok(), "windows end");
+    }
+
+    #[test]
     fn an_oversized_email_is_kept_as_a_digest() {
-        let throttle = LoginThrottle::new(1, 10, Duration::from_secs(60));
+        let throttle = throttle(1, 10, 100);
         let ip: IpAddr = [10, 0, 0, 1].into();
         let long = "a".repeat(1 << 20);
         assert!(throttle.begin(&long, ip).is_ok());

@@ -57,6 +57,10 @@ impl Host for AuthState {
         self.auth.login_allowed(&email, self.client)
     }
 
+    async fn signup_allowed(&mut self) -> Result<(), u32> {
+        self.auth.signup_allowed(self.client)
+    }
+
     async fn record_login(&mut self, email: String, success: bool) {
         // A failure was counted when the attempt began.
         if success {
