@@ -341,6 +341,76 @@ fn bad_grants_are_refused_and_change_nothing() {
     assert_eq!(grants(&host, &alice.access_token).len(), 1);
 }
 
+/// A project holds at most 1,000 grants (each session check loads its
+/// caller's): past that a new one is 422 and stores nothing; changing or
+/// revoking one still works, and a caller with many grants is still
+/// checked quickly.
+#[test]
+fn a_project_holds_a_bounded_number_of_grants() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let bob = host.signup(&unique_email("bob"), PASSWORD);
+    let project = project_of(&host, &alice);
+    let table = |n: u32| format!("t{n}");
+    let body = |resource_id: &str, actions: Value| {
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables",
+                "resource_id": resource_id, "actions": actions })
+    };
+    assert_eq!(
+        grant(&host, &alice.access_token, body(&table(0), json!(["Read"]))).status,
+        201
+    );
+    host.platform_sql(&format!(
+        "INSERT INTO zatabase.permission_grants
+           (project_id, principal_type, principal_id, resource, resource_id, actions, granted_by)
+         SELECT '{project}', 'user', '{bob}', 'Tables', 't' || n, ARRAY['Read'], '{alice}'
+         FROM generate_series(1, 998) AS n",
+        bob = bob.user_id,
+        alice = alice.user_id,
+    ));
+    let last = grant(
+        &host,
+        &alice.access_token,
+        body(&table(999), json!(["Read"])),
+    );
+    assert_eq!(last.status, 201, "{}", last.text());
+    let refused = grant(
+        &host,
+        &alice.access_token,
+        body(&table(1000), json!(["Read"])),
+    );
+    let message = refused.expect_error(422);
+    assert!(message.contains("at most 1000 grants"), "{message}");
+    let count = || {
+        host.platform_sql(&format!(
+            "SELECT count(*) FROM zatabase.permission_grants WHERE project_id = '{project}'"
+        ))
+    };
+    assert_eq!(count(), "1000");
+    let changed = grant(
+        &host,
+        &alice.access_token,
+        body(&table(5), json!(["Write"])),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    // Bob, with his thousand grants, is checked as any caller is.
+    let switched = switch_into(&host, &bob, &project, "sandbox");
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let token = switched.json()["access_token"].as_str().unwrap().to_owned();
+    let effective = call(&host, "GET", "/v1/permissions/effective", &token, None);
+    assert_eq!(effective.status, 200, "{}", effective.text());
+    assert!(effective.text().contains("\"t5\""), "{}", effective.text());
+    let revoked = grant(&host, &alice.access_token, body(&table(7), json!([])));
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let room = grant(
+        &host,
+        &alice.access_token,
+        body(&table(1000), json!(["Read"])),
+    );
+    assert_eq!(room.status, 201, "{}", room.text());
+    assert_eq!(count(), "1000");
+}
+
 /// `who`'s request to `/fn/{name}/hello`.
 fn call_function(host: &Host, who: &str, name: &str) -> Resp {
     call(host, "GET", &format!("/fn/{name}/hello"), who, None)

@@ -10,6 +10,7 @@ use zatabase_guest_kit::access::{
     ACTIONS, RESOURCES, action_name, implied, parse_action, parse_resource, require, resource_name,
 };
 use zatabase_guest_kit::session::{self, Action, Resource};
+use zatabase_guest_kit::types::{Scalar, Value};
 use zatabase_guest_kit::values::{json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, auth};
 
@@ -138,6 +139,9 @@ fn is_object_name(text: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
 }
 
+/// The most grants a project holds.
+const MAX_GRANTS: i64 = 1000;
+
 /// `PUT /v1/permissions`: creates (201) or replaces (200) the grant of a
 /// principal on a resource; `"actions": []` revokes it.
 pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
@@ -184,12 +188,22 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
         let mut params = key.to_vec();
         params.push(param(json!(names).to_string()));
         params.push(param(&caller.user_id));
+        // A new grant only while the project holds fewer than
+        // MAX_GRANTS: every session check loads its caller's grants.
+        // (Requests racing past the count overshoot it by a few at most.)
+        params.push(Value::Scalar(Scalar::Int64(MAX_GRANTS)));
         let saved = db::query_json(
             &format!(
                 "INSERT INTO zatabase.permission_grants AS g
                    (project_id, principal_type, principal_id, resource, resource_id, actions, granted_by)
-                 VALUES ($1::uuid, $2, $3, $4, $5,
-                         ARRAY(SELECT jsonb_array_elements_text($6::jsonb)), $7::uuid)
+                 SELECT $1::uuid, $2, $3, $4, $5,
+                        ARRAY(SELECT jsonb_array_elements_text($6::jsonb)), $7::uuid
+                 WHERE EXISTS (
+                     SELECT 1 FROM zatabase.permission_grants
+                     WHERE project_id = $1::uuid AND principal_type = $2 AND principal_id = $3
+                       AND resource = $4 AND resource_id = $5)
+                   OR (SELECT count(*) FROM zatabase.permission_grants
+                       WHERE project_id = $1::uuid) < $8
                  ON CONFLICT (project_id, principal_type, principal_id, resource, resource_id)
                  DO UPDATE SET actions = EXCLUDED.actions, granted_by = EXCLUDED.granted_by,
                                updated_at = now()
@@ -197,9 +211,11 @@ pub fn put(request: &Request, _: &Params) -> Result<Response, ApiError> {
             ),
             &params,
         )?;
-        let mut grant = json_rows(&saved)?
-            .pop()
-            .ok_or_else(|| ApiError::internal("the grant was not saved"))?;
+        let mut grant = json_rows(&saved)?.pop().ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "a project holds at most {MAX_GRANTS} grants; revoke some first"
+            ))
+        })?;
         let created = match &mut grant {
             Json::Object(fields) => fields.remove("created") == Some(Json::Bool(true)),
             _ => false,

@@ -58,18 +58,37 @@ impl Access {
         if admin {
             return Self::admin();
         }
+        // Merged through an index: a linear search for each grant made a
+        // caller with many grants cost the square of their number.
         let mut access = Self::none();
+        let mut index: std::collections::HashMap<(u8, &str), usize> = Default::default();
         for (resource, id, actions) in grants {
             let Some(resource) = parse_resource(resource) else {
                 tracing::warn!(resource, "ignoring a grant on an unknown resource");
                 continue;
             };
-            if let Some(action) = actions
+            let Some(action) = actions
                 .iter()
                 .filter_map(|a| parse_action(a))
                 .max_by_key(|a| rank(*a))
-            {
-                access.add(resource, id, action);
+            else {
+                continue;
+            };
+            match index.entry((resource as u8, id.as_str())) {
+                std::collections::hash_map::Entry::Occupied(at) => {
+                    let held = &mut access.permissions[*at.get()];
+                    if rank(held.action) < rank(action) {
+                        held.action = action;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(at) => {
+                    at.insert(access.permissions.len());
+                    access.permissions.push(Permission {
+                        resource,
+                        resource_id: id.clone(),
+                        action,
+                    });
+                }
             }
         }
         access
@@ -239,6 +258,15 @@ mod tests {
         );
         assert!(!access.allows(Resource::Collections, None, Action::Read));
         assert_eq!(access.permissions().len(), 2, "merged per (kind, object)");
+        let raised = Access::from_grants(
+            false,
+            &[
+                grant("Tables", "orders", &["Read"]),
+                grant("Tables", "orders", &["Admin"]),
+            ],
+        );
+        assert!(raised.allows(Resource::Tables, Some("orders"), Action::Admin));
+        assert_eq!(raised.permissions().len(), 1);
         assert_eq!(
             access.check(Resource::Tables, None, Action::Write),
             Err("Insufficient permissions: requires Write on Tables".to_owned())
