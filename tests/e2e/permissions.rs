@@ -226,7 +226,14 @@ fn a_grant_opens_a_project_to_another_user_and_no_further() {
     );
     assert_eq!(grants(&host, &alice.access_token).len(), 1);
 
-    // Revoked: the exact denial of the reference, at once.
+    // Revoked (bob keeps a grant on something else, so the project stays
+    // his to enter): the exact denial of the reference, at once.
+    let functions = json!({ "principal_type": "user", "principal_id": bob.user_id,
+                            "resource": "Functions", "actions": ["Read"] });
+    assert_eq!(
+        grant(&host, &alice.access_token, functions.clone()).status,
+        201
+    );
     let revoked = grant(
         &host,
         &alice.access_token,
@@ -238,13 +245,19 @@ fn a_grant_opens_a_project_to_another_user_and_no_further() {
         &sql(&host, &bob_in_a.access_token, "SELECT 1"),
         "Read on Tables",
     );
-    assert_eq!(grants(&host, &alice.access_token), Vec::<Value>::new());
+    assert_eq!(grants(&host, &alice.access_token).len(), 1);
     grant(
         &host,
         &alice.access_token,
         json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables", "actions": [] }),
     )
     .expect_error(404);
+    // His last grant gone, so is his session there.
+    let mut none = functions;
+    none["actions"] = json!([]);
+    assert_eq!(grant(&host, &alice.access_token, none).status, 200);
+    assert_eq!(grants(&host, &alice.access_token), Vec::<Value>::new());
+    sql(&host, &bob_in_a.access_token, "SELECT 1").expect_error(401);
 
     // Switching ended bob's first session. Logged in again, he is back in
     // his own project, his to administer, where alice's tables are not.
@@ -339,6 +352,68 @@ fn bad_grants_are_refused_and_change_nothing() {
     assert_eq!(role.status, 201, "{}", role.text());
     assert_eq!(role.json()["actions"], json!(["Read"]));
     assert_eq!(grants(&host, &alice.access_token).len(), 1);
+}
+
+/// A session lives while its user can reach its project: revoking the
+/// grant that let a user in ends the sessions it let in (and their
+/// refresh), on the next request; the user's own project stays open.
+#[test]
+fn revoking_the_grant_that_let_a_user_in_ends_their_session_there() {
+    let host = Host::start();
+    let alice = host.signup(&unique_email("ada"), PASSWORD);
+    let project = project_of(&host, &alice);
+    let bob = grantee(
+        &host,
+        &alice,
+        &[json!({ "resource": "Tables", "actions": ["Read"] })],
+    );
+    assert_eq!(
+        call(&host, "GET", "/v1/whoami", &bob.access_token, None).status,
+        200
+    );
+    let revoked = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Tables",
+                "actions": [] }),
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    call(&host, "GET", "/v1/whoami", &bob.access_token, None).expect_error(401);
+    host.post_json(
+        "/v1/auth/refresh",
+        &json!({ "refresh_token": bob.refresh_token }),
+    )
+    .expect_error(401);
+    // A grant on anything keeps the project reachable; a role grant does
+    // not make a stranger a member.
+    let carol = grantee(
+        &host,
+        &alice,
+        &[
+            json!({ "resource": "Tables", "actions": ["Read"] }),
+            json!({ "resource": "Functions", "actions": ["Read"] }),
+        ],
+    );
+    let dropped = grant(
+        &host,
+        &alice.access_token,
+        json!({ "principal_type": "user", "principal_id": carol.user_id, "resource": "Tables",
+                "actions": [] }),
+    );
+    assert_eq!(dropped.status, 200, "{}", dropped.text());
+    assert_eq!(
+        call(&host, "GET", "/v1/whoami", &carol.access_token, None).status,
+        200
+    );
+    // Bob logs in again, into his own project.
+    let again = host.post_json(
+        "/v1/auth/login",
+        &json!({ "email": bob.email, "password": PASSWORD }),
+    );
+    assert_eq!(again.status, 200, "{}", again.text());
+    let token = again.json()["access_token"].as_str().unwrap().to_owned();
+    let me = call(&host, "GET", "/v1/whoami", &token, None).json();
+    assert_ne!(me["project_id"], json!(project), "{me}");
 }
 
 /// A project holds at most 1,000 grants (each session check loads its
