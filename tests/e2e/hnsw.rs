@@ -408,7 +408,7 @@ fn a_tenant_cannot_forge_its_way_past_the_limit_on_builds() {
          CREATE TABLE t3 (embedding vector(2))",
         &[],
     );
-    let build = |table: &str| {
+    let build = &|table: &str| {
         call(
             &host,
             "POST",
@@ -417,7 +417,8 @@ fn a_tenant_cannot_forge_its_way_past_the_limit_on_builds() {
             Some(&json!({ "table": table, "column": "embedding" })),
         )
     };
-    std::thread::scope(|scope| {
+    let barrier = &std::sync::Barrier::new(3);
+    let refused = std::thread::scope(|scope| {
         // A writer holding its locks for a while: CREATE INDEX CONCURRENTLY
         // waits for it, so the builds below stay running meanwhile.
         let writer = scope.spawn(|| {
@@ -428,17 +429,31 @@ fn a_tenant_cannot_forge_its_way_past_the_limit_on_builds() {
             )
         });
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(build("t1").status, 202);
-        assert_eq!(build("t2").status, 202);
+        // Three at once: the two the limit allows start.
+        let statuses: Vec<u16> = ["t1", "t2", "t3"]
+            .map(|table| {
+                scope.spawn(move || {
+                    barrier.wait();
+                    build(table).status
+                })
+            })
+            .into_iter()
+            .map(|started| started.join().unwrap())
+            .collect();
+        let mut sorted = statuses.clone();
+        sorted.sort();
+        assert_eq!(sorted, [202, 202, 409], "{statuses:?}");
+        let refused = ["t1", "t2", "t3"][statuses.iter().position(|s| *s == 409).unwrap()];
         host.sql_ok("DELETE FROM zatabase_indexes", &[]);
-        let message = build("t3").expect_error(409);
+        let message = build(refused).expect_error(409);
         assert!(message.contains("2 index builds are running"), "{message}");
         writer.join().unwrap();
+        refused
     });
     // Once they are done, there is room again.
     let started = Instant::now();
     loop {
-        let third = build("t3");
+        let third = build(refused);
         if third.status == 202 {
             break;
         }
@@ -450,6 +465,6 @@ fn a_tenant_cannot_forge_its_way_past_the_limit_on_builds() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (built, _) = wait_for_build(&host, &token, "t3", "embedding");
+    let (built, _) = wait_for_build(&host, &token, refused, "embedding");
     assert_eq!(built["status"], "ready", "{built}");
 }

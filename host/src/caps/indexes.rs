@@ -45,6 +45,9 @@ const MAX_BUILDS_PER_TENANT: i64 = 2;
 /// running builds are counted by their connections, which the tenant
 /// cannot remove, rather than by rows of its table, which it can.
 const BUILDING: &str = "zatabase-hnsw-build";
+/// A build's connection until its registration passes the limit: one still
+/// waiting for the tenant's lock is not a build running.
+const PENDING: &str = "zatabase-hnsw-pending";
 const WATCHING: &str = "zatabase-hnsw-watch";
 
 /// pgvector's bounds on `m` and `ef_construction`, and on the dimensions
@@ -113,7 +116,7 @@ impl indexes::Host for SqlState {
         check(&build)?;
         // Both connections first: a build must not start without the one
         // that reports it alive.
-        let mut conn = tenant.dedicated(BUILDING).await?;
+        let mut conn = tenant.dedicated(PENDING).await?;
         let watcher = tenant.dedicated(WATCHING).await?;
         let lock = tenant.private_lock_key("indexes");
         let job = register(&mut conn, tenant.tenant(), lock, &build)
@@ -267,6 +270,13 @@ async fn register(
             ),
         )));
     }
+    // Counted from now on, by every host, while the lock is still held
+    // (a setting made in a transaction is seen at once, and undone with
+    // it if it rolls back).
+    tx.execute(sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET application_name = '{BUILDING}'"
+    ))))
+    .await?;
     let build_id = uuid::Uuid::new_v4();
     let index_name = index_name(&build.table, &build.column, build_id);
     sqlx::query(AssertSqlSafe(format!(
