@@ -58,9 +58,13 @@ impl RouteGroup for Collections {
 zatabase_guest_kit::route_group!(Collections);
 
 /// Postgres's verdict on a statement this route group built: the caller's
-/// missing grant is 403, a timeout 408, an unavailable database 503; any
+/// missing grant is 403, a timeout 408, an unavailable database 503, a
+/// deadlock or serialization failure 409 (to retry); any
 /// other failure is this route group's to answer for (500, logged).
 pub(crate) fn sql_error(error: SqlError) -> ApiError {
+    if let Some(conflict) = ApiError::retryable(&error) {
+        return conflict;
+    }
     match error.kind {
         ErrorKind::PermissionDenied => ApiError::new(403, error.message),
         ErrorKind::Timeout => ApiError::new(408, "the database did not answer in time"),

@@ -42,6 +42,20 @@ impl ApiError {
         Self::new(500, message)
     }
 
+    /// A deadlock or serialization failure, which Postgres rolled back
+    /// whole: 409, and the same request may simply be sent again.
+    pub fn retryable(error: &crate::types::SqlError) -> Option<Self> {
+        matches!(error.sqlstate.as_deref(), Some("40001" | "40P01")).then(|| {
+            Self::new(
+                409,
+                format!(
+                    "this request conflicted with a concurrent one and nothing of it was kept ({}); send it again",
+                    error.message
+                ),
+            )
+        })
+    }
+
     /// The reason phrase of the status, used as the `error` field.
     pub fn reason(&self) -> &'static str {
         reason_phrase(self.status)
@@ -83,5 +97,34 @@ pub fn reason_phrase(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use crate::types::{ErrorKind, SqlError};
+
+    #[test]
+    fn deadlocks_and_serialization_failures_are_conflicts_to_retry() {
+        let failed = |sqlstate: &str| SqlError {
+            kind: ErrorKind::Conflict,
+            sqlstate: Some(sqlstate.to_owned()),
+            message: "deadlock detected".to_owned(),
+            detail: None,
+            hint: None,
+            position: None,
+        };
+        for sqlstate in ["40001", "40P01"] {
+            let answer = ApiError::retryable(&failed(sqlstate)).expect(sqlstate);
+            assert_eq!(answer.status, 409);
+            assert!(
+                answer.message.contains("send it again"),
+                "{}",
+                answer.message
+            );
+        }
+        // A taken name is a conflict too, but no retry makes it go away.
+        assert_eq!(ApiError::retryable(&failed("42P07")), None);
     }
 }

@@ -35,10 +35,14 @@ CREATE TABLE IF NOT EXISTS zatabase_records_flushes (
 
 /// Postgres's verdict on a statement this route group built: the caller's
 /// missing grant is 403, a timeout 408, an unavailable database 503, a
-/// taken id 409, a value Postgres refuses (vectors of different
+/// taken id 409, a deadlock or serialization failure 409 (to retry), a
+/// value Postgres refuses (vectors of different
 /// dimensions, a bad timestamp) 400; anything else is this route group's
 /// own failure (500, logged).
 pub fn sql_error(error: SqlError) -> ApiError {
+    if let Some(conflict) = ApiError::retryable(&error) {
+        return conflict;
+    }
     match error.kind {
         ErrorKind::PermissionDenied => ApiError::new(403, error.message),
         ErrorKind::Timeout => ApiError::new(408, "the database did not answer in time"),
