@@ -391,20 +391,36 @@ pub fn put_projection(request: &Request, params: &Params) -> Result<Response, Ap
         version,
         ..current
     };
-    let pending = backfill(&collection)?;
+    let (status, backfill) = match backfill(&collection)? {
+        Backfill::Pending(0) => (200, backfill_state(0)),
+        Backfill::Pending(pending) => (202, backfill_state(pending)),
+        Backfill::Superseded => (200, json!({ "status": "superseded" })),
+    };
     Ok(Response::json(
-        if pending == 0 { 200 } else { 202 },
+        status,
         &json!({
             "projection": projection::specs(&collection.projection),
-            "backfill": backfill_state(pending),
+            "backfill": backfill,
         }),
     ))
 }
 
+/// How far a `PUT …/projection`'s rewrite of older documents got.
+enum Backfill {
+    /// Documents still under an older projection.
+    Pending(i64),
+    /// A later change replaced this projection meanwhile (and rewrites
+    /// them for its own).
+    Superseded,
+}
+
 /// Rewrites documents written under an older projection, a batch per
-/// statement, until none is left or the budget is spent; what is left.
-/// A value that does not fit its column's type becomes NULL there.
-fn backfill(collection: &Collection) -> Result<i64, ApiError> {
+/// statement, until none is left or the budget is spent. A value that does
+/// not fit its column's type becomes NULL there. Batches go through the
+/// ids in order (each starts after the last one's), so a large
+/// collection's rewrite does not rescan what it has done; a row a later
+/// projection already rewrote is left alone.
+fn backfill(collection: &Collection) -> Result<Backfill, ApiError> {
     let table = quoted(&collection.name);
     let mut sets = vec!["projection_version = $1".to_owned()];
     for column in collection.projection.values() {
@@ -415,16 +431,34 @@ fn backfill(collection: &Collection) -> Result<i64, ApiError> {
         ));
     }
     let statement = format!(
-        "UPDATE {table} AS t SET {} WHERE t.id IN (
-            SELECT id FROM {table} WHERE projection_version < $1 ORDER BY id LIMIT {BACKFILL_BATCH})",
+        "WITH batch AS (
+           SELECT id FROM {table} WHERE projection_version < $1 AND id > $2
+           ORDER BY id LIMIT {BACKFILL_BATCH}),
+         done AS (
+           UPDATE {table} AS t SET {} FROM batch
+           WHERE t.id = batch.id AND t.projection_version < $1)
+         SELECT max(id) AS last FROM batch",
         sets.join(", ")
     );
     let version = Value::Scalar(zatabase_guest_kit::types::Scalar::Int64(collection.version));
     let started = std::time::Instant::now();
+    let mut last = String::new();
     loop {
-        let done = sql::execute(&statement, std::slice::from_ref(&version)).map_err(sql_error)?;
-        if done.affected_rows == 0 {
-            return Ok(0);
+        let done = match sql::execute_json(&statement, &[version.clone(), param(last.as_str())]) {
+            Ok(done) => done,
+            // A column or the table this projection named is gone: a later
+            // change (or a delete) came in between.
+            Err(e) if matches!(e.sqlstate.as_deref(), Some("42703" | "42P01")) => {
+                return Ok(Backfill::Superseded);
+            }
+            Err(e) => return Err(sql_error(e)),
+        };
+        match json_rows(&done)?
+            .pop()
+            .and_then(|row| row["last"].as_str().map(str::to_owned))
+        {
+            Some(id) => last = id,
+            None => return Ok(Backfill::Pending(0)),
         }
         if started.elapsed() > std::time::Duration::from_millis(BACKFILL_BUDGET_MS) {
             let left = sql::execute_json(
@@ -432,10 +466,12 @@ fn backfill(collection: &Collection) -> Result<i64, ApiError> {
                 std::slice::from_ref(&version),
             )
             .map_err(sql_error)?;
-            return Ok(json_rows(&left)?
-                .pop()
-                .and_then(|row| row["n"].as_i64())
-                .unwrap_or(0));
+            return Ok(Backfill::Pending(
+                json_rows(&left)?
+                    .pop()
+                    .and_then(|row| row["n"].as_i64())
+                    .unwrap_or(0),
+            ));
         }
     }
 }
