@@ -917,6 +917,22 @@ fn names_that_would_shadow_or_collide_are_refused_and_odd_tables_still_answer() 
         call(&host, "DELETE", "/v1/collections/gone", &token, None).status,
         204
     );
+    // So is one whose row SQL wrote with a name the API would refuse: its
+    // name is quoted as written, not spliced in.
+    host.sql_ok(
+        r#"INSERT INTO zatabase_collections (name) VALUES ('a"b')"#,
+        &[],
+    );
+    let listed = call(&host, "GET", "/v1/collections", &token, None);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let listed = listed.json();
+    let odd = listed["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "a\"b")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(odd["table_missing"], true, "{listed}");
 }
 
 #[test]

@@ -95,9 +95,11 @@ fn check_new_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `"name"`: identifiers are checked before they reach SQL, and quoted anyway.
+/// `"name"`, any `"` in it doubled: identifiers the API takes are checked
+/// before they reach SQL, but a collection's row can be written through
+/// `/v1/sql` with any name.
 pub fn quoted(name: &str) -> String {
-    format!("\"{name}\"")
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn no_collection(name: &str) -> ApiError {
