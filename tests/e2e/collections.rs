@@ -845,6 +845,11 @@ fn what_cannot_be_stored_or_read_back_is_refused_by_line_and_searches_check_thei
             "zero",
         ),
         (
+            // Its norm is zero in float4, as pgvector sums it.
+            json!({ "collection": "docs", "column": "e", "vector": [1e-30, 0, 0], "k": 1, "metric": "cosine" }),
+            "zero",
+        ),
+        (
             json!({ "table": "items", "column": "e", "vector": [1, 0, 0], "k": 1, "filter": { "nope": 1 } }),
             "nope",
         ),

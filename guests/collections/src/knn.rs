@@ -147,7 +147,9 @@ pub(crate) fn check(query: &Query) -> Result<(), ApiError> {
             "`vector` must hold finite numbers within float4's range",
         ));
     }
-    if query.metric == Metric::Cosine && query.vector.iter().all(|x| *x == 0.0) {
+    if query.metric == Metric::Cosine
+        && !zatabase_guest_kit::values::has_direction(query.vector.iter().map(|x| *x as f32))
+    {
         return Err(ApiError::unprocessable(
             "a zero `vector` has no direction: cosine distance is undefined for it",
         ));

@@ -88,6 +88,13 @@ pub fn boolean(value: &Value) -> Option<bool> {
     }
 }
 
+/// Whether a vector has a direction as pgvector computes it: its norm,
+/// summed in float4, is not zero (`[1e-30, 0]` has none there: its square
+/// underflows). Without one, every cosine distance to it is NaN.
+pub fn has_direction(vector: impl IntoIterator<Item = f32>) -> bool {
+    vector.into_iter().map(|x| x * x).sum::<f32>() > 0.0
+}
+
 /// A text parameter.
 pub fn param(text: impl Into<String>) -> Value {
     Value::Scalar(Scalar::Text(text.into()))
@@ -106,6 +113,14 @@ pub fn columns_to_json(columns: &[Column]) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vector_too_small_for_float4_has_no_direction() {
+        assert!(has_direction([0.0, 1e-19]));
+        for none in [&[0.0, 0.0][..], &[1e-30, 0.0], &[-1e-23, 1e-23]] {
+            assert!(!has_direction(none.iter().copied()), "{none:?}");
+        }
+    }
 
     #[test]
     fn params_keep_their_json_kind() {

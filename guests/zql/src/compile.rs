@@ -153,7 +153,9 @@ impl Builder<'_> {
         format!("(data #> {})", self.steps(steps))
     }
 
-    fn vector(&mut self, value: &Value) -> Result<String> {
+    /// A vector parameter; `cosine`: one ranked by cosine distance, which
+    /// a vector without a direction has none to.
+    fn vector(&mut self, value: &Value, cosine: bool) -> Result<String> {
         let json = self.resolve(value)?;
         let Some(items) = json.as_array().filter(|a| !a.is_empty()) else {
             return fail("a vector must be a non-empty array of numbers");
@@ -165,6 +167,9 @@ impl Builder<'_> {
                 Some(f) if f.is_finite() => floats.push(f),
                 _ => return fail("a vector must be a non-empty array of 32-bit float numbers"),
             }
+        }
+        if cosine && !zatabase_guest_kit::values::has_direction(floats.iter().copied()) {
+            return fail("a zero vector has no direction: cosine distance is undefined for it");
         }
         Ok(format!(
             "{}::extensions.vector",
@@ -361,7 +366,7 @@ pub fn compile(statement: &Statement, params: &BTreeMap<String, Json>) -> Result
             };
             let data = b.bind(SqlValue::Scalar(Scalar::Json(data_json.to_string())));
             let vector = match vector {
-                Some(v) => b.vector(v)?,
+                Some(v) => b.vector(v, false)?,
                 None => "NULL".to_owned(),
             };
             // A buffered insert turns off the synchronous commit of its own
@@ -440,7 +445,7 @@ fn find_sql(b: &mut Builder, find: &Find) -> Result<String> {
     }) = &find.near
     {
         let top = b.integer(top, "TOP", 1..=MAX_LIMIT)?;
-        let vector = b.vector(vector)?;
+        let vector = b.vector(vector, *metric == Metric::Cosine)?;
         let distance = format!("(embedding {} {vector})", operator(*metric));
         select.push_str(&format!(", {distance} AS score"));
         filter.push_str(" AND embedding IS NOT NULL");
@@ -588,6 +593,21 @@ mod tests {
                 SqlValue::Scalar(Scalar::Json("\"x'; DROP TABLE t\"".into()))
             )
         );
+    }
+
+    #[test]
+    fn a_vector_without_a_direction_has_no_cosine_distance() {
+        let compiled = |zql: &str| compile(&statement(zql).unwrap(), &BTreeMap::new());
+        for zero in ["[0, 0]", "[1e-30, 0]"] {
+            let refused = compiled(&format!("FIND NEAR {zero} USING cosine TOP 3")).unwrap_err();
+            assert!(
+                refused.message.contains("no direction"),
+                "{}",
+                refused.message
+            );
+            assert!(compiled(&format!("FIND NEAR {zero} USING l2 TOP 3")).is_ok());
+        }
+        assert!(compiled("FIND NEAR [1e-19, 0] USING cosine TOP 3").is_ok());
     }
 
     #[test]
