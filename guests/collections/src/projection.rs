@@ -308,33 +308,90 @@ fn kind(value: &Json) -> &'static str {
 }
 
 /// `YYYY-MM-DD`, optionally followed by `T` or a space, `HH:MM[:SS[.f]]`
-/// and a zone (`Z`, `+HH:MM`, `-HHMM`); the calendar itself is Postgres's
-/// to check (a failing row is then found on its own, see `ingest`).
+/// and a zone (`Z`, `+HH`, `+HH:MM`, `-HHMM`), each field within its
+/// range and the day within its month: what Postgres's `timestamptz` reads
+/// of ISO 8601, so a document it would refuse is reported here (its column
+/// would otherwise be NULL without a word).
 fn looks_like_timestamp(text: &str) -> bool {
     let bytes = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        bytes
-            .get(range)
-            .is_some_and(|b| b.iter().all(u8::is_ascii_digit))
+    let number = |at: usize, width: usize| -> Option<u32> {
+        let digits = bytes.get(at..at + width)?;
+        digits
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
     };
-    if !(digits(0..4)
-        && bytes.get(4) == Some(&b'-')
-        && digits(5..7)
-        && bytes.get(7) == Some(&b'-')
-        && digits(8..10))
-    {
+    let (Some(year), Some(month), Some(day)) = (number(0, 4), number(5, 2), number(8, 2)) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    if year == 0 || bytes[4] != b'-' || bytes[7] != b'-' || !(1..=days).contains(&day) {
         return false;
     }
     if bytes.len() == 10 {
         return true;
     }
-    matches!(bytes.get(10), Some(b'T' | b't' | b' '))
-        && digits(11..13)
-        && bytes.get(13) == Some(&b':')
-        && digits(14..16)
-        && bytes[16..]
-            .iter()
-            .all(|b| b.is_ascii_digit() || matches!(b, b':' | b'.' | b'Z' | b'z' | b'+' | b'-'))
+    let (Some(hour), Some(minute)) = (number(11, 2), number(14, 2)) else {
+        return false;
+    };
+    if !matches!(bytes[10], b'T' | b't' | b' ') || bytes[13] != b':' || minute > 59 {
+        return false;
+    }
+    let mut at = 16;
+    let mut second = 0;
+    let mut fraction = false;
+    if bytes.get(at) == Some(&b':') {
+        let Some(s) = number(at + 1, 2) else {
+            return false;
+        };
+        second = s;
+        at += 3;
+        if bytes.get(at) == Some(&b'.') {
+            let digits = bytes[at + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits == 0 {
+                return false;
+            }
+            fraction = bytes[at + 1..at + 1 + digits].iter().any(|d| *d != b'0');
+            at += 1 + digits;
+        }
+    }
+    // 24:00:00 is the next midnight; 60 a leap second.
+    let time_fits =
+        hour < 24 && second <= 60 || hour == 24 && minute == 0 && second == 0 && !fraction;
+    if !time_fits {
+        return false;
+    }
+    let zone = &bytes[at..];
+    match zone {
+        [] | [b'Z' | b'z'] => true,
+        [b'+' | b'-', ..] => {
+            let offset = &text[at + 1..];
+            let (hours, minutes) = match offset.len() {
+                2 => (offset, "00"),
+                4 => offset.split_at(2),
+                5 if offset.as_bytes()[2] == b':' => (&offset[..2], &offset[3..]),
+                _ => return false,
+            };
+            let field = |f: &str| {
+                f.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| f.parse::<u32>().ok())
+                    .flatten()
+            };
+            matches!((field(hours), field(minutes)), (Some(h), Some(m)) if h <= 15 && m <= 59)
+        }
+        _ => false,
+    }
 }
 
 /// The largest float4 written in full, or a little under it: a vector's
@@ -483,6 +540,38 @@ mod tests {
         assert!(wrong.contains("expected 3 dimensions, got 2"), "{wrong}");
         assert!(check(&doc, &column("timestamp", "$.t")).is_ok());
         assert!(check(&doc, &column("timestamp", "$.s")).is_err());
+        for good in [
+            "2024-02-29",
+            "2024-03-01 10:00",
+            "2024-03-01t10:00:59.123456",
+            "2024-12-31T23:59:60Z",
+            "2024-03-01T24:00:00+01",
+            "2024-03-01T10:00:00-0530",
+            "2024-03-01T10:00:00.5+15:59",
+        ] {
+            assert!(looks_like_timestamp(good), "{good}");
+        }
+        for bad in [
+            "2023-02-29",
+            "2024-02-30",
+            "2024-13-01",
+            "2024-04-31",
+            "0000-01-01",
+            "2024-00-10",
+            "2024-03-01T25:00",
+            "2024-03-01T24:00:01",
+            "2024-03-01T10:60",
+            "2024-03-01T10:00:61",
+            "2024-03-01T10:00:00.",
+            "2024-03-01T10:00:00+16:00",
+            "2024-03-01T10:00:00+01:60",
+            "2024-03-01T10:00::",
+            "2024-03-01T10:00:00Zz",
+            "2024-3-01",
+            "2024-03-01X10:00",
+        ] {
+            assert!(!looks_like_timestamp(bad), "{bad}");
+        }
         assert!(check(&doc, &column("boolean", "$.b")).is_ok());
         assert!(check(&doc, &column("integer", "$.missing")).is_ok());
     }
