@@ -986,3 +986,57 @@ fn a_search_cut_at_the_result_cap_says_so() {
     assert_eq!(whole["results"].as_array().unwrap().len(), 2);
     assert_eq!(whole.get("truncated"), None);
 }
+
+/// An ingest streams its body into one transaction, which a client sending
+/// slowly holds open. Such transactions take turns for half the tenant's
+/// connections: two slow ingests on a pool of two leave the project's other
+/// SQL a connection (the second waits for its turn, then gives up).
+#[test]
+fn slow_ingests_leave_the_tenants_other_sql_a_connection() {
+    use std::io::{Read, Write};
+    let host = Host::builder()
+        .config("[pool]\ntenant_max_connections = 2\nacquire_timeout_ms = 1000\n")
+        .start();
+    let token = host.token();
+    let created = call(
+        &host,
+        "POST",
+        "/v1/collections",
+        &token,
+        Some(&json!({ "name": "slow" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let address = host.base.trim_start_matches("http://").to_owned();
+    let chunk = |line: &str| format!("{:x}\r\n{line}\r\n", line.len());
+    // Chunked, so the body is streamed to the route group as it comes.
+    let open = || {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let head = format!(
+            "POST /v1/collections/slow/ingest HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/x-ndjson\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}",
+            chunk("{\"id\": \"a\"}\n")
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+    };
+    let answer = |mut stream: std::net::TcpStream| {
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    let mut first = open();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let second = open();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let other = host.sql("SELECT 1 AS one", &[]);
+    assert_eq!(other.status, 200, "{}", other.text());
+    let waited = answer(second);
+    assert!(waited.starts_with("HTTP/1.1 503"), "{waited}");
+    first
+        .write_all(format!("{}0\r\n\r\n", chunk("{\"id\": \"b\"}\n")).as_bytes())
+        .unwrap();
+    let done = answer(first);
+    assert!(done.starts_with("HTTP/1.1 200"), "{done}");
+    assert!(done.contains("\"accepted\":2"), "{done}");
+}

@@ -548,6 +548,12 @@ impl TenantSql {
 impl TenantSql {
     /// A connection of the tenant's pool, the tenant provisioned first.
     async fn connect(&self) -> Result<pool::Pooled, SqlError> {
+        self.connect_for(false).await
+    }
+
+    /// A connection of the tenant's pool; `transaction`: for one that
+    /// spans calls, taking one of the pool's turns for those.
+    async fn connect_for(&self, transaction: bool) -> Result<pool::Pooled, SqlError> {
         if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
             tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
             return Err(error(
@@ -556,7 +562,14 @@ impl TenantSql {
             ));
         }
         let pool = self.db.tenant_pool(&self.tenant);
-        match pool.acquire().await {
+        let acquire = || async {
+            if transaction {
+                pool.acquire_for_transaction().await
+            } else {
+                pool.acquire().await
+            }
+        };
+        match acquire().await {
             // The login role's password is not the one the host derives: a
             // tenant may change its own (`RESET ROLE; ALTER ROLE
             // CURRENT_USER PASSWORD ...`). Provisioned again, it is the
@@ -569,7 +582,7 @@ impl TenantSql {
         if let Err(e) = self.db.provision(&self.tenant).await {
             tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
         }
-        pool.acquire().await.map_err(pool_error)
+        acquire().await.map_err(pool_error)
     }
 
     /// The tenant this runs in.
@@ -627,7 +640,7 @@ impl TenantSql {
     /// on a connection whose session state an earlier request may have
     /// left is cleared first.
     pub async fn begin(&self, read_only: bool) -> Result<Tx, SqlError> {
-        let mut conn = self.connect().await?;
+        let mut conn = self.connect_for(true).await?;
         conn.execute("SELECT extensions.zatabase_reset_session()")
             .await
             .map_err(acquire_error)?;

@@ -47,6 +47,12 @@ pub struct TenantPool {
     options: PgConnectOptions,
     idle: Mutex<Vec<Idle>>,
     permits: Arc<Semaphore>,
+    /// Turns for transactions that span requests' calls (a route group's
+    /// `begin`: an ingest streaming its body into one): half the
+    /// connections, at least one, so however long such transactions are
+    /// held (a client sending its body slowly), the tenant's other SQL
+    /// always has the rest.
+    transactions: Arc<Semaphore>,
     open: AtomicU32,
     acquire_timeout: Duration,
     idle_timeout: Duration,
@@ -67,6 +73,7 @@ impl TenantPool {
             options,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max_connections as usize)),
+            transactions: Arc::new(Semaphore::new((max_connections as usize / 2).max(1))),
             open: AtomicU32::new(0),
             acquire_timeout,
             idle_timeout,
@@ -104,7 +111,24 @@ impl TenantPool {
             drainable: false,
             pool: self.clone(),
             permit: Some(permit),
+            turn: None,
         })
+    }
+
+    /// A connection for a transaction that spans calls, once one of the
+    /// pool's turns for them is free (within the acquire timeout); the turn
+    /// goes back with the connection.
+    pub async fn acquire_for_transaction(self: &Arc<Self>) -> Result<Pooled, AcquireError> {
+        let turn = tokio::time::timeout(
+            self.acquire_timeout,
+            self.transactions.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| AcquireError::TimedOut)?
+        .expect("the semaphore is never closed");
+        let mut pooled = self.acquire().await?;
+        pooled.turn = Some(turn);
+        Ok(pooled)
     }
 
     /// The most recently used idle connection still worth using. One idle
@@ -208,6 +232,9 @@ pub struct Pooled {
     pool: Arc<TenantPool>,
     /// Held until the connection is back or closed (a drain included).
     permit: Option<OwnedSemaphorePermit>,
+    /// A transaction's turn ([`TenantPool::acquire_for_transaction`]),
+    /// given back with the connection.
+    turn: Option<OwnedSemaphorePermit>,
 }
 
 impl Pooled {
