@@ -94,7 +94,24 @@ fn golden_queries_over_a_fixed_data_set() {
         results(&host, &token, "COUNT", json!({})),
         json!([{ "count": 0 }])
     );
+    // Aggregates answer as over an empty table: one row ungrouped, no
+    // groups grouped.
+    let before = "AGGREGATE sum(price) AS total, max(price), count(tags), count(*) IN shop";
+    let over_none = json!([{ "total": null, "max(price)": null, "count(tags)": 0, "count": 0 }]);
+    assert_eq!(results(&host, &token, before, json!({})), over_none);
+    let grouped = "AGGREGATE count(*) AS n GROUP BY maker.country";
+    assert_eq!(results(&host, &token, grouped, json!({})), json!([]));
     shop(&host, &token);
+    assert_eq!(
+        results(
+            &host,
+            &token,
+            &format!("{before} WHERE price > 1000"),
+            json!({})
+        ),
+        over_none,
+        "the same over a table with no such records"
+    );
 
     for (query, params, expected) in [
         (

@@ -493,32 +493,22 @@ fn aggregate_sql(
         columns.push(format!("{expression} AS {}", quote_alias(name)?));
     }
     for aggregate in aggregates {
-        let (function, name) = match aggregate.function {
-            Function::Count => ("count", "count"),
-            Function::Sum => ("sum", "sum"),
-            Function::Avg => ("avg", "avg"),
-            Function::Min => ("min", "min"),
-            Function::Max => ("max", "max"),
-        };
-        let (expression, default_name) = match &aggregate.field {
-            None => ("count(*)".to_owned(), "count".to_owned()),
+        let function = function_name(aggregate.function);
+        let expression = match &aggregate.field {
+            None => "count(*)".to_owned(),
             Some(path) => {
                 let value = b.path(path);
-                let label = format!("{name}({})", path_name(path));
                 if aggregate.function == Function::Count {
-                    (format!("count({value})"), label)
+                    format!("count({value})")
                 } else {
                     // Only numbers take part; the result stays a JSON number.
-                    (
-                        format!(
-                            "to_jsonb(trim_scale({function}(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::text::numeric END)))"
-                        ),
-                        label,
+                    format!(
+                        "to_jsonb(trim_scale({function}(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::text::numeric END)))"
                     )
                 }
             }
         };
-        let alias = aggregate.alias.clone().unwrap_or(default_name);
+        let alias = result_name(aggregate);
         if !taken.insert(alias.clone()) {
             return fail(format!("two results are named `{alias}`; name one with AS"));
         }
@@ -535,6 +525,26 @@ fn aggregate_sql(
         ));
     }
     Ok(sql)
+}
+
+fn function_name(function: Function) -> &'static str {
+    match function {
+        Function::Count => "count",
+        Function::Sum => "sum",
+        Function::Avg => "avg",
+        Function::Min => "min",
+        Function::Max => "max",
+    }
+}
+
+/// What an aggregate's result is named: its alias, else `count` for
+/// `COUNT(*)`, else the function and the path (`sum(price)`).
+pub fn result_name(aggregate: &Aggregate) -> String {
+    match (&aggregate.alias, &aggregate.field) {
+        (Some(alias), _) => alias.clone(),
+        (None, None) => "count".to_owned(),
+        (None, Some(path)) => format!("{}({})", function_name(aggregate.function), path_name(path)),
+    }
 }
 
 fn path_name(path: &[Step]) -> String {

@@ -115,10 +115,28 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
     }
 }
 
-/// What `COUNT` and ungrouped aggregates answer over no table.
+/// What `COUNT` and ungrouped aggregates answer over no table: what they
+/// answer over a table with no records (counts 0, the rest null). Grouped,
+/// there are no groups.
 fn empty_values(statement: &Statement) -> Vec<Json> {
     match statement {
         Statement::Count { .. } => vec![json!({ "count": 0 })],
+        Statement::Aggregate {
+            aggregates,
+            group_by: None,
+            ..
+        } => vec![Json::Object(
+            aggregates
+                .iter()
+                .map(|aggregate| {
+                    let none = match aggregate.function {
+                        parser::Function::Count => json!(0),
+                        _ => Json::Null,
+                    };
+                    (compile::result_name(aggregate), none)
+                })
+                .collect(),
+        )],
         _ => Vec::new(),
     }
 }
