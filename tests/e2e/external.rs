@@ -159,11 +159,28 @@ fn a_grant_revoked_on_one_host_is_revoked_on_every_host() {
     assert_eq!(select(&a), 200);
     assert_eq!(select(&a), 200);
     // Revoked through host B: host A hears of it.
+    let functions = |actions: serde_json::Value| {
+        as_user(
+            &b,
+            "PUT",
+            "/v1/permissions",
+            &alice.access_token,
+            json!({ "principal_type": "user", "principal_id": bob.user_id, "resource": "Functions", "actions": actions }),
+        )
+        .status
+    };
+    assert_eq!(functions(json!(["Read"])), 201);
     assert_eq!(grant(json!([])).status, 200);
     assert_eq!(select(&b), 403, "at once on the host that changed it");
     assert!(
         zatabase_tests::eventually(std::time::Duration::from_secs(2), || select(&a) == 403),
         "host A still trusts a revoked grant"
+    );
+    // His last grant revoked, his session in the project ends, there too.
+    assert_eq!(functions(json!([])), 200);
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(2), || select(&a) == 401),
+        "host A still trusts a session its project no longer lets in"
     );
 }
 

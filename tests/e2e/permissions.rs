@@ -384,8 +384,7 @@ fn revoking_the_grant_that_let_a_user_in_ends_their_session_there() {
         &json!({ "refresh_token": bob.refresh_token }),
     )
     .expect_error(401);
-    // A grant on anything keeps the project reachable; a role grant does
-    // not make a stranger a member.
+    // A grant on anything else keeps the project reachable.
     let carol = grantee(
         &host,
         &alice,

@@ -399,7 +399,6 @@ impl Functions {
             .map(|t| t.wasm)
     }
 
-    /// Where functions' invocations and log lines go.
     /// Drops functions' instances idle for `idle` or longer, and what they
     /// held (a WASI 0.3 function keeps its sockets and handles between
     /// requests).
@@ -407,6 +406,7 @@ impl Functions {
         self.deployments.expire_idle(idle);
     }
 
+    /// Where functions' invocations and log lines go.
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
