@@ -416,6 +416,20 @@ enum Backfill {
     Superseded,
 }
 
+/// Whether the collection's projection is no longer `collection`'s (a later
+/// change replaced it, or the collection is gone).
+fn superseded(collection: &Collection) -> Result<bool, ApiError> {
+    let stored = sql::execute_json(
+        "SELECT version FROM zatabase_collections WHERE name = $1",
+        &[param(collection.name.as_str())],
+    )
+    .map_err(sql_error)?;
+    Ok(json_rows(&stored)?
+        .pop()
+        .and_then(|row| row["version"].as_i64())
+        != Some(collection.version))
+}
+
 /// Rewrites documents written under an older projection, a batch per
 /// statement, until none is left or the budget is spent. A value that does
 /// not fit its column's type becomes NULL there. Batches go through the
@@ -448,11 +462,9 @@ fn backfill(collection: &Collection) -> Result<Backfill, ApiError> {
     loop {
         let done = match sql::execute_json(&statement, &[version.clone(), param(last.as_str())]) {
             Ok(done) => done,
-            // A column or the table this projection named is gone: a later
-            // change (or a delete) came in between.
-            Err(e) if matches!(e.sqlstate.as_deref(), Some("42703" | "42P01")) => {
-                return Ok(Backfill::Superseded);
-            }
+            // A later change (or a delete) came in between: a column this
+            // projection named is gone, or has another type now.
+            Err(_) if superseded(collection)? => return Ok(Backfill::Superseded),
             Err(e) => return Err(sql_error(e)),
         };
         match json_rows(&done)?
@@ -460,9 +472,13 @@ fn backfill(collection: &Collection) -> Result<Backfill, ApiError> {
             .and_then(|row| row["last"].as_str().map(str::to_owned))
         {
             Some(id) => last = id,
+            None if superseded(collection)? => return Ok(Backfill::Superseded),
             None => return Ok(Backfill::Pending(0)),
         }
         if started.elapsed() > std::time::Duration::from_millis(BACKFILL_BUDGET_MS) {
+            if superseded(collection)? {
+                return Ok(Backfill::Superseded);
+            }
             let left = sql::execute_json(
                 &format!("SELECT count(*) AS n FROM {table} WHERE projection_version < $1"),
                 std::slice::from_ref(&version),

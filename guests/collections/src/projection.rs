@@ -308,9 +308,9 @@ fn kind(value: &Json) -> &'static str {
 }
 
 /// `YYYY-MM-DD`, optionally followed by `T` or a space, `HH:MM[:SS[.f]]`
-/// and a zone (`Z`, `+HH`, `+HH:MM`, `-HHMM`), each field within its
-/// range and the day within its month: what Postgres's `timestamptz` reads
-/// of ISO 8601, so a document it would refuse is reported here (its column
+/// and a zone (`Z`, or an offset as [`zone_offset_fits`] reads one), each
+/// field within its range and the day within its month: what Postgres's
+/// `timestamptz` reads of ISO 8601 (it reads more, `2024-3-1` say), so a document it would refuse is reported here (its column
 /// would otherwise be NULL without a word).
 fn looks_like_timestamp(text: &str) -> bool {
     let bytes = text.as_bytes();
@@ -371,26 +371,35 @@ fn looks_like_timestamp(text: &str) -> bool {
     if !time_fits {
         return false;
     }
-    let zone = &bytes[at..];
-    match zone {
+    match &bytes[at..] {
         [] | [b'Z' | b'z'] => true,
-        [b'+' | b'-', ..] => {
-            let offset = &text[at + 1..];
-            let (hours, minutes) = match offset.len() {
-                2 => (offset, "00"),
-                4 => offset.split_at(2),
-                5 if offset.as_bytes()[2] == b':' => (&offset[..2], &offset[3..]),
-                _ => return false,
-            };
-            let field = |f: &str| {
-                f.bytes()
-                    .all(|b| b.is_ascii_digit())
-                    .then(|| f.parse::<u32>().ok())
-                    .flatten()
-            };
-            matches!((field(hours), field(minutes)), (Some(h), Some(m)) if h <= 15 && m <= 59)
-        }
+        [b'+' | b'-', offset @ ..] => zone_offset_fits(offset),
         _ => false,
+    }
+}
+
+/// A zone offset after its sign as Postgres reads one: `H`, `HH`, `HMM`,
+/// `HHMM`, or `H[H][:M[M][:S[S]]]`; at most 15 hours, 59 minutes and 59
+/// seconds.
+fn zone_offset_fits(offset: &[u8]) -> bool {
+    let field = |digits: &[u8], max: u32| {
+        (1..=2).contains(&digits.len())
+            && digits.iter().all(u8::is_ascii_digit)
+            && digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')) <= max
+    };
+    let maxima = [15, 59, 59];
+    if offset.contains(&b':') {
+        let parts: Vec<&[u8]> = offset.split(|b| *b == b':').collect();
+        parts.len() <= 3 && parts.iter().zip(maxima).all(|(part, max)| field(part, max))
+    } else {
+        match offset.len() {
+            1 | 2 => field(offset, 15),
+            3 | 4 => {
+                let (hours, minutes) = offset.split_at(offset.len() - 2);
+                field(hours, 15) && field(minutes, 59)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -548,6 +557,10 @@ mod tests {
             "2024-03-01T24:00:00+01",
             "2024-03-01T10:00:00-0530",
             "2024-03-01T10:00:00.5+15:59",
+            "2024-03-01T10:00:00+5",
+            "2024-03-01T10:00:00+530",
+            "2024-03-01T10:00:00+05:30:00",
+            "2024-03-01T10:00:00+5:3",
         ] {
             assert!(looks_like_timestamp(good), "{good}");
         }
@@ -569,6 +582,12 @@ mod tests {
             "2024-03-01T10:00:00Zz",
             "2024-3-01",
             "2024-03-01X10:00",
+            "2024-03-01T10:00:00+053000",
+            "2024-03-01T10:00:00+05:60",
+            "2024-03-01T10:00:00+05:30:00:00",
+            "2024-03-01T10:00:00+",
+            "2024-03-01T10:00+€1",
+            "2024-03-01T10:00:00+1:",
         ] {
             assert!(!looks_like_timestamp(bad), "{bad}");
         }

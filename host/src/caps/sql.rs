@@ -37,6 +37,10 @@ pub struct SqlState {
     pub access: Arc<Access>,
     pub grants: Arc<[SqlGrant]>,
     pub table: ResourceTable,
+    /// Whether the request's body streams in as the guest reads it: then
+    /// a transaction it opens may be held as long as the client takes to
+    /// send, and takes one of the tenant pool's turns for that.
+    pub body_streams: bool,
 }
 
 impl SqlState {
@@ -110,7 +114,7 @@ impl Host for SqlState {
 
     async fn begin(&mut self) -> Result<wasmtime::component::Resource<Transaction>, SqlError> {
         let (tenant, read_only) = self.scope()?;
-        let tx = tenant.begin(read_only).await?;
+        let tx = tenant.begin(read_only, self.body_streams).await?;
         self.table
             .push(Transaction { tx, read_only })
             .map_err(|e| error(ErrorKind::Internal, e.to_string()))

@@ -551,8 +551,8 @@ impl TenantSql {
         self.connect_for(false).await
     }
 
-    /// A connection of the tenant's pool; `transaction`: for one that
-    /// spans calls, taking one of the pool's turns for those.
+    /// A connection of the tenant's pool; `transaction`: for one a client
+    /// may hold open, taking one of the pool's turns for those.
     async fn connect_for(&self, transaction: bool) -> Result<pool::Pooled, SqlError> {
         if let Err(e) = self.db.ensure_tenant(&self.tenant).await {
             tracing::error!(error = format!("{e:#}"), "tenant provisioning failed");
@@ -638,9 +638,11 @@ impl TenantSql {
 
     /// Opens a transaction in the tenant (`read_only`: a read-only one),
     /// on a connection whose session state an earlier request may have
-    /// left is cleared first.
-    pub async fn begin(&self, read_only: bool) -> Result<Tx, SqlError> {
-        let mut conn = self.connect_for(true).await?;
+    /// left is cleared first. `held_by_client`: one that may stay open as
+    /// long as a client takes (its request's body streams in meanwhile),
+    /// which waits for one of the pool's turns for those.
+    pub async fn begin(&self, read_only: bool, held_by_client: bool) -> Result<Tx, SqlError> {
+        let mut conn = self.connect_for(held_by_client).await?;
         conn.execute("SELECT extensions.zatabase_reset_session()")
             .await
             .map_err(acquire_error)?;

@@ -47,10 +47,9 @@ pub struct TenantPool {
     options: PgConnectOptions,
     idle: Mutex<Vec<Idle>>,
     permits: Arc<Semaphore>,
-    /// Turns for transactions that span requests' calls (a route group's
-    /// `begin`: an ingest streaming its body into one): half the
-    /// connections, at least one, so however long such transactions are
-    /// held (a client sending its body slowly), the tenant's other SQL
+    /// Turns for transactions a client may hold open (one begun while the
+    /// request's body streams in: an ingest's): half the connections, at
+    /// least one, so however slowly clients send, the tenant's other SQL
     /// always has the rest.
     transactions: Arc<Semaphore>,
     open: AtomicU32,
@@ -83,11 +82,19 @@ impl TenantPool {
 
     /// A connection: the most recently used idle one, else a new one.
     pub async fn acquire(self: &Arc<Self>) -> Result<Pooled, AcquireError> {
-        let permit =
-            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| AcquireError::TimedOut)?
-                .expect("the semaphore is never closed");
+        self.acquire_by(tokio::time::Instant::now() + self.acquire_timeout)
+            .await
+    }
+
+    /// [`Self::acquire`], waiting for a free connection until `deadline`.
+    async fn acquire_by(
+        self: &Arc<Self>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Pooled, AcquireError> {
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| AcquireError::TimedOut)?
+            .expect("the semaphore is never closed");
         let (conn, backend_pid) = match self.reuse().await {
             Some(idle) => (idle.conn, idle.backend_pid),
             None => {
@@ -115,18 +122,16 @@ impl TenantPool {
         })
     }
 
-    /// A connection for a transaction that spans calls, once one of the
-    /// pool's turns for them is free (within the acquire timeout); the turn
-    /// goes back with the connection.
+    /// A connection for a transaction a client may hold open, once one of
+    /// the pool's turns for those is free (turn and connection within the
+    /// acquire timeout); the turn goes back with the connection.
     pub async fn acquire_for_transaction(self: &Arc<Self>) -> Result<Pooled, AcquireError> {
-        let turn = tokio::time::timeout(
-            self.acquire_timeout,
-            self.transactions.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| AcquireError::TimedOut)?
-        .expect("the semaphore is never closed");
-        let mut pooled = self.acquire().await?;
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        let turn = tokio::time::timeout_at(deadline, self.transactions.clone().acquire_owned())
+            .await
+            .map_err(|_| AcquireError::TimedOut)?
+            .expect("the semaphore is never closed");
+        let mut pooled = self.acquire_by(deadline).await?;
         pooled.turn = Some(turn);
         Ok(pooled)
     }

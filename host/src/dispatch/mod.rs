@@ -104,6 +104,7 @@ impl HostState {
             request_id: ctx.request_id.clone(),
         };
         self.auth.client = ctx.client;
+        self.sql.body_streams = false;
         self.log.request_id = ctx.request_id.clone();
         self.log.budget.refill();
         self.output_tag.set(ctx.request_id.clone());
@@ -660,6 +661,7 @@ impl Dispatcher {
                     access: TENANT_ADMIN.clone(),
                     grants: component.sql_grants.clone(),
                     table: ResourceTable::new(),
+                    body_streams: false,
                 },
                 None => SqlState {
                     tenant: ctx.principal.as_ref().and_then(|p| {
@@ -669,6 +671,7 @@ impl Dispatcher {
                     access: ctx.access.clone(),
                     grants: component.sql_grants.clone(),
                     table: ResourceTable::new(),
+                    body_streams: false,
                 },
             },
             platform_db: PlatformDbState {
@@ -772,7 +775,9 @@ impl Dispatcher {
         // before the run ends, its body still being written) or the
         // `wasi:http` error code it answered with.
         let owner = Owner::of(&component.pre, &ctx);
-        let instance = self.instance(component, &ctx, owner.as_ref());
+        let mut instance = self.instance(component, &ctx, owner.as_ref());
+        // Its body streams in as the guest reads it.
+        instance.store_mut().data_mut().sql.body_streams = true;
         let cut = Cut::default();
         let (run, receiver) = match &component.pre {
             HandlerPre::P2(pre) => {
@@ -1072,6 +1077,14 @@ enum Instance {
     Fresh(Store<HostState>),
     /// An instance kept from an earlier request it may serve after.
     Warm(Warm),
+}
+
+impl Instance {
+    fn store_mut(&mut self) -> &mut Store<HostState> {
+        match self {
+            Self::Fresh(store) | Self::Warm(Warm { store, .. }) => store,
+        }
+    }
 }
 
 /// Runs a WASI 0.3 component: `handler.handle` is an async export that
