@@ -22,6 +22,12 @@ fn ingest(host: &Host, token: &str, name: &str, content_type: &str, body: &str) 
     )
 }
 
+/// Creates the collection `body` describes, which must succeed.
+fn create_collection(host: &Host, token: &str, body: Value) {
+    let created = call(host, "POST", "/v1/collections", token, Some(&body));
+    assert_eq!(created.status, 201, "{}", created.text());
+}
+
 fn count(host: &Host, table: &str) -> i64 {
     host.sql_ok(&format!("SELECT count(*) AS n FROM {table}"), &[])["rows"][0]["n"]
         .as_i64()
@@ -946,17 +952,14 @@ fn a_search_cut_at_the_result_cap_says_so() {
         .config("[sql]\nmax_result_bytes = 4194304\n")
         .start();
     let token = host.token();
-    let created = call(
+    create_collection(
         &host,
-        "POST",
-        "/v1/collections",
         &token,
-        Some(&json!({
+        json!({
             "name": "big",
             "projection": { "embedding": { "type": "vector(2)", "path": "$.embedding" } }
-        })),
+        }),
     );
-    assert_eq!(created.status, 201, "{}", created.text());
     let filler = "x".repeat(1 << 20);
     let lines: Vec<String> = (0..6)
         .map(|i| json!({ "id": i, "embedding": [1, i], "filler": filler }).to_string())
@@ -999,14 +1002,7 @@ fn slow_ingests_leave_the_tenants_other_sql_a_connection() {
         .config("[pool]\ntenant_max_connections = 2\nacquire_timeout_ms = 1000\n")
         .start();
     let token = host.token();
-    let created = call(
-        &host,
-        "POST",
-        "/v1/collections",
-        &token,
-        Some(&json!({ "name": "slow" })),
-    );
-    assert_eq!(created.status, 201, "{}", created.text());
+    create_collection(&host, &token, json!({ "name": "slow" }));
     let address = host.base.trim_start_matches("http://").to_owned();
     let chunk = |line: &str| format!("{:x}\r\n{line}\r\n", line.len());
     // Chunked, so the body is streamed to the route group as it comes.
@@ -1034,14 +1030,7 @@ fn slow_ingests_leave_the_tenants_other_sql_a_connection() {
     assert_eq!(other.status, 200, "{}", other.text());
     // A transaction no client holds open (its request's body read first)
     // takes no turn.
-    let quick = call(
-        &host,
-        "POST",
-        "/v1/collections",
-        &token,
-        Some(&json!({ "name": "quick" })),
-    );
-    assert_eq!(quick.status, 201, "{}", quick.text());
+    create_collection(&host, &token, json!({ "name": "quick" }));
     let waited = answer(second);
     assert!(waited.starts_with("HTTP/1.1 503"), "{waited}");
     first

@@ -251,6 +251,27 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
         "{text}"
     );
     assert!(text.contains("path_info=/\n"), "{text}");
+    // The id in any spelling of a UUID; anything else is no function.
+    let upper = id.to_uppercase();
+    let simple = id.replace('-', "");
+    for spelling in [upper.as_str(), &format!("urn:uuid:{id}"), &simple] {
+        let invoked = call(
+            &host,
+            "POST",
+            &format!("/v1/functions/{spelling}/invoke"),
+            &token,
+            Some(&json!({ "n": 2 })),
+        );
+        assert_eq!(invoked.status, 201, "{spelling}: {}", invoked.text());
+    }
+    call(
+        &host,
+        "POST",
+        "/v1/functions/urn:uuid:nope/invoke",
+        &token,
+        Some(&json!({})),
+    )
+    .expect_error(404);
 }
 
 #[test]
@@ -955,6 +976,15 @@ fn bad_function_settings_are_refused_and_write_nothing() {
         (json!({ "name": "x", "variables": { "a__b": "v" } }), 422),
         (json!({ "name": "x", "variables": { "k": "a\u{0}b" } }), 422),
         (json!({ "name": "x", "description": "a\u{0}b" }), 422),
+        // Counted before the host seals any.
+        (
+            json!({ "name": "x", "secrets": (0..101).map(|n| (format!("k{n}"), json!("v"))).collect::<serde_json::Map<_, _>>() }),
+            422,
+        ),
+        (
+            json!({ "name": "x", "secrets": (0..200_000).map(|n| (format!("k{n}"), json!(""))).collect::<serde_json::Map<_, _>>() }),
+            422,
+        ),
     ] {
         let answer = call(&host, "POST", "/v1/functions", &token, Some(&body));
         answer.expect_error(status);
@@ -2455,6 +2485,11 @@ fn a_cron_trigger_calls_the_function_on_schedule() {
         (
             json!({ "type": "cron", "schedule": "* * * * *", "path": "/q?a=\"b\"" }),
             "path",
+        ),
+        // A valid schedule, but sent with every tick and read at every claim.
+        (
+            json!({ "type": "cron", "schedule": format!("{} * * * *", vec!["0"; 200].join(",")) }),
+            "at most 256",
         ),
     ] {
         let message = call(&host, "POST", &triggers, &token, Some(&body)).expect_error(422);

@@ -145,7 +145,21 @@ impl Settings {
         if let Some(hosts) = request.allowed_outbound_hosts {
             self.allowed_outbound_hosts = hosts;
         }
-        self.check(bounds)?;
+        // A limit the request leaves alone is not held to a maximum the
+        // operator lowered since (the host clamps it when it runs the
+        // function): rotating a secret must not need a new timeout.
+        let bounds = Bounds {
+            max_timeout_ms: match request.timeout_ms {
+                None => bounds.max_timeout_ms.max(clamp(self.timeout_ms)),
+                Some(_) => bounds.max_timeout_ms,
+            },
+            max_memory_mb: match request.memory_mb {
+                None => bounds.max_memory_mb.max(clamp(self.memory_mb)),
+                Some(_) => bounds.max_memory_mb,
+            },
+            ..*bounds
+        };
+        self.check(&bounds)?;
         Ok(self)
     }
 
@@ -299,6 +313,11 @@ pub fn check_outbound_host(entry: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A stored limit as a bound (stored values are 32-bit).
+fn clamp(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +398,24 @@ mod tests {
         let update: UpdateRequest =
             serde_json::from_value(serde_json::json!({"secrets": {"b": "in the clear"}})).unwrap();
         assert_eq!(settings.updated(update, &bounds()).unwrap_err().status, 500);
+    }
+
+    #[test]
+    fn a_limit_left_alone_is_not_held_to_a_lowered_maximum() {
+        let settings = create(serde_json::json!({"name": "x", "timeout_ms": 60_000})).unwrap();
+        let lowered = Bounds {
+            max_timeout_ms: 30_000,
+            ..bounds()
+        };
+        let update =
+            |json: serde_json::Value| -> UpdateRequest { serde_json::from_value(json).unwrap() };
+        let kept = settings
+            .clone()
+            .updated(update(serde_json::json!({"description": "d"})), &lowered)
+            .unwrap();
+        assert_eq!(kept.timeout_ms, 60_000);
+        let raised = settings.updated(update(serde_json::json!({"timeout_ms": 50_000})), &lowered);
+        assert_eq!(raised.unwrap_err().status, 422);
     }
 
     #[test]

@@ -13,6 +13,9 @@ use zatabase_guest_kit::{ApiError, Params, Request, Response, db};
 
 use crate::functions::{find, name, not_found, uuid_or_nil};
 
+/// The longest schedule (`0-59/5 8-18 * * mon-fri` is 24).
+const MAX_SCHEDULE_BYTES: usize = 256;
+
 const MAX_TRIGGERS: usize = 20;
 
 const TRIGGER: &str = "id::text AS id, function_id::text AS function_id, kind AS type, schedule,
@@ -66,6 +69,12 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
+    // Each tick sends it as a header, and each claim reads it.
+    if schedule.len() > MAX_SCHEDULE_BYTES {
+        return Err(ApiError::unprocessable(format!(
+            "`schedule` must be at most {MAX_SCHEDULE_BYTES} characters"
+        )));
+    }
     let next = functions::next_run(&schedule)
         .map_err(|e| ApiError::unprocessable(format!("`schedule`: {e}")))?;
     let tx = db::begin()?;

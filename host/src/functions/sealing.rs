@@ -23,6 +23,10 @@ use crate::caps::zatabase::platform::session::Principal;
 /// The most bytes of one variable's or secret's value (the route group
 /// checks variables to the same bound).
 const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// The most secrets (or template parameters) a request may carry, as the
+/// route group allows: checked before any is sealed, each seal costing a
+/// random draw and an encryption (and growing the body several times).
+const MAX_ENTRIES: usize = 100;
 
 /// What a sealed secret is bound to: its tenant and its name. A value
 /// copied into another tenant's function, or under another name, does not
@@ -107,6 +111,16 @@ impl Functions {
             let context = secret_context(&caller.project_id, &caller.environment, name);
             self.secrets.seal(value, &context)
         };
+        for field in ["secrets", "parameters"] {
+            if let Some(Value::Object(entries)) = body.get(field)
+                && entries.len() > MAX_ENTRIES
+            {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("`{field}` may hold at most {MAX_ENTRIES} entries"),
+                ));
+            }
+        }
         let seal_settings = |body: &mut serde_json::Map<String, Value>| {
             if let Some(Value::Object(secrets)) = body.get_mut("secrets") {
                 for (name, value) in secrets.iter_mut() {
