@@ -607,6 +607,16 @@ fn bad_deployments_are_refused_and_the_previous_version_keeps_serving() {
     );
     wrong_type.expect_error(415);
     deploy(&host, &token, &id, Vec::new()).expect_error(400);
+    // The host failing to compile a good component (its compile cache
+    // unwritable) is its own fault, a 500, not the upload's 422.
+    let cache = host.data_dir.join("cache/components");
+    let aside = host.data_dir.join("cache/components-aside");
+    std::fs::rename(&cache, &aside).unwrap();
+    std::fs::write(&cache, b"not a directory").unwrap();
+    let unwritable = deploy(&host, &token, &id, std::fs::read(fixture("hello")).unwrap());
+    std::fs::remove_file(&cache).unwrap();
+    std::fs::rename(&aside, &cache).unwrap();
+    unwritable.expect_error(500);
 
     let listed = fn_get(&host, &token, &format!("/v1/functions/{id}/deployments")).json();
     assert_eq!(

@@ -23,8 +23,12 @@ impl Host for FunctionsState {
         self.functions.limits()
     }
 
-    async fn prepare(&mut self, wasm: Vec<u8>) -> Result<ComponentInfo, String> {
-        self.functions.prepare(wasm).await
+    async fn prepare(&mut self, wasm: Vec<u8>) -> wasmtime::Result<Result<ComponentInfo, String>> {
+        // The host's own failure traps the request (a 500), logged.
+        self.functions.prepare(wasm).await.map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "an upload could not be checked");
+            wasmtime::Error::msg(format!("{e:#}"))
+        })
     }
 
     fn templates(&mut self) -> Vec<Template> {

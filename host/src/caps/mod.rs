@@ -44,7 +44,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "zatabase:platform/host",
     imports: {
-        "zatabase:platform/functions.prepare": async,
+        "zatabase:platform/functions.prepare": async | trappable,
         "spin:postgres/postgres@3.0.0": async | trappable,
         "spin:postgres/postgres@4.2.0": async | trappable,
         "fermyon:spin/key-value": async | trappable,

@@ -21,6 +21,17 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
+/// Marks a [`CompileCache::load`] failure that is the host's (writing or
+/// reading its file), not the component's.
+#[derive(Debug)]
+pub struct CacheFault;
+
+impl std::fmt::Display for CacheFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the compile cache failed")
+    }
+}
+
 /// The on-disk cache of compiled components.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
@@ -193,9 +204,12 @@ impl CompileCache {
             .and_then(|()| sync_dir(&path))
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
-            })?;
+            })
+            .context(CacheFault)?;
         // SAFETY: as above; this is the file just written from `compiled`.
-        let component = unsafe { Component::deserialize_file(engine, &path) }?;
+        let component = unsafe { Component::deserialize_file(engine, &path) }
+            .map_err(anyhow::Error::from)
+            .context(CacheFault)?;
         Ok((component, Origin::Compiled))
     }
 }

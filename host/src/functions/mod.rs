@@ -32,7 +32,7 @@ use crate::db::notify::{FUNCTION_CHANGED, Listener};
 use crate::db::{Db, Tenant};
 use crate::dispatch::{self, FunctionContext, HostState, Linking, LoadedComponent};
 use crate::engine::Engine;
-use crate::engine::cache::{CompileCache, Origin};
+use crate::engine::cache::{CacheFault, CompileCache, Origin};
 use crate::metrics::Metrics;
 use crate::secrets::SecretBox;
 use telemetry::Telemetry;
@@ -418,17 +418,21 @@ impl Functions {
     /// Checks that `wasm` is a component this host can run as a function,
     /// and compiles it into the on-disk cache (so activating it costs no
     /// compilation). The error is for the uploader: it names the problem.
-    pub async fn prepare(&self, wasm: Vec<u8>) -> Result<ComponentInfo, String> {
+    /// `Err` when the host could not check it (its compile cache failed),
+    /// which is no fault of the upload's.
+    pub async fn prepare(&self, wasm: Vec<u8>) -> anyhow::Result<Result<ComponentInfo, String>> {
         let engine = self.engine.clone();
         let cache = self.cache.clone();
         let linker = self.linker.clone();
-        let (info, component) = self
+        let checked = self
             .compiling
             .run(move || inspect(&engine, &cache, &linker, &wasm))
             .await
-            .map_err(|e| format!("the component could not be checked: {e}"))??;
-        self.keep_compiled(info.sha256.clone(), component);
-        Ok(info)
+            .context("checking an uploaded component")??;
+        Ok(checked.map(|(info, component)| {
+            self.keep_compiled(info.sha256.clone(), component);
+            info
+        }))
     }
 
     /// Clears the compile cache of what no component can use any more (see
@@ -939,31 +943,30 @@ fn refusal(func: &wasmtime::component::types::ComponentFunc, message: &str) -> O
 const CORE_MODULE: [u8; 8] = *b"\0asm\x01\0\0\0";
 const COMPONENT: [u8; 8] = *b"\0asm\x0d\0\x01\0";
 
-/// Checks and compiles an uploaded component (blocking: compilation).
+/// Checks and compiles an uploaded component (blocking: compilation): the
+/// component with what it is, or why it is refused (the uploader's
+/// mistake); `Err` when the host failed (its compile cache).
 fn inspect(
     engine: &Engine,
     cache: &CompileCache,
     linker: &Linker<HostState>,
     wasm: &[u8],
-) -> Result<(ComponentInfo, Component), String> {
-    match wasm.get(..8) {
-        Some(header) if header == COMPONENT => {}
-        Some(header) if header == CORE_MODULE => {
-            return Err(
-                "this is a core WebAssembly module, not a component; build for \
-                 wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
-                    .to_owned(),
-            );
+) -> anyhow::Result<Result<(ComponentInfo, Component), String>> {
+    let loaded = match wasm.get(..8) {
+        Some(header) if header == COMPONENT => cache.load(engine.wasmtime(), wasm),
+        _ => return Ok(Err(refused_header(wasm))),
+    };
+    let (component, origin) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) if e.downcast_ref::<CacheFault>().is_some() => return Err(e),
+        Err(e) => {
+            return Ok(Err(format!(
+                "the component does not validate: {}",
+                chain(&e)
+            )));
         }
-        Some(header) if header.starts_with(b"\0asm") => {
-            return Err("this WebAssembly binary has a version this host does not know".to_owned());
-        }
-        _ => return Err("the body is not a WebAssembly component (no `\\0asm` header)".to_owned()),
-    }
+    };
     let sha256 = hex::encode(Sha256::digest(wasm));
-    let (component, origin) = cache
-        .load(engine.wasmtime(), wasm)
-        .map_err(|e| format!("the component does not validate: {}", chain(&e)))?;
     let checked = check(engine, linker, &component).map(|(handler, imports)| ComponentInfo {
         sha256: sha256.clone(),
         size: wasm.len() as u64,
@@ -974,7 +977,20 @@ fn inspect(
     if checked.is_err() && origin == Origin::Compiled {
         cache.remove(&sha256);
     }
-    Ok((checked?, component))
+    Ok(checked.map(|info| (info, component)))
+}
+
+/// Why an upload without a component's header is refused.
+fn refused_header(wasm: &[u8]) -> String {
+    match wasm.get(..8) {
+        Some(header) if header == CORE_MODULE => "this is a core WebAssembly module, not a \
+             component; build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+            .to_owned(),
+        Some(header) if header.starts_with(b"\0asm") => {
+            "this WebAssembly binary has a version this host does not know".to_owned()
+        }
+        _ => "the body is not a WebAssembly component (no `\\0asm` header)".to_owned(),
+    }
 }
 
 /// What `inspect` asks of a compiled component: that it exports a
