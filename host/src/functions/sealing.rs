@@ -111,13 +111,17 @@ impl Functions {
             let context = secret_context(&caller.project_id, &caller.environment, name);
             self.secrets.seal(value, &context)
         };
+        // Values to seal, counted (a `null` removing a secret costs nothing,
+        // and more than 100 strings are more than the merge can keep).
         for field in ["secrets", "parameters"] {
             if let Some(Value::Object(entries)) = body.get(field)
-                && entries.len() > MAX_ENTRIES
+                && entries.values().filter(|v| v.is_string()).count() > MAX_ENTRIES
             {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("`{field}` may hold at most {MAX_ENTRIES} entries"),
+                    format!(
+                        "`{field}` may hold at most {MAX_ENTRIES} values; the host refuses more before sealing any"
+                    ),
                 ));
             }
         }
