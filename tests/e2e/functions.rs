@@ -254,7 +254,12 @@ fn a_spin_sdk_5_function_deploys_and_answers_at_fn() {
     // The id in any spelling of a UUID; anything else is no function.
     let upper = id.to_uppercase();
     let simple = id.replace('-', "");
-    for spelling in [upper.as_str(), &format!("urn:uuid:{id}"), &simple] {
+    for spelling in [
+        upper.as_str(),
+        &format!("urn:uuid:{id}"),
+        &format!("urn%3Auuid%3A{id}"),
+        &simple,
+    ] {
         let invoked = call(
             &host,
             "POST",

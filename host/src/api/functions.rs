@@ -141,17 +141,21 @@ pub async fn call(state: &AppState, mut request: Request) -> Response {
 /// body, sent to it as `POST /fn/<name>` with the same content type.
 pub async fn invoke(state: AppState, mut request: Request) -> Response {
     strip_platform_headers(&mut request);
-    let raw = request
+    let segment = request
         .uri()
         .path()
         .trim_start_matches("/v1/functions/")
         .trim_end_matches("/invoke");
     // One spelling of each id (any the uuid crate reads, `urn:uuid:` too,
-    // which Postgres does not), so that its spellings are one cached
-    // lookup; anything else is no function (404).
-    let id = uuid::Uuid::parse_str(raw)
+    // which Postgres does not; percent-encoded or not), so that its
+    // spellings are one cached lookup; anything else is no function (404).
+    let raw = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|raw| raw.into_owned())
+        .unwrap_or_default();
+    let id = uuid::Uuid::parse_str(&raw)
         .map(|id| id.hyphenated().to_string())
-        .unwrap_or_else(|_| raw.to_owned());
+        .unwrap_or(raw);
     let token = request.extensions().get::<Caller>().cloned();
     let outcome = async {
         let Some((principal, access)) = caller(&state, token).await? else {
