@@ -459,7 +459,7 @@ fn backfill(collection: &Collection) -> Result<Backfill, ApiError> {
     let version = Value::Scalar(zatabase_guest_kit::types::Scalar::Int64(collection.version));
     let started = std::time::Instant::now();
     let mut last = String::new();
-    loop {
+    let pending = loop {
         let done = match sql::execute_json(&statement, &[version.clone(), param(last.as_str())]) {
             Ok(done) => done,
             // A later change (or a delete) came in between: a column this
@@ -472,24 +472,23 @@ fn backfill(collection: &Collection) -> Result<Backfill, ApiError> {
             .and_then(|row| row["last"].as_str().map(str::to_owned))
         {
             Some(id) => last = id,
-            None if superseded(collection)? => return Ok(Backfill::Superseded),
-            None => return Ok(Backfill::Pending(0)),
+            None => break 0,
         }
         if started.elapsed() > std::time::Duration::from_millis(BACKFILL_BUDGET_MS) {
-            if superseded(collection)? {
-                return Ok(Backfill::Superseded);
-            }
             let left = sql::execute_json(
                 &format!("SELECT count(*) AS n FROM {table} WHERE projection_version < $1"),
                 std::slice::from_ref(&version),
             )
             .map_err(sql_error)?;
-            return Ok(Backfill::Pending(
-                json_rows(&left)?
-                    .pop()
-                    .and_then(|row| row["n"].as_i64())
-                    .unwrap_or(0),
-            ));
+            break json_rows(&left)?
+                .pop()
+                .and_then(|row| row["n"].as_i64())
+                .unwrap_or(0);
         }
+    };
+    // Done or out of time, it may have been replaced meanwhile.
+    if superseded(collection)? {
+        return Ok(Backfill::Superseded);
     }
+    Ok(Backfill::Pending(pending))
 }
