@@ -113,18 +113,12 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
                 rt.used_at IS NOT NULL OR s.revoked_reason = 'switched' AS spent,
                 coalesce(s.family_id, s.id)::text AS family,
                 rt.expires_at <= now() OR s.expires_at <= now() OR s.revoked_at IS NOT NULL
-                  OR NOT (p.created_by = s.user_id
-                    OR EXISTS (SELECT FROM zatabase.organization_members m
-                               WHERE m.organization_id = p.organization_id AND m.user_id = s.user_id)
-                    OR EXISTS (SELECT FROM zatabase.permission_grants g
-                               WHERE g.project_id = p.id AND g.principal_type = 'user'
-                                 AND g.principal_id = s.user_id::text)) AS dead,
+                  OR NOT zatabase.reaches_project(s.project_id, s.user_id) AS dead,
                 s.user_id::text AS user_id, s.organization_id::text AS organization_id,
                 s.project_id::text AS project_id, s.environment, u.email, u.name
          FROM zatabase.refresh_tokens rt
          JOIN zatabase.sessions s ON s.id = rt.session_id
          JOIN zatabase.users u ON u.id = s.user_id
-         JOIN zatabase.projects p ON p.id = s.project_id
          WHERE rt.digest = $1
          FOR UPDATE OF rt, s",
         &[param(&digest)],
@@ -245,12 +239,7 @@ pub fn switch(request: &Request, _: &Params) -> Result<Response, ApiError> {
          JOIN zatabase.projects p ON p.id = $2::uuid
          JOIN zatabase.environments e ON e.project_id = p.id AND e.name = $3
          WHERE u.id = $1::uuid
-           AND (p.created_by = u.id
-             OR EXISTS (SELECT FROM zatabase.organization_members m
-                        WHERE m.organization_id = p.organization_id AND m.user_id = u.id)
-             OR EXISTS (SELECT FROM zatabase.permission_grants g
-                        WHERE g.project_id = p.id AND g.principal_type = 'user'
-                          AND g.principal_id = u.id::text))",
+           AND zatabase.reaches_project(p.id, u.id)",
         &[
             param(&caller.user_id),
             param(&project),

@@ -78,10 +78,7 @@ pub struct Tokens {
 /// A session lives while its user can still reach its project (as
 /// `switch` requires): a revoked grant ends the sessions it let in.
 pub const SESSION_QUERY: &str = "SELECT s.revoked_at IS NULL AND s.expires_at > now()
-                      AND (p.created_by = s.user_id OR m.user_id IS NOT NULL
-                        OR EXISTS (SELECT FROM zatabase.permission_grants g
-                                   WHERE g.project_id = s.project_id AND g.principal_type = 'user'
-                                     AND g.principal_id = s.user_id::text)),
+                      AND zatabase.reaches_project(s.project_id, s.user_id),
                     extract(epoch FROM s.expires_at - now())::float8,
                     s.project_id::text,
                     p.organization_id::text,

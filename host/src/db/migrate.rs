@@ -104,6 +104,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "emails nfc",
         include_str!("../../migrations/0019_emails_nfc.sql"),
     ),
+    (
+        20,
+        "project reach",
+        include_str!("../../migrations/0020_project_reach.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
