@@ -1651,9 +1651,28 @@ fn a_flooding_function_keeps_only_its_newest_lines() {
         .start();
     let token = host.token();
     let id = deployed(&host, &token, json!({ "name": "flood" }), spin7());
+    let newest = || fn_get(&host, &token, &format!("/v1/functions/{id}/logs?limit=1")).json();
+    // Lines are written a batch at a time after the response, by a writer
+    // that yields to requests, and what waits unwritten is bounded (a
+    // flooding request loses its tail when the writer is behind). Each
+    // request's lines are waited for: its last is its notice that it wrote
+    // too much.
+    let mut last = String::new();
     for _ in 0..5 {
         let flooded = fn_get(&host, &token, "/fn/flood/flood");
         assert_eq!(flooded.status, 200, "{}", flooded.text());
+        last = flooded.header("x-request-id").unwrap().to_owned();
+        let notice = |logs: &serde_json::Value| {
+            logs["logs"][0]["request_id"] == last.as_str()
+                && logs["logs"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("more than 1 MiB"))
+        };
+        assert!(
+            zatabase_tests::eventually(std::time::Duration::from_secs(30), || notice(&newest())),
+            "{}",
+            newest()
+        );
     }
     let count = || {
         host.platform_sql(&format!(
@@ -1661,17 +1680,23 @@ fn a_flooding_function_keeps_only_its_newest_lines() {
         ))
     };
     assert!(
-        zatabase_tests::eventually(std::time::Duration::from_secs(10), || count() == "100"),
+        zatabase_tests::eventually(std::time::Duration::from_secs(30), || count() == "100"),
         "{} lines kept",
         count()
     );
-    // The newest: the last request's notice that it wrote too much.
-    let newest = fn_get(&host, &token, &format!("/v1/functions/{id}/logs?limit=1")).json();
-    let message = newest["logs"][0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(message.contains("more than 1 MiB"), "{newest}");
+    // The hundred kept are the newest: all the last request's.
+    let kept = fn_get(
+        &host,
+        &token,
+        &format!("/v1/functions/{id}/logs?limit=1000"),
+    )
+    .json();
+    let lines = kept["logs"].as_array().unwrap();
+    assert_eq!(lines.len(), 100);
+    assert!(
+        lines.iter().all(|l| l["request_id"] == last.as_str()),
+        "{kept}"
+    );
 }
 
 #[test]
