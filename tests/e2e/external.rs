@@ -226,6 +226,33 @@ fn functions_are_shared_by_hosts_and_a_cron_tick_runs_once() {
         assert_eq!(read.text(), "s3cret-value");
     }
 
+    // A new version deployed through one host: the other, which serves the
+    // function, hears of it and makes the new deployment before a request
+    // asks for it (a request would otherwise wait for its compile).
+    let hello = std::fs::read(zatabase_tests::function_fixture("hello")).unwrap();
+    let redeployed = a.request(
+        "POST",
+        &format!("/v1/functions/{id}/deployments"),
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/wasm"),
+        ],
+        hello,
+    );
+    assert_eq!(redeployed.status, 201, "{}", redeployed.text());
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(20), || {
+            b.log().lines().any(|line| {
+                line.contains("changed function made again")
+                    && line.contains(&id)
+                    && line.contains("version=2")
+            })
+        }),
+        "the other host did not make the new version before a request"
+    );
+    let served = b.call("GET", "/fn/shared/hello", &token, None);
+    assert_eq!(served.text(), "hello, world");
+
     // Both hosts run the scheduler; each tick must run once. The calls so
     // far are counted first (telemetry lands a quarter second behind).
     let metrics_path = format!("/v1/functions/{id}/metrics");

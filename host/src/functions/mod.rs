@@ -47,6 +47,9 @@ pub mod templates;
 /// listens, and the most time it spends on them.
 const PRELOAD_AT_MOST: i64 = 64;
 const PRELOAD_WITHIN: Duration = Duration::from_secs(1);
+/// Changed functions this host makes again in the background at once;
+/// past it, their next requests do.
+const MADE_AGAIN_AT_ONCE: usize = 4;
 /// Compiled components kept in memory; past it they are dropped and read
 /// again from the on-disk cache when next resolved (a resolved function
 /// holds its own).
@@ -150,6 +153,9 @@ pub struct Functions {
     /// core at a time.
     compiling: crate::turns::Turns,
     listening: AtomicBool,
+    /// Functions being read again after a change ([`Functions::make_again`]),
+    /// each with whether another change came meanwhile.
+    making_again: Mutex<HashMap<String, bool>>,
     telemetry: Arc<Telemetry>,
     /// What every function is linked against, built once.
     linker: Linker<HostState>,
@@ -271,6 +277,13 @@ impl Deployments {
         );
     }
 
+    /// Whether this host made a deployment of the function `id` that it
+    /// still keeps: one it served, or read, lately.
+    fn made_for(&self, id: &str) -> bool {
+        let kept = self.0.lock().expect("deployments poisoned");
+        kept.keys().any(|kept| kept.eq_ignore_ascii_case(id))
+    }
+
     /// Drops the instances of every deployment idle for `idle` or longer.
     fn expire_idle(&self, idle: Duration) {
         let deployments: Vec<Arc<Deployment>> = {
@@ -320,6 +333,7 @@ impl Functions {
             loading: Mutex::new(HashMap::new()),
             compiling: crate::turns::Turns::per_core(),
             listening: AtomicBool::new(false),
+            making_again: Mutex::new(HashMap::new()),
             telemetry: Arc::new(Telemetry::default()),
             linker,
             secrets,
@@ -766,7 +780,7 @@ impl Functions {
 
     /// Listens for changed functions until the process ends, reconnecting
     /// after a failure (and remembering nothing meanwhile).
-    pub async fn listen(&self, pool: PgPool) {
+    pub async fn listen(self: &Arc<Self>, pool: PgPool) {
         loop {
             if let Err(error) = self.listen_once(&pool).await {
                 tracing::warn!(%error, "function listener failed; resolving every request until it is back");
@@ -777,12 +791,78 @@ impl Functions {
         }
     }
 
-    async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+    async fn listen_once(self: &Arc<Self>, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut listener = Listener::start(pool, &[FUNCTION_CHANGED], &self.metrics).await?;
         self.forget_all();
         self.listening.store(true, Ordering::Release);
         while let Some((_, function_id)) = listener.next().await? {
+            // Forgotten at once: the next request reads what changed (a
+            // deletion is 404 from then on). A function this host serves is
+            // also made again in the background, so that request does not
+            // wait for a new version's compile.
+            let served_here = self.deployments.made_for(&function_id);
             self.forget(&function_id);
+            if served_here {
+                self.clone().make_again(function_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the function `id` again, in the background, and makes its
+    /// deployment as a request would (compiled, linked) and keeps it, at
+    /// most [`MADE_AGAIN_AT_ONCE`] functions at a time. A change notified
+    /// during the read reads it again once more.
+    fn make_again(self: Arc<Self>, id: String) {
+        {
+            let mut making_again = self.making_again.lock().expect("making again poisoned");
+            if let Some(again) = making_again.get_mut(&id) {
+                *again = true;
+                return;
+            }
+            if making_again.len() >= MADE_AGAIN_AT_ONCE {
+                // Its next request makes it.
+                return;
+            }
+            making_again.insert(id.clone(), false);
+        }
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = self.make_again_once(&id).await {
+                    // Its next request tries again, and answers for it.
+                    tracing::warn!(function_id = %id, error = format!("{error:#}"), "making a changed function again");
+                }
+                let mut making_again = self.making_again.lock().expect("making again poisoned");
+                match making_again.get_mut(&id) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        making_again.remove(&id);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn make_again_once(&self, id: &str) -> anyhow::Result<()> {
+        let found: Option<(String, String)> = sqlx::query_as(
+            "SELECT project_id::text, environment FROM zatabase.functions WHERE id = $1::uuid",
+        )
+        .bind(id)
+        .fetch_optional(self.db.platform_pool())
+        .await?;
+        let Some((project_id, environment)) = found else {
+            // Deleted.
+            return Ok(());
+        };
+        let lookup = Lookup::Id {
+            project_id,
+            environment,
+            id: id.to_owned(),
+        };
+        if let Some(function) = self.resolve(&lookup).await? {
+            let version = function.deployment.as_ref().map(|d| d.version);
+            tracing::info!(function_id = %id, version, "changed function made again");
         }
         Ok(())
     }
