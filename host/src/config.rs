@@ -115,6 +115,9 @@ pub struct HttpConfig {
     /// Keep it under the process's open-file limit, less the database's
     /// connections.
     pub max_connections: usize,
+    /// Connections one client (an address; an IPv6 /64) may hold open at
+    /// once, of `max_connections`; a trusted proxy's are not counted.
+    pub max_connections_per_client: usize,
     /// How long a connection has to send a request's head, the wait for
     /// the next request on a kept-alive connection included.
     pub header_read_timeout_ms: u64,
@@ -309,6 +312,7 @@ impl Default for HttpConfig {
         Self {
             body_limit_bytes: 10 * 1024 * 1024,
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
             header_read_timeout_ms: 30_000,
             send_timeout_ms: 30_000,
             cors_allowed_origins: vec!["*".to_owned()],
@@ -519,6 +523,10 @@ impl Config {
         ensure!(
             (1..=u32::MAX as usize).contains(&self.http.max_connections),
             "http.max_connections must be positive"
+        );
+        ensure!(
+            self.http.max_connections_per_client > 0,
+            "http.max_connections_per_client must be positive"
         );
         ensure!(
             self.pool.max_connections > 0 && self.pool.tenant_max_connections > 0,

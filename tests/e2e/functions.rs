@@ -452,6 +452,9 @@ fn behind_a_trusted_proxy_a_function_sees_the_client_it_forwards() {
     assert!(echoed.contains("client=203.0.113.5:0\n"), "{echoed}");
     let echoed = fn_echo(&host, &token, "proxied", "2001:db8::5");
     assert!(echoed.contains("client=[2001:db8::5]:0\n"), "{echoed}");
+    // A proxy that writes its client's port (Azure's gateway does).
+    let echoed = fn_echo(&host, &token, "proxied", "203.0.113.6:51234");
+    assert!(echoed.contains("client=203.0.113.6:0\n"), "{echoed}");
     let echoed = fn_echo(&host, &token, "proxied", "not an address");
     assert!(echoed.contains("client=127.0.0.1:0\n"), "{echoed}");
 }
@@ -3161,4 +3164,77 @@ fn an_answer_begun_before_its_request_body_crossed_the_limit_is_cut() {
     let _ = stream.read_to_end(&mut answered);
     let answered = String::from_utf8_lossy(&answered);
     assert!(!answered.ends_with("0\r\n\r\n"), "{answered:?}");
+}
+
+/// A request to the functions route group whose body stops coming is cut
+/// at the route group's timeout with a 408, before the host reads it to
+/// seal its secrets: it does not hold its connection for good.
+#[test]
+fn a_body_that_stops_coming_is_cut_at_the_route_groups_timeout() {
+    use std::io::{Read, Write};
+    let dir = zatabase_tests::scratch();
+    let manifest = dir.join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"spin_manifest_version = 2
+
+[application]
+name = "slow-bodies"
+
+[[trigger.http]]
+route = "/v1/auth/..."
+component = "auth"
+
+[[trigger.http]]
+route = "/v1/functions"
+component = "functions"
+
+[component.auth]
+source = {auth:?}
+[component.auth.tool.zatabase]
+capabilities = ["session", "platform-db", "auth", "log"]
+public_routes = ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
+
+[component.functions]
+source = {functions:?}
+[component.functions.tool.zatabase]
+capabilities = ["session", "platform-db", "functions", "log"]
+feature = "functions"
+timeout_ms = 1500
+"#,
+            auth = zatabase_tests::builtin_guest("auth").display().to_string(),
+            functions = zatabase_tests::builtin_guest("functions")
+                .display()
+                .to_string(),
+        ),
+    )
+    .unwrap();
+    let host = Host::builder().manifest(&manifest).start();
+    let token = host.token();
+    let address = host.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/functions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+                 content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\": \"slow\""
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let read = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"status\":408"), "{answer}");
+    assert!(answer.contains("did not arrive within 1500 ms"), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    // Nothing was created.
+    let listed = fn_get(&host, &token, "/v1/functions").json();
+    assert_eq!(listed["functions"], json!([]), "{listed}");
 }

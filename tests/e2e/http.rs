@@ -581,6 +581,56 @@ fn connections_past_the_cap_are_closed_and_the_others_served() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// A connection to `address` from `source` (another loopback address:
+/// another client).
+fn connect_from(source: [u8; 4], address: &str) -> std::net::TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let target: std::net::SocketAddr = address.parse().unwrap();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &std::net::SocketAddr::from((source, 0))).unwrap();
+    connect(&fd, &target).unwrap();
+    std::net::TcpStream::from(fd)
+}
+
+/// Whether `stream` is answered 200 to a health check (then closed).
+fn served(mut stream: std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn one_client_holds_only_its_share_of_the_connections() {
+    use std::io::Write;
+    let host = Host::builder()
+        .config("[http]\nmax_connections_per_client = 2\n")
+        .start();
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(address(&host)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Its third is closed unanswered (an answered one would stay open).
+    let mut surplus = std::net::TcpStream::connect(address(&host)).unwrap();
+    let _ = surplus.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_within(
+        &mut surplus,
+        std::time::Duration::from_secs(5)
+    ));
+    // Another client is served meanwhile.
+    assert!(served(connect_from([127, 0, 0, 2], &address(&host))));
+    // One of its own closed, the client has a slot again.
+    drop(held.remove(0));
+    assert!(zatabase_tests::eventually(
+        std::time::Duration::from_secs(5),
+        || served(std::net::TcpStream::connect(address(&host)).unwrap())
+    ));
+}
+
 #[test]
 fn a_client_that_reads_none_of_its_answers_is_cut_off() {
     use std::io::Write;

@@ -273,6 +273,11 @@ impl LoadedComponent {
         &self.name
     }
 
+    /// The wall-clock limit of one of its requests.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Drops its instances idle for `idle` or longer.
     pub fn expire_idle(&self, idle: Duration) {
         drop(self.warm.expire(idle));

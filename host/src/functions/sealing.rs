@@ -11,6 +11,8 @@
 //! body is the guest's to judge; a body that is not a JSON object goes on
 //! untouched, for the guest to refuse.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::Request;
 use http::{Method, StatusCode};
@@ -93,17 +95,32 @@ fn percent_decode(segment: &str) -> Option<String> {
 impl Functions {
     /// `request` with every secret it carries sealed for `caller`'s tenant,
     /// or the error that a secret's value earns.
+    /// The body must arrive `within` (the route group's own timeout, which
+    /// bounds its reading of a body too): hyper times the head, not the
+    /// body, and a body that stops coming would hold its connection for good.
     pub async fn seal_request(
         &self,
         caller: &Principal,
         carrying: Carrying,
         request: Request,
+        within: Duration,
     ) -> Result<Request, ApiError> {
         let (mut parts, body) = request.into_parts();
         // The body's limit was set by the caller; crossing it answers 413.
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
-        })?;
+        let bytes = tokio::time::timeout(within, axum::body::to_bytes(body, usize::MAX))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request's body did not arrive within {} ms",
+                        within.as_millis()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+            })?;
         let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
             return Ok(Request::from_parts(parts, Body::from(bytes)));
         };

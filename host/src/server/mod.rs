@@ -1,6 +1,7 @@
 //! The HTTP server: application state, the router, the layer stack, and
 //! serving with a graceful drain.
 
+mod connections;
 mod middleware;
 pub mod proxy;
 pub mod ratelimit;
@@ -331,7 +332,7 @@ async fn seal_secrets(
         (Some(carrying), Some((principal, _))) => {
             state
                 .functions
-                .seal_request(principal, carrying, request)
+                .seal_request(principal, carrying, request, component.timeout())
                 .await
         }
         _ => Ok(request),
@@ -355,7 +356,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// `http.header_read_timeout_ms` to send each request's head (the wait
 /// for the next one on a kept-alive connection included), and past
 /// `http.max_connections` a new connection is closed at once, so those
-/// being served keep their share. A client that stops reading its answers
+/// being served keep their share, as is one past its client's
+/// `http.max_connections_per_client` ([`connections`]). A client that stops reading its answers
 /// is cut after `http.send_timeout_ms` without progress ([`stall`]), and
 /// a request's head may take at most [`MAX_HEAD_BYTES`] of buffer.
 pub async fn serve(
@@ -365,6 +367,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = state.config.shutdown_grace();
     let max_connections = state.config.http.max_connections;
+    let state_per_client = state.config.http.max_connections_per_client;
     let send_timeout = Duration::from_millis(state.config.http.send_timeout_ms);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -379,6 +382,7 @@ pub async fn serve(
     let tasks = state.tasks.clone();
     let app = app(state);
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let per_client = connections::PerClient::new(state_per_client);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, client) = tokio::select! {
@@ -394,6 +398,17 @@ pub async fn serve(
             },
         };
         tracing::trace!(%client, "connection accepted");
+        let peer = client.ip();
+        let trusted = proxies.trusts(peer);
+        let held = if trusted {
+            None
+        } else {
+            let Some(held) = per_client.take(peer) else {
+                tracing::debug!(%client, "connection refused: http.max_connections_per_client reached");
+                continue;
+            };
+            Some(held)
+        };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::debug!(%client, "connection refused: http.max_connections reached");
             continue;
@@ -406,8 +421,7 @@ pub async fn serve(
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
         let app = app.clone();
-        let peer = client.ip();
-        let proxy = proxies.trusts(peer).then(|| proxies.clone());
+        let proxy = trusted.then(|| proxies.clone());
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
             let client = match &proxy {
@@ -435,7 +449,7 @@ pub async fn serve(
                     let _ = connection.await;
                 }
             }
-            drop(permit);
+            drop((permit, held));
         });
     }
     drop(listener);

@@ -3,7 +3,7 @@
 //! `X-Forwarded-For`. The rate limit, the login throttle and a function's
 //! `spin-client-addr` all see that address.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 use http::header::HeaderName;
@@ -35,6 +35,8 @@ impl TrustedProxies {
     /// its left was written by that client and proves nothing. An entry
     /// that is not an address ends the walk where it stands (the last
     /// address believed is the client), as does a header that is absent.
+    /// An entry may carry its client's port, as some proxies write it
+    /// (`203.0.113.9:51234`, `[2001:db8::1]:443`).
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = peer;
         // Bytes, not text: what the client wrote on the left may be
@@ -48,9 +50,13 @@ impl TrustedProxies {
             if !self.trusts(client) {
                 break;
             }
-            let address = std::str::from_utf8(entry)
-                .ok()
-                .and_then(|entry| entry.trim().parse::<IpAddr>().ok());
+            let address = std::str::from_utf8(entry).ok().and_then(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| entry.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
+            });
             match address {
                 Some(address) => client = address,
                 None => break,
@@ -123,8 +129,13 @@ mod tests {
         // Garbage ends the walk at the last address believed.
         let headers = forwarded(&["203.0.113.9, unknown, 10.0.0.7"]);
         assert_eq!(trusted.client(peer, &headers), ip("10.0.0.7"));
-        let headers = forwarded(&["198.51.100.4:80"]);
+        let headers = forwarded(&["198.51.100.4:80:80"]);
         assert_eq!(trusted.client(peer, &headers), peer);
+        // With the client's port, as some proxies write it.
+        let headers = forwarded(&["198.51.100.4:80"]);
+        assert_eq!(trusted.client(peer, &headers), ip("198.51.100.4"));
+        let headers = forwarded(&["[2001:db8::1]:443, 10.0.0.7:8080"]);
+        assert_eq!(trusted.client(peer, &headers), ip("2001:db8::1"));
         // What the client wrote cannot hide what the proxy appended.
         let mut headers = HeaderMap::new();
         headers.append(
