@@ -560,6 +560,15 @@ fn results_are_capped_in_bytes_too() {
     let over = host.sql_ok("SELECT repeat('x', 5000000) AS one", &[]);
     assert_eq!(over["rows"], json!([]));
     assert_eq!(over["truncated"], true);
+    // The cap holds for the JSON written, six times a control character's
+    // byte: of three rows of 400 kB of them (2.4 MB as JSON each), one.
+    let escaped = host.sql_ok(
+        "SELECT n, repeat(chr(1), 400000) AS v FROM generate_series(1, 3) AS n",
+        &[],
+    );
+    assert_eq!(escaped["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(escaped["rows"][0]["v"].as_str().unwrap().len(), 400_000);
+    assert_eq!(escaped["truncated"], true);
     // Empty values are not free: holding each costs the host memory.
     let empties: Vec<String> = (0..100).map(|n| format!("'' AS e{n}")).collect();
     let many = host.sql_ok(
@@ -986,7 +995,10 @@ fn a_tenant_cannot_change_how_results_are_typed_for_anyone() {
          CREATE FUNCTION yes_char(\"char\", \"char\") RETURNS bool LANGUAGE sql AS 'SELECT true';
          CREATE OPERATOR = (LEFTARG = \"char\", RIGHTARG = \"char\", FUNCTION = yes_char);
          CREATE TYPE mood AS ENUM ('fine');
-         CREATE TYPE jsonb AS ENUM ('not json')",
+         CREATE TYPE jsonb AS ENUM ('not json');
+         CREATE DOMAIN tags AS text[];
+         CREATE DOMAIN positive AS int4 CHECK (VALUE > 0);
+         CREATE DOMAIN small AS positive CHECK (VALUE < 10)",
         &[],
     );
     let schema = host.sql_ok("SELECT current_schema() AS s", &[])["rows"][0]["s"]
@@ -1002,6 +1014,15 @@ fn a_tenant_cannot_change_how_results_are_typed_for_anyone() {
     );
     assert_eq!(own["rows"], json!([{ "mood": "fine", "j": "not json" }]));
     assert_eq!(own["columns"][1]["type"], "jsonb");
+    // A domain reads as the type under it: an array, or a domain's domain.
+    let domains = host.sql_ok(
+        "SELECT ARRAY['a', 'b,c']::tags AS tags, 5::small AS small, ARRAY[5::small] AS smalls",
+        &[],
+    );
+    assert_eq!(
+        domains["rows"],
+        json!([{ "tags": ["a", "b,c"], "small": 5, "smalls": [5] }])
+    );
 
     // Another tenant's results are typed as ever.
     host.use_token(

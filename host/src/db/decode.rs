@@ -246,19 +246,36 @@ impl TypeCache {
         if missing.is_empty() {
             return Ok(());
         }
+        // A domain is read as the type under it, and an array (or a domain
+        // over one) by its elements' type and delimiter: `chain` walks from
+        // each type asked for through domains and at most one array to the
+        // type `r` its values are made of.
         let rows: Vec<(i64, String, String, bool, Option<String>)> = sqlx::query_as(
-            "SELECT t.oid::pg_catalog.int8, t.typname::pg_catalog.text, b.typname::pg_catalog.text, \
+            "WITH RECURSIVE chain(asked, oid, delimiter) AS ( \
+                 SELECT t.oid, t.oid, NULL::pg_catalog.text FROM pg_catalog.pg_type t \
+                 WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]::pg_catalog.oid[]) \
+               UNION ALL \
+                 SELECT c.asked, \
+                        CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd'::pg_catalog.\"char\" \
+                             THEN t.typbasetype ELSE t.typelem END, \
+                        CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd'::pg_catalog.\"char\" \
+                             THEN c.delimiter ELSE e.typdelim::pg_catalog.text END \
+                 FROM chain c \
+                 JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) c.oid \
+                 LEFT JOIN pg_catalog.pg_type e ON e.oid OPERATOR(pg_catalog.=) t.typelem \
+                 WHERE t.typtype OPERATOR(pg_catalog.=) 'd'::pg_catalog.\"char\" \
+                    OR (c.delimiter IS NULL AND e.oid IS NOT NULL \
+                        AND t.typcategory OPERATOR(pg_catalog.=) 'A'::pg_catalog.\"char\")) \
+             SELECT t.oid::pg_catalog.int8, t.typname::pg_catalog.text, r.typname::pg_catalog.text, \
                     n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,extensions}'::pg_catalog.name[]), \
-                    e.typdelim::pg_catalog.text \
-             FROM pg_catalog.pg_type t \
-             LEFT JOIN pg_catalog.pg_type e ON e.oid OPERATOR(pg_catalog.=) t.typelem \
-                  AND t.typcategory OPERATOR(pg_catalog.=) 'A'::pg_catalog.\"char\" \
-             LEFT JOIN pg_catalog.pg_type d ON d.oid OPERATOR(pg_catalog.=) t.typbasetype \
-                  AND t.typtype OPERATOR(pg_catalog.=) 'd'::pg_catalog.\"char\" \
-             JOIN pg_catalog.pg_type b \
-                  ON b.oid OPERATOR(pg_catalog.=) coalesce(e.oid, d.oid, t.oid) \
-             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) b.typnamespace \
-             WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]::pg_catalog.oid[])",
+                    c.delimiter \
+             FROM chain c \
+             JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) c.asked \
+             JOIN pg_catalog.pg_type r ON r.oid OPERATOR(pg_catalog.=) c.oid \
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.typnamespace \
+             WHERE r.typtype OPERATOR(pg_catalog.<>) 'd'::pg_catalog.\"char\" \
+               AND NOT (c.delimiter IS NULL AND r.typelem OPERATOR(pg_catalog.<>) '0'::pg_catalog.oid \
+                        AND r.typcategory OPERATOR(pg_catalog.=) 'A'::pg_catalog.\"char\")",
         )
         .bind(&missing)
         .fetch_all(&mut *conn)

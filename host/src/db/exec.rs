@@ -531,6 +531,11 @@ impl Fetched {
 
     /// The rows as the API's JSON text: an array of objects keyed by column
     /// name (a name used twice keeps its last column, as a JSON parser would).
+    /// The text is held to the same cap as the rows were read under: JSON
+    /// can be six times the value (a control character is `\u0001`), and a
+    /// key is written for every value. The rows past it are cut and the
+    /// result marked truncated; a value is written whole before it is
+    /// measured, so the most held is a value's JSON past the cap.
     pub fn json(self) -> Result<wit::JsonResult, SqlError> {
         let keys: Vec<Option<String>> = self
             .columns
@@ -541,9 +546,12 @@ impl Fetched {
                 (!shadowed).then(|| super::json::string(&column.name))
             })
             .collect();
-        let mut out = Vec::with_capacity(64 + self.rows.len() * 16 * keys.len().max(1));
+        let mut out =
+            Vec::with_capacity((64 + self.rows.len() * 16 * keys.len().max(1)).min(self.max_bytes));
+        let mut truncated = self.truncated;
         out.push(b'[');
-        for (r, row) in self.rows.iter().enumerate() {
+        'rows: for (r, row) in self.rows.iter().enumerate() {
+            let start = out.len();
             if r > 0 {
                 out.push(b',');
             }
@@ -563,6 +571,12 @@ impl Fetched {
                         .decoder
                         .write_json(desc.array_delimiter, text, &mut out),
                 }
+                // With the `}` and `]` still to come.
+                if out.len() + 2 > self.max_bytes {
+                    out.truncate(start);
+                    truncated = true;
+                    break 'rows;
+                }
             }
             out.push(b'}');
         }
@@ -571,7 +585,7 @@ impl Fetched {
             columns: self.columns,
             rows: String::from_utf8(out).expect("JSON written from strings is UTF-8"),
             affected_rows: self.affected_rows,
-            truncated: self.truncated,
+            truncated,
         })
     }
 }

@@ -842,9 +842,30 @@ impl Tx {
             TxConn::Tenant(_) => exec::COMMIT_AND_RESET,
             TxConn::Platform(_) => "COMMIT",
         };
-        match conn.conn().execute(sqlx::raw_sql(commit)).await {
-            Ok(_) => {
+        // Statements completed, to tell a failed commit from a reset that
+        // failed after it (a statement cancelled by a sibling request): the
+        // latter committed, and only the connection is lost.
+        let mut completed = 0;
+        let outcome = {
+            use futures::TryStreamExt;
+            let mut stream = conn.conn().fetch_many(sqlx::raw_sql(commit));
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(sqlx::Either::Left(_))) => completed += 1,
+                    Ok(Some(sqlx::Either::Right(_))) => {}
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
                 conn.release();
+                Ok(())
+            }
+            Err(e) if completed > 0 => {
+                tracing::warn!(error = %e, "a tenant connection's reset failed after its commit; closing it");
+                conn.discard();
                 Ok(())
             }
             Err(e) => {
