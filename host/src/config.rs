@@ -533,11 +533,13 @@ impl Config {
             "pool.max_connections and pool.tenant_max_connections must be positive"
         );
         if self.database_url.is_none() {
-            // Postgres keeps 3 for superusers; the host holds 3 more of its
-            // own (two listeners, the telemetry writer).
-            let needed = u64::from(self.pool.max_connections)
-                + u64::from(self.pool.tenant_max_connections)
-                + 6;
+            // Postgres keeps 3 for superusers; the platform's pool and the
+            // host's 3 of its own (two listeners, the telemetry writer) are
+            // reserved too (`reserved_connections`): they are the last slots
+            // free, so the platform's connections open before those run
+            // low are counted again among the rest, which tenants share.
+            let platform = u64::from(self.pool.max_connections) + 3;
+            let needed = 3 + 2 * platform + u64::from(self.pool.tenant_max_connections);
             ensure!(
                 u64::from(self.postgres.max_connections) >= needed,
                 "postgres.max_connections ({}) leaves no room for pool.max_connections, one \
@@ -694,7 +696,7 @@ mod tests {
         let mut crowded = Config::default();
         crowded.postgres.max_connections = 20;
         let message = crowded.validate().unwrap_err().to_string();
-        assert!(message.contains("at least 30"), "{message}");
+        assert!(message.contains("at least 49"), "{message}");
         crowded.database_url = Some("postgres://elsewhere/db".to_owned());
         assert!(
             crowded.validate().is_ok(),

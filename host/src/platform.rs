@@ -312,6 +312,9 @@ fn embedded_config(config: &Config) -> embedded::Config {
         port: config.postgres.port,
         fsync: config.postgres.fsync,
         max_connections: config.postgres.max_connections,
+        // The platform pool and the host's three connections of its own
+        // (two listeners, the telemetry writer).
+        reserved_connections: config.pool.max_connections + 3,
         shared_buffers: config.postgres.shared_buffers.clone(),
         run_as: config.postgres.run_as.clone(),
         start_timeout: Duration::from_secs(config.postgres.start_timeout_secs),

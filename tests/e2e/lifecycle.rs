@@ -420,3 +420,69 @@ fn features_turn_route_groups_off_and_unknown_ones_are_refused() {
         "{refused}"
     );
 }
+
+/// The embedded server reserves the platform's connections: busy tenants
+/// share what is left (here 40 − 3 for superusers − 13 for the platform −
+/// those the platform holds of the rest, about 6: about 18), past which a
+/// tenant's new connection is a 503 saying so, unless another tenant has
+/// one idle to give up, and the platform serves on.
+/// Without the reservation all 24 of six tenants' sleeps would fit.
+#[test]
+fn busy_tenants_cannot_take_the_platforms_connections() {
+    let host = Host::builder()
+        .config(
+            "[postgres]\nmax_connections = 40\n\
+             [pool]\nmax_connections = 10\ntenant_max_connections = 4\n",
+        )
+        .start();
+    assert_eq!(host.platform_sql("SHOW reserved_connections"), "13");
+    let tenants: Vec<String> = (0..6)
+        .map(|_| {
+            host.signup(
+                &zatabase_tests::unique_email("busy"),
+                "a long test password",
+            )
+            .access_token
+        })
+        .collect();
+    let url = host.url("/v1/sql");
+    let sleeps: Vec<_> = tenants
+        .iter()
+        .flat_map(|token| std::iter::repeat_n(token.clone(), 4))
+        .map(|token| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut answer = ureq::post(&url)
+                    .header("content-type", "application/json")
+                    .header("authorization", &format!("Bearer {token}"))
+                    .config()
+                    .http_status_as_error(false)
+                    .build()
+                    .send(&json!({ "query": "SELECT pg_sleep(2)" }).to_string())
+                    .unwrap();
+                (
+                    answer.status().as_u16(),
+                    answer.body_mut().read_to_string().unwrap(),
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = sleeps.into_iter().map(|t| t.join().unwrap()).collect();
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    // At least one tenant's share (the start check leaves it), not all.
+    assert!((4..24).contains(&served), "{served} served: {answers:?}");
+    for (status, body) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && body.contains("no connection free")),
+            "{answers:?}"
+        );
+    }
+    // The platform, meanwhile and after, is whole; and a new tenant, which
+    // the others' idle connections left no slot, has one of theirs.
+    let other = host.signup(
+        &zatabase_tests::unique_email("after"),
+        "a long test password",
+    );
+    host.use_token(&other.access_token);
+    assert_eq!(host.sql_ok("SELECT 1 AS one", &[])["rows"][0]["one"], 1);
+}

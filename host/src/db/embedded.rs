@@ -43,6 +43,10 @@ pub struct Config {
     /// Off only for throwaway clusters (tests): a crash can lose committed data.
     pub fsync: bool,
     pub max_connections: u32,
+    /// Of them, those only the platform (a superuser) may take, beside
+    /// Postgres's three for superusers: however many tenants are busy,
+    /// the platform can still open its pool and its own connections.
+    pub reserved_connections: u32,
     pub shared_buffers: String,
     /// The user to run Postgres as when the host is root.
     pub run_as: String,
@@ -95,6 +99,10 @@ impl Embedded {
             ("fsync", on_off(config.fsync)),
             ("full_page_writes", on_off(config.fsync)),
             ("max_connections", config.max_connections.to_string()),
+            (
+                "reserved_connections",
+                config.reserved_connections.to_string(),
+            ),
             ("shared_buffers", config.shared_buffers.clone()),
             ("logging_collector", "off".to_owned()),
             ("log_min_messages", "warning".to_owned()),

@@ -44,6 +44,9 @@ const ROLLBACK_WITHIN: Duration = Duration::from_secs(2);
 /// wait for one: the two listeners (sessions, functions) take two of them
 /// for good, two stay idle.
 const WARM_CONNECTIONS: u32 = 4;
+/// Other tenants' idle connections closed, at most, for one connection a
+/// tenant could not open because the server had no slot left.
+const SLOTS_FREED_AT_MOST: u32 = 5;
 
 /// A statement run once on each new platform connection, with its number
 /// of text parameters (each given the nil UUID, which matches nothing): a
@@ -360,6 +363,25 @@ impl Db {
             .clone()
     }
 
+    /// Closes the longest-idle connection of a tenant other than `except`
+    /// (for a tenant the server has no slot left for); whether there was
+    /// one.
+    async fn close_idle_elsewhere(&self, except: &str) -> bool {
+        let oldest = {
+            let pools = self.tenants.lock().expect("tenant pool map poisoned");
+            pools
+                .iter()
+                .filter(|(key, _)| key.as_str() != except)
+                .filter_map(|(_, pool)| Some((pool.oldest_idle()?, pool.clone())))
+                .min_by_key(|(since, _)| *since)
+                .map(|(_, pool)| pool)
+        };
+        match oldest {
+            Some(pool) => pool.close_oldest_idle().await,
+            None => false,
+        }
+    }
+
     /// Closes tenant connections idle past their timeout.
     pub fn sweep_idle(&self) {
         let pools: Vec<_> = self
@@ -468,6 +490,12 @@ fn acquire_error(e: sqlx::Error) -> SqlError {
             ErrorKind::Unavailable,
             "no database connection became free in time",
         ),
+        // Every slot the server leaves tenants is taken (by this host's
+        // tenants, or another's): load, not a fault.
+        sqlx::Error::Database(e) if e.code().as_deref() == Some("53300") => error(
+            ErrorKind::Unavailable,
+            "the database has no connection free for another tenant now; try again shortly",
+        ),
         other => {
             tracing::error!(error = %other, "acquiring a database connection");
             error(ErrorKind::Unavailable, "the database is unreachable")
@@ -569,14 +597,31 @@ impl TenantSql {
                 pool.acquire().await
             }
         };
-        match acquire().await {
-            // The login role's password is not the one the host derives: a
-            // tenant may change its own (`RESET ROLE; ALTER ROLE
-            // CURRENT_USER PASSWORD ...`). Provisioned again, it is the
-            // host's once more.
-            Err(AcquireError::Connect(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("28P01") => {}
-            other => return other.map_err(pool_error),
+        let mut slot_freed = 0;
+        loop {
+            match acquire().await {
+                // The login role's password is not the one the host derives:
+                // a tenant may change its own (`RESET ROLE; ALTER ROLE
+                // CURRENT_USER PASSWORD ...`). Provisioned again, it is the
+                // host's once more.
+                Err(AcquireError::Connect(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("28P01") =>
+                {
+                    break;
+                }
+                // The server has no slot left for tenants: other tenants'
+                // idle connections give theirs up, the longest idle first
+                // (their backends end a moment after; a few tries).
+                Err(AcquireError::Connect(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("53300")
+                        && slot_freed < SLOTS_FREED_AT_MOST
+                        && self.db.close_idle_elsewhere(&self.tenant.key).await =>
+                {
+                    slot_freed += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other.map_err(pool_error),
+            }
         }
         tracing::warn!(tenant = %self.tenant.key, "a tenant's login was refused; provisioning it again");
         if let Err(e) = self.db.provision(&self.tenant).await {

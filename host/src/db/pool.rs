@@ -209,6 +209,27 @@ impl TenantPool {
         idle.clear();
     }
 
+    /// When its longest-idle connection was put back, if it has one.
+    pub fn oldest_idle(&self) -> Option<Instant> {
+        let idle = self.idle.lock().expect("pool poisoned");
+        idle.first().map(|c| c.since)
+    }
+
+    /// Closes its longest-idle connection, telling its backend to end, so
+    /// another tenant can have the server's slot; whether it had one.
+    pub async fn close_oldest_idle(&self) -> bool {
+        let oldest = {
+            let mut idle = self.idle.lock().expect("pool poisoned");
+            if idle.is_empty() {
+                return false;
+            }
+            idle.remove(0)
+        };
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        let _ = oldest.conn.close().await;
+        true
+    }
+
     /// A connection of the pool's role outside the pool (and its limit):
     /// for work that outlives a request. Closed when dropped.
     pub async fn connect_unpooled(&self) -> Result<PgConnection, sqlx::Error> {
