@@ -49,6 +49,8 @@ pub struct Platform {
     embedded: Option<Embedded>,
     session_listener: tokio::task::JoinHandle<()>,
     function_listener: tokio::task::JoinHandle<()>,
+    /// Makes functions changed elsewhere again before their requests do.
+    function_maker: tokio::task::JoinHandle<()>,
     telemetry_writer: tokio::task::JoinHandle<()>,
     idle_sweeper: tokio::task::JoinHandle<()>,
     session_sweeper: tokio::task::JoinHandle<()>,
@@ -193,6 +195,10 @@ impl Platform {
             let (functions, pool) = (functions.clone(), db.platform_pool().clone());
             async move { functions.listen(pool).await }
         });
+        let function_maker = tokio::spawn({
+            let functions = functions.clone();
+            async move { functions.make_changed_again().await }
+        });
         let telemetry_writer = tokio::spawn({
             let (functions, db) = (functions.clone(), db.clone());
             let kept = config.functions.log_lines_kept;
@@ -252,6 +258,7 @@ impl Platform {
             embedded,
             session_listener,
             function_listener,
+            function_maker,
             telemetry_writer,
             idle_sweeper,
             session_sweeper,
@@ -264,6 +271,7 @@ impl Platform {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.session_listener.abort();
         self.function_listener.abort();
+        self.function_maker.abort();
         self.telemetry_writer.abort();
         match self.db.platform_pool().acquire().await {
             Ok(mut conn) => {

@@ -44,9 +44,21 @@ const ROLLBACK_WITHIN: Duration = Duration::from_secs(2);
 /// wait for one: the two listeners (sessions, functions) take two of them
 /// for good, two stay idle.
 const WARM_CONNECTIONS: u32 = 4;
-/// Other tenants' idle connections closed, at most, for one connection a
-/// tenant could not open because the server had no slot left.
-const SLOTS_FREED_AT_MOST: u32 = 5;
+/// The waits before a tenant tries again a connection the server had no
+/// slot left for, once another tenant's idle connection was closed for it.
+const SLOT_WAITS_MS: [u64; 5] = [10, 25, 50, 100, 200];
+
+/// Whether Postgres refused a connection because every slot it leaves
+/// ordinary roles is taken (53300 also says a role or a database is at its
+/// own `CONNECTION LIMIT`, which no other tenant's connection frees). By
+/// the message, the code being shared: a server whose messages are in
+/// another language is taken for not full.
+fn server_full(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code().as_deref() == Some("53300")
+        && (e.message().starts_with("sorry, too many clients")
+            || e.message()
+                .starts_with("remaining connection slots are reserved"))
+}
 
 /// A statement run once on each new platform connection, with its number
 /// of text parameters (each given the nil UUID, which matches nothing): a
@@ -491,10 +503,15 @@ fn acquire_error(e: sqlx::Error) -> SqlError {
             "no database connection became free in time",
         ),
         // Every slot the server leaves tenants is taken (by this host's
-        // tenants, or another's): load, not a fault.
-        sqlx::Error::Database(e) if e.code().as_deref() == Some("53300") => error(
+        // tenants, or another's), or the tenant's role has as many open as
+        // it may (across hosts): load, not a fault.
+        sqlx::Error::Database(e) if server_full(&*e) => error(
             ErrorKind::Unavailable,
             "the database has no connection free for another tenant now; try again shortly",
+        ),
+        sqlx::Error::Database(e) if e.code().as_deref() == Some("53300") => error(
+            ErrorKind::Unavailable,
+            "the tenant has as many database connections open as it may; try again shortly",
         ),
         other => {
             tracing::error!(error = %other, "acquiring a database connection");
@@ -597,7 +614,7 @@ impl TenantSql {
                 pool.acquire().await
             }
         };
-        let mut slot_freed = 0;
+        let mut tries = 0;
         loop {
             match acquire().await {
                 // The login role's password is not the one the host derives:
@@ -609,16 +626,24 @@ impl TenantSql {
                 {
                     break;
                 }
-                // The server has no slot left for tenants: other tenants'
-                // idle connections give theirs up, the longest idle first
-                // (their backends end a moment after; a few tries).
+                // The server has no slot left for tenants: another tenant's
+                // longest-idle connection gives its up. Its backend ends a
+                // moment after, so the connect is tried again a few times,
+                // waiting longer each time, and a second one is given up
+                // only when the first was not enough.
                 Err(AcquireError::Connect(sqlx::Error::Database(e)))
-                    if e.code().as_deref() == Some("53300")
-                        && slot_freed < SLOTS_FREED_AT_MOST
-                        && self.db.close_idle_elsewhere(&self.tenant.key).await =>
+                    if server_full(&*e) && tries < SLOT_WAITS_MS.len() =>
                 {
-                    slot_freed += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let given_up = match tries {
+                        0 | 3 => self.db.close_idle_elsewhere(&self.tenant.key).await,
+                        _ => false,
+                    };
+                    if tries == 0 && !given_up {
+                        // No other tenant has one idle: nothing to wait for.
+                        return Err(pool_error(AcquireError::Connect(sqlx::Error::Database(e))));
+                    }
+                    tokio::time::sleep(Duration::from_millis(SLOT_WAITS_MS[tries])).await;
+                    tries += 1;
                 }
                 other => return other.map_err(pool_error),
             }

@@ -47,9 +47,9 @@ pub mod templates;
 /// listens, and the most time it spends on them.
 const PRELOAD_AT_MOST: i64 = 64;
 const PRELOAD_WITHIN: Duration = Duration::from_secs(1);
-/// Changed functions this host makes again in the background at once;
-/// past it, their next requests do.
-const MADE_AGAIN_AT_ONCE: usize = 4;
+/// Changed functions queued to be made again in the background; past it,
+/// their next requests make them.
+const MADE_AGAIN_QUEUED: usize = 64;
 /// Compiled components kept in memory; past it they are dropped and read
 /// again from the on-disk cache when next resolved (a resolved function
 /// holds its own).
@@ -153,9 +153,10 @@ pub struct Functions {
     /// core at a time.
     compiling: crate::turns::Turns,
     listening: AtomicBool,
-    /// Functions being read again after a change ([`Functions::make_again`]),
-    /// each with whether another change came meanwhile.
-    making_again: Mutex<HashMap<String, bool>>,
+    /// Changed functions to make again ([`Functions::make_changed_again`]),
+    /// and the wake-up of the task that does.
+    making_again: Mutex<std::collections::VecDeque<String>>,
+    made_again_wake: tokio::sync::Notify,
     telemetry: Arc<Telemetry>,
     /// What every function is linked against, built once.
     linker: Linker<HostState>,
@@ -277,11 +278,16 @@ impl Deployments {
         );
     }
 
-    /// Whether this host made a deployment of the function `id` that it
-    /// still keeps: one it served, or read, lately.
+    /// Whether this host serves the function `id`: a deployment of it is
+    /// held (by a resolution, which a request made since the function's
+    /// last change, or by a request), or was found lately.
     fn made_for(&self, id: &str) -> bool {
         let kept = self.0.lock().expect("deployments poisoned");
-        kept.keys().any(|kept| kept.eq_ignore_ascii_case(id))
+        kept.iter().any(|(function_id, kept)| {
+            function_id.eq_ignore_ascii_case(id)
+                && (Arc::strong_count(&kept.deployment) > 1
+                    || kept.found.elapsed() < DEPLOYMENT_KEPT_UNUSED)
+        })
     }
 
     /// Drops the instances of every deployment idle for `idle` or longer.
@@ -333,7 +339,8 @@ impl Functions {
             loading: Mutex::new(HashMap::new()),
             compiling: crate::turns::Turns::per_core(),
             listening: AtomicBool::new(false),
-            making_again: Mutex::new(HashMap::new()),
+            making_again: Mutex::new(std::collections::VecDeque::new()),
+            made_again_wake: tokio::sync::Notify::new(),
             telemetry: Arc::new(Telemetry::default()),
             linker,
             secrets,
@@ -780,7 +787,7 @@ impl Functions {
 
     /// Listens for changed functions until the process ends, reconnecting
     /// after a failure (and remembering nothing meanwhile).
-    pub async fn listen(self: &Arc<Self>, pool: PgPool) {
+    pub async fn listen(&self, pool: PgPool) {
         loop {
             if let Err(error) = self.listen_once(&pool).await {
                 tracing::warn!(%error, "function listener failed; resolving every request until it is back");
@@ -791,7 +798,7 @@ impl Functions {
         }
     }
 
-    async fn listen_once(self: &Arc<Self>, pool: &PgPool) -> Result<(), sqlx::Error> {
+    async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut listener = Listener::start(pool, &[FUNCTION_CHANGED], &self.metrics).await?;
         self.forget_all();
         self.listening.store(true, Ordering::Release);
@@ -803,45 +810,45 @@ impl Functions {
             let served_here = self.deployments.made_for(&function_id);
             self.forget(&function_id);
             if served_here {
-                self.clone().make_again(function_id);
+                self.make_again(function_id);
             }
         }
         Ok(())
     }
 
-    /// Reads the function `id` again, in the background, and makes its
-    /// deployment as a request would (compiled, linked) and keeps it, at
-    /// most [`MADE_AGAIN_AT_ONCE`] functions at a time. A change notified
-    /// during the read reads it again once more.
-    fn make_again(self: Arc<Self>, id: String) {
-        {
-            let mut making_again = self.making_again.lock().expect("making again poisoned");
-            if let Some(again) = making_again.get_mut(&id) {
-                *again = true;
-                return;
-            }
-            if making_again.len() >= MADE_AGAIN_AT_ONCE {
-                // Its next request makes it.
-                return;
-            }
-            making_again.insert(id.clone(), false);
+    /// Queues the function `id` to be made again by
+    /// [`Functions::make_changed_again`]; a function already queued is
+    /// read when its turn comes, its latest change with it.
+    fn make_again(&self, id: String) {
+        let mut queue = self.making_again.lock().expect("making again poisoned");
+        if queue.len() < MADE_AGAIN_QUEUED && !queue.contains(&id) {
+            queue.push_back(id);
+            self.made_again_wake.notify_one();
         }
-        tokio::spawn(async move {
-            loop {
-                if let Err(error) = self.make_again_once(&id).await {
-                    // Its next request tries again, and answers for it.
-                    tracing::warn!(function_id = %id, error = format!("{error:#}"), "making a changed function again");
-                }
-                let mut making_again = self.making_again.lock().expect("making again poisoned");
-                match making_again.get_mut(&id) {
-                    Some(again) if *again => *again = false,
-                    _ => {
-                        making_again.remove(&id);
-                        return;
+        // Past the bound, its next request makes it.
+    }
+
+    /// Makes changed functions this host serves again, one at a time (one
+    /// compile turn at most), until the process ends: each read as a
+    /// request would read it, compiled and linked, and kept for the
+    /// request that finds it.
+    pub async fn make_changed_again(&self) {
+        loop {
+            let next = self
+                .making_again
+                .lock()
+                .expect("making again poisoned")
+                .pop_front();
+            match next {
+                Some(id) => {
+                    if let Err(error) = self.make_again_once(&id).await {
+                        // Its next request tries again, and answers for it.
+                        tracing::warn!(function_id = %id, error = format!("{error:#}"), "making a changed function again");
                     }
                 }
+                None => self.made_again_wake.notified().await,
             }
-        });
+        }
     }
 
     async fn make_again_once(&self, id: &str) -> anyhow::Result<()> {
@@ -860,7 +867,9 @@ impl Functions {
             environment,
             id: id.to_owned(),
         };
-        if let Some(function) = self.resolve(&lookup).await? {
+        // Fetched, not remembered as resolved: what keeps it is its
+        // deployment, until a request finds it (or, unused, it goes).
+        if let Some(function) = self.fetch(&lookup).await? {
             let version = function.deployment.as_ref().map(|d| d.version);
             tracing::info!(function_id = %id, version, "changed function made again");
         }

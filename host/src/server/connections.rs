@@ -7,6 +7,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a refusal is logged as a warning (the rest at debug): a proxy
+/// left out of `http.trusted_proxies` is one client, and its operator
+/// should hear of it.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The connections open by each client (only those with one open: the
 /// map holds at most `http.max_connections` entries).
@@ -14,6 +20,7 @@ use std::sync::{Arc, Mutex};
 pub struct PerClient {
     limit: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
+    warned: Mutex<Option<Instant>>,
 }
 
 /// One of a client's connections, counted until dropped.
@@ -28,6 +35,7 @@ impl PerClient {
         Arc::new(Self {
             limit,
             open: Mutex::new(HashMap::new()),
+            warned: Mutex::new(None),
         })
     }
 
@@ -37,6 +45,8 @@ impl PerClient {
         let mut open = self.open.lock().expect("connections poisoned");
         let count = open.entry(client).or_default();
         if *count >= self.limit {
+            drop(open);
+            self.refused(peer);
             return None;
         }
         *count += 1;
@@ -44,6 +54,23 @@ impl PerClient {
             owner: self.clone(),
             client,
         })
+    }
+}
+
+impl PerClient {
+    fn refused(&self, peer: IpAddr) {
+        let mut warned = self.warned.lock().expect("connections poisoned");
+        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *warned = Some(Instant::now());
+            tracing::warn!(
+                client = %peer,
+                limit = self.limit,
+                "a client's connection refused: it holds http.max_connections_per_client \
+                 (a proxy? list it in http.trusted_proxies)"
+            );
+        } else {
+            tracing::debug!(client = %peer, "connection refused: http.max_connections_per_client reached");
+        }
     }
 }
 

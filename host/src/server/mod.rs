@@ -404,7 +404,6 @@ pub async fn serve(
             None
         } else {
             let Some(held) = per_client.take(peer) else {
-                tracing::debug!(%client, "connection refused: http.max_connections_per_client reached");
                 continue;
             };
             Some(held)
