@@ -78,9 +78,25 @@ fn param(json: &Json) -> Value {
 
 /// The rows of the (last) statement, each deserialised into `T` (a struct
 /// with the columns as fields, or `serde_json::Value`).
+///
+/// A result past the host's caps (`sql.max_rows`, `sql.max_result_bytes`)
+/// is an error of kind `InvalidInput`, never some of its rows as if they
+/// were all: add a `LIMIT`, or page. The statement ran all the same (an
+/// `INSERT ... RETURNING` past the caps has inserted its rows).
 pub fn query<T: DeserializeOwned>(statement: &str, params: &[Json]) -> Result<Vec<T>, Error> {
     let params: Vec<Value> = params.iter().map(param).collect();
     let result = wit::execute_json(statement, &params)?;
+    if result.truncated {
+        return Err(Error {
+            kind: ErrorKind::InvalidInput,
+            code: None,
+            message: "the result is larger than the host returns at once; add a LIMIT or page \
+                      through it"
+                .to_owned(),
+            detail: None,
+            position: None,
+        });
+    }
     serde_json::from_str(&result.rows).map_err(|e| Error {
         kind: ErrorKind::InvalidInput,
         code: None,

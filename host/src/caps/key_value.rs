@@ -125,6 +125,14 @@ impl Store {
                 vec![],
             )
             .await?;
+        if found.truncated {
+            // Written past the value limit through SQL: too large for one
+            // result, which is not the same as missing.
+            return Err(Failure::Other(
+                "the value is larger than one result may be; it was written past the store's limit"
+                    .to_owned(),
+            ));
+        }
         Ok(match found.rows.into_iter().next() {
             Some(row) => match row.into_iter().next() {
                 Some(Value::Scalar(Scalar::Bytes(bytes))) => Some(bytes),
@@ -199,6 +207,14 @@ impl Store {
                 .await?;
             let full = page.rows.len() == KEYS_PER_PAGE || page.truncated;
             let read = page.rows.len();
+            if read == 0 && page.truncated {
+                // A key written past the key limit through SQL, too large
+                // for a result: the listing would end short without a word.
+                return Err(Failure::Other(
+                    "a key is larger than one result may be; it was written past the store's limit"
+                        .to_owned(),
+                ));
+            }
             let before = listed_bytes;
             for row in page.rows {
                 if let Some(Value::Scalar(Scalar::Text(key))) = row.into_iter().next() {

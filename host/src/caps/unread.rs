@@ -61,8 +61,12 @@ pub struct Reserved(Held);
 
 impl Reserved {
     /// Counts `bytes` more; or why not, when what others hold unread
-    /// leaves no room.
+    /// leaves no room. Nothing more always fits (a result may be past the
+    /// bound alone, and an empty stream must still be had beside it).
     pub fn grow(&mut self, bytes: usize) -> Result<(), String> {
+        if bytes == 0 {
+            return Ok(());
+        }
         let held = &mut self.0;
         let mut unread = held.unread.load(Ordering::Relaxed);
         loop {
@@ -158,6 +162,8 @@ mod tests {
         let unread = Unread::default();
         let big = unread.stream(vec![0u8], MAX_UNREAD_BYTES * 2).unwrap();
         assert!(unread.stream(vec![0u8], 1).is_err());
+        // An empty stream is always had (a failed call answers with one).
+        assert!(unread.stream(Vec::<u8>::new(), 0).is_ok());
         drop(big);
         assert_eq!(unread.bytes(), 0);
         let held: Vec<_> = (0..4)

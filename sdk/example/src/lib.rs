@@ -1,5 +1,5 @@
 //! A guestbook: `POST /` with `{"name", "message"}` signs it, `GET /` reads
-//! it. The HTTP side is spin-sdk's; the table is the tenant's own, reached
+//! its first hundred entries. The HTTP side is spin-sdk's; the table is the tenant's own, reached
 //! through `zatabase_sdk::sql`, and each signature is logged. Anyone who
 //! can call the function reads; signing takes Write on the `guestbook`
 //! table (`zatabase_sdk::check`): the function's SQL has the tenant's full
@@ -47,7 +47,8 @@ fn handle(request: Request) -> impl IntoResponse {
     }
     match request.method() {
         Method::Get => match zatabase_sdk::sql::query::<Entry>(
-            "SELECT id, name, message, signed_at::text AS signed_at FROM guestbook ORDER BY id",
+            // The first hundred: a result past the host's caps is an error.
+            "SELECT id, name, message, signed_at::text AS signed_at FROM guestbook ORDER BY id LIMIT 100",
             &[],
         ) {
             Ok(entries) => answer(200, json!({ "entries": entries })),
