@@ -439,7 +439,7 @@ pub fn load(
     let started = Instant::now();
     let id = spec.id.clone();
     let (component, origin) = cache
-        .load(engine.wasmtime(), &spec.wasm)
+        .load_pinned(engine.wasmtime(), &spec.wasm)
         .with_context(|| format!("component `{id}`"))?;
     caps::check_imports(engine.wasmtime(), &component, &id, &spec.grants)?;
     let pre = link(
@@ -645,10 +645,7 @@ impl Dispatcher {
                 ctx.function.as_ref().map(|f| f.egress.clone()),
                 ctx.function.as_ref().map_or("", |f| f.tenant.key.as_str()),
             ),
-            limiter: MemoryLimiter {
-                max_memory: component.memory_bytes,
-                max_table_elements: 100_000,
-            },
+            limiter: MemoryLimiter::new(component.memory_bytes, 100_000),
             session: SessionState {
                 principal: ctx.principal.clone(),
                 access: ctx.access.clone(),

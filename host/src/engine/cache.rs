@@ -41,6 +41,10 @@ pub struct CompileCache {
     /// when last: their entries stay a while, stored or not (an upload is
     /// compiled before its bytes are stored).
     used: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Components this process runs for as long as it lives (the route
+    /// groups, loaded once at start and never stored as deployments):
+    /// their entries always stay.
+    pinned: Arc<Mutex<HashSet<String>>>,
 }
 
 /// How long an entry this process used stays when nothing stored needs it.
@@ -78,6 +82,7 @@ impl CompileCache {
             dir: dir.to_path_buf(),
             engine_key,
             used: Arc::default(),
+            pinned: Arc::default(),
         })
     }
 
@@ -117,6 +122,11 @@ impl CompileCache {
             let stale = match rest.split_once('.') {
                 Some((key, "cwasm")) if key == self.engine_key => {
                     !stored.contains(sha256)
+                        && !self
+                            .pinned
+                            .lock()
+                            .expect("cache marks poisoned")
+                            .contains(sha256)
                         && !self
                             .used
                             .lock()
@@ -161,6 +171,21 @@ impl CompileCache {
 
     fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
+    }
+
+    /// [`CompileCache::load`], its entry kept for as long as this process
+    /// lives (see `pinned`).
+    pub fn load_pinned(
+        &self,
+        engine: &wasmtime::Engine,
+        wasm: &[u8],
+    ) -> anyhow::Result<(Component, Origin)> {
+        let sha = hex::encode(Sha256::digest(wasm));
+        self.pinned
+            .lock()
+            .expect("cache marks poisoned")
+            .insert(sha);
+        self.load(engine, wasm)
     }
 
     /// The compiled component for `wasm`: from the cache, or compiled now
@@ -281,6 +306,12 @@ mod tests {
             1
         );
         assert!(!dir.join(format!("{used}-{key}.cwasm")).exists());
+        // A route group's, pinned, stays however long unused.
+        let (empty, _) = cache.load_pinned(&engine, EMPTY_COMPONENT).unwrap();
+        drop(empty);
+        let much_later = Instant::now() + KEPT_AFTER_USE * 10;
+        assert_eq!(cache.retain_as_of(&HashSet::new(), much_later), 1);
+        assert!(dir.join(format!("{used}-{key}.cwasm")).exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

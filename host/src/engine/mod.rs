@@ -70,6 +70,9 @@ impl Engine {
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 2)
             .total_stacks(config.max_instances)
+            .max_memories_per_component(limits::MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(limits::TABLES_PER_COMPONENT)
+            .max_core_instances_per_component(limits::CORE_INSTANCES_PER_COMPONENT)
             .max_memory_size(config.max_memory_bytes)
             // A request's instance reuses a warm slot: reset its memory with
             // memset (or the kernel's dirty-page scan) instead of returning
