@@ -99,6 +99,7 @@ impl Platform {
         let defaults = ComponentDefaults {
             timeout: Duration::from_millis(config.components.timeout_ms),
             memory_mb: config.components.memory_mb,
+            max_memory_mb: config.components.max_memory_mb,
         };
         let metrics = Arc::new(Metrics::new());
         let specs = app.components.clone();

@@ -821,6 +821,10 @@ component = "unchecked"
 route = "/caller-tx"
 component = "unchecked"
 
+[[trigger.http]]
+route = "/caller-txs"
+component = "unchecked"
+
 [component.auth]
 source = {auth:?}
 [component.auth.tool.zatabase]
@@ -915,6 +919,28 @@ fn the_host_bounds_a_route_groups_sql_by_its_sql_grants_alone() {
         json!([{ "body": "first" }, { "body": "writer" }]),
         "only the writer's row landed"
     );
+}
+
+/// An instance holds at most two transactions open at once: each may hold
+/// one of its tenant's turns for transactions until its timeout. Dropping
+/// one makes room.
+#[test]
+fn an_instance_holds_only_so_many_transactions_open() {
+    let host = unchecked_sql_host("Tables/*");
+    let alice = host.signup(&unique_email("txs"), PASSWORD);
+    let held = call(&host, "GET", "/caller-txs", &alice.access_token, None);
+    assert_eq!(held.status, 200, "{}", held.text());
+    let answers = held.json();
+    assert_eq!(answers[0], "open");
+    assert_eq!(answers[1], "open");
+    assert!(
+        answers[2]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 transactions open at once"),
+        "{answers}"
+    );
+    assert_eq!(answers[3], "open", "{answers}");
 }
 
 #[test]

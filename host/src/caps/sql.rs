@@ -41,7 +41,15 @@ pub struct SqlState {
     /// a transaction it opens may be held as long as the client takes to
     /// send, and takes one of the tenant pool's turns for that.
     pub body_streams: bool,
+    /// Transactions begun and not yet dropped, at most
+    /// [`MAX_OPEN_TRANSACTIONS`]: one request (a function's, whose body
+    /// streams) could otherwise hold every one of its tenant's turns for
+    /// transactions until its timeout.
+    pub open_transactions: usize,
 }
+
+/// Transactions one instance may hold open at once.
+pub const MAX_OPEN_TRANSACTIONS: usize = 2;
 
 impl SqlState {
     /// The tenant, if the caller's grants allow any SQL, and whether only
@@ -113,11 +121,23 @@ impl Host for SqlState {
     }
 
     async fn begin(&mut self) -> Result<wasmtime::component::Resource<Transaction>, SqlError> {
+        if self.open_transactions >= MAX_OPEN_TRANSACTIONS {
+            return Err(error(
+                ErrorKind::Unavailable,
+                format!(
+                    "an instance holds at most {MAX_OPEN_TRANSACTIONS} transactions open at once; \
+                     commit or drop one first"
+                ),
+            ));
+        }
         let (tenant, read_only) = self.scope()?;
         let tx = tenant.begin(read_only, self.body_streams).await?;
-        self.table
+        let pushed = self
+            .table
             .push(Transaction { tx, read_only })
-            .map_err(|e| error(ErrorKind::Internal, e.to_string()))
+            .map_err(|e| error(ErrorKind::Internal, e.to_string()))?;
+        self.open_transactions += 1;
+        Ok(pushed)
     }
 }
 
@@ -157,7 +177,9 @@ impl HostTransaction for SqlState {
         &mut self,
         tx: wasmtime::component::Resource<Transaction>,
     ) -> wasmtime::Result<()> {
-        self.table.delete(tx)?.tx.finish().await;
+        let transaction = self.table.delete(tx)?;
+        self.open_transactions -= 1;
+        transaction.tx.finish().await;
         Ok(())
     }
 }

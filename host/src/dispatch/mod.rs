@@ -233,6 +233,9 @@ impl std::fmt::Debug for FunctionContext {
 pub struct ComponentDefaults {
     pub timeout: Duration,
     pub memory_mb: u64,
+    /// `components.max_memory_mb`: a component naming more is refused at
+    /// load (the engine's slots are no larger).
+    pub max_memory_mb: u64,
 }
 
 /// The instances of one component that may go on working after their
@@ -452,6 +455,11 @@ pub fn load(
     )
     .with_context(|| format!("component `{id}`"))?;
     let memory_mb = spec.memory_mb.unwrap_or(defaults.memory_mb);
+    anyhow::ensure!(
+        memory_mb <= defaults.max_memory_mb,
+        "component `{id}`: memory_mb {memory_mb} is past components.max_memory_mb ({})",
+        defaults.max_memory_mb
+    );
     let route = match &pre {
         HandlerPre::P2(proxy) => route::indices(engine, &component, proxy.instance_pre())
             .with_context(|| format!("component `{id}`"))?,
@@ -664,6 +672,7 @@ impl Dispatcher {
                     grants: component.sql_grants.clone(),
                     table: ResourceTable::new(),
                     body_streams: false,
+                    open_transactions: 0,
                 },
                 None => SqlState {
                     tenant: ctx.principal.as_ref().and_then(|p| {
@@ -674,6 +683,7 @@ impl Dispatcher {
                     grants: component.sql_grants.clone(),
                     table: ResourceTable::new(),
                     body_streams: false,
+                    open_transactions: 0,
                 },
             },
             platform_db: PlatformDbState {

@@ -17,6 +17,12 @@ use anyhow::{Context, bail, ensure};
 use crate::auth::access::SqlGrant;
 use crate::caps::Capability;
 
+/// The longest `timeout_ms` a component may name: an hour.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+/// The most `memory_mb` a component may name, as `components.max_memory_mb`
+/// may be (the host refuses one past its own at load).
+const MAX_MEMORY_MB: u64 = 4096;
+
 /// The manifest compiled into the binary, and the files it names.
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_app.rs"));
@@ -263,10 +269,16 @@ pub fn resolve(
             None => None,
         };
         if let Some(timeout) = zatabase.and_then(|z| z.timeout_ms) {
-            ensure!(timeout > 0, "component `{id}`: timeout_ms must be positive");
+            ensure!(
+                (1..=MAX_TIMEOUT_MS).contains(&timeout),
+                "component `{id}`: timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"
+            );
         }
         if let Some(memory) = zatabase.and_then(|z| z.memory_mb) {
-            ensure!(memory > 0, "component `{id}`: memory_mb must be positive");
+            ensure!(
+                (1..=MAX_MEMORY_MB).contains(&memory),
+                "component `{id}`: memory_mb must be between 1 and {MAX_MEMORY_MB}"
+            );
         }
         let body_limit_bytes = match zatabase.and_then(|z| z.body_limit_mb) {
             Some(mb) => {
@@ -282,8 +294,15 @@ pub fn resolve(
             .map(|z| z.public_routes.clone())
             .unwrap_or_default();
         for path in &public_routes {
+            // Compared with the request's path as it is: a parameter
+            // (`:id`, `{id}`), an empty segment or a trailing slash would
+            // never match one, and the route would stay private unsaid.
+            let exact = path.starts_with('/')
+                && !path.contains([':', '{', '}'])
+                && (path == "/" || !path.ends_with('/'))
+                && !path.contains("//");
             ensure!(
-                !path.contains(':') && routes.iter().any(|r| &r.component == id && r.covers(path)),
+                exact && routes.iter().any(|r| &r.component == id && r.covers(path)),
                 "component `{id}`: public route `{path}` is not an exact path the component serves"
             );
         }
