@@ -3172,29 +3172,12 @@ fn an_answer_begun_before_its_request_body_crossed_the_limit_is_cut() {
 #[test]
 fn a_body_that_stops_coming_is_cut_at_the_route_groups_timeout() {
     use std::io::{Read, Write};
-    let dir = zatabase_tests::scratch();
-    let manifest = dir.join("spin.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"spin_manifest_version = 2
-
-[application]
-name = "slow-bodies"
-
-[[trigger.http]]
-route = "/v1/auth/..."
-component = "auth"
-
-[[trigger.http]]
+    let manifest = zatabase_tests::manifest_with_auth(
+        &zatabase_tests::scratch(),
+        &format!(
+            r#"[[trigger.http]]
 route = "/v1/functions"
 component = "functions"
-
-[component.auth]
-source = {auth:?}
-[component.auth.tool.zatabase]
-capabilities = ["session", "platform-db", "auth", "log"]
-public_routes = ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
 
 [component.functions]
 source = {functions:?}
@@ -3203,13 +3186,11 @@ capabilities = ["session", "platform-db", "functions", "log"]
 feature = "functions"
 timeout_ms = 1500
 "#,
-            auth = zatabase_tests::builtin_guest("auth").display().to_string(),
             functions = zatabase_tests::builtin_guest("functions")
                 .display()
                 .to_string(),
         ),
-    )
-    .unwrap();
+    );
     let host = Host::builder().manifest(&manifest).start();
     let token = host.token();
     let address = host.base.trim_start_matches("http://");

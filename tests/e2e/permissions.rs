@@ -2,9 +2,7 @@
 //! grant lets a second user do in someone else's project.
 
 use serde_json::{Value, json};
-use zatabase_tests::{
-    Account, Host, Resp, builtin_guest, fixture, function_fixture, scratch, unique_email,
-};
+use zatabase_tests::{Account, Host, Resp, fixture, function_fixture, scratch, unique_email};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -792,28 +790,10 @@ fn a_reader_of_records_and_collections_reads_a_project_that_has_none_yet() {
 fn unchecked_sql_host(sql_grants: &str) -> Host {
     let dir = scratch();
     std::fs::copy(fixture("misbehave"), dir.join("misbehave.wasm")).unwrap();
-    let manifest = dir.join("spin.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"spin_manifest_version = 2
-
-[application]
-name = "unchecked-sql"
-
-[[trigger.http]]
-route = "/v1/auth/..."
-component = "auth"
-
-[[trigger.http]]
-route = "/v1/whoami"
-component = "auth"
-
-[[trigger.http]]
-route = "/v1/permissions/..."
-component = "auth"
-
-[[trigger.http]]
+    let manifest = zatabase_tests::manifest_with_auth(
+        &dir,
+        &format!(
+            r#"[[trigger.http]]
 route = "/caller-sql"
 component = "unchecked"
 
@@ -825,22 +805,14 @@ component = "unchecked"
 route = "/caller-txs"
 component = "unchecked"
 
-[component.auth]
-source = {auth:?}
-[component.auth.tool.zatabase]
-capabilities = ["session", "platform-db", "auth", "log"]
-public_routes = ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
-
 [component.unchecked]
 source = "misbehave.wasm"
 [component.unchecked.tool.zatabase]
 capabilities = ["platform-db", "sql", "log"]
 sql_grants = [{sql_grants:?}]
-"#,
-            auth = builtin_guest("auth").display().to_string(),
+"#
         ),
-    )
-    .unwrap();
+    );
     Host::builder().manifest(&manifest).start()
 }
 

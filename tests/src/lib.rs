@@ -452,6 +452,45 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A built-in route group's component, as the host's build left it
 /// (`zatabase_guest_<name>.wasm` in the guests' target directory), for
 /// manifests that mount it beside a fixture.
+/// A manifest in `dir`: the built-in auth route group (so a test can sign
+/// up, log in and grant) beside `rest` (more triggers and components, as
+/// TOML, their sources relative to `dir`).
+pub fn manifest_with_auth(dir: &Path, rest: &str) -> PathBuf {
+    let manifest = dir.join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"spin_manifest_version = 2
+
+[application]
+name = "test"
+
+[[trigger.http]]
+route = "/v1/auth/..."
+component = "auth"
+
+[[trigger.http]]
+route = "/v1/whoami"
+component = "auth"
+
+[[trigger.http]]
+route = "/v1/permissions/..."
+component = "auth"
+
+[component.auth]
+source = {auth:?}
+[component.auth.tool.zatabase]
+capabilities = ["session", "platform-db", "auth", "log"]
+public_routes = ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
+
+{rest}"#,
+            auth = builtin_guest("auth").display().to_string(),
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
 pub fn builtin_guest(name: &str) -> PathBuf {
     let path = target_dir()
         .join("guests/wasm32-wasip2/guest")
