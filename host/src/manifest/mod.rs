@@ -149,6 +149,26 @@ impl Route {
         }
         shapes
     }
+
+    /// Where its parameters stand, and its wildcard if it has one, each as
+    /// the shape of the path before it. The router takes no wildcard and
+    /// parameter at one place (`/a/...` beside `/a/:id` or `/a/:id/b`),
+    /// whatever follows.
+    fn open_segments(&self) -> (Vec<String>, Option<String>) {
+        let mut prefix = String::new();
+        let mut params = Vec::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(l) => prefix.push_str(&format!("/{l}")),
+                Segment::Param(_) => {
+                    params.push(format!("{prefix}/"));
+                    prefix.push_str("/:");
+                }
+            }
+        }
+        let wildcard = self.wildcard.then(|| format!("{prefix}/"));
+        (params, wildcard)
+    }
 }
 
 /// Reads a file the manifest names, by its path as written there.
@@ -207,7 +227,7 @@ pub fn resolve(
         manifest.spin_manifest_version
     );
 
-    let mut routes = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
     let mut shapes = BTreeMap::new();
     for trigger in &manifest.trigger.http {
         ensure!(
@@ -222,6 +242,19 @@ pub fn resolve(
             if let Some(other) = shapes.insert(shape, route.pattern.clone()) {
                 bail!("routes `{other}` and `{}` overlap", route.pattern);
             }
+        }
+        // A wildcard where another route has a parameter.
+        let (params, wildcard) = route.open_segments();
+        for other in &routes {
+            let (other_params, other_wildcard) = other.open_segments();
+            let clash = wildcard.as_ref().is_some_and(|w| other_params.contains(w))
+                || other_wildcard.as_ref().is_some_and(|w| params.contains(w));
+            ensure!(
+                !clash,
+                "routes `{}` and `{}` overlap: a wildcard and a parameter at one segment",
+                other.pattern,
+                route.pattern
+            );
         }
         routes.push(route);
     }
