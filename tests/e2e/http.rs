@@ -555,22 +555,31 @@ fn a_client_that_sends_half_a_head_is_not_waited_for() {
     assert_eq!(host.get("/health").status, 200);
 }
 
+/// Opens `count` connections to the host and holds them; then the next
+/// one, asking for something, is closed unanswered (an answered one would
+/// stay open). The held ones.
+fn hold_and_see_the_next_closed(host: &Host, count: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let held = (0..count)
+        .map(|_| std::net::TcpStream::connect(address(host)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut surplus = std::net::TcpStream::connect(address(host)).unwrap();
+    let _ = surplus.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(closed_within(
+        &mut surplus,
+        std::time::Duration::from_secs(5)
+    ));
+    held
+}
+
 #[test]
 fn connections_past_the_cap_are_closed_and_the_others_served() {
     use std::io::Write;
     let host = Host::builder()
         .config("[http]\nmax_connections = 3\n")
         .start();
-    let held: Vec<std::net::TcpStream> = (0..3)
-        .map(|_| std::net::TcpStream::connect(address(&host)).unwrap())
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut surplus = std::net::TcpStream::connect(address(&host)).unwrap();
-    let _ = surplus.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(closed_within(
-        &mut surplus,
-        std::time::Duration::from_secs(5)
-    ));
+    let held = hold_and_see_the_next_closed(&host, 3);
     // One held connection asks for something: it is served.
     let mut first = held.into_iter().next().unwrap();
     first
@@ -606,21 +615,10 @@ fn served(mut stream: std::net::TcpStream) -> bool {
 
 #[test]
 fn one_client_holds_only_its_share_of_the_connections() {
-    use std::io::Write;
     let host = Host::builder()
         .config("[http]\nmax_connections_per_client = 2\n")
         .start();
-    let mut held: Vec<std::net::TcpStream> = (0..2)
-        .map(|_| std::net::TcpStream::connect(address(&host)).unwrap())
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // Its third is closed unanswered (an answered one would stay open).
-    let mut surplus = std::net::TcpStream::connect(address(&host)).unwrap();
-    let _ = surplus.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(closed_within(
-        &mut surplus,
-        std::time::Duration::from_secs(5)
-    ));
+    let mut held = hold_and_see_the_next_closed(&host, 2);
     // Another client is served meanwhile.
     assert!(served(connect_from([127, 0, 0, 2], &address(&host))));
     // One of its own closed, the client has a slot again.

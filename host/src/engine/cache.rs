@@ -184,8 +184,8 @@ impl CompileCache {
         self.pinned
             .lock()
             .expect("cache marks poisoned")
-            .insert(sha);
-        self.load(engine, wasm)
+            .insert(sha.clone());
+        self.load_hashed(engine, wasm, sha)
     }
 
     /// The compiled component for `wasm`: from the cache, or compiled now
@@ -195,7 +195,16 @@ impl CompileCache {
         engine: &wasmtime::Engine,
         wasm: &[u8],
     ) -> anyhow::Result<(Component, Origin)> {
-        let sha = hex::encode(Sha256::digest(wasm));
+        self.load_hashed(engine, wasm, hex::encode(Sha256::digest(wasm)))
+    }
+
+    /// [`CompileCache::load`] of `wasm`, whose sha256 is `sha`.
+    fn load_hashed(
+        &self,
+        engine: &wasmtime::Engine,
+        wasm: &[u8],
+        sha: String,
+    ) -> anyhow::Result<(Component, Origin)> {
         self.mark_used(&sha);
         let path = self.path(&sha);
         if path.exists() {
