@@ -37,6 +37,11 @@ impl Tasks {
         self.stopping.clone().cancelled_owned()
     }
 
+    /// Whether the host has begun to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
     /// Says the host is stopping and waits for the work to end, at most
     /// `grace`; then cuts what is left and waits for that. Whether the
     /// work ended by itself.

@@ -2506,6 +2506,82 @@ fn a_tick_that_fails_after_its_head_is_recorded_as_failed() {
     assert_eq!(listed["triggers"][0]["last_status"], 500, "{listed}");
 }
 
+/// A host runs at most 16 of one project's ticks at once (of its 64), so
+/// one project's every-second schedules on a slow function leave the rest
+/// to other projects; what it leaves stays due and runs at the next claim.
+#[test]
+fn one_projects_ticks_take_only_their_share_of_a_host() {
+    let host = Host::start();
+    let token = host.token();
+    let id = deployed(&host, &token, json!({ "name": "napper" }), spin7());
+    let triggers = format!("/v1/functions/{id}/triggers");
+    for _ in 0..20 {
+        let created = call(
+            &host,
+            "POST",
+            &triggers,
+            &token,
+            Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": "/nap" })),
+        );
+        assert_eq!(created.status, 201, "{}", created.text());
+    }
+    let mut listed = Value::Null;
+    assert!(
+        zatabase_tests::eventually(std::time::Duration::from_secs(30), || {
+            listed = fn_get(&host, &token, &triggers).json();
+            listed["triggers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["last_status"] == 200)
+        }),
+        "every trigger ticks: {listed}"
+    );
+    // How many ran at once, by their lines' times: a tick runs from its
+    // first line to its last (or on, if that is not written yet).
+    let logs = fn_get(
+        &host,
+        &token,
+        &format!("/v1/functions/{id}/logs?limit=1000"),
+    )
+    .json();
+    let mut ticks: std::collections::HashMap<String, (Option<String>, Option<String>)> =
+        std::collections::HashMap::new();
+    for line in logs["logs"].as_array().unwrap() {
+        let tick = ticks
+            .entry(line["request_id"].as_str().unwrap().to_owned())
+            .or_default();
+        let at = Some(line["at"].as_str().unwrap().to_owned());
+        match line["message"].as_str().unwrap() {
+            "nap begins" => tick.0 = at,
+            "nap ends" => tick.1 = at,
+            other => panic!("{other}"),
+        }
+    }
+    let mut events: Vec<(String, i32)> = Vec::new();
+    for (begun, ended) in ticks.into_values() {
+        if let Some(begun) = begun {
+            events.push((begun, 1));
+            events.push((ended.unwrap_or_else(|| "9999".to_owned()), -1));
+        }
+    }
+    // An end before a begin at one instant.
+    events.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in &events {
+        now += step;
+        most = most.max(now);
+    }
+    assert!(
+        (2..=16).contains(&most),
+        "{most} of one project's ticks ran at once"
+    );
+    assert!(
+        !host.log().contains("a claimed tick found no room"),
+        "every claimed tick ran"
+    );
+}
+
 #[test]
 fn a_cron_trigger_calls_the_function_on_schedule() {
     let host = Host::start();

@@ -75,19 +75,25 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
             "`schedule` must be at most {MAX_SCHEDULE_BYTES} characters"
         )));
     }
-    let next = functions::next_run(&schedule)
-        .map_err(|e| ApiError::unprocessable(format!("`schedule`: {e}")))?;
     let tx = db::begin()?;
     // The function locked (or gone meanwhile: 404), so that concurrent
-    // creations count each other's triggers.
+    // creations count each other's triggers; the first run is reckoned
+    // from the database's clock, as the scheduler's claims are (this
+    // host's may differ: ahead, it would skip the first tick; behind, fire
+    // one at once).
     let locked = db::tx(
         &tx,
-        "SELECT id FROM zatabase.functions WHERE id = $1::uuid FOR UPDATE",
+        "SELECT floor(extract(epoch FROM now()))::int8 AS now
+         FROM zatabase.functions WHERE id = $1::uuid FOR UPDATE",
         &[param(id)],
     )?;
-    if locked.rows.is_empty() {
+    let Some(Value::Scalar(Scalar::Int64(now))) =
+        zatabase_guest_kit::values::cell(&locked, 0, "now")
+    else {
         return Err(not_found(id));
-    }
+    };
+    let next = functions::next_run(&schedule, *now)
+        .map_err(|e| ApiError::unprocessable(format!("`schedule`: {e}")))?;
     let existing = db::tx(
         &tx,
         "SELECT count(*) AS n FROM zatabase.function_triggers WHERE function_id = $1::uuid",

@@ -39,13 +39,10 @@ impl Host for FunctionsState {
         self.functions.template_component(&name).map(<[u8]>::to_vec)
     }
 
-    fn next_run(&mut self, schedule: String) -> Result<i64, String> {
+    fn next_run(&mut self, schedule: String, after: i64) -> Result<i64, String> {
         let schedule: crate::functions::cron::Schedule = schedule.parse()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         schedule
-            .next_after(now)
+            .next_after(after)
             .ok_or_else(|| "the schedule never fires".to_owned())
     }
 

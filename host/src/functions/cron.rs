@@ -105,10 +105,14 @@ impl Schedule {
     }
 
     /// The first time the schedule fires strictly after `after` (Unix
-    /// seconds), within five years.
+    /// seconds); `None` if it never does. The Gregorian calendar, weekdays
+    /// included, repeats every 400 years, so a schedule that does not fire
+    /// within one such cycle never fires (`0 0 29 2 */7`, a leap day that
+    /// is a Sunday, fires once in 28 years, and in a century's non-leap
+    /// year longer still).
     pub fn next_after(&self, after: i64) -> Option<i64> {
         let mut t = after + 1;
-        let limit = after + 5 * 366 * 86_400;
+        let limit = after + (GREGORIAN_CYCLE_DAYS + 1) * 86_400;
         while t < limit {
             let days = t.div_euclid(86_400);
             let (year, month, day) = civil(days);
@@ -137,6 +141,9 @@ impl Schedule {
     }
 }
 
+/// Days in 400 Gregorian years: a whole number of weeks too.
+const GREGORIAN_CYCLE_DAYS: i64 = 146_097;
+
 /// 0 = Sunday.
 fn weekday(days: i64) -> u32 {
     (days + 4).rem_euclid(7) as u32 // 1970-01-01 was a Thursday
@@ -146,8 +153,8 @@ fn weekday(days: i64) -> u32 {
 /// algorithm).
 pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
+    let era = z.div_euclid(GREGORIAN_CYCLE_DAYS);
+    let doe = z - era * GREGORIAN_CYCLE_DAYS;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
@@ -164,7 +171,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let month = i64::from(month);
     let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    era * GREGORIAN_CYCLE_DAYS + doe - 719_468
 }
 
 #[cfg(test)]
@@ -211,6 +218,17 @@ mod tests {
             at(2028, 2, 29, 0, 0, 0),
             "a leap day"
         );
+        // Rare leap days: a Sunday's (AND, for the starred weekday), and
+        // the one after 2096, past 2100, which is no leap year.
+        assert_eq!(next("0 0 29 2 */7", t), at(2032, 2, 29, 0, 0, 0));
+        assert_eq!(
+            next("0 0 29 2 */7", at(2032, 3, 1, 0, 0, 0)),
+            at(2060, 2, 29, 0, 0, 0)
+        );
+        assert_eq!(
+            next("0 0 29 2 *", at(2096, 3, 1, 0, 0, 0)),
+            at(2104, 2, 29, 0, 0, 0)
+        );
         assert_eq!(next("15,45 10 * * *", t), at(2026, 11, 27, 10, 45, 0));
         assert_eq!(next("0 0 1 1 *", t), at(2027, 1, 1, 0, 0, 0));
         // Both day fields restricted: either matches (the 1st, or a Sunday).
@@ -251,9 +269,9 @@ mod tests {
             let error = bad.parse::<Schedule>().unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");
         }
-        assert_eq!(
-            "0 0 31 2 *".parse::<Schedule>().unwrap().next_after(0),
-            None
-        );
+        // Never, in a whole calendar cycle.
+        for never in ["0 0 31 2 *", "0 0 30 2 *", "59 59 23 31 4 *"] {
+            assert_eq!(never.parse::<Schedule>().unwrap().next_after(0), None);
+        }
     }
 }

@@ -78,6 +78,13 @@ async fn handle(request: Request) -> Answer {
             });
             text(200, "answered")
         }
+        "/nap" => {
+            // A slow tick: its lines' times say when it ran.
+            println!("nap begins");
+            spin_sdk::wasip3::clocks::monotonic_clock::wait_for(1_500_000_000).await;
+            println!("nap ends");
+            text(200, "napped")
+        }
         "/log" => {
             println!("request {served} of this instance");
             text(200, "logged")
