@@ -626,6 +626,52 @@ fn bad_deployments_are_refused_and_the_previous_version_keeps_serving() {
     std::fs::rename(&aside, &cache).unwrap();
     unwritable.expect_error(500);
 
+    // A component whose memory starts larger than the function's
+    // `memory_mb` could run no call: refused at deploy, at install, and
+    // when a change of `memory_mb` would leave the active version so.
+    let lowered = call(
+        &host,
+        "PUT",
+        &format!("/v1/functions/{id}"),
+        &token,
+        Some(&json!({ "memory_mb": 1 })),
+    )
+    .expect_error(422);
+    assert!(
+        lowered.contains("active version") && lowered.contains("starts with"),
+        "{lowered}"
+    );
+    assert_eq!(
+        fn_get(&host, &token, &format!("/v1/functions/{id}")).json()["memory_mb"],
+        64
+    );
+    let tight = create(&host, &token, json!({ "name": "tight", "memory_mb": 1 }))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = deploy(&host, &token, &tight, spin5()).expect_error(422);
+    assert!(
+        refused.contains("starts with") && refused.contains("`memory_mb` (1)"),
+        "{refused}"
+    );
+    assert!(versions(&host, &token, &tight).is_empty());
+    let installed = call(
+        &host,
+        "POST",
+        "/v1/functions/templates/hello/install",
+        &token,
+        Some(&json!({ "function_name": "tiny", "memory_mb": 1 })),
+    )
+    .expect_error(422);
+    assert!(installed.contains("starts with"), "{installed}");
+    let names: Vec<Value> = fn_get(&host, &token, "/v1/functions").json()["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
+    assert!(!names.contains(&json!("tiny")), "{names:?}");
+
     let listed = fn_get(&host, &token, &format!("/v1/functions/{id}/deployments")).json();
     assert_eq!(
         listed["deployments"].as_array().unwrap().len(),
@@ -660,6 +706,22 @@ fn an_older_deployment_can_be_activated_again() {
     );
     assert_eq!(versions(&host, &token, &id), [(2, false), (1, true)]);
     activate(&host, &token, &id, "7").expect_error(404);
+
+    // A version is checked again when it is activated, as an upload is:
+    // one this host can no longer run (here, its stored bytes broken, as a
+    // host upgrade could leave an old component) is refused, naming it, and
+    // the active version keeps serving.
+    let v2_sha = v2.json()["sha256"].as_str().unwrap().to_owned();
+    host.platform_sql(&format!(
+        "UPDATE zatabase.function_blobs SET wasm = '\\x00' WHERE sha256 = '{v2_sha}'"
+    ));
+    let refused = activate(&host, &token, &id, "2").expect_error(422);
+    assert!(refused.contains("version 2 cannot run"), "{refused}");
+    assert_eq!(versions(&host, &token, &id), [(2, false), (1, true)]);
+    assert_eq!(
+        fn_get(&host, &token, "/fn/versions/hello").text(),
+        "hello from spin-sdk 5"
+    );
 }
 
 /// `wasm` with a custom section holding `tag`: the same component under
@@ -1799,6 +1861,8 @@ fn a_functions_log_is_read_page_by_page() {
         "before=a_1",
         "before=1_-2",
         "before=",
+        // Past the years Postgres's timestamps reach.
+        "before=9223372036854775807_1",
         "limt=5",
         "request=r4",
     ] {

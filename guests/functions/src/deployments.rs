@@ -4,21 +4,24 @@
 //! An upload is checked and compiled by the host first (`functions.prepare`:
 //! a core module, garbage or an import the host cannot satisfy is a 422
 //! naming the problem); then one transaction stores the component by its
-//! sha256, numbers the deployment and makes it active. A failed upload
-//! leaves the previous version serving. A function keeps its newest
+//! sha256, numbers the deployment and makes it active. A component whose
+//! linear memory starts larger than the function's `memory_mb` is refused
+//! too (422), since every call of it would fail. A failed upload
+//! leaves the previous version serving. Activating an older version checks
+//! its component again on this host, as an upload is checked. A function keeps its newest
 //! `functions.max_deployments` (host config); a deploy past that removes
 //! the oldest, and components no deployment uses any more go after them.
 
 use serde_json::json;
 use zatabase_guest_kit::access::{caller, require};
 use zatabase_guest_kit::functions::{self, ComponentInfo};
-use zatabase_guest_kit::platform_db::{self, Transaction};
+use zatabase_guest_kit::platform_db::Transaction;
 use zatabase_guest_kit::session::{Action, Resource};
 use zatabase_guest_kit::types::{Scalar, Value};
-use zatabase_guest_kit::values::{json_rows, param};
+use zatabase_guest_kit::values::{cell, json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, db};
 
-use crate::functions::{find, name, not_found, uuid_or_nil};
+use crate::functions::{find, integer, name, not_found, uuid_or_nil};
 
 /// A deployment as the API answers it.
 const DEPLOYMENT: &str = "d.id::text AS id, d.function_id::text AS function_id, d.version,
@@ -56,12 +59,13 @@ pub fn create(request: &Request, params: &Params) -> Result<Response, ApiError> 
     // The function may have been deleted meanwhile: lock it or answer 404.
     let locked = db::tx(
         &tx,
-        "SELECT id FROM zatabase.functions WHERE id = $1::uuid FOR UPDATE",
+        "SELECT id, memory_mb FROM zatabase.functions WHERE id = $1::uuid FOR UPDATE",
         &[param(uuid_or_nil(id))],
     )?;
     if locked.rows.is_empty() {
         return Err(not_found(id));
     }
+    fits(&info, integer(&locked, "memory_mb")?)?;
     let deployment = store(&tx, id, &caller.user_id, &info, &request.body)?;
     let pruned = prune(&tx, id)?;
     db::commit(tx)?;
@@ -106,6 +110,61 @@ pub fn collect_unused_components() {
          WHERE NOT EXISTS (SELECT 1 FROM zatabase.function_deployments d WHERE d.sha256 = b.sha256)",
         &[],
     );
+}
+
+/// Whether a function with `memory_mb` can run the component: an instance
+/// needs at least the memory it starts with.
+pub fn fits(info: &ComponentInfo, memory_mb: u64) -> Result<(), ApiError> {
+    if u64::from(info.min_memory_mb) > memory_mb {
+        return Err(ApiError::unprocessable(format!(
+            "the component starts with {} MB of linear memory, more than the function's \
+             `memory_mb` ({memory_mb}), so no call of it could run; raise `memory_mb` or build \
+             a smaller component",
+            info.min_memory_mb
+        )));
+    }
+    Ok(())
+}
+
+/// The component of a deployment (`sha256`, its `version`), checked again
+/// on this host: one stored by an older host may no longer link here.
+fn checked_again(tx: &Transaction, sha256: &str, version: u64) -> Result<ComponentInfo, ApiError> {
+    let blob = db::tx(
+        tx,
+        "SELECT wasm FROM zatabase.function_blobs WHERE sha256 = $1",
+        &[param(sha256)],
+    )?;
+    let Some(Value::Scalar(Scalar::Bytes(wasm))) = cell(&blob, 0, "wasm") else {
+        return Err(ApiError::internal(format!(
+            "version {version}'s component is not stored"
+        )));
+    };
+    functions::prepare(wasm).map_err(|e| {
+        ApiError::unprocessable(format!("version {version} cannot run on this host: {e}"))
+    })
+}
+
+/// Whether the function's active version can run with `memory_mb`; within
+/// the transaction that holds the function's row.
+pub fn active_fits(tx: &Transaction, function: &str, memory_mb: u64) -> Result<(), ApiError> {
+    let active = db::tx(
+        tx,
+        "SELECT d.sha256, d.version FROM zatabase.functions f
+           JOIN zatabase.function_deployments d ON d.id = f.active_deployment_id
+         WHERE f.id = $1::uuid",
+        &[param(function)],
+    )?;
+    if active.rows.is_empty() {
+        return Ok(());
+    }
+    let info = checked_again(
+        tx,
+        &db::text(&active, "sha256")?,
+        integer(&active, "version")?,
+    )?;
+    fits(&info, memory_mb).map_err(|e| {
+        ApiError::unprocessable(format!("`memory_mb`: the active version's {}", e.message))
+    })
 }
 
 /// Stores `wasm` (checked: `info`) as the function's next deployment and
@@ -181,28 +240,42 @@ pub fn activate(_: &Request, params: &Params) -> Result<Response, ApiError> {
     let wanted = params.get("deployment");
     let version = wanted.parse::<i32>().ok().filter(|v| *v > 0);
     let missing = || ApiError::not_found(format!("function `{id}` has no deployment `{wanted}`"));
-    let activated = platform_db::execute(
-        "UPDATE zatabase.functions f SET active_deployment_id = d.id, updated_at = now()
-         FROM zatabase.function_deployments d
-         WHERE f.id = $1::uuid AND d.function_id = f.id
-           AND (d.id = $2::uuid OR d.version = $3)
-         RETURNING d.id::text AS id",
+    let tx = db::begin()?;
+    // The function's row held, so that its `memory_mb` stays what the
+    // version is checked against, and a deploy cannot prune the version
+    // meanwhile.
+    let found = db::tx(
+        &tx,
+        "SELECT d.id::text AS id, d.version, d.sha256, f.memory_mb
+         FROM zatabase.functions f JOIN zatabase.function_deployments d ON d.function_id = f.id
+         WHERE f.id = $1::uuid AND (d.id = $2::uuid OR d.version = $3)
+         FOR UPDATE OF f",
         &[
             param(id),
             param(uuid_or_nil(wanted)),
             version.map_or(Value::Null, |v| Value::Scalar(Scalar::Int32(v))),
         ],
-    )
-    .map_err(|e| match e.sqlstate.as_deref() {
-        // foreign_key_violation: a deploy racing this removed the
-        // deployment (past `functions.max_deployments`) as it was found.
-        Some("23503") => missing(),
-        _ => db::internal(e),
-    })?;
+    )?;
+    if found.rows.is_empty() {
+        return Err(missing());
+    }
+    let deployment = db::text(&found, "id")?;
+    let info = checked_again(
+        &tx,
+        &db::text(&found, "sha256")?,
+        integer(&found, "version")?,
+    )?;
+    fits(&info, integer(&found, "memory_mb")?)?;
+    let activated = db::tx(
+        &tx,
+        "UPDATE zatabase.functions SET active_deployment_id = $2::uuid, updated_at = now()
+         WHERE id = $1::uuid RETURNING id",
+        &[param(id), param(&deployment)],
+    )?;
     if activated.rows.is_empty() {
         return Err(missing());
     }
-    let deployment = db::text(&activated, "id")?;
+    db::commit(tx)?;
     functions::forget(id);
     Ok(Response::json(200, &one(id, &deployment)?))
 }

@@ -14,7 +14,7 @@ use zatabase_guest_kit::types::{ErrorKind, Value};
 use zatabase_guest_kit::values::{json_rows, param};
 use zatabase_guest_kit::{ApiError, Params, Request, Response, db, functions};
 
-use crate::deployments::collect_unused_components;
+use crate::deployments::{self, collect_unused_components};
 use crate::settings::{CreateRequest, Settings, UpdateRequest};
 
 /// A function as the API answers it (secrets by name only).
@@ -144,6 +144,11 @@ pub fn update(request: &Request, params: &Params) -> Result<Response, ApiError> 
     if settings.name != old_name {
         require(Resource::Functions, Some(&settings.name), Action::Write)?;
     }
+    // Less memory than the active version starts with would fail its every
+    // call: refused, as a deploy of that version would be.
+    if settings.memory_mb < integer(&current, "memory_mb")? {
+        deployments::active_fits(&tx, id, settings.memory_mb)?;
+    }
     let updated = tx.execute(
         "UPDATE zatabase.functions SET name = $2, description = $3, variables = $4::jsonb,
            secrets = $5::jsonb, public = $6, timeout_ms = $7, memory_mb = $8,
@@ -181,8 +186,10 @@ pub fn delete(_: &Request, params: &Params) -> Result<Response, ApiError> {
         "DELETE FROM zatabase.functions WHERE id = $1::uuid",
         &[param(id)],
     )?;
-    collect_unused_components();
+    // Forgotten first: the collection can wait on another deploy's locks,
+    // and this host would serve the function meanwhile.
     functions::forget(id);
+    collect_unused_components();
     Ok(Response::no_content())
 }
 
@@ -254,7 +261,10 @@ fn int(n: u64) -> Value {
     ))
 }
 
-fn integer(result: &zatabase_guest_kit::types::QueryResult, column: &str) -> Result<u64, ApiError> {
+pub fn integer(
+    result: &zatabase_guest_kit::types::QueryResult,
+    column: &str,
+) -> Result<u64, ApiError> {
     use zatabase_guest_kit::types::Scalar;
     match zatabase_guest_kit::values::cell(result, 0, column) {
         Some(Value::Scalar(Scalar::Int32(n))) => Ok(u64::try_from(*n).unwrap_or(0)),

@@ -34,13 +34,19 @@ struct Cursor {
     id: i64,
 }
 
+/// Microseconds from 1970 to about the year 2255: any cursor this
+/// endpoint gave, and short of what Postgres's timestamps hold.
+const MAX_CURSOR_MICROS: i64 = 9_000_000_000_000_000;
+
 impl Cursor {
     fn parse(raw: &str) -> Result<Self, ApiError> {
         let number = |part: &str| part.parse::<i64>().ok().filter(|n| *n >= 0);
         raw.split_once('_')
             .and_then(|(micros, id)| {
                 Some(Self {
-                    micros: number(micros)?,
+                    // Within the years Postgres's timestamps reach (its
+                    // interval arithmetic fails past them).
+                    micros: number(micros).filter(|m| *m <= MAX_CURSOR_MICROS)?,
                     id: number(id)?,
                 })
             })

@@ -175,6 +175,7 @@ pub fn install(request: &Request, params: &Params) -> Result<Response, ApiError>
     let info = functions::prepare(&wasm).map_err(|e| {
         ApiError::internal(format!("template `{name}` does not load on this host: {e}"))
     })?;
+    deployments::fits(&info, settings.memory_mb)?;
     let tx = db::begin()?;
     let id = insert(&tx, &caller, &settings)?;
     deployments::store(&tx, &id, &caller.user_id, &info, &wasm)?;

@@ -1061,6 +1061,7 @@ fn inspect(
         size: wasm.len() as u64,
         handler,
         imports,
+        min_memory_mb: min_memory_mb(&component),
     });
     // A refused upload leaves nothing in the compile cache.
     if checked.is_err() && origin == Origin::Compiled {
@@ -1130,6 +1131,18 @@ fn check(
     dispatch::pre_instantiate(stubbed.as_ref().unwrap_or(linker), component)
         .map_err(|e| format!("the component cannot run here: {}", chain(&e)))?;
     Ok((handler.clone(), imports))
+}
+
+/// The memory an instance of `component` starts with, in MiB rounded up:
+/// its largest linear memory's initial size (0 when that cannot be told,
+/// for a component that instantiates a core module it imports).
+fn min_memory_mb(component: &Component) -> u32 {
+    const PAGE: u64 = 64 * 1024;
+    let pages = component
+        .resources_required()
+        .and_then(|required| required.max_initial_memory_size)
+        .unwrap_or(0);
+    u32::try_from(pages.saturating_mul(PAGE).div_ceil(1024 * 1024)).unwrap_or(u32::MAX)
 }
 
 /// An error and its causes on one line.
