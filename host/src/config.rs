@@ -212,6 +212,11 @@ pub struct AuthConfig {
     pub audience: String,
     pub access_ttl_secs: u64,
     pub refresh_ttl_secs: u64,
+    /// Seconds after a refresh token is spent within which it may be
+    /// presented again for a new pair (a lost answer, two tabs refreshing
+    /// at once) without that reading as theft; as Supabase's
+    /// `REFRESH_TOKEN_REUSE_INTERVAL`. 0: any reuse ends the family.
+    pub refresh_reuse_interval_secs: u32,
     /// The `kid` new tokens are signed with.
     pub signing_kid: String,
     /// The signing key, hex (at least 32 bytes); derived from the master
@@ -245,6 +250,7 @@ impl Default for AuthConfig {
             audience: "zatabase-api".to_owned(),
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 30 * 24 * 3600,
+            refresh_reuse_interval_secs: 10,
             signing_kid: "k1".to_owned(),
             signing_key: None,
             accepted_kids: Vec::new(),
@@ -627,6 +633,12 @@ impl Config {
         ensure!(
             u32::try_from(self.auth.refresh_ttl_secs).is_ok(),
             "auth.refresh_ttl_secs is too large"
+        );
+        // A window for a client's retry, not a second lifetime for a spent
+        // token: within it, whoever holds the token gets a pair unnoticed.
+        ensure!(
+            self.auth.refresh_reuse_interval_secs <= 300,
+            "auth.refresh_reuse_interval_secs must be at most 300"
         );
         ensure!(
             !self.auth.signing_kid.is_empty(),

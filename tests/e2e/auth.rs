@@ -224,7 +224,9 @@ fn ended_sessions_and_spent_tokens_are_deleted_in_time() {
 
 #[test]
 fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
-    let host = Host::start();
+    let host = Host::builder()
+        .config("[auth]\nrefresh_reuse_interval_secs = 3\n")
+        .start();
     let first = host.signup(&unique_email("dee"), PASSWORD);
     let rotated = refresh(&host, &first.refresh_token);
     assert_eq!(rotated.status, 200, "{}", rotated.text());
@@ -239,12 +241,30 @@ fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
     let sid = |token: &str| get_as(&host, "/v1/whoami", token).json()["session_id"].clone();
     assert_eq!(sid(&first.access_token), sid(&second.access_token));
 
-    // Presenting the spent token again is taken as theft.
+    // Presented again within the reuse interval: a client's retry (its
+    // answer lost, or a second tab refreshing at once), given a pair of
+    // its own for the same session, which lives on.
+    let retried = refresh(&host, &first.refresh_token);
+    assert_eq!(retried.status, 200, "{}", retried.text());
+    let third = Account::from(&retried.json());
+    assert_ne!(third.refresh_token, second.refresh_token);
+    assert_eq!(sid(&third.access_token), sid(&second.access_token));
+    assert_eq!(
+        get_as(&host, "/v1/whoami", &second.access_token).status,
+        200
+    );
+
+    // Past the interval (counted from its first use, not the retry), the
+    // spent token presented again is taken as theft: the session ends,
+    // every pair of it with it.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     let message = refresh(&host, &first.refresh_token).expect_error(401);
     assert!(message.contains("already used"), "{message}");
     get_as(&host, "/v1/whoami", &second.access_token).expect_error(401);
+    get_as(&host, "/v1/whoami", &third.access_token).expect_error(401);
     get_as(&host, "/v1/whoami", &first.access_token).expect_error(401);
     refresh(&host, &second.refresh_token).expect_error(401);
+    refresh(&host, &third.refresh_token).expect_error(401);
 
     refresh(&host, "zrt_not-a-token").expect_error(401);
     host.post_json("/v1/auth/refresh", &json!({}))

@@ -102,15 +102,24 @@ struct RefreshRequest {
 
 /// `POST /v1/auth/refresh`: a new pair for a refresh token, which is then
 /// spent. A spent token presented again (refreshed, or its session switched
-/// away from) revokes the session's family.
+/// away from) revokes the session's family, unless it was refreshed within
+/// the reuse interval (`auth.refresh_reuse_interval_secs`) and its session
+/// lives: then it is a client's retry (its answer lost, or two tabs
+/// refreshing at once) and gets a pair of its own for the session, as
+/// Supabase's reuse interval does.
 pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: RefreshRequest = request.json()?;
     let digest = auth::digest(body.refresh_token.trim());
+    let reuse_secs = auth::refresh_reuse_interval();
     let tx = db::begin()?;
     let found = db::tx(
         &tx,
         "SELECT rt.session_id::text AS session_id,
-                rt.used_at IS NOT NULL OR s.revoked_reason = 'switched' AS spent,
+                (rt.used_at IS NOT NULL
+                   AND NOT (rt.used_at > now() - make_interval(secs => $2::int)
+                            AND s.revoked_at IS NULL))
+                  OR s.revoked_reason = 'switched' AS spent,
+                rt.used_at IS NOT NULL AS retried,
                 coalesce(s.family_id, s.id)::text AS family,
                 rt.expires_at <= now() OR s.expires_at <= now() OR s.revoked_at IS NOT NULL
                   OR NOT zatabase.reaches_project(s.project_id, s.user_id) AS dead,
@@ -121,7 +130,7 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
          JOIN zatabase.users u ON u.id = s.user_id
          WHERE rt.digest = $1
          FOR UPDATE OF rt, s",
-        &[param(&digest)],
+        &[param(&digest), param(reuse_secs.to_string())],
     )?;
     if found.rows.is_empty() {
         return Err(unauthorized("invalid refresh token"));
@@ -149,11 +158,15 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
     if cell(&found, 0, "dead").and_then(boolean) != Some(false) {
         return Err(unauthorized("the session has ended; log in again"));
     }
-    db::tx(
-        &tx,
-        "UPDATE zatabase.refresh_tokens SET used_at = now() WHERE digest = $1",
-        &[param(&digest)],
-    )?;
+    // A retry leaves the token spent when it first was, so the interval
+    // runs from that and a string of retries cannot stretch it.
+    if cell(&found, 0, "retried").and_then(boolean) != Some(true) {
+        db::tx(
+            &tx,
+            "UPDATE zatabase.refresh_tokens SET used_at = now() WHERE digest = $1",
+            &[param(&digest)],
+        )?;
+    }
     let account = Account {
         user_id: db::text(&found, "user_id")?,
         email: db::text(&found, "email")?,

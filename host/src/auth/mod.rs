@@ -105,6 +105,7 @@ pub struct Auth {
     audience: String,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    pub refresh_reuse_interval_secs: u32,
 }
 
 fn now() -> u64 {
@@ -149,6 +150,7 @@ impl Auth {
             audience: config.audience.clone(),
             access_ttl: Duration::from_secs(config.access_ttl_secs),
             refresh_ttl: Duration::from_secs(config.refresh_ttl_secs),
+            refresh_reuse_interval_secs: config.refresh_reuse_interval_secs,
         })
     }
 

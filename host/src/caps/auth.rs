@@ -49,6 +49,10 @@ impl Host for AuthState {
         }
     }
 
+    async fn refresh_reuse_interval(&mut self) -> u32 {
+        self.auth.refresh_reuse_interval_secs
+    }
+
     async fn digest(&mut self, token: String) -> String {
         digest(&token)
     }
