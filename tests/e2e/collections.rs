@@ -918,8 +918,52 @@ fn names_that_would_shadow_or_collide_are_refused_and_odd_tables_still_answer() 
     assert_eq!(found["results"][0]["document"]["t"], "tee", "{found}");
     // A collection whose table was dropped through SQL is listed as such,
     // and can be deleted.
-    assert_eq!(create(json!({ "name": "gone" })).status, 201);
+    assert_eq!(
+        create(json!({
+            "name": "gone",
+            "projection": { "embedding": { "type": "vector(2)", "path": "$.e" } }
+        }))
+        .status,
+        201
+    );
     host.sql_ok("DROP TABLE gone", &[]);
+    // What needs its table says it is gone (409), not a server fault.
+    let ingested = ingest(
+        &host,
+        &token,
+        "gone",
+        "application/json",
+        r#"[{"id": "a"}]"#,
+    );
+    assert!(
+        ingested.expect_error(409).contains("outside this API"),
+        "{}",
+        ingested.text()
+    );
+    let searched = call(
+        &host,
+        "POST",
+        "/v1/knn",
+        &token,
+        Some(&json!({ "collection": "gone", "column": "embedding", "vector": [1, 0], "k": 1 })),
+    );
+    assert!(
+        searched.expect_error(409).contains("outside this API"),
+        "{}",
+        searched.text()
+    );
+    let projected = call(
+        &host,
+        "PUT",
+        "/v1/collections/gone/projection",
+        &token,
+        Some(&json!({ "projection": { "x": { "type": "text", "path": "$.x" } } })),
+    );
+    assert!(
+        projected.expect_error(409).contains("outside this API"),
+        "{}",
+        projected.text()
+    );
     let listed = call(&host, "GET", "/v1/collections", &token, None);
     assert_eq!(listed.status, 200, "{}", listed.text());
     let listed = listed.json();

@@ -277,12 +277,17 @@ fn hnsw_builds_and_searches_refuse_what_cannot_be_done() {
     assert!(unbuilt.contains("POST /v1/indexes/hnsw/build"), "{unbuilt}");
 
     // Postgres's refusal ends the build as failed, with its reason.
+    // (A large `m` alone takes an `ef_construction` of twice it.)
     assert_eq!(
-        build(json!({ "table": "docs_view", "column": "embedding" })).status,
+        build(json!({ "table": "docs_view", "column": "embedding", "m": 80 })).status,
         202
     );
     let (failed, _) = wait_for_build(&host, &token, "docs_view", "embedding");
     assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["parameters"],
+        json!({ "m": 80, "ef_construction": 160 })
+    );
     assert!(
         failed["reason"].as_str().unwrap().contains("docs_view"),
         "{failed}"

@@ -465,6 +465,61 @@ fn every_route_round_trips_and_bad_input_is_refused() {
         .expect_error(401);
 }
 
+/// A large read answers: the rows pass through as the host wrote them,
+/// not held again as parsed values (10,000 records of 400 small numbers
+/// each parse to about eight times their text, past the route group's
+/// 64 MiB, which answered 500). Searches keep each record's fields as
+/// written too.
+#[test]
+fn a_large_read_is_answered_not_dropped() {
+    let host = Host::start();
+    let token = host.token();
+    assert_eq!(
+        post(
+            &host,
+            &token,
+            "/api/zql/insert",
+            json!({ "id": "first", "data": { "n": 0 }, "vector": [1, 0] }),
+        )
+        .status,
+        201
+    );
+    host.sql_ok(
+        "INSERT INTO zatabase_records (id, namespace, data, embedding)
+         SELECT 'r' || i, 'default',
+                jsonb_build_object('tags', (SELECT jsonb_agg(j) FROM generate_series(1, 400) j)),
+                '[0,1]'
+         FROM generate_series(1, 10000) i",
+        &[],
+    );
+    let found = zql(&host, &token, "FIND LIMIT 10000", json!({}));
+    assert_eq!(found.status, 200, "{}", found.text());
+    let found = found.json();
+    let rows = found["results"].as_array().unwrap();
+    assert!(rows.len() > 1000, "{} rows", rows.len());
+    assert_eq!(
+        rows.len() == 10000,
+        found.get("truncated").is_none(),
+        "cut results say so"
+    );
+    assert_eq!(rows[1]["data"]["tags"].as_array().unwrap().len(), 400);
+
+    let near = post(
+        &host,
+        &token,
+        "/api/zql/search",
+        json!({ "vector": [1, 0], "k": 3 }),
+    );
+    assert_eq!(near.status, 200, "{}", near.text());
+    let near = near.json();
+    assert_eq!(near["results"][0]["id"], "first", "{}", near["results"][0]);
+    let fields: Vec<&String> = near["results"][0].as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["data", "id", "score"]);
+    assert_eq!(near["results"][0]["data"], json!({ "n": 0 }));
+    assert_eq!(near["results"][0]["score"], 0.0);
+    assert_eq!(near["results"][1]["data"]["tags"][399], 400);
+}
+
 #[test]
 fn a_killed_host_keeps_every_durable_and_flushed_insert() {
     let mut host = Host::start();

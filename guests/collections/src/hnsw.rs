@@ -74,7 +74,11 @@ pub fn build(request: &Request, _: &Params) -> Result<Response, ApiError> {
             Metric::InnerProduct => indexes::Metric::InnerProduct,
         },
         m: body.m.unwrap_or(DEFAULT_M),
-        ef_construction: body.ef_construction.unwrap_or(DEFAULT_EF_CONSTRUCTION),
+        // At least twice `m`, as pgvector requires: a larger `m` alone is
+        // not refused over a value the caller never sent.
+        ef_construction: body
+            .ef_construction
+            .unwrap_or(DEFAULT_EF_CONSTRUCTION.max(body.m.unwrap_or(DEFAULT_M).saturating_mul(2))),
     };
     indexes::build_hnsw(&build).map_err(|e| match e.kind {
         ErrorKind::InvalidInput => ApiError::unprocessable(e.message),

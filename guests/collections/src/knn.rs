@@ -120,6 +120,9 @@ pub(crate) fn truncated(found: &JsonResult) -> &'static str {
 /// Postgres's verdict on a search: a table filter naming no column, or
 /// holding a value its column cannot take, is the caller's to fix (422).
 pub(crate) fn search_error(error: SqlError) -> ApiError {
+    if error.sqlstate.as_deref() == Some("42P01") {
+        return sql_error(error);
+    }
     match error.kind {
         ErrorKind::UndefinedObject | ErrorKind::InvalidInput => {
             ApiError::unprocessable(format!("`filter`: {}", error.message))

@@ -71,6 +71,17 @@ pub(crate) fn sql_error(error: SqlError) -> ApiError {
         ErrorKind::Unavailable => {
             ApiError::new(503, "the database is temporarily unavailable; try again")
         }
+        // undefined_table: the tenant dropped a table this request needs
+        // through `/v1/sql` (a collection's so gone is listed with
+        // `table_missing` and can only be deleted).
+        _ if error.sqlstate.as_deref() == Some("42P01") => ApiError::new(
+            409,
+            format!(
+                "{} (dropped outside this API, as through `/v1/sql`; a collection whose table \
+                 is gone can only be deleted)",
+                error.message
+            ),
+        ),
         // too_many_columns: every projection change drops and adds columns,
         // and Postgres counts dropped ones towards its 1600.
         _ if error.sqlstate.as_deref() == Some("54011") => ApiError::unprocessable(

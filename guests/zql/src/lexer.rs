@@ -68,13 +68,11 @@ const SYMBOLS: [&str; 18] = [
 pub const MAX_QUERY: usize = 64 * 1024;
 
 pub fn tokens(text: &str) -> Result<Vec<(Token, Position)>, SyntaxError> {
-    let mut out = Vec::new();
-    let chars: Vec<char> = text.chars().collect();
-    let (mut i, mut line, mut column) = (0usize, 1u32, 1u32);
     let error = |line, column, message: String| SyntaxError {
         position: Position { line, column },
         message,
     };
+    // Measured before it is copied as characters (four bytes each).
     if text.len() > MAX_QUERY {
         return Err(error(
             1,
@@ -82,6 +80,9 @@ pub fn tokens(text: &str) -> Result<Vec<(Token, Position)>, SyntaxError> {
             format!("the query is longer than {MAX_QUERY} bytes"),
         ));
     }
+    let mut out = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let (mut i, mut line, mut column) = (0usize, 1u32, 1u32);
     while i < chars.len() {
         let c = chars[i];
         let at = Position { line, column };
@@ -200,15 +201,12 @@ fn string(chars: &[char]) -> Result<(String, usize), String> {
                     Some('/') => '/',
                     Some('"') => '"',
                     Some('\'') => '\'',
+                    Some('b') => '\u{8}',
+                    Some('f') => '\u{c}',
                     Some('u') => {
-                        let hex: String = chars.iter().skip(i + 2).take(4).collect();
-                        let code = u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .filter(|_| hex.len() == 4)
-                            .and_then(char::from_u32)
-                            .ok_or_else(|| format!("`\\u{hex}` is not a character"))?;
+                        let (code, read) = unicode_escape(chars, i)?;
                         value.push(code);
-                        i += 6;
+                        i += read;
                         continue;
                     }
                     Some(other) => return Err(format!("unknown escape `\\{other}`")),
@@ -223,6 +221,39 @@ fn string(chars: &[char]) -> Result<(String, usize), String> {
             }
         }
     }
+}
+
+/// The character of the `\uXXXX` escape at `chars[at]` (a UTF-16
+/// surrogate pair written as two, as JSON writes characters past U+FFFF),
+/// and how many characters it took.
+fn unicode_escape(chars: &[char], at: usize) -> Result<(char, usize), String> {
+    let unit = |from: usize| -> Option<u32> {
+        let hex: String = chars.iter().skip(from).take(4).collect();
+        (hex.len() == 4 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(&hex, 16).ok())
+            .flatten()
+    };
+    let written = |from: usize| chars.iter().skip(from).take(6).collect::<String>();
+    let first = unit(at + 2).ok_or_else(|| format!("`{}` is not a character", written(at)))?;
+    if (0xD800..0xDC00).contains(&first) {
+        let low = (chars.get(at + 6) == Some(&'\\') && chars.get(at + 7) == Some(&'u'))
+            .then(|| unit(at + 8))
+            .flatten()
+            .filter(|low| (0xDC00..0xE000).contains(low))
+            .ok_or_else(|| {
+                format!(
+                    "`{}` begins a surrogate pair; its second half (`\\udc00`-`\\udfff`) must follow",
+                    written(at)
+                )
+            })?;
+        let code = 0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00);
+        return char::from_u32(code)
+            .map(|c| (c, 12))
+            .ok_or_else(|| format!("`{}` is not a character", written(at)));
+    }
+    char::from_u32(first)
+        .map(|c| (c, 6))
+        .ok_or_else(|| format!("`{}` is not a character", written(at)))
 }
 
 fn number_len(chars: &[char]) -> usize {
@@ -290,5 +321,37 @@ mod tests {
             }
         );
         assert!(tokens("a # b").unwrap_err().message.contains("`#`"));
+    }
+
+    #[test]
+    fn strings_take_all_of_jsons_escapes() {
+        let read = tokens(r#""\b\f" "\ud83d\ude00!" "\u00E9" after"#).unwrap();
+        assert_eq!(read[0].0, Token::Str("\u{8}\u{c}".into()));
+        assert_eq!(read[1].0, Token::Str("😀!".into()));
+        assert_eq!(read[2].0, Token::Str("é".into()));
+        assert_eq!(
+            read[3].1,
+            Position {
+                line: 1,
+                column: 33
+            }
+        );
+        for (bad, says) in [
+            (r#""\ud83d""#, "surrogate pair"),
+            (r#""\ud83dx\ude00""#, "surrogate pair"),
+            (r#""\ud83d\u0041""#, "surrogate pair"),
+            (r#""\ude00""#, "not a character"),
+            (r#""\u+041""#, "not a character"),
+            (r#""\u12""#, "not a character"),
+        ] {
+            let error = tokens(bad).unwrap_err().message;
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_long_query_is_refused_by_its_length() {
+        let long = "a".repeat(MAX_QUERY + 1);
+        assert!(tokens(&long).unwrap_err().message.contains("longer than"));
     }
 }

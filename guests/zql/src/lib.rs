@@ -20,6 +20,7 @@ mod store;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 use zatabase_guest_kit::access::require;
 use zatabase_guest_kit::session::{Action, Resource};
@@ -71,28 +72,48 @@ fn action(statement: &Statement) -> Action {
     }
 }
 
+/// A statement's answer: rows read pass through as the host wrote them
+/// (JSON text), so a large result is not held again as parsed values.
+enum Answer {
+    /// `{"results": <rows>}`, and `"truncated": true` when cut.
+    Rows {
+        rows: String,
+        truncated: bool,
+    },
+    Json(Json),
+}
+
+impl Answer {
+    fn into_text(self) -> String {
+        match self {
+            Answer::Rows { rows, truncated } => format!(
+                "{{\"results\":{rows}{}}}",
+                if truncated { ",\"truncated\":true" } else { "" }
+            ),
+            Answer::Json(json) => json.to_string(),
+        }
+    }
+}
+
 /// Runs a parsed statement; the API's answer.
-fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, ApiError> {
+fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Answer, ApiError> {
     require(Resource::Records, None, action(statement))?;
     let sql = compile(statement, params).map_err(invalid)?;
     match sql.shape {
         Shape::Records | Shape::Values => {
-            let read = store::read(&sql.statement, &sql.params)?;
             // Cut at the host's result cap (`sql.max_result_bytes`), as
             // `/v1/sql` says it.
-            let truncated = read.as_ref().is_some_and(|r| r.truncated);
-            let rows = read.map(|r| json_rows(&r)).transpose()?.unwrap_or_default();
-            // A count or an aggregate over no table is over no records.
-            let rows = if rows.is_empty() && sql.shape == Shape::Values {
-                empty_values(statement)
-            } else {
-                rows
-            };
-            let mut answer = json!({ "results": rows });
-            if truncated {
-                answer["truncated"] = json!(true);
+            match store::read(&sql.statement, &sql.params)? {
+                Some(read) if read.rows != "[]" => Ok(Answer::Rows {
+                    rows: read.rows,
+                    truncated: read.truncated,
+                }),
+                // A count or an aggregate over no table is over no records.
+                read => Ok(Answer::Rows {
+                    rows: Json::Array(empty_values(statement)).to_string(),
+                    truncated: read.is_some_and(|r| r.truncated),
+                }),
             }
-            Ok(answer)
         }
         Shape::Write => {
             let written = match statement {
@@ -102,7 +123,7 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
                 // Updates and deletes of a tenant with no records change none.
                 _ => match store::read(&sql.statement, &sql.params)? {
                     Some(result) => result,
-                    None => return Ok(json!({ "results": [], "affected": 0 })),
+                    None => return Ok(Answer::Json(json!({ "results": [], "affected": 0 }))),
                 },
             };
             let results = if matches!(statement, Statement::Insert { .. }) {
@@ -110,7 +131,9 @@ fn run(statement: &Statement, params: &BTreeMap<String, Json>) -> Result<Json, A
             } else {
                 Vec::new()
             };
-            Ok(json!({ "results": results, "affected": written.affected_rows }))
+            Ok(Answer::Json(
+                json!({ "results": results, "affected": written.affected_rows }),
+            ))
         }
     }
 }
@@ -174,7 +197,7 @@ fn query(request: &Request, _: &Params) -> Result<Response, ApiError> {
     } else {
         200
     };
-    Ok(Response::json(status, &answer))
+    Ok(Response::json_text(status, answer.into_text()))
 }
 
 #[derive(Deserialize)]
@@ -206,7 +229,9 @@ fn insert(request: &Request, _: &Params) -> Result<Response, ApiError> {
         id: body.id.map(|i| Value::Json(Json::String(i))),
         buffered: !body.durable,
     };
-    let answer = run(&statement, &BTreeMap::new())?;
+    let Answer::Json(answer) = run(&statement, &BTreeMap::new())? else {
+        return Err(ApiError::internal("an insert answered rows"));
+    };
     let id = answer["results"][0]["id"].clone();
     Ok(Response::json(201, &json!({ "id": id })))
 }
@@ -263,18 +288,33 @@ fn search(request: &Request, _: &Params) -> Result<Response, ApiError> {
         limit: None,
         offset: None,
     });
-    let answer = run(&statement, &body.params)?;
-    let results: Vec<Json> = answer["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| json!({ "id": r["id"], "score": r["score"], "data": r["data"] }))
-        .collect();
-    let mut found = json!({ "results": results });
-    if answer["truncated"] == true {
-        found["truncated"] = json!(true);
-    }
-    Ok(Response::json(200, &found))
+    let Answer::Rows { rows, truncated } = run(&statement, &body.params)? else {
+        return Err(ApiError::internal("a search answered no rows"));
+    };
+    // Each record as `{id, score, data}`, its values copied as written.
+    let found: Vec<Found> = serde_json::from_str(&rows)
+        .map_err(|e| ApiError::internal(format!("the host's rows: {e}")))?;
+    let results = serde_json::to_string(&found)
+        .map_err(|e| ApiError::internal(format!("writing the results: {e}")))?;
+    Ok(Response::json_text(
+        200,
+        Answer::Rows {
+            rows: results,
+            truncated,
+        }
+        .into_text(),
+    ))
+}
+
+/// A record as a search answers it.
+#[derive(Deserialize, serde::Serialize)]
+struct Found<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow)]
+    score: &'a RawValue,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 fn no_record(id: &str) -> ApiError {
