@@ -2647,6 +2647,36 @@ fn one_projects_ticks_take_only_their_share_of_a_host() {
 }
 
 #[test]
+fn functions_are_listed_a_page_at_a_time() {
+    let host = Host::start();
+    let token = host.token();
+    for name in ["cee", "ay", "bee"] {
+        create(&host, &token, json!({ "name": name }));
+    }
+    let page = |query: &str| fn_get(&host, &token, &format!("/v1/functions?{query}"));
+    let names = |page: &Value| -> Vec<String> {
+        page["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = page("limit=2").json();
+    assert_eq!(names(&first), ["ay", "bee"], "{first}");
+    assert_eq!(first["next_after"], "bee");
+    let rest = page("limit=2&after=bee").json();
+    assert_eq!(names(&rest), ["cee"], "{rest}");
+    assert_eq!(rest["next_after"], Value::Null);
+    let all = page("").json();
+    assert_eq!(names(&all), ["ay", "bee", "cee"]);
+    assert_eq!(all["next_after"], Value::Null);
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=%00", "page=2"] {
+        page(bad).expect_error(400);
+    }
+}
+
+#[test]
 fn a_cron_trigger_calls_the_function_on_schedule() {
     let host = Host::start();
     let token = host.token();

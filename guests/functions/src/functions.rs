@@ -76,20 +76,45 @@ pub fn insert(
     db::text(&created, "id")
 }
 
-/// `GET /v1/functions`.
-pub fn list(_: &Request, _: &Params) -> Result<Response, ApiError> {
+/// `GET /v1/functions?limit=100&after=<name>`: by name, a page at a time
+/// (an environment may hold any number, each with up to 1.6 MB of
+/// variables); `next_after` (null on the last page) is the `after` of the
+/// next.
+pub fn list(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let caller = caller()?;
     require(Resource::Functions, None, Action::Read)?;
+    request.only_query_params(&["limit", "after"])?;
+    let limit = crate::telemetry::bounded(request, "limit", 100, 1000)?;
+    let after = request.query_param("after")?;
+    if after.as_deref().is_some_and(|name| name.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "`after` must not contain NUL characters",
+        ));
+    }
+    // One more than the page, to tell whether another follows.
     let found = db::query_json(
         &format!(
             "SELECT {FUNCTION} WHERE f.project_id = $1::uuid AND f.environment = $2
-             ORDER BY f.name"
+               AND ($3::text IS NULL OR f.name > $3)
+             ORDER BY f.name LIMIT $4 + 1"
         ),
-        &[param(&caller.project_id), param(&caller.environment)],
+        &[
+            param(&caller.project_id),
+            param(&caller.environment),
+            after.map_or(Value::Null, param),
+            Value::Scalar(zatabase_guest_kit::types::Scalar::Int64(limit)),
+        ],
     )?;
+    let mut functions = json_rows(&found)?;
+    let more = functions.len() as i64 > limit;
+    functions.truncate(limit as usize);
+    let next_after = match functions.last() {
+        Some(last) if more => last["name"].clone(),
+        _ => Json::Null,
+    };
     Ok(Response::json(
         200,
-        &json!({ "functions": json_rows(&found)? }),
+        &json!({ "functions": functions, "next_after": next_after }),
     ))
 }
 

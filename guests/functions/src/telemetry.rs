@@ -12,7 +12,7 @@ use zatabase_guest_kit::{ApiError, Params, Request, Response, db};
 use crate::functions::{find, name};
 
 /// A positive integer query parameter, at most `max`, or `default`.
-fn bounded(request: &Request, key: &str, default: i64, max: i64) -> Result<i64, ApiError> {
+pub fn bounded(request: &Request, key: &str, default: i64, max: i64) -> Result<i64, ApiError> {
     match request.query_param(key)? {
         None => Ok(default),
         Some(raw) => raw
