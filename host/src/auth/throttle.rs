@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// Past this many entries, a table drops the ones whose window has ended.
+/// Past this many entries, a table drops the ones whose window has ended;
+/// after that, once it has doubled since (so that pruning a table full of
+/// live windows, as many addresses' failures make it, is not done again at
+/// every count).
 const PRUNE_PAST: usize = 100_000;
 
 /// An account's failed logins from all addresses together, as a multiple of
@@ -60,13 +63,44 @@ pub struct LoginThrottle {
 #[derive(Debug, Default)]
 struct Counts {
     /// Failures by account (sha256 of the email) and address.
-    account_from: HashMap<([u8; 32], IpAddr), Window>,
+    account_from: Table<([u8; 32], IpAddr)>,
     /// Failures by account.
-    accounts: HashMap<[u8; 32], Window>,
+    accounts: Table<[u8; 32]>,
     /// Failures by address.
-    failures: HashMap<IpAddr, Window>,
+    failures: Table<IpAddr>,
     /// Password checks by address.
-    checks: HashMap<IpAddr, Window>,
+    checks: Table<IpAddr>,
+}
+
+/// Windows by key, and the size past which ended ones are dropped next.
+#[derive(Debug)]
+struct Table<K> {
+    windows: HashMap<K, Window>,
+    prune_at: usize,
+}
+
+impl<K> Default for Table<K> {
+    fn default() -> Self {
+        Self {
+            windows: HashMap::new(),
+            prune_at: PRUNE_PAST,
+        }
+    }
+}
+
+impl<K: Eq + Hash> Table<K> {
+    fn get(&self, key: &K) -> Option<&Window> {
+        self.windows.get(key)
+    }
+
+    /// Drops the windows ended by `now`, when the table has grown enough.
+    fn prune(&mut self, now: Instant, length: Duration) {
+        if self.windows.len() > self.prune_at {
+            self.windows
+                .retain(|_, w| now.saturating_duration_since(w.started) < length);
+            self.prune_at = (self.windows.len() * 2).max(PRUNE_PAST);
+        }
+    }
 }
 
 impl LoginThrottle {
@@ -97,9 +131,9 @@ impl LoginThrottle {
         let ip = crate::net::client(ip);
         let account = key(email);
         let mut counts = self.counts.lock().expect("throttle poisoned");
-        counts.accounts.remove(&account);
-        counts.account_from.remove(&(account, ip));
-        if let Some(window) = counts.failures.get_mut(&ip) {
+        counts.accounts.windows.remove(&account);
+        counts.account_from.windows.remove(&(account, ip));
+        if let Some(window) = counts.failures.windows.get_mut(&ip) {
             window.count = window.count.saturating_sub(1);
         }
     }
@@ -155,12 +189,10 @@ impl LoginThrottle {
     }
 
     /// One more of `key` in its window (a new one if it ended).
-    fn count<K: Eq + Hash>(&self, table: &mut HashMap<K, Window>, key: K, now: Instant) {
+    fn count<K: Eq + Hash>(&self, table: &mut Table<K>, key: K, now: Instant) {
         let length = self.limits.window;
-        if table.len() > PRUNE_PAST {
-            table.retain(|_, w| now.saturating_duration_since(w.started) < length);
-        }
-        let window = table.entry(key).or_insert(Window {
+        table.prune(now, length);
+        let window = table.windows.entry(key).or_insert(Window {
             started: now,
             count: 0,
         });
@@ -189,6 +221,36 @@ mod tests {
             checks_per_ip,
             window: Duration::from_secs(60),
         })
+    }
+
+    #[test]
+    fn a_table_of_live_windows_is_not_pruned_at_every_count() {
+        let length = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let live = Window {
+            started: t0,
+            count: 1,
+        };
+        let mut table = Table::<usize>::default();
+        table
+            .windows
+            .extend((0..=PRUNE_PAST).map(|k| (k, Window { ..live })));
+        table.prune(t0, length);
+        assert_eq!(table.windows.len(), PRUNE_PAST + 1, "every window lives");
+        assert_eq!(
+            table.prune_at,
+            2 * (PRUNE_PAST + 1),
+            "not looked at again soon"
+        );
+        table.prune(t0, length);
+        assert_eq!(table.prune_at, 2 * (PRUNE_PAST + 1));
+        // Past the new mark, and the windows ended: they go.
+        table
+            .windows
+            .extend((PRUNE_PAST + 1..=2 * (PRUNE_PAST + 1)).map(|k| (k, Window { ..live })));
+        table.prune(t0 + length, length);
+        assert!(table.windows.is_empty());
+        assert_eq!(table.prune_at, PRUNE_PAST);
     }
 
     #[test]
