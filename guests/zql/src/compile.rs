@@ -459,6 +459,14 @@ fn find_sql(b: &mut Builder, find: &Find) -> Result<String> {
             Field::Meta(Meta::Score) if find.near.is_none() => {
                 return fail("ORDER BY @score needs a NEAR search");
             }
+            // Nearest first is what NEAR answers; an order after it only
+            // breaks ties, so this one would be silently ignored.
+            Field::Meta(Meta::Score) if matches!(direction, Direction::Desc) => {
+                return fail(
+                    "ORDER BY @score DESC: a NEAR search answers its nearest first, and an \
+                     ORDER BY after it only breaks ties",
+                );
+            }
             Field::Meta(Meta::Score) => "score".to_owned(),
             Field::Meta(meta) => b.meta_column(*meta)?.to_owned(),
             Field::Data(path) => b.path(path),
@@ -720,6 +728,10 @@ mod tests {
                 "LIMIT must be an integer from 0 to 10000",
             ),
             ("FIND ORDER BY @score", "needs a NEAR search"),
+            (
+                "FIND NEAR [1, 0] TOP 3 ORDER BY @score DESC",
+                "only breaks ties",
+            ),
             ("FIND WHERE @score < 1", "can only order"),
             ("FIND WHERE @id = 3", "must be a string"),
             ("FIND NEAR [] TOP 3", "non-empty array"),
