@@ -173,6 +173,9 @@ pub struct FunctionsConfig {
     /// deploy past it removes the oldest others (and their components, when
     /// no other deployment shares them).
     pub max_deployments: u32,
+    /// Functions one project environment may hold: with
+    /// `max_deployments` of up to 10 MiB each, what one tenant can store.
+    pub max_functions: u32,
     /// Log lines kept per function, its newest: past them by a tenth, the
     /// oldest are deleted.
     pub log_lines_kept: u32,
@@ -357,6 +360,7 @@ impl Default for FunctionsConfig {
             max_timeout_ms: 60_000,
             memory_mb: 64,
             max_deployments: 100,
+            max_functions: 1000,
             log_lines_kept: 100_000,
             base_domain: None,
             blocked_networks: vec![Network::Private],
@@ -593,6 +597,10 @@ impl Config {
         ensure!(
             functions.max_deployments > 0,
             "functions.max_deployments must be positive"
+        );
+        ensure!(
+            functions.max_functions > 0,
+            "functions.max_functions must be positive"
         );
         ensure!(
             (100..=100_000_000).contains(&functions.log_lines_kept),

@@ -2647,12 +2647,35 @@ fn one_projects_ticks_take_only_their_share_of_a_host() {
 }
 
 #[test]
-fn functions_are_listed_a_page_at_a_time() {
-    let host = Host::start();
+fn functions_are_listed_a_page_at_a_time_and_an_environment_holds_so_many() {
+    let host = Host::builder()
+        .config("[functions]\nmax_functions = 3\n")
+        .start();
     let token = host.token();
+    let mut ids = Vec::new();
     for name in ["cee", "ay", "bee"] {
-        create(&host, &token, json!({ "name": name }));
+        ids.push(create(&host, &token, json!({ "name": name }))["id"].clone());
     }
+    // The environment is full: creating or installing one more is refused,
+    // and nothing is left of the attempt.
+    let refused = call(
+        &host,
+        "POST",
+        "/v1/functions",
+        &token,
+        Some(&json!({ "name": "dee" })),
+    )
+    .expect_error(422);
+    assert!(refused.contains("at most 3 functions"), "{refused}");
+    let refused = call(
+        &host,
+        "POST",
+        "/v1/functions/templates/hello/install",
+        &token,
+        Some(&json!({ "function_name": "dee" })),
+    )
+    .expect_error(422);
+    assert!(refused.contains("at most 3 functions"), "{refused}");
     let page = |query: &str| fn_get(&host, &token, &format!("/v1/functions?{query}"));
     let names = |page: &Value| -> Vec<String> {
         page["functions"]
@@ -2674,6 +2697,33 @@ fn functions_are_listed_a_page_at_a_time() {
     for bad in ["limit=0", "limit=1001", "limit=x", "after=%00", "page=2"] {
         page(bad).expect_error(400);
     }
+
+    // Deleting one makes room.
+    let id = ids[0].as_str().unwrap();
+    assert_eq!(
+        call(
+            &host,
+            "DELETE",
+            &format!("/v1/functions/{id}"),
+            &token,
+            None
+        )
+        .status,
+        204
+    );
+    create(&host, &token, json!({ "name": "dee" }));
+    // The other environment of the project is another tenant, with room of
+    // its own (the switch ends this session, so it comes last).
+    // The other environment of the project is another tenant, with room.
+    let switched = host.call(
+        "POST",
+        "/v1/auth/switch",
+        &token,
+        Some(&json!({ "environment": "live" })),
+    );
+    assert_eq!(switched.status, 200, "{}", switched.text());
+    let live = switched.json()["access_token"].as_str().unwrap().to_owned();
+    create(&host, &live, json!({ "name": "dee" }));
 }
 
 #[test]

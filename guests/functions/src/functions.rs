@@ -43,12 +43,33 @@ pub fn create(request: &Request, _: &Params) -> Result<Response, ApiError> {
 }
 
 /// Inserts a function with `settings` in the caller's environment; its id,
-/// or 409 when the name is taken.
+/// or 409 when the name is taken, 422 when the environment holds
+/// `functions.max_functions` already.
 pub fn insert(
     tx: &Transaction,
     caller: &Principal,
     settings: &Settings,
 ) -> Result<String, ApiError> {
+    // The environment's row held first, then the count (a statement of its
+    // own, so that it sees what the holder before committed): concurrent
+    // creations count each other's functions.
+    let environment = [param(&caller.project_id), param(&caller.environment)];
+    db::tx(
+        tx,
+        "SELECT 1 FROM zatabase.environments WHERE project_id = $1::uuid AND name = $2 FOR UPDATE",
+        &environment,
+    )?;
+    let held = db::tx(
+        tx,
+        "SELECT count(*) AS n FROM zatabase.functions WHERE project_id = $1::uuid AND environment = $2",
+        &environment,
+    )?;
+    let max = functions::limits().max_functions;
+    if integer(&held, "n")? >= u64::from(max) {
+        return Err(ApiError::unprocessable(format!(
+            "an environment holds at most {max} functions (`functions.max_functions`); delete one first"
+        )));
+    }
     let created = db::tx(
         tx,
         "INSERT INTO zatabase.functions (project_id, environment, name, description, variables,

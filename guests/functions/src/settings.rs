@@ -329,6 +329,7 @@ mod tests {
             default_memory_mb: 64,
             max_memory_mb: 512,
             max_deployments: 100,
+            max_functions: 1000,
         }
     }
 

@@ -332,6 +332,7 @@ impl Functions {
                 default_memory_mb: config.memory_mb,
                 max_memory_mb: u32::try_from(max_memory_mb).unwrap_or(u32::MAX),
                 max_deployments: config.max_deployments,
+                max_functions: config.max_functions,
             },
             resolved: Mutex::new(Resolved::default()),
             deployments: Deployments::default(),
