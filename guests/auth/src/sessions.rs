@@ -103,10 +103,11 @@ struct RefreshRequest {
 /// `POST /v1/auth/refresh`: a new pair for a refresh token, which is then
 /// spent. A spent token presented again (refreshed, or its session switched
 /// away from) revokes the session's family, unless it was refreshed within
-/// the reuse interval (`auth.refresh_reuse_interval_secs`) and its session
-/// lives: then it is a client's retry (its answer lost, or two tabs
-/// refreshing at once) and gets a pair of its own for the session, as
-/// Supabase's reuse interval does.
+/// the reuse interval (`auth.refresh_reuse_interval_secs`), was not retried
+/// before, and its session lives: then it is a client's retry (its answer
+/// lost, or two tabs refreshing at once) and gets a pair of its own for the
+/// session, once (a second presentation is theft: a thief who saw the
+/// token cannot start its own chain unnoticed while the client retries).
 pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
     let body: RefreshRequest = request.json()?;
     let digest = auth::digest(body.refresh_token.trim());
@@ -116,7 +117,8 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
         &tx,
         "SELECT rt.session_id::text AS session_id,
                 (rt.used_at IS NOT NULL
-                   AND NOT (rt.used_at > now() - make_interval(secs => $2::int)
+                   AND NOT ($2::int > 0 AND rt.retried_at IS NULL
+                            AND rt.used_at > clock_timestamp() - make_interval(secs => $2::int)
                             AND s.revoked_at IS NULL))
                   OR s.revoked_reason = 'switched' AS spent,
                 rt.used_at IS NOT NULL AS retried,
@@ -158,15 +160,14 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, ApiError> {
     if cell(&found, 0, "dead").and_then(boolean) != Some(false) {
         return Err(unauthorized("the session has ended; log in again"));
     }
-    // A retry leaves the token spent when it first was, so the interval
-    // runs from that and a string of retries cannot stretch it.
-    if cell(&found, 0, "retried").and_then(boolean) != Some(true) {
-        db::tx(
-            &tx,
-            "UPDATE zatabase.refresh_tokens SET used_at = now() WHERE digest = $1",
-            &[param(&digest)],
-        )?;
-    }
+    // A retry leaves the token spent when it first was, and marks it
+    // retried: the next presentation is theft.
+    let spend = if cell(&found, 0, "retried").and_then(boolean) == Some(true) {
+        "UPDATE zatabase.refresh_tokens SET retried_at = now() WHERE digest = $1"
+    } else {
+        "UPDATE zatabase.refresh_tokens SET used_at = now() WHERE digest = $1"
+    };
+    db::tx(&tx, spend, &[param(&digest)])?;
     let account = Account {
         user_id: db::text(&found, "user_id")?,
         email: db::text(&found, "email")?,

@@ -241,15 +241,15 @@ pub fn activate(_: &Request, params: &Params) -> Result<Response, ApiError> {
     let version = wanted.parse::<i32>().ok().filter(|v| *v > 0);
     let missing = || ApiError::not_found(format!("function `{id}` has no deployment `{wanted}`"));
     let tx = db::begin()?;
-    // The function's row held, so that its `memory_mb` stays what the
-    // version is checked against, and a deploy cannot prune the version
-    // meanwhile.
+    // The function's and the version's rows held, so that its `memory_mb`
+    // stays what the version is checked against, and a deploy cannot prune
+    // the version meanwhile (one that pruned it first leaves no row: 404).
     let found = db::tx(
         &tx,
         "SELECT d.id::text AS id, d.version, d.sha256, f.memory_mb
          FROM zatabase.functions f JOIN zatabase.function_deployments d ON d.function_id = f.id
          WHERE f.id = $1::uuid AND (d.id = $2::uuid OR d.version = $3)
-         FOR UPDATE OF f",
+         FOR UPDATE OF f, d",
         &[
             param(id),
             param(uuid_or_nil(wanted)),

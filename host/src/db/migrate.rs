@@ -109,6 +109,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "project reach",
         include_str!("../../migrations/0020_project_reach.sql"),
     ),
+    (
+        21,
+        "refresh retry",
+        include_str!("../../migrations/0021_refresh_retry.sql"),
+    ),
 ];
 
 const TABLE: &str = "zatabase._sqlx_migrations";
