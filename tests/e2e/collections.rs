@@ -928,42 +928,33 @@ fn names_that_would_shadow_or_collide_are_refused_and_odd_tables_still_answer() 
     );
     host.sql_ok("DROP TABLE gone", &[]);
     // What needs its table says it is gone (409), not a server fault.
-    let ingested = ingest(
-        &host,
-        &token,
-        "gone",
-        "application/json",
-        r#"[{"id": "a"}]"#,
-    );
-    assert!(
-        ingested.expect_error(409).contains("outside this API"),
-        "{}",
-        ingested.text()
-    );
-    let searched = call(
-        &host,
-        "POST",
-        "/v1/knn",
-        &token,
-        Some(&json!({ "collection": "gone", "column": "embedding", "vector": [1, 0], "k": 1 })),
-    );
-    assert!(
-        searched.expect_error(409).contains("outside this API"),
-        "{}",
-        searched.text()
-    );
-    let projected = call(
-        &host,
-        "PUT",
-        "/v1/collections/gone/projection",
-        &token,
-        Some(&json!({ "projection": { "x": { "type": "text", "path": "$.x" } } })),
-    );
-    assert!(
-        projected.expect_error(409).contains("outside this API"),
-        "{}",
-        projected.text()
-    );
+    let answers = [
+        ingest(
+            &host,
+            &token,
+            "gone",
+            "application/json",
+            r#"[{"id": "a"}]"#,
+        ),
+        call(
+            &host,
+            "POST",
+            "/v1/knn",
+            &token,
+            Some(&json!({ "collection": "gone", "column": "embedding", "vector": [1, 0], "k": 1 })),
+        ),
+        call(
+            &host,
+            "PUT",
+            "/v1/collections/gone/projection",
+            &token,
+            Some(&json!({ "projection": { "x": { "type": "text", "path": "$.x" } } })),
+        ),
+    ];
+    for answer in answers {
+        let message = answer.expect_error(409);
+        assert!(message.contains("outside this API"), "{message}");
+    }
     let listed = call(&host, "GET", "/v1/collections", &token, None);
     assert_eq!(listed.status, 200, "{}", listed.text());
     let listed = listed.json();

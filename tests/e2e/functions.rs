@@ -2542,6 +2542,18 @@ fn the_kv_counter_template_counts_in_its_own_store() {
     assert_eq!(broken.json()["status"], 500);
 }
 
+/// Adds a trigger that calls `path` of the function `id` every second.
+fn every_second(host: &Host, token: &str, id: &str, path: &str) {
+    let created = call(
+        host,
+        "POST",
+        &format!("/v1/functions/{id}/triggers"),
+        token,
+        Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": path })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+}
+
 /// A tick whose function fails after its response's head went out (a trap
 /// while its body streams) is recorded as the failure it is, not as the
 /// head's 200.
@@ -2551,14 +2563,7 @@ fn a_tick_that_fails_after_its_head_is_recorded_as_failed() {
     let token = host.token();
     let id = deployed(&host, &token, json!({ "name": "halfway" }), spin7());
     let triggers = format!("/v1/functions/{id}/triggers");
-    let created = call(
-        &host,
-        "POST",
-        &triggers,
-        &token,
-        Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": "/half" })),
-    );
-    assert_eq!(created.status, 201, "{}", created.text());
+    every_second(&host, &token, &id, "/half");
     let mut listed = Value::Null;
     assert!(
         zatabase_tests::eventually(std::time::Duration::from_secs(15), || {
@@ -2580,14 +2585,7 @@ fn one_projects_ticks_take_only_their_share_of_a_host() {
     let id = deployed(&host, &token, json!({ "name": "napper" }), spin7());
     let triggers = format!("/v1/functions/{id}/triggers");
     for _ in 0..20 {
-        let created = call(
-            &host,
-            "POST",
-            &triggers,
-            &token,
-            Some(&json!({ "type": "cron", "schedule": "* * * * * *", "path": "/nap" })),
-        );
-        assert_eq!(created.status, 201, "{}", created.text());
+        every_second(&host, &token, &id, "/nap");
     }
     let mut listed = Value::Null;
     assert!(
