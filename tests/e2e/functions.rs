@@ -1402,6 +1402,42 @@ fn results_a_function_leaves_unread_are_bounded() {
     assert!(text.ends_with("again=1"), "{text}");
 }
 
+/// A WASI 0.3 guest starting many calls at once: each call's arguments are
+/// copied into the host as it starts, so they count against the store's
+/// bound on what it holds of the host while the call runs, and a call past
+/// it is refused at once rather than held while it waits for a connection.
+#[test]
+fn calls_started_at_once_hold_only_so_much_of_the_host() {
+    let host = Host::start();
+    let token = host.token();
+    deployed(
+        &host,
+        &token,
+        json!({ "name": "flooder", "memory_mb": 512 }),
+        spin7(),
+    );
+    let tally = |path: &str| -> (u32, u32, String) {
+        let answer = fn_get(&host, &token, path);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let text = answer.text();
+        let field = |name: &str| -> u32 {
+            text.split(' ')
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{text}"))
+        };
+        (field("ok"), field("held"), text.clone())
+    };
+    // 16 statements of 6 MiB: at most about 64 MiB of them run at once.
+    let (ok, held, text) = tally("/fn/flooder/pg-flood");
+    assert!(ok >= 10 && held >= 1 && ok + held == 16, "{text}");
+    assert!(text.ends_with("failed=[]"), "{text}");
+    // 100 writes of 1 MiB likewise.
+    let (ok, held, text) = tally("/fn/flooder/kv-flood");
+    assert!(ok >= 60 && held >= 1 && ok + held == 100, "{text}");
+    assert!(text.ends_with("failed=[]"), "{text}");
+}
+
 #[test]
 fn work_a_function_does_after_its_response_is_done() {
     // WASI 0.3: a guest may go on after returning its response. That work

@@ -344,6 +344,16 @@ impl v2::HostStore for KeyValueState {
 /// the guest's other tasks run meanwhile.
 type V3 = HasSelf<KeyValueState>;
 
+/// A call's key and value counted against the store's bound while it
+/// runs ([`Unread::hold`]): a WASI 0.3 guest can start any number at once,
+/// each copied into host memory as it starts.
+fn hold<T>(accessor: &Accessor<T, V3>, bytes: usize) -> Result<Reserved, v3::Error> {
+    accessor
+        .with(|mut access| access.get().unread.clone())
+        .hold(bytes)
+        .map_err(v3::Error::Other)
+}
+
 fn with_store<T>(accessor: &Accessor<T, V3>, store: &Resource<Store>) -> wasmtime::Result<Store> {
     accessor.with(|mut access| access.get().store(store))
 }
@@ -372,6 +382,10 @@ impl<T> v3::HostStoreWithStore<T> for V3 {
         store: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, v3::Error>> {
+        let _held = match hold(accessor, key.len()) {
+            Ok(held) => held,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(with_store(accessor, &store)?
             .get(key)
             .await
@@ -384,6 +398,11 @@ impl<T> v3::HostStoreWithStore<T> for V3 {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), v3::Error>> {
+        let bytes = key.len() + value.len();
+        let _held = match hold(accessor, bytes) {
+            Ok(held) => held,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(with_store(accessor, &store)?
             .set(key, value)
             .await
@@ -395,6 +414,10 @@ impl<T> v3::HostStoreWithStore<T> for V3 {
         store: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<(), v3::Error>> {
+        let _held = match hold(accessor, key.len()) {
+            Ok(held) => held,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(with_store(accessor, &store)?
             .delete(key)
             .await
@@ -406,6 +429,10 @@ impl<T> v3::HostStoreWithStore<T> for V3 {
         store: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<bool, v3::Error>> {
+        let _held = match hold(accessor, key.len()) {
+            Ok(held) => held,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(with_store(accessor, &store)?
             .exists(key)
             .await

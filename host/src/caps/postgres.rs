@@ -13,7 +13,7 @@ use wasmtime::component::{
 use super::spin::postgres3_0_0::postgres as v3;
 use super::spin::postgres4_2_0::postgres as v4;
 use super::types::{QueryResult, Scalar, SqlError, Value};
-use super::unread::Unread;
+use super::unread::{Reserved, Unread};
 use crate::db::{Db, Fetched, TenantSql};
 use crate::dispatch::{FunctionContext, HostState};
 
@@ -474,14 +474,25 @@ impl<T> v4::HostConnectionWithStore<T> for V4 {
             let state = access.get();
             wasmtime::error::Ok((state.connection(&connection)?, state.unread.clone()))
         })?;
-        let (columns, rows) = match query_v4(&connection, &statement, params).await {
+        let arguments = match hold_arguments(&unread, &statement, &params) {
+            Ok(held) => held,
+            Err(refused) => return Ok(Err(v4::Error::Other(refused))),
+        };
+        let queried = query_v4(&connection, &statement, params).await;
+        drop(arguments);
+        let (columns, rows) = match queried {
             Ok(result) => result,
             Err(error) => return Ok(Err(error)),
         };
         let bytes = rows.iter().flatten().map(db_value_bytes).sum();
         let rows = match unread.stream(rows, bytes) {
             Ok(rows) => rows,
-            Err(refused) => return Ok(Err(v4::Error::Other(refused))),
+            Err(refused) => {
+                return Ok(Err(v4::Error::Other(format!(
+                    "the statement ran (a statement that writes has made its changes), but its \
+                     rows cannot be handed over: {refused}"
+                ))));
+            }
         };
         accessor.with(|mut access| {
             let rows = StreamReader::new(&mut access, rows)?;
@@ -496,9 +507,50 @@ impl<T> v4::HostConnectionWithStore<T> for V4 {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, v4::Error>> {
-        let connection = accessor.with(|mut access| access.get().connection(&connection))?;
+        let (connection, unread) = accessor.with(|mut access| {
+            let state = access.get();
+            wasmtime::error::Ok((state.connection(&connection)?, state.unread.clone()))
+        })?;
+        let _arguments = match hold_arguments(&unread, &statement, &params) {
+            Ok(held) => held,
+            Err(refused) => return Ok(Err(v4::Error::Other(refused))),
+        };
         Ok(execute_v4(&connection, &statement, params).await)
     }
+}
+
+/// A call's statement and parameters counted against the store's bound
+/// while it runs ([`Unread::hold`]); refused, before it runs, past it.
+fn hold_arguments(
+    unread: &Unread,
+    statement: &str,
+    params: &[v4::ParameterValue],
+) -> Result<Reserved, String> {
+    let bytes = statement.len() + params.iter().map(parameter_bytes).sum::<usize>();
+    unread.hold(bytes)
+}
+
+/// What a parameter holds of the host: its own size and what it points to.
+fn parameter_bytes(value: &v4::ParameterValue) -> usize {
+    use v4::ParameterValue as P;
+    let strings = |items: &[Option<String>]| {
+        items
+            .iter()
+            .map(|s| std::mem::size_of::<Option<String>>() + s.as_ref().map_or(0, String::len))
+            .sum()
+    };
+    let bound =
+        |bound: &Option<(String, v4::RangeBoundKind)>| bound.as_ref().map_or(0, |(s, _)| s.len());
+    std::mem::size_of::<v4::ParameterValue>()
+        + match value {
+            P::Str(s) | P::Decimal(s) | P::Uuid(s) => s.len(),
+            P::Binary(b) | P::Jsonb(b) => b.len(),
+            P::ArrayStr(items) | P::ArrayDecimal(items) => strings(items),
+            P::ArrayInt32(items) => items.len() * std::mem::size_of::<Option<i32>>(),
+            P::ArrayInt64(items) => items.len() * std::mem::size_of::<Option<i64>>(),
+            P::RangeDecimal((lower, upper)) => bound(lower) + bound(upper),
+            _ => 0,
+        }
 }
 
 /// What a value holds of the host: its own size and what it points to.

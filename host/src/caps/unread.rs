@@ -1,5 +1,6 @@
 //! Results a WASI 0.3 guest is handed as streams (a query's rows, a
-//! store's keys) and has not read yet.
+//! store's keys) and has not read yet, and the arguments of its calls still
+//! running.
 //!
 //! The host reads such a result whole, then streams it to the guest: until
 //! the guest reads it, it is host memory, which the guest's own memory
@@ -9,6 +10,12 @@
 //! stream more is refused (one result, however large within its own caps,
 //! is always handed over when nothing else is unread). A result counts
 //! until the guest has read all of it or dropped its stream.
+//!
+//! A WASI 0.3 guest may also start any number of calls at once: each
+//! call's arguments (a statement and its parameters, a key and its value)
+//! are copied into host memory as it starts, and held while it waits for a
+//! connection. They count against the same bound until the call ends
+//! ([`Unread::hold`]), so a call past it is refused before it waits.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -48,6 +55,14 @@ impl Unread {
         })
     }
 
+    /// `bytes` of a call's arguments counted while the returned hold
+    /// lives (the call runs); or why not.
+    pub fn hold(&self, bytes: usize) -> Result<Reserved, String> {
+        let mut reserved = self.reserve();
+        reserved.grow(bytes)?;
+        Ok(reserved)
+    }
+
     /// Bytes unread now.
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
@@ -73,8 +88,9 @@ impl Reserved {
             let others = unread.saturating_sub(held.bytes);
             if others > 0 && unread.saturating_add(bytes) > MAX_UNREAD_BYTES {
                 return Err(format!(
-                    "{} MiB of earlier results are still unread; read or drop their streams \
-                     before asking for more",
+                    "{} MiB of earlier results are still unread or held by calls still \
+                     running; read or drop their streams, or wait for those calls, before \
+                     asking for more",
                     others >> 20
                 ));
             }
@@ -174,6 +190,23 @@ mod tests {
         drop(held);
         assert_eq!(unread.bytes(), 0);
         assert!(unread.stream(vec![0u8], 1).is_ok());
+    }
+
+    #[test]
+    fn calls_running_hold_their_arguments_against_the_bound() {
+        let unread = Unread::default();
+        let running: Vec<_> = (0..4)
+            .map(|_| unread.hold(MAX_UNREAD_BYTES / 4).unwrap())
+            .collect();
+        assert!(unread.hold(1).is_err(), "no room for another call");
+        assert!(unread.stream(vec![0u8], 1).is_err(), "nor for a result");
+        drop(running);
+        assert_eq!(unread.bytes(), 0);
+        // A call alone is let through whatever it holds.
+        let alone = unread.hold(MAX_UNREAD_BYTES * 2).unwrap();
+        assert!(unread.hold(1).is_err());
+        drop(alone);
+        assert!(unread.hold(1).is_ok());
     }
 
     #[test]

@@ -137,6 +137,8 @@ async fn handle(request: Request) -> Answer {
             Ok(body) => text(200, body),
             Err(error) => text(500, format!("postgres failed: {error}")),
         },
+        "/pg-flood" => text(200, pg_flood().await),
+        "/kv-flood" => text(200, kv_flood().await),
         "/pg-types" => match types().await {
             Ok(body) => text(200, body),
             Err(error) => text(500, format!("postgres failed: {error}")),
@@ -316,6 +318,52 @@ async fn hoard() -> Result<String, pg::Error> {
         .await?
         .len();
     Ok(format!("held={count}\nrefused={refused}\nagain={again}"))
+}
+
+/// 16 statements started at once, each with a 6 MiB parameter (each copied
+/// into the host as it starts): how many ran, how many the host refused at
+/// once for what calls still running hold, and what else failed.
+async fn pg_flood() -> String {
+    let db = match pg::Connection::open("any address").await {
+        Ok(db) => db,
+        Err(error) => return format!("open failed: {error}"),
+    };
+    let calls = (0..16).map(|_| {
+        db.execute(
+            "SELECT length($1)",
+            [pg::ParameterValue::Str("x".repeat(6 << 20))],
+        )
+    });
+    let results = futures::future::join_all(calls).await;
+    tally(
+        results
+            .into_iter()
+            .map(|r| r.map(drop).map_err(|e| e.to_string())),
+    )
+}
+
+/// 100 writes of 1 MiB started at once, tallied as `pg_flood`'s.
+async fn kv_flood() -> String {
+    let store = match key_value::Store::open_default().await {
+        Ok(store) => store,
+        Err(error) => return format!("open failed: {error}"),
+    };
+    let value = vec![7u8; 1 << 20];
+    let calls = (0..100).map(|i| store.set(format!("flood-{i}"), &value));
+    let results = futures::future::join_all(calls).await;
+    tally(results.into_iter().map(|r| r.map_err(|e| e.to_string())))
+}
+
+fn tally(results: impl Iterator<Item = Result<(), String>>) -> String {
+    let (mut ok, mut held, mut failed) = (0, 0, Vec::new());
+    for result in results {
+        match result {
+            Ok(()) => ok += 1,
+            Err(error) if error.contains("held by calls still running") => held += 1,
+            Err(error) => failed.push(error),
+        }
+    }
+    format!("ok={ok} held={held} failed={failed:?}")
 }
 
 /// A value of each type spin-sdk 7 maps, read back as `column=value` lines;
