@@ -562,13 +562,33 @@ impl Config {
             (1..=3600).contains(&self.postgres.start_timeout_secs),
             "postgres.start_timeout_secs must be between 1 and 3600"
         );
+        // Shorter, a kept-alive connection closes at once, and an answer
+        // that fills the socket's buffer is cut.
         ensure!(
-            self.http.header_read_timeout_ms > 0,
-            "http.header_read_timeout_ms must be positive"
+            self.http.header_read_timeout_ms >= 100,
+            "http.header_read_timeout_ms must be at least 100"
         );
         ensure!(
-            self.http.send_timeout_ms > 0,
-            "http.send_timeout_ms must be positive"
+            self.http.send_timeout_ms >= 100,
+            "http.send_timeout_ms must be at least 100"
+        );
+        // An origin is matched as browsers send it: scheme, host and port,
+        // lower case, no path. One written otherwise would never match, and
+        // CORS would fail without a word.
+        for origin in &self.http.cors_allowed_origins {
+            ensure!(
+                origin == "*" || is_origin(origin),
+                "http.cors_allowed_origins: `{origin}` is not an origin as browsers send it \
+                 (`https://app.example.com`, `http://localhost:3000`: lower case, no path or \
+                 trailing slash), nor `*`"
+            );
+        }
+        // Every peer trusted: any client could say it is any address, and
+        // no per-client limit would hold.
+        ensure!(
+            !self.http.trusted_proxies.iter().any(Network::is_everything),
+            "http.trusted_proxies must not hold a network of every address (`0.0.0.0/0`, \
+             `::/0`): name the proxies' own addresses"
         );
         // Key-value's largest value (1 MiB) arrives as 2 MiB of hex, and
         // must always fit.
@@ -678,6 +698,22 @@ impl Config {
     }
 }
 
+/// Whether `text` is an origin as a browser sends it: `scheme://host` or
+/// `scheme://host:port`, lower case, with nothing after.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let Ok(uri) = text.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@'])
+        && text == text.to_ascii_lowercase()
+        && uri.host().is_some_and(|host| !host.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,6 +815,58 @@ mod tests {
             config.functions.base_domain = Some(bad.to_owned());
             config.normalize();
             assert!(config.validate().is_err(), "{bad:?} passed");
+        }
+    }
+
+    #[test]
+    fn edge_settings_that_would_silently_misbehave_are_refused() {
+        let checked = |toml: &str| {
+            let mut config: Config = toml::from_str(toml).unwrap();
+            config.normalize();
+            config.validate().map_err(|e| e.to_string())
+        };
+        for good in [
+            "[http]\ncors_allowed_origins = [\"*\"]\n",
+            "[http]\ncors_allowed_origins = [\"https://app.example.com\", \"http://localhost:3000\", \"http://[::1]:8080\"]\n",
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+            "[http]\nheader_read_timeout_ms = 100\nsend_timeout_ms = 100\n",
+        ] {
+            assert!(checked(good).is_ok(), "{good}: {:?}", checked(good));
+        }
+        for (bad, says) in [
+            (
+                "[http]\ncors_allowed_origins = [\"https://app.example.com/\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"https://App.example.com\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"app.example.com\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"https://a.io/x\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"ftp://a.io\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ntrusted_proxies = [\"0.0.0.0/0\"]\n",
+                "every address",
+            ),
+            (
+                "[http]\ntrusted_proxies = [\"10.0.0.1\", \"::/0\"]\n",
+                "every address",
+            ),
+            ("[http]\nheader_read_timeout_ms = 1\n", "at least 100"),
+            ("[http]\nsend_timeout_ms = 99\n", "at least 100"),
+        ] {
+            let error = checked(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
         }
     }
 

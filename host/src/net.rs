@@ -74,6 +74,11 @@ impl TryFrom<String> for Network {
 }
 
 impl Network {
+    /// Whether this is a block of every address of its family (`/0`).
+    pub fn is_everything(&self) -> bool {
+        matches!(self, Self::Block { prefix: 0, .. })
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is that
         // IPv4 address.
