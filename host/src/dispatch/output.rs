@@ -126,7 +126,13 @@ impl AsyncWrite for LineWriter {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         for &byte in buf {
-            if byte == b'\n' || self.line.len() >= MAX_LINE {
+            // A long line is cut before a character's first byte, so no
+            // character is split between its two parts.
+            let starts_a_character = byte & 0xC0 != 0x80;
+            if byte == b'\n'
+                || (self.line.len() >= MAX_LINE && starts_a_character)
+                || self.line.len() >= MAX_LINE + 3
+            {
                 self.emit();
                 if byte == b'\n' {
                     continue;
@@ -195,5 +201,33 @@ mod tests {
                 owned("second", "the second's"),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_cut_between_characters() {
+        let telemetry = Arc::new(Telemetry::default());
+        let function = FunctionLog {
+            function_id: Arc::from("f"),
+            telemetry: telemetry.clone(),
+        };
+        let output = GuestOutput::stdout(
+            Arc::from("c"),
+            RequestTag::new(Arc::from("r")),
+            Some(function),
+            LogBudget::new(),
+        );
+        let mut stream = std::pin::Pin::from(output.async_stream());
+        // `é` is two bytes, its first the line's last before the cut.
+        let long = format!("{}é", "a".repeat(MAX_LINE - 1));
+        stream
+            .write_all(format!("{long}x\n").as_bytes())
+            .await
+            .unwrap();
+        let lines: Vec<String> = telemetry
+            .pending_lines()
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect();
+        assert_eq!(lines, [long, "x".to_owned()]);
     }
 }
