@@ -12,7 +12,7 @@ use wasmtime::component::{
 
 use super::spin::postgres3_0_0::postgres as v3;
 use super::spin::postgres4_2_0::postgres as v4;
-use super::types::{QueryResult, Scalar, SqlError, Value};
+use super::types::{ErrorKind, QueryResult, Scalar, SqlError, Value};
 use super::unread::{Reserved, Unread};
 use crate::db::{Db, Fetched, TenantSql};
 use crate::dispatch::{FunctionContext, HostState};
@@ -147,12 +147,34 @@ fn overflow(kept: usize) -> String {
     )
 }
 
+/// How Spin's own host says an error Postgres did not raise: no
+/// connection (the database unreachable, the pool exhausted), or a
+/// parameter the statement cannot take (their count); else `None`, a
+/// failed query.
+enum HostSide {
+    ConnectionFailed,
+    BadParameter,
+}
+
+fn host_side(error: &SqlError) -> Option<HostSide> {
+    match (&error.sqlstate, error.kind) {
+        (None, ErrorKind::Unavailable) => Some(HostSide::ConnectionFailed),
+        (None, ErrorKind::InvalidInput) => Some(HostSide::BadParameter),
+        _ => None,
+    }
+}
+
 fn failed(error: SqlError) -> v3::Error {
+    let side = host_side(&error);
     let mut message = error.message;
     if let Some(detail) = error.detail {
         message = format!("{message} ({detail})");
     }
-    v3::Error::QueryFailed(message)
+    match side {
+        Some(HostSide::ConnectionFailed) => v3::Error::ConnectionFailed(message),
+        Some(HostSide::BadParameter) => v3::Error::BadParameter(message),
+        None => v3::Error::QueryFailed(message),
+    }
 }
 
 /// A parameter as the host binds it, or why it cannot be.
@@ -193,15 +215,17 @@ fn year_text(y: i32) -> (String, &'static str) {
     }
 }
 
-/// A time of day; nanoseconds past a second are refused (written out,
-/// `.1500000000` would read as 0.15 s).
+/// A time of day, to the microsecond Postgres keeps: the nanoseconds past
+/// it are dropped, as Spin's own host does (written out, Postgres would
+/// round `23:59:59.9999995` up to the next day). Nanoseconds past a
+/// second are refused (`.1500000000` would read as 0.15 s).
 fn time_text((h, mi, s, ns): (u8, u8, u8, u32)) -> Result<String, String> {
     if ns >= 1_000_000_000 {
         return Err(format!(
             "a time's nanoseconds must be under 1,000,000,000, not {ns}"
         ));
     }
-    Ok(format!("{h:02}:{mi:02}:{s:02}.{ns:09}"))
+    Ok(format!("{h:02}:{mi:02}:{s:02}.{:06}", ns / 1000))
 }
 
 fn datetime_text(
@@ -631,6 +655,11 @@ fn failed_v4(error: SqlError) -> v4::Error {
         Some(detail) => format!("{} ({detail})", error.message),
         None => error.message.clone(),
     };
+    match host_side(&error) {
+        Some(HostSide::ConnectionFailed) => return v4::Error::ConnectionFailed(as_text),
+        Some(HostSide::BadParameter) => return v4::Error::BadParameter(as_text),
+        None => {}
+    }
     v4::Error::QueryFailed(match error.sqlstate {
         Some(code) => v4::QueryError::DbError(v4::DbError {
             as_text,
@@ -681,9 +710,21 @@ fn parameter_v4(value: v4::ParameterValue) -> Result<Value, String> {
             micros,
             days,
             months,
-        }) => Scalar::Interval(format!("{months} mons {days} days {micros} microseconds")),
+        }) => Scalar::Interval(interval_text(months, days, micros)),
     };
     Ok(Value::Scalar(scalar))
+}
+
+/// An interval as Postgres reads it, its time as seconds with a fraction:
+/// Postgres before 15 reads each field as a 32-bit number, so `micros`
+/// written as microseconds failed past 35 minutes.
+fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let (seconds, fraction) = (
+        (micros / 1_000_000).unsigned_abs(),
+        (micros % 1_000_000).unsigned_abs(),
+    );
+    format!("{months} mons {days} days {sign}{seconds}.{fraction:06} seconds")
 }
 
 fn array<T>(items: Vec<Option<T>>, scalar: fn(T) -> Scalar) -> Value {
@@ -915,10 +956,65 @@ mod tests {
     }
 
     #[test]
+    fn errors_postgres_did_not_raise_are_said_as_spin_says_them() {
+        use crate::db::exec::error;
+        let unavailable = || error(ErrorKind::Unavailable, "the database is unreachable");
+        let miscounted = || {
+            error(
+                ErrorKind::InvalidInput,
+                "the statement uses $2 but 1 parameter(s) were given",
+            )
+        };
+        assert!(
+            matches!(failed_v4(unavailable()), v4::Error::ConnectionFailed(m) if m.contains("unreachable"))
+        );
+        assert!(matches!(failed_v4(miscounted()), v4::Error::BadParameter(m) if m.contains("$2")));
+        assert!(matches!(
+            failed(unavailable()),
+            v3::Error::ConnectionFailed(_)
+        ));
+        assert!(matches!(failed(miscounted()), v3::Error::BadParameter(_)));
+        // Postgres's own: a failed query, its code kept.
+        let raised = || SqlError {
+            sqlstate: Some("22P02".to_owned()),
+            ..error(
+                ErrorKind::InvalidInput,
+                "invalid input syntax for type integer",
+            )
+        };
+        assert!(matches!(
+            failed_v4(raised()),
+            v4::Error::QueryFailed(v4::QueryError::DbError(e)) if e.code == "22P02"
+        ));
+        assert!(matches!(failed(raised()), v3::Error::QueryFailed(_)));
+    }
+
+    #[test]
+    fn intervals_are_written_as_seconds() {
+        assert_eq!(
+            interval_text(1, 2, 3_723_500_000),
+            "1 mons 2 days 3723.500000 seconds"
+        );
+        assert_eq!(
+            interval_text(0, 0, -1_500),
+            "0 mons 0 days -0.001500 seconds"
+        );
+        assert_eq!(
+            interval_text(-1, -2, i64::MIN),
+            "-1 mons -2 days -9223372036854.775808 seconds"
+        );
+    }
+
+    #[test]
     fn nanoseconds_past_a_second_are_refused() {
+        // Truncated to microseconds, not rounded into the next second.
         assert_eq!(
             time_text((12, 0, 0, 999_999_999)).unwrap(),
-            "12:00:00.999999999"
+            "12:00:00.999999"
+        );
+        assert_eq!(
+            datetime_text((2024, 12, 31, 23, 59, 59, 999_999_500)).unwrap(),
+            "2024-12-31T23:59:59.999999"
         );
         assert!(time_text((12, 0, 0, 1_500_000_000)).is_err());
         assert!(datetime_text((2024, 1, 1, 12, 0, 0, 1_000_000_000)).is_err());
@@ -968,7 +1064,7 @@ mod tests {
         assert_eq!(date_text((2024, 3, 1)), "2024-03-01");
         assert_eq!(
             datetime_text((-43, 3, 15, 12, 30, 0, 0)).unwrap(),
-            "0044-03-15T12:30:00.000000000 BC"
+            "0044-03-15T12:30:00.000000 BC"
         );
     }
 
