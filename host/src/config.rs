@@ -130,6 +130,11 @@ pub struct HttpConfig {
     /// Proxies (`private`, CIDR blocks, addresses) whose `X-Forwarded-For`
     /// names the client; `[]`, the default, believes no one.
     pub trusted_proxies: Vec<Network>,
+    /// With a token, `/metrics` answers only `Authorization: Bearer
+    /// <token>` (it shows traffic, errors and how many tenants are
+    /// active); without one it is public, as for a scraper on a private
+    /// network.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,6 +332,7 @@ impl Default for HttpConfig {
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace_secs: 30,
             trusted_proxies: Vec::new(),
+            metrics_token: None,
         }
     }
 }
@@ -583,6 +589,12 @@ impl Config {
                  trailing slash), nor `*`"
             );
         }
+        if let Some(token) = &self.http.metrics_token {
+            ensure!(
+                token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic()),
+                "http.metrics_token must be at least 16 visible ASCII characters"
+            );
+        }
         // Every peer trusted: any client could say it is any address, and
         // no per-client limit would hold.
         ensure!(
@@ -830,6 +842,7 @@ mod tests {
             "[http]\ncors_allowed_origins = [\"https://app.example.com\", \"http://localhost:3000\", \"http://[::1]:8080\"]\n",
             "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
             "[http]\nheader_read_timeout_ms = 100\nsend_timeout_ms = 100\n",
+            "[http]\nmetrics_token = \"0123456789abcdef\"\n",
         ] {
             assert!(checked(good).is_ok(), "{good}: {:?}", checked(good));
         }
@@ -864,6 +877,11 @@ mod tests {
             ),
             ("[http]\nheader_read_timeout_ms = 1\n", "at least 100"),
             ("[http]\nsend_timeout_ms = 99\n", "at least 100"),
+            ("[http]\nmetrics_token = \"short\"\n", "metrics_token"),
+            (
+                "[http]\nmetrics_token = \"sixteen chars ok?\"\n",
+                "metrics_token",
+            ),
         ] {
             let error = checked(bad).unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");

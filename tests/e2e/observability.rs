@@ -159,6 +159,37 @@ fn refs(value: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// With `http.metrics_token`, `/metrics` answers only that bearer token.
+#[test]
+fn metrics_can_be_kept_to_a_token() {
+    let host = Host::builder()
+        .config("[http]\nmetrics_token = \"scrape-me-0123456789\"\n")
+        .start();
+    for authorization in [
+        None,
+        Some("Bearer wrong-token-0123456789"),
+        Some("scrape-me-0123456789"),
+    ] {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect();
+        let refused = host.request("GET", "/metrics", &headers, Vec::new());
+        assert!(refused.expect_error(401).contains("metrics_token"));
+        assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    }
+    let scraped = host.request(
+        "GET",
+        "/metrics",
+        &[("authorization", "Bearer scrape-me-0123456789")],
+        Vec::new(),
+    );
+    assert_eq!(scraped.status, 200, "{}", scraped.text());
+    assert!(scraped.text().contains("# EOF"));
+    // Health stays public.
+    assert_eq!(host.get("/health").status, 200);
+}
+
 #[test]
 fn openapi_describes_what_is_mounted() {
     let host = Host::start();

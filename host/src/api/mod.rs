@@ -30,14 +30,41 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/docs/{file}", get(docs::asset))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+async fn metrics(
+    State(state): State<AppState>,
+    headers: http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.config.http.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared as digests: how long the comparison takes tells
+        // nothing of the token.
+        if sha256(given) != sha256(token) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs `Authorization: Bearer <http.metrics_token>`",
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            ));
+        }
+    }
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(Some(&state.db)),
-    )
+    ))
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).into()
 }
 
 /// No route matches the path.
