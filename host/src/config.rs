@@ -127,6 +127,10 @@ pub struct HttpConfig {
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_allowed_origins: Vec<String>,
     pub shutdown_grace_secs: u64,
+    /// Told to stop, how long the host goes on accepting and serving while
+    /// `/health/ready` answers 503, before its listener closes and the
+    /// grace period begins: time for a load balancer to stop sending.
+    pub shutdown_delay_secs: u64,
     /// Proxies (`private`, CIDR blocks, addresses) whose `X-Forwarded-For`
     /// names the client; `[]`, the default, believes no one.
     pub trusted_proxies: Vec<Network>,
@@ -331,6 +335,7 @@ impl Default for HttpConfig {
             send_timeout_ms: 30_000,
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace_secs: 30,
+            shutdown_delay_secs: 0,
             trusted_proxies: Vec::new(),
             metrics_token: None,
         }

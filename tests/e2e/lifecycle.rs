@@ -43,6 +43,40 @@ fn a_fresh_data_directory_gets_a_cluster_and_a_restart_reuses_it() {
     let _ = std::fs::remove_dir_all(data_dir.parent().unwrap());
 }
 
+/// With `http.shutdown_delay_secs`, a stopping host answers readiness 503
+/// at once and serves on (new connections included) for the delay, so a
+/// load balancer stops sending before the listener closes.
+#[test]
+fn a_stopping_host_says_it_is_not_ready_and_serves_on_for_its_delay() {
+    let mut host = Host::builder()
+        .config("[http]\nshutdown_delay_secs = 3\n")
+        .start();
+    assert_eq!(host.get("/health/ready").status, 200);
+    let token = host.token();
+    let told = std::time::Instant::now();
+    rustix::process::kill_process(host.pid(), Signal::TERM).unwrap();
+    let mut ready = host.get("/health/ready");
+    while ready.status == 200 && told.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+        ready = host.get("/health/ready");
+    }
+    assert!(
+        ready.expect_error(503).contains("stopping"),
+        "{}",
+        ready.text()
+    );
+    assert_eq!(ready.json()["checks"]["shutdown"]["status"], "draining");
+    // Still served, on new connections too, within the delay.
+    assert_eq!(host.get("/health").status, 200);
+    assert_eq!(host.call("GET", "/v1/whoami", &token, None).status, 200);
+    assert!(host.stop().success());
+    assert!(
+        told.elapsed() >= Duration::from_secs(3),
+        "it served out its delay"
+    );
+    assert!(host.log().contains("not ready from now on"));
+}
+
 #[test]
 fn sigint_drains_and_exits_zero() {
     let mut host = Host::start();

@@ -1,6 +1,7 @@
 //! `/health`, `/healthz` (liveness) and `/health/ready` (readiness).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -24,6 +25,9 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 pub struct Probe {
     last: tokio::sync::Mutex<Option<(Instant, Database)>>,
     fresh_for: Duration,
+    /// The host was told to stop and serves on for `http.shutdown_delay_secs`
+    /// so that a load balancer sees it not ready before its listener closes.
+    draining: AtomicBool,
 }
 
 impl Default for Probe {
@@ -43,7 +47,13 @@ impl Probe {
         Self {
             last: tokio::sync::Mutex::new(None),
             fresh_for,
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// From now on readiness answers 503: the host is stopping.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// The last answer while it is fresh, else a new one from `look`.
@@ -90,6 +100,15 @@ pub async fn live() -> Json<serde_json::Value> {
 /// 200 with each subsystem's status, or 503 in the error shape with the same.
 /// The database's half may be up to a second old.
 pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.readiness.draining.load(Ordering::Relaxed) {
+        let error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the host is stopping (it serves what it is sent until its listener closes)",
+        );
+        let mut body = error.body();
+        body["checks"] = json!({ "shutdown": { "status": "draining" } });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let Database {
         postgres,
         migrations,

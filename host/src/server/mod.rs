@@ -380,13 +380,28 @@ pub async fn serve(
         state.config.http.trusted_proxies.clone(),
     ));
     let tasks = state.tasks.clone();
+    let shared = state.clone();
+    let delay = Duration::from_secs(state.config.http.shutdown_delay_secs);
     let app = app(state);
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let per_client = connections::PerClient::new(state_per_client);
     let mut shutdown = std::pin::pin!(shutdown);
+    // Told to stop with a delay: readiness says so at once, and the host
+    // accepts and serves on until the delay is over (a load balancer
+    // polling readiness stops sending first), then drains.
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let (tcp, client) = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown, if closing.is_none() => {
+                shared.readiness.drain();
+                if delay.is_zero() {
+                    break;
+                }
+                tracing::info!(?delay, "stopping: not ready from now on; the listener closes after the delay");
+                closing = Some(Box::pin(tokio::time::sleep(delay)));
+                continue;
+            }
+            () = async { closing.as_mut().expect("closing").await }, if closing.is_some() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
