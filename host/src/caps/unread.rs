@@ -14,8 +14,10 @@
 //! A WASI 0.3 guest may also start any number of calls at once: each
 //! call's arguments (a statement and its parameters, a key and its value)
 //! are copied into host memory as it starts, and held while it waits for a
-//! connection. They count against the same bound until the call ends
-//! ([`Unread::hold`]), so a call past it is refused before it waits.
+//! connection. They count against a bound of the same size, their own
+//! (so a call running does not take a large result's room to be alone),
+//! until the call ends ([`Unread::hold`]): a call past it is refused
+//! before it waits.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -31,9 +33,13 @@ use wasmtime::component::{Destination, StreamProducer, StreamResult, VecBuffer};
 /// listing of a store's keys.
 pub const MAX_UNREAD_BYTES: usize = 64 << 20;
 
-/// A store's unread bytes, shared by the capabilities that stream.
+/// A store's unread bytes, shared by the capabilities that stream, and
+/// the bytes its running calls' arguments hold.
 #[derive(Clone, Default)]
-pub struct Unread(Arc<AtomicUsize>);
+pub struct Unread {
+    results: Arc<AtomicUsize>,
+    arguments: Arc<AtomicUsize>,
+}
 
 impl Unread {
     /// `items` as a stream producer counting `bytes` until it is read or
@@ -50,15 +56,20 @@ impl Unread {
     /// rather than after each has read it all.
     pub fn reserve(&self) -> Reserved {
         Reserved(Held {
-            unread: self.0.clone(),
+            unread: self.results.clone(),
             bytes: 0,
+            arguments: false,
         })
     }
 
     /// `bytes` of a call's arguments counted while the returned hold
     /// lives (the call runs); or why not.
     pub fn hold(&self, bytes: usize) -> Result<Reserved, String> {
-        let mut reserved = self.reserve();
+        let mut reserved = Reserved(Held {
+            unread: self.arguments.clone(),
+            bytes: 0,
+            arguments: true,
+        });
         reserved.grow(bytes)?;
         Ok(reserved)
     }
@@ -66,7 +77,13 @@ impl Unread {
     /// Bytes unread now.
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.results.load(Ordering::Relaxed)
+    }
+
+    /// Bytes running calls hold now.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.arguments.load(Ordering::Relaxed)
     }
 }
 
@@ -87,12 +104,19 @@ impl Reserved {
         loop {
             let others = unread.saturating_sub(held.bytes);
             if others > 0 && unread.saturating_add(bytes) > MAX_UNREAD_BYTES {
-                return Err(format!(
-                    "{} MiB of earlier results are still unread or held by calls still \
-                     running; read or drop their streams, or wait for those calls, before \
-                     asking for more",
-                    others >> 20
-                ));
+                return Err(if held.arguments {
+                    format!(
+                        "{} MiB of arguments are held by calls still running; wait for \
+                         those calls before starting more",
+                        others >> 20
+                    )
+                } else {
+                    format!(
+                        "{} MiB of earlier results are still unread; read or drop their \
+                         streams before asking for more",
+                        others >> 20
+                    )
+                });
             }
             match held.unread.compare_exchange_weak(
                 unread,
@@ -121,6 +145,8 @@ impl Reserved {
 struct Held {
     unread: Arc<AtomicUsize>,
     bytes: usize,
+    /// Counts a running call's arguments, not a result.
+    arguments: bool,
 }
 
 impl Drop for Held {
@@ -199,9 +225,12 @@ mod tests {
             .map(|_| unread.hold(MAX_UNREAD_BYTES / 4).unwrap())
             .collect();
         assert!(unread.hold(1).is_err(), "no room for another call");
-        assert!(unread.stream(vec![0u8], 1).is_err(), "nor for a result");
+        // Results are counted apart: a large one is still had alone.
+        let big = unread.stream(vec![0u8], MAX_UNREAD_BYTES * 2);
+        assert!(big.is_ok(), "a result alone, whatever calls run");
+        drop(big);
         drop(running);
-        assert_eq!(unread.bytes(), 0);
+        assert_eq!(unread.held(), 0);
         // A call alone is let through whatever it holds.
         let alone = unread.hold(MAX_UNREAD_BYTES * 2).unwrap();
         assert!(unread.hold(1).is_err());
