@@ -591,9 +591,16 @@ impl Config {
                 origin == "*" || is_origin(origin),
                 "http.cors_allowed_origins: `{origin}` is not an origin as browsers send it \
                  (`https://app.example.com`, `http://localhost:3000`: lower case, no path or \
-                 trailing slash), nor `*`"
+                 trailing slash, no wildcard, no default port), nor `*` (and `null`, which \
+                 sandboxed pages and files send, is refused: anyone can send it)"
             );
         }
+        // A drain, not a second lifetime: past an hour it is a mistake
+        // (seconds written as milliseconds, say).
+        ensure!(
+            self.http.shutdown_delay_secs <= 3600,
+            "http.shutdown_delay_secs must be at most 3600"
+        );
         if let Some(token) = &self.http.metrics_token {
             ensure!(
                 token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic()),
@@ -716,19 +723,61 @@ impl Config {
 }
 
 /// Whether `text` is an origin as a browser sends it: `scheme://host` or
-/// `scheme://host:port`, lower case, with nothing after.
+/// `scheme://host:port`, lower case, with nothing after; the port written
+/// only when it is not the scheme's default (browsers leave 80 and 443
+/// out), and no wildcard (an origin is matched whole). Any scheme: web
+/// views and extensions send their own (`capacitor://localhost`).
 fn is_origin(text: &str) -> bool {
-    let Some((scheme, rest)) = text.split_once("://") else {
+    let Some((scheme, authority)) = text.split_once("://") else {
         return false;
     };
-    let Ok(uri) = text.parse::<http::Uri>() else {
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c));
+    if !scheme_ok
+        || authority.is_empty()
+        || authority.contains(['/', '?', '#', '@', '*', '\\'])
+        || authority
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        || authority != authority.to_ascii_lowercase()
+    {
         return false;
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let Some((v6, after)) = bracketed.split_once(']') else {
+                return false;
+            };
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return false;
+            }
+            match after {
+                "" => (v6, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (v6, Some(port)),
+                    None => return false,
+                },
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
     };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && !rest.contains(['/', '?', '#', '@'])
-        && text == text.to_ascii_lowercase()
-        && uri.host().is_some_and(|host| !host.is_empty())
+    let port_ok = port.is_none_or(|port| {
+        let default = match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        };
+        !port.starts_with('0')
+            && port
+                .parse::<u16>()
+                .is_ok_and(|n| n != 0 && Some(n) != default)
+    });
+    !host.is_empty() && port_ok
 }
 
 #[cfg(test)]
@@ -844,7 +893,7 @@ mod tests {
         };
         for good in [
             "[http]\ncors_allowed_origins = [\"*\"]\n",
-            "[http]\ncors_allowed_origins = [\"https://app.example.com\", \"http://localhost:3000\", \"http://[::1]:8080\"]\n",
+            "[http]\ncors_allowed_origins = [\"https://app.example.com\", \"http://localhost:3000\", \"http://[::1]:8080\", \"capacitor://localhost\", \"https://xn--bcher-kva.example\"]\n",
             "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
             "[http]\nheader_read_timeout_ms = 100\nsend_timeout_ms = 100\n",
             "[http]\nmetrics_token = \"0123456789abcdef\"\n",
@@ -869,7 +918,43 @@ mod tests {
                 "not an origin",
             ),
             (
-                "[http]\ncors_allowed_origins = [\"ftp://a.io\"]\n",
+                "[http]\ncors_allowed_origins = [\"https://*.example.com\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"https://a.io:443\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"http://a.io:80\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"http://a.io:\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"http://a.io:03000\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"http://a.io:abc\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"null\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"Capacitor://localhost\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"http://[::1\"]\n",
+                "not an origin",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"http://[zz]:80\"]\n",
                 "not an origin",
             ),
             (
@@ -883,6 +968,7 @@ mod tests {
             ("[http]\nheader_read_timeout_ms = 1\n", "at least 100"),
             ("[http]\nsend_timeout_ms = 99\n", "at least 100"),
             ("[http]\nmetrics_token = \"short\"\n", "metrics_token"),
+            ("[http]\nshutdown_delay_secs = 3601\n", "at most 3600"),
             (
                 "[http]\nmetrics_token = \"sixteen chars ok?\"\n",
                 "metrics_token",

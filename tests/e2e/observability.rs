@@ -186,6 +186,13 @@ fn metrics_can_be_kept_to_a_token() {
     );
     assert_eq!(scraped.status, 200, "{}", scraped.text());
     assert!(scraped.text().contains("# EOF"));
+    let lower_case = host.request(
+        "GET",
+        "/metrics",
+        &[("authorization", "bearer scrape-me-0123456789")],
+        Vec::new(),
+    );
+    assert_eq!(lower_case.status, 200, "the scheme in any case");
     // Health stays public.
     assert_eq!(host.get("/health").status, 200);
 }

@@ -35,11 +35,13 @@ async fn metrics(
     headers: http::HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     if let Some(token) = &state.config.http.metrics_token {
+        // The scheme in any case, as RFC 9110 has it.
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .unwrap_or_default();
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         // Compared as digests: how long the comparison takes tells
         // nothing of the token.
         if sha256(given) != sha256(token) {
