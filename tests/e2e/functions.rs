@@ -2692,24 +2692,16 @@ fn functions_are_listed_a_page_at_a_time_and_an_environment_holds_so_many() {
     }
     // The environment is full: creating or installing one more is refused,
     // and nothing is left of the attempt.
-    let refused = call(
-        &host,
-        "POST",
-        "/v1/functions",
-        &token,
-        Some(&json!({ "name": "dee" })),
-    )
-    .expect_error(422);
-    assert!(refused.contains("at most 3 functions"), "{refused}");
-    let refused = call(
-        &host,
-        "POST",
-        "/v1/functions/templates/hello/install",
-        &token,
-        Some(&json!({ "function_name": "dee" })),
-    )
-    .expect_error(422);
-    assert!(refused.contains("at most 3 functions"), "{refused}");
+    for (path, body) in [
+        ("/v1/functions", json!({ "name": "dee" })),
+        (
+            "/v1/functions/templates/hello/install",
+            json!({ "function_name": "dee" }),
+        ),
+    ] {
+        let refused = call(&host, "POST", path, &token, Some(&body)).expect_error(422);
+        assert!(refused.contains("at most 3 functions"), "{path}: {refused}");
+    }
     let page = |query: &str| fn_get(&host, &token, &format!("/v1/functions?{query}"));
     let names = |page: &Value| -> Vec<String> {
         page["functions"]

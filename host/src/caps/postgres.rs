@@ -494,14 +494,11 @@ impl<T> v4::HostConnectionWithStore<T> for V4 {
             v4::Error,
         >,
     > {
-        let (connection, unread) = accessor.with(|mut access| {
-            let state = access.get();
-            wasmtime::error::Ok((state.connection(&connection)?, state.unread.clone()))
-        })?;
-        let arguments = match hold_arguments(&unread, &statement, &params) {
-            Ok(held) => held,
-            Err(refused) => return Ok(Err(v4::Error::Other(refused))),
-        };
+        let (connection, unread, arguments) =
+            match begin_call(accessor, &connection, &statement, &params)? {
+                Ok(begun) => begun,
+                Err(refused) => return Ok(Err(refused)),
+            };
         let queried = query_v4(&connection, &statement, params).await;
         drop(arguments);
         let (columns, rows) = match queried {
@@ -531,27 +528,34 @@ impl<T> v4::HostConnectionWithStore<T> for V4 {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, v4::Error>> {
-        let (connection, unread) = accessor.with(|mut access| {
-            let state = access.get();
-            wasmtime::error::Ok((state.connection(&connection)?, state.unread.clone()))
-        })?;
-        let _arguments = match hold_arguments(&unread, &statement, &params) {
-            Ok(held) => held,
-            Err(refused) => return Ok(Err(v4::Error::Other(refused))),
-        };
+        let (connection, _, _arguments) =
+            match begin_call(accessor, &connection, &statement, &params)? {
+                Ok(begun) => begun,
+                Err(refused) => return Ok(Err(refused)),
+            };
         Ok(execute_v4(&connection, &statement, params).await)
     }
 }
 
-/// A call's statement and parameters counted against the store's bound
+/// What an async call runs with: its connection, the store's unread
+/// bound, and its statement and parameters counted against their own bound
 /// while it runs ([`Unread::hold`]); refused, before it runs, past it.
-fn hold_arguments(
-    unread: &Unread,
+#[allow(clippy::type_complexity)]
+fn begin_call<T>(
+    accessor: &Accessor<T, V4>,
+    connection: &Resource<Connection>,
     statement: &str,
     params: &[v4::ParameterValue],
-) -> Result<Reserved, String> {
+) -> wasmtime::Result<Result<(Connection, Unread, Reserved), v4::Error>> {
+    let (connection, unread) = accessor.with(|mut access| {
+        let state = access.get();
+        wasmtime::error::Ok((state.connection(connection)?, state.unread.clone()))
+    })?;
     let bytes = statement.len() + params.iter().map(parameter_bytes).sum::<usize>();
-    unread.hold(bytes)
+    Ok(match unread.hold(bytes) {
+        Ok(held) => Ok((connection, unread, held)),
+        Err(refused) => Err(v4::Error::Other(refused)),
+    })
 }
 
 /// What a parameter holds of the host: its own size and what it points to.
