@@ -163,7 +163,10 @@ pub fn active_fits(tx: &Transaction, function: &str, memory_mb: u64) -> Result<(
         integer(&active, "version")?,
     )?;
     fits(&info, memory_mb).map_err(|e| {
-        ApiError::unprocessable(format!("`memory_mb`: the active version's {}", e.message))
+        ApiError::unprocessable(format!(
+            "`memory_mb`: for the active version, {}",
+            e.message
+        ))
     })
 }
 
